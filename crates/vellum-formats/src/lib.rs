@@ -1,0 +1,7 @@
+//! Pure credential formats for Vellum: JOSE primitives and the SD-JWT VC encoder.
+//!
+//! Nothing here performs I/O or knows about HTTP, databases or clocks: callers pass time,
+//! claims and keys in, and get bytes out. That keeps every format testable on its own.
+
+pub mod jose;
+pub mod sdjwt;

@@ -1,0 +1,129 @@
+//! Building and running the service: `App::build(config)` then `run_until_stopped(shutdown)`.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::context::Context;
+use crate::keys::{self, KeyCache};
+use crate::profiles;
+use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
+use crate::sessions;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub struct App {
+    listener: TcpListener,
+    ctx: Arc<Context>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, StartError> {
+        let address = format!("{}:{}", config.http.host, config.http.port);
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| StartError::Listen { address, source })?;
+        let port = listener.local_addr().map_err(|source| StartError::Listen {
+            address: config.http.host.clone(),
+            source,
+        })?;
+        let issuer_url = config.issuer_url(port.port());
+        let base_path = Url::parse(&issuer_url)
+            .map(|url| url.path().trim_end_matches('/').to_owned())
+            .map_err(|error| StartError::Setup(format!("public_url: {error}")))?;
+
+        let store = SqliteStore::open(&config.sqlite_path(), config.database.synchronous).await?;
+        store.migrate().await?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
+        let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
+        let ctx = Arc::new(Context {
+            config,
+            issuer_url,
+            base_path,
+            store,
+            secrets,
+            clock,
+            api_key_hash,
+            keys: KeyCache::default(),
+        });
+        keys::ensure_declared_keys(&ctx)
+            .await
+            .map_err(|error| StartError::Setup(format!("keys: {error}")))?;
+        profiles::load_configured_profiles(&ctx)
+            .await
+            .map_err(StartError::Setup)?;
+        Ok(App { listener, ctx })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled; in-flight requests finish first.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let sweeper = {
+            let ctx = self.ctx.clone();
+            let shutdown = shutdown.child_token();
+            tokio::spawn(async move { sessions::sweep_until_cancelled(&ctx, shutdown).await })
+        };
+        let router = crate::http::router(self.ctx.clone());
+        tracing::info!(issuer = %self.ctx.issuer_url, "Vellum is serving");
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        let _ = sweeper.await;
+        served
+    }
+}
+
+/// The hash of the management API key: from configuration, or generated once and printed.
+async fn api_key_hash(config: &Config, store: &dyn Store) -> Result<String, StoreError> {
+    if !config.api_key.is_empty() {
+        return Ok(hash_secret(&config.api_key));
+    }
+    let candidate = random_token();
+    let hash = hash_secret(&candidate);
+    let stored = store.init_setting("api_key_sha256", &hash).await?;
+    if stored == hash {
+        // Printed once, to the terminal, never to the log: only its hash is kept.
+        println!(
+            "\n  Management API key (shown once, store it now):\n\n    {candidate}\n\n  \
+             Use it as: Authorization: Bearer <key>. Set VELLUM_API_KEY to choose your own.\n"
+        );
+    }
+    Ok(stored)
+}

@@ -1,0 +1,326 @@
+//! Typed configuration: built-in defaults -> demo -> file -> `VELLUM_*` environment, validated
+//! once at start so that a bad value fails with the name of its key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+use vellum_formats::jose::Algorithm;
+
+use crate::profiles::ProfileDefinition;
+
+const DEFAULTS: &str = include_str!("../config.default.toml");
+const DEMO: &str = include_str!("../demo.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub public_url: String,
+    pub api_key: String,
+    pub master_key: String,
+    pub master_key_file: PathBuf,
+    pub demo: bool,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub offers: OffersConfig,
+    pub protocol: ProtocolConfig,
+    pub credentials: CredentialsConfig,
+    pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub credential_configurations: BTreeMap<String, CredentialConfiguration>,
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyDeclaration>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileDefinition>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub host: String,
+    pub port: u16,
+    pub management_body_limit: usize,
+    pub protocol_body_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffersConfig {
+    pub default_expires_in_seconds: u32,
+    pub max_expires_in_seconds: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolConfig {
+    pub access_token_ttl_seconds: u32,
+    pub nonce_ttl_seconds: u32,
+    pub proof_max_age_seconds: u32,
+    pub proof_max_future_seconds: u32,
+    pub max_tx_code_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    pub default_validity_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    pub retention_seconds: u64,
+    pub sweep_interval_seconds: u64,
+}
+
+/// One entry of `credential_configurations_supported`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfiguration {
+    pub format: CredentialFormat,
+    pub vct: Option<String>,
+    pub scope: Option<String>,
+    pub credential_signing_alg_values_supported: Vec<String>,
+    pub cryptographic_binding_methods_supported: Vec<String>,
+    pub proof_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    pub credential_metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum CredentialFormat {
+    #[serde(rename = "dc+sd-jwt")]
+    SdJwtVc,
+}
+
+impl CredentialFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialFormat::SdJwtVc => "dc+sd-jwt",
+        }
+    }
+}
+
+impl CredentialConfiguration {
+    /// The proof algorithms, parsed; validated at start so this cannot fail later.
+    pub fn proof_algorithms(&self) -> Vec<Algorithm> {
+        self.proof_signing_alg_values_supported
+            .iter()
+            .filter_map(|name| Algorithm::parse(name).ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDeclaration {
+    pub algorithm: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the layers. `file` is an optional operator file; `VELLUM_CONFIG` names one too.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_file = std::env::var_os("VELLUM_CONFIG").map(PathBuf::from);
+        let file = file.map(Path::to_path_buf).or(env_file);
+        if let Some(path) = &file
+            && !path.is_file()
+        {
+            return Err(ConfigError(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        let mut layers = vec![Toml::string(DEFAULTS)];
+        let env = || {
+            Env::prefixed("VELLUM_")
+                .ignore(&["CONFIG", "LOG"])
+                .filter(|key| !key.as_str().starts_with("test_"))
+                .split("__")
+        };
+        // The demo layer sits under the operator's file, so whether it loads is decided first.
+        let mut probe = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = &file {
+            probe = probe.merge(Toml::file(path));
+        }
+        let demo: bool = probe
+            .merge(env())
+            .extract_inner("demo")
+            .map_err(|error| ConfigError(error.to_string()))?;
+        if demo {
+            layers.push(Toml::string(DEMO));
+        }
+        let mut figment = Figment::new();
+        for layer in layers {
+            figment = figment.merge(layer);
+        }
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(env()))
+    }
+
+    /// Defaults plus the given overrides: how tests build a configuration.
+    pub fn with_overrides(overrides: Value, demo: bool) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if demo {
+            figment = figment.merge(Toml::string(DEMO));
+        }
+        Self::from_figment(figment.merge(Serialized::defaults(overrides)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|error| ConfigError(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if !self.public_url.is_empty() {
+            match Url::parse(&self.public_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
+                _ => return fail("public_url", "must be an http(s) URL without query"),
+            }
+        }
+        if !self.api_key.is_empty() && self.api_key.len() < 32 {
+            return fail("api_key", "must be at least 32 characters");
+        }
+        if !self.database.url.starts_with("sqlite:") {
+            return fail("database.url", "only sqlite:// URLs are supported");
+        }
+        if self.offers.default_expires_in_seconds == 0
+            || self.offers.default_expires_in_seconds > self.offers.max_expires_in_seconds
+        {
+            return fail(
+                "offers.default_expires_in_seconds",
+                "must be between 1 and offers.max_expires_in_seconds",
+            );
+        }
+        for (key, value) in [
+            (
+                "protocol.access_token_ttl_seconds",
+                self.protocol.access_token_ttl_seconds,
+            ),
+            (
+                "protocol.nonce_ttl_seconds",
+                self.protocol.nonce_ttl_seconds,
+            ),
+            (
+                "protocol.max_tx_code_attempts",
+                self.protocol.max_tx_code_attempts,
+            ),
+        ] {
+            if value == 0 {
+                return fail(key, "must be greater than 0");
+            }
+        }
+        if self.sessions.sweep_interval_seconds == 0 {
+            return fail("sessions.sweep_interval_seconds", "must be greater than 0");
+        }
+        for (id, configuration) in &self.credential_configurations {
+            let key = format!("credential_configurations.{id}");
+            if configuration.format == CredentialFormat::SdJwtVc && configuration.vct.is_none() {
+                return fail(&key, "dc+sd-jwt needs vct");
+            }
+            for name in configuration
+                .credential_signing_alg_values_supported
+                .iter()
+                .chain(&configuration.proof_signing_alg_values_supported)
+            {
+                if Algorithm::parse(name).is_err() {
+                    return fail(&key, &format!("unsupported algorithm {name:?}"));
+                }
+            }
+            if configuration.proof_signing_alg_values_supported.is_empty() {
+                return fail(&key, "proof_signing_alg_values_supported is empty");
+            }
+            if let Some(metadata) = &configuration.credential_metadata
+                && !metadata.is_object()
+            {
+                return fail(&key, "credential_metadata must be a table");
+            }
+        }
+        for (id, declaration) in &self.keys {
+            if Algorithm::parse(&declaration.algorithm).is_err() {
+                return fail(
+                    &format!("keys.{id}.algorithm"),
+                    "must be ES256, ES384 or EdDSA",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The credential issuer identifier, without a trailing slash.
+    pub fn issuer_url(&self, bound_port: u16) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}:{}", self.http.host, bound_port)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+
+    /// The SQLite file of `database.url`.
+    pub fn sqlite_path(&self) -> PathBuf {
+        let rest = self.database.url.trim_start_matches("sqlite:");
+        PathBuf::from(rest.trim_start_matches("//"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_built_in_defaults_and_demo_are_valid() {
+        let config = Config::with_overrides(json!({}), true).expect("valid");
+        assert_eq!(config.http.port, 7005);
+        assert!(config.profiles.contains_key("demo-identity"));
+        assert!(
+            config
+                .credential_configurations
+                .contains_key("identity_credential")
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let error =
+            Config::with_overrides(json!({"http": {"port": "abc"}}), false).expect_err("invalid");
+        assert!(error.to_string().contains("port"), "{error}");
+        let error = Config::with_overrides(json!({"protocol": {"nonce_ttl_seconds": 0}}), false)
+            .expect_err("invalid");
+        assert!(
+            error.to_string().contains("protocol.nonce_ttl_seconds"),
+            "{error}"
+        );
+        let error = Config::with_overrides(json!({"keys": {"k": {"algorithm": "RS256"}}}), false)
+            .expect_err("invalid");
+        assert!(error.to_string().contains("keys.k.algorithm"), "{error}");
+    }
+}

@@ -1,0 +1,179 @@
+//! One error enum per wire surface, carrying the spec's codes verbatim. Features return these;
+//! `http::responses` turns them into responses (features never see axum).
+
+use crate::store::StoreError;
+
+/// A failure nobody asked for: logged once at the HTTP boundary, answered with an opaque 500.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Internal(#[from] Box<dyn std::error::Error + Send + Sync>);
+
+impl Internal {
+    pub fn msg(message: impl Into<String>) -> Self {
+        Internal(message.into().into())
+    }
+
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Internal(Box::new(error))
+    }
+}
+
+impl From<StoreError> for Internal {
+    fn from(error: StoreError) -> Self {
+        Internal(Box::new(error))
+    }
+}
+
+/// The management API: `{"code": ..., "detail": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{detail}")]
+    Invalid { code: &'static str, detail: String },
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("the database is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[from] Internal),
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// The token endpoint (RFC 6749 §5.2) and the other OAuth-style protocol endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidGrant(String),
+    #[error("{0}")]
+    InvalidClient(String),
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// A resource such as a credential offer that does not exist (404, `invalid_request`).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the database is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[from] Internal),
+}
+
+impl OAuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) | OAuthError::NotFound(_) => "invalid_request",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::Unavailable => "temporarily_unavailable",
+            OAuthError::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => OAuthError::Unavailable,
+            other => OAuthError::Internal(other.into()),
+        }
+    }
+}
+
+/// The credential endpoint: OID4VCI 1.0 §8.3.1.2 codes, plus RFC 6750 `invalid_token`.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("{0}")]
+    InvalidCredentialRequest(String),
+    #[error("{0}")]
+    UnknownCredentialConfiguration(String),
+    #[error("{0}")]
+    UnknownCredentialIdentifier(String),
+    #[error("{0}")]
+    InvalidProof(String),
+    #[error("{0}")]
+    InvalidNonce(String),
+    #[error("{0}")]
+    InvalidEncryptionParameters(String),
+    #[error("{0}")]
+    CredentialRequestDenied(String),
+    /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// RFC 6750 §3.1, e.g. an access token in the query string.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the database is unavailable; retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[from] Internal),
+}
+
+impl CredentialError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CredentialError::InvalidCredentialRequest(_) => "invalid_credential_request",
+            CredentialError::UnknownCredentialConfiguration(_) => {
+                "unknown_credential_configuration"
+            }
+            CredentialError::UnknownCredentialIdentifier(_) => "unknown_credential_identifier",
+            CredentialError::InvalidProof(_) => "invalid_proof",
+            CredentialError::InvalidNonce(_) => "invalid_nonce",
+            CredentialError::InvalidEncryptionParameters(_) => "invalid_encryption_parameters",
+            CredentialError::CredentialRequestDenied(_) => "credential_request_denied",
+            CredentialError::InvalidToken(_) => "invalid_token",
+            CredentialError::InvalidRequest(_) => "invalid_request",
+            CredentialError::Unavailable => "temporarily_unavailable",
+            CredentialError::Internal(_) => "server_error",
+        }
+    }
+}
+
+impl From<StoreError> for CredentialError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(_) => CredentialError::Unavailable,
+            other => CredentialError::Internal(other.into()),
+        }
+    }
+}

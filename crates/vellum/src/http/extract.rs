@@ -1,0 +1,188 @@
+//! Extractors whose rejections speak each surface's error format.
+
+use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::errors::{ApiError, CredentialError, OAuthError};
+use crate::secrets::hash_secret;
+
+fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body is larger than {limit} bytes")
+    } else {
+        text
+    }
+}
+
+/// JSON for the management API; failures are `{code, detail}`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge(state.config.http.management_body_limit)
+                }
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                    ApiError::UnsupportedMediaType("send Content-Type: application/json".into())
+                }
+                _ => ApiError::invalid("invalid_request", json_detail(rejection)),
+            }),
+        }
+    }
+}
+
+fn json_detail(rejection: JsonRejection) -> String {
+    match rejection {
+        // serde's message names the field and what was expected.
+        JsonRejection::JsonDataError(error) => {
+            std::error::Error::source(&error).map_or_else(|| error.body_text(), |s| s.to_string())
+        }
+        other => other.body_text(),
+    }
+}
+
+/// Query strings for the management API.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection: QueryRejection| {
+                ApiError::invalid("invalid_query", rejection.body_text())
+            })
+    }
+}
+
+/// Requires `Authorization: Bearer <management API key>`.
+pub struct ApiKey;
+
+impl FromRequestParts<AppState> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let matches = hash_secret(presented)
+            .as_bytes()
+            .ct_eq(state.api_key_hash.as_bytes());
+        if bool::from(matches) {
+            Ok(ApiKey)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// The token endpoint's form, as ordered pairs so repeated parameters can be refused.
+pub struct TokenForm(pub Vec<(String, String)>);
+
+impl FromRequest<AppState> for TokenForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match axum::Form::<Vec<(String, String)>>::from_request(request, state).await {
+            Ok(axum::Form(pairs)) => Ok(TokenForm(pairs)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let text = match &rejection {
+                    FormRejection::InvalidFormContentType(_) => {
+                        "send Content-Type: application/x-www-form-urlencoded".to_owned()
+                    }
+                    _ => rejection.body_text(),
+                };
+                let detail = body_detail(status, text, state.config.http.protocol_body_limit);
+                let mut response = OAuthError::InvalidRequest(detail).into_response();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    *response.status_mut() = status;
+                }
+                Err(response)
+            }
+        }
+    }
+}
+
+/// The credential request: the access token and the JSON body.
+pub struct CredentialRequest {
+    pub access_token: Option<String>,
+    pub body: serde_json::Value,
+}
+
+impl FromRequest<AppState> for CredentialRequest {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let in_query = request.uri().query().is_some_and(|query| {
+            url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "access_token")
+        });
+        if in_query {
+            return Err(CredentialError::InvalidRequest(
+                "access tokens in the query string are refused; use the Authorization header"
+                    .into(),
+            )
+            .into_response());
+        }
+        if let Some(value) = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            && value
+                .split_once(' ')
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("dpop"))
+        {
+            return Err(CredentialError::InvalidToken(
+                "DPoP-bound access tokens are not issued by this issuer; use Bearer".into(),
+            )
+            .into_response());
+        }
+        let access_token = bearer(request.headers()).map(str::to_owned);
+        match axum::Json::<serde_json::Value>::from_request(request, state).await {
+            Ok(axum::Json(body)) => Ok(CredentialRequest { access_token, body }),
+            Err(rejection) => {
+                let status = rejection.status();
+                let text = match &rejection {
+                    JsonRejection::MissingJsonContentType(_) => {
+                        "send Content-Type: application/json".to_owned()
+                    }
+                    _ => rejection.body_text(),
+                };
+                let detail = body_detail(status, text, state.config.http.protocol_body_limit);
+                let mut response =
+                    CredentialError::InvalidCredentialRequest(detail).into_response();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    *response.status_mut() = status;
+                }
+                Err(response)
+            }
+        }
+    }
+}

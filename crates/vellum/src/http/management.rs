@@ -1,0 +1,170 @@
+//! `/api/v1`: profiles, keys, offers, sessions. Every route requires the API key except the
+//! OpenAPI description.
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::AppState;
+use super::extract::{ApiJson, ApiKey, ApiQuery};
+use crate::context::Context;
+use crate::errors::ApiError;
+use crate::ids::{KeyId, ProfileId};
+use crate::keys::{self, GenerateKeyRequest, ImportKeyRequest};
+use crate::offers::{self, CreateOfferRequest};
+use crate::profiles;
+use crate::sessions::{self, EventQuery, SessionQuery};
+
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+pub fn router(ctx: &Context) -> Router<AppState> {
+    let authenticated = Router::new()
+        .route("/keys", get(list_keys).post(generate_key))
+        .route("/keys/import", post(import_key))
+        .route("/keys/{keyId}", get(get_key))
+        .route("/profiles", get(list_profiles).post(create_profile))
+        .route(
+            "/profiles/{profileId}",
+            get(get_profile).put(update_profile).delete(delete_profile),
+        )
+        .route("/offers", post(create_offer))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{sessionId}", get(get_session))
+        .route("/sessions/{sessionId}/events", get(list_session_events))
+        // Unknown paths under /api/v1 still need the key: nothing is learned without it.
+        .fallback(|_: ApiKey| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit));
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .nest("/api/v1", authenticated)
+}
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
+}
+
+fn created<T: serde::Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+async fn list_keys(_: ApiKey, State(ctx): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(keys::list_keys(&ctx).await?).into_response())
+}
+
+async fn generate_key(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    ApiJson(request): ApiJson<GenerateKeyRequest>,
+) -> Result<Response, ApiError> {
+    Ok(created(keys::generate_key(&ctx, request).await?))
+}
+
+async fn import_key(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    ApiJson(request): ApiJson<ImportKeyRequest>,
+) -> Result<Response, ApiError> {
+    Ok(created(keys::import_key(&ctx, request).await?))
+}
+
+fn key_id(text: &str) -> Result<KeyId, ApiError> {
+    KeyId::parse(text).map_err(|_| ApiError::NotFound(format!("no key {text}")))
+}
+
+fn profile_id(text: &str) -> Result<ProfileId, ApiError> {
+    ProfileId::parse(text).map_err(|_| ApiError::NotFound(format!("no profile {text}")))
+}
+
+async fn get_key(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(keys::get_key(&ctx, &key_id(&id)?).await?).into_response())
+}
+
+async fn list_profiles(_: ApiKey, State(ctx): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(profiles::list_profiles(&ctx).await?).into_response())
+}
+
+async fn create_profile(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    Ok(created(profiles::create_profile(&ctx, body).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<i64>,
+}
+
+async fn get_profile(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<VersionQuery>,
+) -> Result<Response, ApiError> {
+    let profile = profiles::get_profile(&ctx, &profile_id(&id)?, query.version).await?;
+    Ok(Json(profile).into_response())
+}
+
+async fn update_profile(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let profile = profiles::update_profile(&ctx, &profile_id(&id)?, body).await?;
+    Ok(Json(profile).into_response())
+}
+
+async fn delete_profile(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    profiles::deactivate_profile(&ctx, &profile_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn create_offer(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    ApiJson(request): ApiJson<CreateOfferRequest>,
+) -> Result<Response, ApiError> {
+    Ok(created(offers::create_offer(&ctx, request).await?))
+}
+
+async fn list_sessions(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    ApiQuery(query): ApiQuery<SessionQuery>,
+) -> Result<Response, ApiError> {
+    Ok(Json(sessions::list_sessions(&ctx, query).await?).into_response())
+}
+
+async fn get_session(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let session = sessions::get_session(&ctx, sessions::parse_id(&id)?).await?;
+    Ok(Json(session).into_response())
+}
+
+async fn list_session_events(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<EventQuery>,
+) -> Result<Response, ApiError> {
+    let events = sessions::session_events(&ctx, sessions::parse_id(&id)?, query).await?;
+    Ok(Json(events).into_response())
+}

@@ -1,0 +1,98 @@
+//! Error enums -> HTTP responses. Unexpected errors are logged here, once, and answered with an
+//! opaque body.
+
+use axum::Json;
+use axum::http::header::{CACHE_CONTROL, PRAGMA, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::errors::{ApiError, CredentialError, OAuthError};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(error) => {
+                tracing::error!(error = %error, "management API request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut response = (
+            status,
+            Json(json!({"code": self.code(), "detail": self.to_string()})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            OAuthError::NotFound(_) => StatusCode::NOT_FOUND,
+            OAuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthError::Internal(error) => {
+                tracing::error!(error = %error, "protocol request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let body = json!({"error": self.code(), "error_description": self.to_string()});
+        no_store((status, Json(body)).into_response())
+    }
+}
+
+impl IntoResponse for CredentialError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            CredentialError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            CredentialError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            CredentialError::Internal(error) => {
+                tracing::error!(error = %error, "credential request failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let description = self.to_string();
+        let body = json!({"error": self.code(), "error_description": description});
+        let mut response = no_store((status, Json(body)).into_response());
+        if let CredentialError::InvalidToken(_) = self {
+            let challenge = format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                description.replace(['"', '\\'], "'")
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+/// Token, nonce and credential responses must not be cached (RFC 6749 §5.1, OID4VCI §7.2).
+pub fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A JSON body with `Cache-Control: no-store`.
+pub fn json_no_store<T: Serialize>(value: T) -> Response {
+    no_store(Json(value).into_response())
+}

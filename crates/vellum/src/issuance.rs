@@ -1,0 +1,371 @@
+//! The credential endpoint: access token, request shape, key proof, then the credential.
+
+use rand::rngs::OsRng;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use vellum_formats::jose::{self, Jwk, UnverifiedJws};
+use vellum_formats::sdjwt;
+
+use crate::clock::Millis;
+use crate::context::Context;
+use crate::errors::{CredentialError, Internal};
+use crate::events;
+use crate::mapping::{self, Inputs};
+use crate::oauth;
+use crate::offers::IssuanceTemplate;
+use crate::profiles;
+use crate::secrets::hash_secret;
+use crate::sessions;
+use crate::store::{IssuanceCommit, SessionLookup, SessionRecord, SessionStatus};
+
+pub const PROOF_TYP: &str = "openid4vci-proof+jwt";
+
+#[derive(Debug, Serialize)]
+pub struct CredentialResponse {
+    pub credentials: Vec<IssuedCredential>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssuedCredential {
+    pub credential: String,
+}
+
+/// `POST /credential`. `bearer` is the access token from the Authorization header.
+pub async fn request_credential(
+    ctx: &Context,
+    bearer: Option<&str>,
+    body: Value,
+) -> Result<CredentialResponse, CredentialError> {
+    let token = bearer.ok_or_else(|| {
+        CredentialError::InvalidToken("an access token is required (Authorization: Bearer)".into())
+    })?;
+    let session = ctx
+        .store
+        .session_by(SessionLookup::AccessToken(&hash_secret(token)))
+        .await?
+        .ok_or_else(|| CredentialError::InvalidToken("unknown access token".into()))?;
+    let now = ctx.clock.now();
+    if session.token_expires_at.is_none_or(|at| at <= now) {
+        return Err(CredentialError::InvalidToken(
+            "the access token has expired".into(),
+        ));
+    }
+    match issue(ctx, &session, &body, now).await {
+        Ok(response) => Ok(response),
+        Err(error) => {
+            if !matches!(
+                error,
+                CredentialError::Internal(_) | CredentialError::Unavailable
+            ) {
+                let event = events::request_failed(
+                    session.id,
+                    events::CREDENTIAL_REQUEST_FAILED,
+                    error.code(),
+                    &error.to_string(),
+                    now,
+                );
+                ctx.store.append_events(&[event]).await?;
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn issue(
+    ctx: &Context,
+    session: &SessionRecord,
+    body: &Value,
+    now: Millis,
+) -> Result<CredentialResponse, CredentialError> {
+    match session.status {
+        SessionStatus::Active => {}
+        SessionStatus::Successful => {
+            return Err(CredentialError::CredentialRequestDenied(
+                "the credential of this offer has already been issued".into(),
+            ));
+        }
+        SessionStatus::Unsuccessful | SessionStatus::Expired => {
+            return Err(CredentialError::CredentialRequestDenied(
+                "the issuance session is no longer active".into(),
+            ));
+        }
+    }
+    let request = body.as_object().ok_or_else(|| {
+        CredentialError::InvalidCredentialRequest("the body must be a JSON object".into())
+    })?;
+    if request.contains_key("credential_response_encryption") {
+        return Err(CredentialError::InvalidEncryptionParameters(
+            "credential response encryption is not supported by this issuer".into(),
+        ));
+    }
+    match (
+        request.get("credential_configuration_id"),
+        request.get("credential_identifier"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(CredentialError::InvalidCredentialRequest(
+                "send credential_configuration_id or credential_identifier, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(CredentialError::InvalidCredentialRequest(
+                "credential_configuration_id is missing".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(CredentialError::UnknownCredentialIdentifier(
+                "this issuer issued no credential identifiers; use credential_configuration_id"
+                    .into(),
+            ));
+        }
+        (Some(id), None) if id.as_str() != Some(&session.credential_configuration_id) => {
+            return Err(CredentialError::UnknownCredentialConfiguration(format!(
+                "the access token covers only {:?}",
+                session.credential_configuration_id
+            )));
+        }
+        (Some(_), None) => {}
+    }
+    let template: IssuanceTemplate = serde_json::from_value(session.template.clone())
+        .map_err(|error| Internal::msg(format!("session {}: {error}", session.id)))?;
+    let proof = single_jwt_proof(request)?;
+    let proven = verify_proof(ctx, &session.credential_configuration_id, proof, now)?;
+    if let Some(expected) = &template.expected_proof_key_thumbprint
+        && *expected != proven.jwk.thumbprint()
+    {
+        return Err(CredentialError::InvalidProof(
+            "the proof is not signed by the key this offer is bound to".into(),
+        ));
+    }
+    let credential = sd_jwt_vc(ctx, session, &template, &proven.jwk, now).await?;
+    let issued = events::new(
+        session.id,
+        events::SDJWT_ISSUE,
+        now,
+        json!({ "sdjwt": credential }),
+    );
+    let status = events::status_changed(
+        session.id,
+        SessionStatus::Active,
+        SessionStatus::Successful,
+        None,
+        now,
+    );
+    match ctx
+        .store
+        .complete_issuance(
+            session.id,
+            &hash_secret(&proven.nonce),
+            proven.nonce_expires_at,
+            now,
+            &[issued, status],
+        )
+        .await?
+    {
+        IssuanceCommit::Issued => Ok(CredentialResponse {
+            credentials: vec![IssuedCredential { credential }],
+        }),
+        IssuanceCommit::NonceAlreadyUsed => Err(CredentialError::InvalidNonce(
+            "the nonce has already been used; fetch a new one".into(),
+        )),
+        IssuanceCommit::SessionNotActive => {
+            if let Some(current) = ctx.store.session(session.id).await?
+                && current.status == SessionStatus::Active
+                && current.expires_at <= now
+            {
+                sessions::expire(ctx, &current, Vec::new()).await?;
+            }
+            Err(CredentialError::CredentialRequestDenied(
+                "the issuance session is no longer active".into(),
+            ))
+        }
+    }
+}
+
+fn single_jwt_proof(request: &Map<String, Value>) -> Result<&str, CredentialError> {
+    let proofs = request
+        .get("proofs")
+        .and_then(Value::as_object)
+        .ok_or_else(|| CredentialError::InvalidProof("proofs is missing".into()))?;
+    if let Some(other) = proofs.keys().find(|name| name.as_str() != "jwt") {
+        return Err(CredentialError::InvalidProof(format!(
+            "proof type {other:?} is not supported; use jwt"
+        )));
+    }
+    match proofs
+        .get("jwt")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+    {
+        Some([Value::String(jwt)]) => Ok(jwt),
+        Some([_]) => Err(CredentialError::InvalidProof(
+            "proofs.jwt[0] must be a string".into(),
+        )),
+        Some([]) | None => Err(CredentialError::InvalidProof(
+            "proofs.jwt must hold one proof".into(),
+        )),
+        Some(_) => Err(CredentialError::InvalidProof(
+            "this issuer does not support batch issuance: send exactly one proof".into(),
+        )),
+    }
+}
+
+struct ProvenKey {
+    jwk: Jwk,
+    nonce: String,
+    nonce_expires_at: Millis,
+}
+
+/// Checks a JWT key proof (OID4VCI 1.0 Appendix F.1) in the order that gives wallets the most
+/// useful error: shape, header, signature, then claims and nonce.
+fn verify_proof(
+    ctx: &Context,
+    configuration_id: &str,
+    proof: &str,
+    now: Millis,
+) -> Result<ProvenKey, CredentialError> {
+    let invalid = |why: String| CredentialError::InvalidProof(why);
+    let jws = UnverifiedJws::parse(proof).map_err(|error| invalid(error.to_string()))?;
+    if jws.header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
+        return Err(invalid(format!("the proof's typ must be {PROOF_TYP}")));
+    }
+    let algorithm = jws
+        .algorithm()
+        .map_err(|error| invalid(error.to_string()))?;
+    let allowed = ctx
+        .config
+        .credential_configurations
+        .get(configuration_id)
+        .map(|configuration| configuration.proof_algorithms())
+        .unwrap_or_default();
+    if !allowed.contains(&algorithm) {
+        return Err(invalid(format!(
+            "alg {algorithm} is not in proof_signing_alg_values_supported"
+        )));
+    }
+    let references = ["jwk", "kid", "x5c"]
+        .into_iter()
+        .filter(|name| jws.header.contains_key(*name))
+        .collect::<Vec<_>>();
+    let jwk = match references.as_slice() {
+        ["jwk"] => {
+            Jwk::from_value(&jws.header["jwk"]).map_err(|error| invalid(error.to_string()))?
+        }
+        [] => return Err(invalid("the proof header has no jwk".into())),
+        [one] => {
+            return Err(invalid(format!(
+                "key reference {one:?} is not supported; send the key as jwk"
+            )));
+        }
+        _ => return Err(invalid("use exactly one of jwk, kid and x5c".into())),
+    };
+    if jwk.is_private() {
+        return Err(invalid("the proof's jwk contains a private key".into()));
+    }
+    jws.verify_with(&jwk)
+        .map_err(|error| invalid(format!("the proof {error}")))?;
+
+    let claims = &jws.payload;
+    if claims.get("aud").and_then(Value::as_str) != Some(ctx.issuer_url.as_str()) {
+        return Err(invalid(format!(
+            "the proof's aud must be the credential issuer {}",
+            ctx.issuer_url
+        )));
+    }
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| invalid("the proof has no numeric iat".into()))?;
+    let now_seconds = now.div_euclid(1000);
+    if iat > now_seconds + i64::from(ctx.config.protocol.proof_max_future_seconds) {
+        return Err(invalid("the proof's iat is in the future".into()));
+    }
+    if iat < now_seconds - i64::from(ctx.config.protocol.proof_max_age_seconds) {
+        return Err(invalid("the proof's iat is too old".into()));
+    }
+    let nonce = claims.get("nonce").and_then(Value::as_str).ok_or_else(|| {
+        CredentialError::InvalidNonce(
+            "the proof has no nonce; fetch one from the nonce endpoint".into(),
+        )
+    })?;
+    let nonce_expires_at =
+        oauth::check_nonce(ctx, nonce).map_err(|why| CredentialError::InvalidNonce(why.into()))?;
+    Ok(ProvenKey {
+        jwk,
+        nonce: nonce.to_owned(),
+        nonce_expires_at,
+    })
+}
+
+/// `did:jwk` of a public key.
+pub fn did_jwk(jwk: &Jwk) -> String {
+    format!(
+        "did:jwk:{}",
+        jose::b64(jwk.to_public().to_value().to_string())
+    )
+}
+
+async fn sd_jwt_vc(
+    ctx: &Context,
+    session: &SessionRecord,
+    template: &IssuanceTemplate,
+    holder: &Jwk,
+    now: Millis,
+) -> Result<String, Internal> {
+    let definition = &template.definition;
+    let configuration = ctx
+        .config
+        .credential_configurations
+        .get(&session.credential_configuration_id)
+        .ok_or_else(|| {
+            Internal::msg(format!(
+                "credential configuration {} is no longer configured",
+                session.credential_configuration_id
+            ))
+        })?;
+    let subject_did = did_jwk(holder);
+    let inputs = Inputs {
+        now,
+        issuer_did: definition.issuer_did.as_deref(),
+        subject_did: &subject_did,
+    };
+    let iat = now.div_euclid(1000);
+    let mut claims = Map::new();
+    claims.insert("iat".into(), Value::from(iat));
+    claims.insert("nbf".into(), Value::from(iat));
+    let validity =
+        i64::try_from(ctx.config.credentials.default_validity_seconds).unwrap_or(i64::MAX);
+    claims.insert("exp".into(), Value::from(iat.saturating_add(validity)));
+    let mut data = definition.credential_data.clone();
+    mapping::deep_merge(&mut data, mapping::evaluate(&definition.mapping, &inputs));
+    mapping::deep_merge(&mut claims, data);
+    claims.insert(
+        "iss".into(),
+        Value::from(
+            definition
+                .issuer_did
+                .clone()
+                .unwrap_or_else(|| ctx.issuer_url.clone()),
+        ),
+    );
+    claims.insert(
+        "vct".into(),
+        Value::from(configuration.vct.clone().unwrap_or_default()),
+    );
+    claims.insert("cnf".into(), json!({ "jwk": holder.to_public() }));
+    if let Some(status) = &definition.credential_status {
+        claims.insert("status".into(), status.clone());
+    }
+    let header = sdjwt::Header {
+        kid: Some(definition.issuer_key_id.to_string()),
+        x5c: definition
+            .x5_chain
+            .as_deref()
+            .map(profiles::x5c_from_pem)
+            .transpose()
+            .map_err(Internal::msg)?,
+    };
+    let key = ctx.keys.signing_key(ctx, &definition.issuer_key_id).await?;
+    let disclosure = definition.selective_disclosure.clone().unwrap_or_default();
+    Ok(sdjwt::issue(&header, claims, &disclosure, &key, &mut OsRng))
+}

@@ -1,0 +1,182 @@
+//! Managed signing keys: generated or imported, sealed at rest, public JWK only on the way out.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vellum_formats::jose::{Algorithm, Jwk, SigningKey};
+
+use crate::clock::Millis;
+use crate::context::Context;
+use crate::errors::{ApiError, Internal};
+use crate::ids::KeyId;
+use crate::store::{KeyRecord, StoreError};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateKeyRequest {
+    #[serde(default)]
+    pub id: Option<KeyId>,
+    /// `P-256` (default), `P-384` or `Ed25519`.
+    #[serde(default)]
+    pub key_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportKeyRequest {
+    #[serde(default)]
+    pub id: Option<KeyId>,
+    /// A private JWK (EC P-256/P-384 or OKP Ed25519).
+    pub jwk: Value,
+}
+
+/// What the API shows of a key: never the private part.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: KeyId,
+    pub key_type: &'static str,
+    pub algorithm: Algorithm,
+    pub public_jwk: Value,
+    pub created_at: Millis,
+}
+
+fn view(record: &KeyRecord) -> Result<KeyView, Internal> {
+    let algorithm = Algorithm::parse(&record.algorithm)
+        .map_err(|_| Internal::msg(format!("key {} has an unknown algorithm", record.id)))?;
+    Ok(KeyView {
+        id: record.id.clone(),
+        key_type: algorithm.curve(),
+        algorithm,
+        public_jwk: with_kid(&record.id, algorithm, &record.public_jwk),
+        created_at: record.created_at,
+    })
+}
+
+/// A public JWK as published in the JWKS: `kid`, `alg` and `use` added.
+pub fn with_kid(id: &KeyId, algorithm: Algorithm, public_jwk: &Value) -> Value {
+    let mut jwk = public_jwk.clone();
+    if let Value::Object(members) = &mut jwk {
+        members.insert("kid".into(), Value::from(id.as_str()));
+        members.insert("alg".into(), Value::from(algorithm.as_str()));
+        members.insert("use".into(), Value::from("sig"));
+    }
+    jwk
+}
+
+fn algorithm_for_key_type(key_type: &str) -> Option<Algorithm> {
+    Algorithm::ALL
+        .into_iter()
+        .find(|algorithm| algorithm.curve() == key_type)
+}
+
+pub async fn generate_key(ctx: &Context, request: GenerateKeyRequest) -> Result<KeyView, ApiError> {
+    let key_type = request.key_type.as_deref().unwrap_or("P-256");
+    let algorithm = algorithm_for_key_type(key_type).ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_key_type",
+            format!("keyType must be P-256, P-384 or Ed25519 (got {key_type:?})"),
+        )
+    })?;
+    let id = request.id.unwrap_or_else(KeyId::generate);
+    store_key(ctx, id, &SigningKey::generate(algorithm)).await
+}
+
+pub async fn import_key(ctx: &Context, request: ImportKeyRequest) -> Result<KeyView, ApiError> {
+    let invalid = |detail: String| ApiError::invalid("invalid_jwk", detail);
+    let jwk = Jwk::from_value(&request.jwk).map_err(|error| invalid(error.to_string()))?;
+    if !jwk.is_private() {
+        return Err(invalid(
+            "the JWK has no private part (d): Vellum signs with the keys it holds".into(),
+        ));
+    }
+    let key = SigningKey::from_jwk(&jwk).map_err(|error| invalid(error.to_string()))?;
+    let id = request.id.unwrap_or_else(KeyId::generate);
+    store_key(ctx, id, &key).await
+}
+
+async fn store_key(ctx: &Context, id: KeyId, key: &SigningKey) -> Result<KeyView, ApiError> {
+    let record = seal(ctx, id, key);
+    match ctx.store.insert_key(&record).await {
+        Ok(()) => Ok(view(&record)?),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
+            code: "key_exists",
+            detail: format!("a key with id {} already exists", record.id),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn seal(ctx: &Context, id: KeyId, key: &SigningKey) -> KeyRecord {
+    let private =
+        zeroize::Zeroizing::new(serde_json::to_vec(&key.private_jwk()).expect("a JWK serialises"));
+    KeyRecord {
+        sealed_private: ctx.secrets.seal(&private, id.as_str().as_bytes()),
+        id,
+        algorithm: key.algorithm().as_str().to_owned(),
+        public_jwk: key.public_jwk().to_value(),
+        created_at: ctx.clock.now(),
+    }
+}
+
+pub async fn get_key(ctx: &Context, id: &KeyId) -> Result<KeyView, ApiError> {
+    match ctx.store.key(id).await? {
+        Some(record) => Ok(view(&record)?),
+        None => Err(ApiError::NotFound(format!("no key {id}"))),
+    }
+}
+
+pub async fn list_keys(ctx: &Context) -> Result<Vec<KeyView>, ApiError> {
+    let records = ctx.store.keys().await?;
+    Ok(records.iter().map(view).collect::<Result<_, _>>()?)
+}
+
+/// Generates the keys the configuration declares, unless they exist already.
+pub async fn ensure_declared_keys(ctx: &Context) -> Result<(), Internal> {
+    for (id, declaration) in &ctx.config.keys {
+        let id = KeyId::parse(id).map_err(Internal::msg)?;
+        if ctx.store.key(&id).await?.is_some() {
+            continue;
+        }
+        let algorithm = Algorithm::parse(&declaration.algorithm)
+            .map_err(|error| Internal::msg(error.to_string()))?;
+        let record = seal(ctx, id.clone(), &SigningKey::generate(algorithm));
+        match ctx.store.insert_key(&record).await {
+            Ok(()) => tracing::info!(key = %id, %algorithm, "generated declared key"),
+            Err(StoreError::Conflict(_)) => {} // another instance made it first
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Decrypted signing keys, kept in memory after first use: keys never change once stored.
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<KeyId, SigningKey>>);
+
+impl KeyCache {
+    pub async fn signing_key(&self, ctx: &Context, id: &KeyId) -> Result<SigningKey, Internal> {
+        if let Some(key) = self.0.lock().expect("key cache lock").get(id) {
+            return Ok(key.clone());
+        }
+        let record = ctx
+            .store
+            .key(id)
+            .await?
+            .ok_or_else(|| Internal::msg(format!("key {id} disappeared")))?;
+        let private = ctx
+            .secrets
+            .open(&record.sealed_private, id.as_str().as_bytes())
+            .map_err(|error| Internal::msg(format!("key {id}: {error}")))?;
+        let jwk: Jwk = serde_json::from_slice(&private)
+            .map_err(|_| Internal::msg(format!("key {id}: unreadable after unsealing")))?;
+        let key = SigningKey::from_jwk(&jwk).map_err(|error| Internal::msg(error.to_string()))?;
+        self.0
+            .lock()
+            .expect("key cache lock")
+            .insert(id.clone(), key.clone());
+        Ok(key)
+    }
+}

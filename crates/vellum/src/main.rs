@@ -1,0 +1,72 @@
+//! The `vellum` command: serve, or drive a benchmark against a running server.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use vellum::app::App;
+use vellum::bench::{self, BenchOptions};
+use vellum::config::Config;
+
+#[derive(Parser)]
+#[command(name = "vellum", version, about = "OID4VCI 1.0 credential issuer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the issuer (embedded SQLite and the demo profile unless configured otherwise).
+    Serve {
+        /// A TOML file layered over the built-in defaults (also: VELLUM_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run complete issuance flows against a running issuer and print throughput and latency.
+    Bench(BenchOptions),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("VELLUM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config).await,
+        Command::Bench(options) => bench::run(options).await,
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let app = App::build(config).await.context("cannot start")?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    app.run_until_stopped(shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

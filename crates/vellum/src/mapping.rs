@@ -1,0 +1,263 @@
+//! Data functions: `mapping` values such as `"<uuid>"` or `"<timestamp-in-seconds:365d>"`,
+//! parsed when a profile or offer is created (an unknown function is a 400 then) and evaluated
+//! at issuance into claims that are merged over `credentialData`.
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::clock::Millis;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFunction {
+    /// `urn:uuid:` + a random UUID.
+    Uuid,
+    /// Now, RFC 3339.
+    Timestamp,
+    /// Now, Unix seconds.
+    TimestampSeconds,
+    /// Now plus/minus a duration, RFC 3339 or Unix seconds.
+    TimestampIn(i64),
+    TimestampInSeconds(i64),
+    TimestampBefore(i64),
+    TimestampBeforeSeconds(i64),
+    IssuerDid,
+    SubjectDid,
+}
+
+/// What functions are evaluated against.
+pub struct Inputs<'a> {
+    pub now: Millis,
+    pub issuer_did: Option<&'a str>,
+    /// The holder's DID; `did:jwk` of the proof key when the wallet sent a JWK.
+    pub subject_did: &'a str,
+}
+
+impl DataFunction {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let inner = text
+            .strip_prefix('<')
+            .and_then(|rest| rest.strip_suffix('>'))
+            .ok_or_else(|| {
+                format!("{text:?} is not a data function of the form <name> or <name:argument>")
+            })?;
+        let (name, argument) = match inner.split_once(':') {
+            Some((name, argument)) => (name, Some(argument)),
+            None => (inner, None),
+        };
+        let duration = || -> Result<i64, String> {
+            let argument =
+                argument.ok_or_else(|| format!("<{name}:DURATION> needs a duration, e.g. 365d"))?;
+            parse_duration(argument)
+        };
+        let no_argument = |function: DataFunction| match argument {
+            None => Ok(function),
+            Some(_) => Err(format!("<{name}> takes no argument")),
+        };
+        match name {
+            "uuid" => no_argument(DataFunction::Uuid),
+            "timestamp" => no_argument(DataFunction::Timestamp),
+            "timestamp-seconds" => no_argument(DataFunction::TimestampSeconds),
+            "timestamp-in" => Ok(DataFunction::TimestampIn(duration()?)),
+            "timestamp-in-seconds" => Ok(DataFunction::TimestampInSeconds(duration()?)),
+            "timestamp-before" => Ok(DataFunction::TimestampBefore(duration()?)),
+            "timestamp-before-seconds" => Ok(DataFunction::TimestampBeforeSeconds(duration()?)),
+            "issuerDid" => no_argument(DataFunction::IssuerDid),
+            "subjectDid" => no_argument(DataFunction::SubjectDid),
+            other => Err(format!("unknown data function <{other}>")),
+        }
+    }
+
+    fn evaluate(self, inputs: &Inputs<'_>) -> Value {
+        let seconds = inputs.now.div_euclid(1000);
+        match self {
+            DataFunction::Uuid => Value::from(format!("urn:uuid:{}", uuid::Uuid::new_v4())),
+            DataFunction::Timestamp => rfc3339(seconds),
+            DataFunction::TimestampSeconds => Value::from(seconds),
+            DataFunction::TimestampIn(delta) => rfc3339(seconds + delta),
+            DataFunction::TimestampInSeconds(delta) => Value::from(seconds + delta),
+            DataFunction::TimestampBefore(delta) => rfc3339(seconds - delta),
+            DataFunction::TimestampBeforeSeconds(delta) => Value::from(seconds - delta),
+            DataFunction::IssuerDid => inputs.issuer_did.map_or(Value::Null, Value::from),
+            DataFunction::SubjectDid => Value::from(inputs.subject_did),
+        }
+    }
+}
+
+fn rfc3339(unix_seconds: i64) -> Value {
+    OffsetDateTime::from_unix_timestamp(unix_seconds)
+        .ok()
+        .and_then(|time| time.format(&Rfc3339).ok())
+        .map_or(Value::Null, Value::from)
+}
+
+/// `365d`, `12h`, `1d12h`, `30m`, `45s`, `2w`, or a plain number of seconds; at most 100 years.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let invalid = || format!("{text:?} is not a duration such as 365d, 12h, 30m or 1d12h");
+    if let Ok(seconds) = text.parse::<i64>() {
+        return (seconds >= 0).then_some(seconds).ok_or_else(invalid);
+    }
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    for character in text.chars() {
+        if character.is_ascii_digit() {
+            digits.push(character);
+            continue;
+        }
+        let unit = match character {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(invalid()),
+        };
+        let count: i64 = digits.parse().map_err(|_| invalid())?;
+        total = count
+            .checked_mul(unit)
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(invalid)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || text.is_empty() || total > 100 * 366 * 86_400 {
+        return Err(invalid());
+    }
+    Ok(total)
+}
+
+/// Checks every leaf of a mapping; returns the functions used, for cross-field rules.
+pub fn validate(mapping: &Map<String, Value>) -> Result<Vec<DataFunction>, String> {
+    fn walk(value: &Value, path: &str, found: &mut Vec<DataFunction>) -> Result<(), String> {
+        match value {
+            Value::String(text) => {
+                found.push(
+                    DataFunction::parse(text)
+                        .map_err(|error| format!("mapping.{path}: {error}"))?,
+                );
+                Ok(())
+            }
+            Value::Object(object) => object
+                .iter()
+                .try_for_each(|(name, value)| walk(value, &format!("{path}.{name}"), found)),
+            _ => Err(format!(
+                "mapping.{path}: values must be data functions (strings) or objects of them"
+            )),
+        }
+    }
+    let mut found = Vec::new();
+    for (name, value) in mapping {
+        walk(value, name, &mut found)?;
+    }
+    Ok(found)
+}
+
+/// Evaluates a validated mapping into an object of the same shape.
+pub fn evaluate(mapping: &Map<String, Value>, inputs: &Inputs<'_>) -> Map<String, Value> {
+    mapping
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::String(text) => DataFunction::parse(text)
+                    .map(|function| function.evaluate(inputs))
+                    .unwrap_or(Value::Null),
+                Value::Object(object) => Value::Object(evaluate(object, inputs)),
+                other => other.clone(),
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// Objects merge member by member; scalars, arrays and null replace.
+pub fn deep_merge(base: &mut Map<String, Value>, overlay: Map<String, Value>) {
+    for (name, value) in overlay {
+        match (base.get_mut(&name), value) {
+            (Some(Value::Object(existing)), Value::Object(incoming)) => {
+                deep_merge(existing, incoming)
+            }
+            (_, value) => {
+                base.insert(name, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(object) => object,
+            _ => panic!("object"),
+        }
+    }
+
+    #[test]
+    fn functions_parse_and_unknown_ones_are_refused() {
+        assert_eq!(DataFunction::parse("<uuid>"), Ok(DataFunction::Uuid));
+        assert_eq!(
+            DataFunction::parse("<timestamp-in-seconds:365d>"),
+            Ok(DataFunction::TimestampInSeconds(365 * 86_400))
+        );
+        assert_eq!(
+            DataFunction::parse("<timestamp-before-seconds:1d12h>"),
+            Ok(DataFunction::TimestampBeforeSeconds(129_600))
+        );
+        for bad in [
+            "<nope>",
+            "uuid",
+            "<uuid:3>",
+            "<timestamp-in>",
+            "<timestamp-in:soon>",
+            "<timestamp-in:5x>",
+        ] {
+            assert!(DataFunction::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn evaluation_follows_the_clock_and_inputs() {
+        let mapping = object(json!({
+            "id": "<uuid>", "iat": "<timestamp-seconds>", "exp": "<timestamp-in-seconds:1d>",
+            "issued": "<timestamp>", "holder": {"id": "<subjectDid>"}, "by": "<issuerDid>"
+        }));
+        validate(&mapping).expect("valid");
+        let inputs = Inputs {
+            now: 1_704_067_200_000,
+            issuer_did: Some("did:web:i"),
+            subject_did: "did:jwk:x",
+        };
+        let out = evaluate(&mapping, &inputs);
+        assert!(out["id"].as_str().expect("id").starts_with("urn:uuid:"));
+        assert_eq!(out["iat"], 1_704_067_200);
+        assert_eq!(out["exp"], 1_704_067_200 + 86_400);
+        assert_eq!(out["issued"], "2024-01-01T00:00:00Z");
+        assert_eq!(out["holder"]["id"], "did:jwk:x");
+        assert_eq!(out["by"], "did:web:i");
+    }
+
+    #[test]
+    fn mapping_leaves_must_be_functions() {
+        assert!(validate(&object(json!({"a": 1}))).is_err());
+        assert!(
+            validate(&object(json!({"a": {"b": "<bogus>"}})))
+                .unwrap_err()
+                .contains("mapping.a.b")
+        );
+    }
+
+    #[test]
+    fn deep_merge_merges_objects_and_replaces_everything_else() {
+        let mut base = object(json!({"a": {"x": 1, "y": [1, 2]}, "b": 1, "c": {"k": 1}}));
+        deep_merge(
+            &mut base,
+            object(json!({"a": {"y": [3], "z": true}, "b": null, "c": 5})),
+        );
+        assert_eq!(
+            Value::Object(base),
+            json!({"a": {"x": 1, "y": [3], "z": true}, "b": null, "c": 5})
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! The discovery documents: credential issuer metadata, authorization server metadata,
+//! SD-JWT VC issuer metadata and the JWKS.
+
+use serde_json::{Map, Value, json};
+use vellum_formats::jose::Algorithm;
+
+use crate::context::Context;
+use crate::errors::Internal;
+use crate::keys;
+use crate::offers::PRE_AUTHORIZED_GRANT;
+
+/// OID4VCI 1.0 §12.2: everything advertised here works.
+pub fn credential_issuer(ctx: &Context) -> Value {
+    let configurations: Map<String, Value> = ctx
+        .config
+        .credential_configurations
+        .iter()
+        .map(|(id, configuration)| {
+            let mut entry = json!({
+                "format": configuration.format.as_str(),
+                "credential_signing_alg_values_supported":
+                    configuration.credential_signing_alg_values_supported,
+                "cryptographic_binding_methods_supported":
+                    configuration.cryptographic_binding_methods_supported,
+                "proof_types_supported": {
+                    "jwt": {
+                        "proof_signing_alg_values_supported":
+                            configuration.proof_signing_alg_values_supported
+                    }
+                },
+                "credential_metadata": configuration
+                    .credential_metadata
+                    .clone()
+                    .unwrap_or_else(|| json!({})),
+            });
+            if let Some(scope) = &configuration.scope {
+                entry["scope"] = Value::from(scope.as_str());
+            }
+            if let Some(vct) = &configuration.vct {
+                entry["vct"] = Value::from(vct.as_str());
+            }
+            (id.clone(), entry)
+        })
+        .collect();
+    json!({
+        "credential_issuer": ctx.issuer_url,
+        "credential_endpoint": ctx.endpoint("/credential"),
+        "nonce_endpoint": ctx.endpoint("/nonce"),
+        "credential_configurations_supported": configurations,
+    })
+}
+
+/// RFC 8414, for the pre-authorized code grant only.
+pub fn authorization_server(ctx: &Context) -> Value {
+    json!({
+        "issuer": ctx.issuer_url,
+        "token_endpoint": ctx.endpoint("/token"),
+        "grant_types_supported": [PRE_AUTHORIZED_GRANT],
+        "pre-authorized_grant_anonymous_access_supported": true,
+        "token_endpoint_auth_methods_supported": ["none"],
+    })
+}
+
+/// Every key a profile or offer ever signed with, so verifiers can always resolve `kid`.
+pub async fn jwks(ctx: &Context) -> Result<Value, Internal> {
+    let keys = ctx.store.published_keys().await?;
+    let keys: Vec<Value> = keys
+        .iter()
+        .map(|record| {
+            let algorithm = Algorithm::parse(&record.algorithm).map_err(|_| {
+                Internal::msg(format!("key {} has an unknown algorithm", record.id))
+            })?;
+            Ok(keys::with_kid(&record.id, algorithm, &record.public_jwk))
+        })
+        .collect::<Result<_, Internal>>()?;
+    Ok(json!({ "keys": keys }))
+}
+
+/// SD-JWT VC issuer metadata (`/.well-known/jwt-vc-issuer`).
+pub async fn jwt_vc_issuer(ctx: &Context) -> Result<Value, Internal> {
+    Ok(json!({
+        "issuer": ctx.issuer_url,
+        "jwks": jwks(ctx).await?,
+    }))
+}

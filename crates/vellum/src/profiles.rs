@@ -1,0 +1,331 @@
+//! Credential profiles: a credential configuration bound to an issuer key, an issuer identity
+//! and default data. Every update is a new version; offers stay pinned to the one they used.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use vellum_formats::sdjwt::{self, SelectiveDisclosure};
+
+use crate::clock::Millis;
+use crate::context::Context;
+use crate::errors::{ApiError, Internal};
+use crate::ids::{KeyId, ProfileId};
+use crate::mapping::{self, DataFunction};
+use crate::notifications::Notifications;
+use crate::store::{ProfileRecord, StoreError};
+
+/// The fields of a profile, named as in the product Vellum replaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileDefinition {
+    pub name: String,
+    pub credential_configuration_id: String,
+    pub issuer_key_id: KeyId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_did: Option<String>,
+    /// PEM certificates, leaf first; the leaf certifies `issuerKeyId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5_chain: Option<Vec<String>>,
+    #[serde(default)]
+    pub credential_data: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub mapping: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selective_disclosure: Option<SelectiveDisclosure>,
+    /// Copied into the credential as its `status` claim (e.g. a Token Status List reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_status: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<Notifications>,
+}
+
+/// Claims the issuer sets itself; data and mappings may not.
+const ISSUER_CLAIMS: &[&str] = &[
+    "iss", "vct", "cnf", "iat", "status", "_sd", "_sd_alg", "...",
+];
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileView {
+    pub id: ProfileId,
+    pub version: i64,
+    pub active: bool,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    #[serde(flatten)]
+    pub definition: ProfileDefinition,
+}
+
+fn view(record: ProfileRecord) -> Result<ProfileView, Internal> {
+    let definition = serde_json::from_value(record.definition)
+        .map_err(|error| Internal::msg(format!("profile {}: {error}", record.id)))?;
+    Ok(ProfileView {
+        id: record.id,
+        version: record.version,
+        active: record.active,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        definition,
+    })
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::invalid("invalid_profile", detail)
+}
+
+/// Parses a request body into a definition, with serde's message (which names the field).
+pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
+    serde_json::from_value(body).map_err(|error| invalid(error.to_string()))
+}
+
+/// Every rule a definition must meet before anything is issued from it, so that issuance
+/// itself cannot fail on the profile.
+pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(), ApiError> {
+    if definition.name.trim().is_empty() || definition.name.len() > 200 {
+        return Err(invalid("name must be 1-200 characters"));
+    }
+    if !ctx
+        .config
+        .credential_configurations
+        .contains_key(&definition.credential_configuration_id)
+    {
+        return Err(ApiError::invalid(
+            "unknown_credential_configuration",
+            format!(
+                "no credential configuration {:?}; configured: {:?}",
+                definition.credential_configuration_id,
+                ctx.config
+                    .credential_configurations
+                    .keys()
+                    .collect::<Vec<_>>()
+            ),
+        ));
+    }
+    if ctx.store.key(&definition.issuer_key_id).await?.is_none() {
+        return Err(ApiError::invalid(
+            "unknown_key",
+            format!("no key {}", definition.issuer_key_id),
+        ));
+    }
+    if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
+        return Err(invalid("give issuerDid or x5Chain, not both"));
+    }
+    if let Some(did) = &definition.issuer_did {
+        let mut parts = did.splitn(3, ':');
+        let well_formed = parts.next() == Some("did")
+            && parts.next().is_some_and(|method| !method.is_empty())
+            && parts.next().is_some_and(|rest| !rest.is_empty());
+        if !well_formed {
+            return Err(invalid(format!("issuerDid {did:?} is not a DID")));
+        }
+    }
+    if let Some(chain) = &definition.x5_chain {
+        x5c_from_pem(chain).map_err(invalid)?;
+    }
+    for (what, object) in [
+        ("credentialData", &definition.credential_data),
+        ("mapping", &definition.mapping),
+    ] {
+        if let Some(claim) = ISSUER_CLAIMS
+            .iter()
+            .find(|claim| object.contains_key(**claim))
+        {
+            return Err(invalid(format!(
+                "{what} must not set {claim:?}: the issuer sets it"
+            )));
+        }
+    }
+    let functions = mapping::validate(&definition.mapping).map_err(invalid)?;
+    if functions.contains(&DataFunction::IssuerDid) && definition.issuer_did.is_none() {
+        return Err(invalid(
+            "mapping uses <issuerDid> but the profile has no issuerDid",
+        ));
+    }
+    if let Some(disclosure) = &definition.selective_disclosure {
+        disclosure
+            .validate()
+            .and_then(|()| sdjwt::validate_against(disclosure, &definition.credential_data))
+            .map_err(|error| invalid(format!("selectiveDisclosure: {error}")))?;
+    }
+    if definition
+        .credential_status
+        .as_ref()
+        .is_some_and(|status| !status.is_object())
+    {
+        return Err(invalid("credentialStatus must be an object"));
+    }
+    Ok(())
+}
+
+/// The `x5c` header value: each PEM certificate as standard base64 DER.
+pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
+    if chain.is_empty() {
+        return Err("x5Chain is empty".into());
+    }
+    chain
+        .iter()
+        .enumerate()
+        .map(|(index, pem)| {
+            let body = pem
+                .trim()
+                .strip_prefix("-----BEGIN CERTIFICATE-----")
+                .and_then(|rest| rest.strip_suffix("-----END CERTIFICATE-----"))
+                .ok_or_else(|| format!("x5Chain[{index}] is not a PEM certificate"))?;
+            let base64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+            let der = STANDARD
+                .decode(&base64)
+                .map_err(|_| format!("x5Chain[{index}] is not valid base64"))?;
+            if der.first() != Some(&0x30) {
+                return Err(format!("x5Chain[{index}] is not DER"));
+            }
+            Ok(STANDARD.encode(der))
+        })
+        .collect()
+}
+
+fn split_id(mut body: Value) -> Result<(Option<ProfileId>, Value), ApiError> {
+    let id = match body.as_object_mut() {
+        Some(object) => object.remove("id"),
+        None => return Err(invalid("the body must be a JSON object")),
+    };
+    let id = match id {
+        None => None,
+        Some(Value::String(text)) => Some(ProfileId::parse(&text).map_err(invalid)?),
+        Some(_) => return Err(invalid("id must be a string")),
+    };
+    Ok((id, body))
+}
+
+pub async fn create_profile(ctx: &Context, body: Value) -> Result<ProfileView, ApiError> {
+    let (id, body) = split_id(body)?;
+    let definition = parse_definition(body)?;
+    insert(ctx, id.unwrap_or_else(ProfileId::generate), definition).await
+}
+
+async fn insert(
+    ctx: &Context,
+    id: ProfileId,
+    definition: ProfileDefinition,
+) -> Result<ProfileView, ApiError> {
+    validate(ctx, &definition).await?;
+    let now = ctx.clock.now();
+    let record = ProfileRecord {
+        id,
+        version: 1,
+        active: true,
+        issuer_key_id: definition.issuer_key_id.clone(),
+        definition: serde_json::to_value(&definition).map_err(Internal::new)?,
+        created_at: now,
+        updated_at: now,
+    };
+    match ctx.store.create_profile(&record).await {
+        Ok(()) => Ok(view(record)?),
+        Err(StoreError::Conflict(_)) => Err(ApiError::Conflict {
+            code: "profile_exists",
+            detail: format!("a profile with id {} already exists", record.id),
+        }),
+        Err(error) => Err(error.into()),
+    }
+}
+
+pub async fn update_profile(
+    ctx: &Context,
+    id: &ProfileId,
+    body: Value,
+) -> Result<ProfileView, ApiError> {
+    let (body_id, body) = split_id(body)?;
+    if body_id.as_ref().is_some_and(|body_id| body_id != id) {
+        return Err(invalid("the body's id differs from the path's"));
+    }
+    let definition = parse_definition(body)?;
+    update(ctx, id, definition).await
+}
+
+async fn update(
+    ctx: &Context,
+    id: &ProfileId,
+    definition: ProfileDefinition,
+) -> Result<ProfileView, ApiError> {
+    validate(ctx, &definition).await?;
+    let value = serde_json::to_value(&definition).map_err(Internal::new)?;
+    match ctx
+        .store
+        .update_profile(id, &value, &definition.issuer_key_id, ctx.clock.now())
+        .await?
+    {
+        Some(record) => Ok(view(record)?),
+        None => Err(missing_or_inactive(ctx, id).await),
+    }
+}
+
+async fn missing_or_inactive(ctx: &Context, id: &ProfileId) -> ApiError {
+    match ctx.store.profile(id, None).await {
+        Ok(Some(_)) => ApiError::Conflict {
+            code: "profile_inactive",
+            detail: format!("profile {id} is deactivated"),
+        },
+        Ok(None) => ApiError::NotFound(format!("no profile {id}")),
+        Err(error) => error.into(),
+    }
+}
+
+pub async fn get_profile(
+    ctx: &Context,
+    id: &ProfileId,
+    version: Option<i64>,
+) -> Result<ProfileView, ApiError> {
+    match ctx.store.profile(id, version).await? {
+        Some(record) => Ok(view(record)?),
+        None => Err(ApiError::NotFound(match version {
+            Some(version) => format!("no version {version} of profile {id}"),
+            None => format!("no profile {id}"),
+        })),
+    }
+}
+
+pub async fn list_profiles(ctx: &Context) -> Result<Vec<ProfileView>, ApiError> {
+    let records = ctx.store.profiles().await?;
+    Ok(records.into_iter().map(view).collect::<Result<_, _>>()?)
+}
+
+pub async fn deactivate_profile(ctx: &Context, id: &ProfileId) -> Result<(), ApiError> {
+    if ctx.store.deactivate_profile(id, ctx.clock.now()).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("no profile {id}")))
+    }
+}
+
+/// Creates or versions the profiles declared in configuration. A deactivated profile stays
+/// deactivated: the operator's API call outranks a restart.
+pub async fn load_configured_profiles(ctx: &Context) -> Result<(), String> {
+    for (id, definition) in &ctx.config.profiles {
+        let fail = |error: ApiError| format!("profiles.{id}: {error}");
+        let id = ProfileId::parse(id).map_err(|error| format!("profiles.{id}: {error}"))?;
+        match ctx
+            .store
+            .profile(&id, None)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => {
+                insert(ctx, id.clone(), definition.clone())
+                    .await
+                    .map_err(fail)?;
+                tracing::info!(profile = %id, "created profile from configuration");
+            }
+            Some(current) if !current.active => {
+                tracing::warn!(profile = %id, "configured profile is deactivated; left as is");
+            }
+            Some(current) => {
+                let wanted = serde_json::to_value(definition).map_err(|e| e.to_string())?;
+                if current.definition != wanted {
+                    let updated = update(ctx, &id, definition.clone()).await.map_err(fail)?;
+                    tracing::info!(profile = %id, version = updated.version, "configuration changed the profile");
+                }
+            }
+        }
+    }
+    Ok(())
+}

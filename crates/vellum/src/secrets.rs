@@ -1,0 +1,210 @@
+//! The master key and everything derived from it: sealing private keys at rest, and the MAC
+//! keys behind pre-authorized codes, offer handles, tx_code hashes and stateless nonces.
+
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("sealed data cannot be opened with this master key")]
+    Unseal,
+}
+
+/// Purposes of derived keys; distinct labels keep the derived secrets independent.
+#[derive(Clone, Copy)]
+pub enum Purpose {
+    KeySealing,
+    PreAuthorizedCode,
+    OfferHandle,
+    TxCode,
+    Nonce,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::KeySealing => b"vellum/v1/key-sealing",
+            Purpose::PreAuthorizedCode => b"vellum/v1/pre-authorized-code",
+            Purpose::OfferHandle => b"vellum/v1/offer-handle",
+            Purpose::TxCode => b"vellum/v1/tx-code",
+            Purpose::Nonce => b"vellum/v1/nonce",
+        }
+    }
+}
+
+pub struct Secrets {
+    master: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets([redacted])")
+    }
+}
+
+impl Secrets {
+    /// From `master_key` (base64) if set, else from `file`, creating it on first start.
+    pub fn load(master_key: &str, file: &Path) -> Result<Secrets, SecretsError> {
+        let encoded = if !master_key.is_empty() {
+            Zeroizing::new(master_key.trim().to_owned())
+        } else if file.exists() {
+            Zeroizing::new(
+                std::fs::read_to_string(file)
+                    .map_err(|error| {
+                        SecretsError::MasterKey(format!("{}: {error}", file.display()))
+                    })?
+                    .trim()
+                    .to_owned(),
+            )
+        } else {
+            let mut key = Zeroizing::new([0u8; 32]);
+            OsRng.fill_bytes(key.as_mut());
+            let encoded = Zeroizing::new(STANDARD.encode(key.as_ref()));
+            write_private_file(file, encoded.as_bytes())
+                .map_err(|error| SecretsError::MasterKey(format!("{}: {error}", file.display())))?;
+            tracing::warn!(
+                file = %file.display(),
+                "generated a new master key; set VELLUM_MASTER_KEY from a secret store in production"
+            );
+            encoded
+        };
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|_| SecretsError::MasterKey("not base64".into()))?,
+        );
+        let master: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| SecretsError::MasterKey("must be 32 bytes".into()))?;
+        Ok(Secrets {
+            master: Zeroizing::new(master),
+        })
+    }
+
+    fn derived(&self, purpose: Purpose) -> Zeroizing<[u8; 32]> {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(self.master.as_ref()).expect("any key length");
+        mac.update(purpose.label());
+        Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
+    /// HMAC-SHA256 under the key for `purpose`.
+    pub fn mac(&self, purpose: Purpose, parts: &[&[u8]]) -> [u8; 32] {
+        let key = self.derived(purpose);
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(key.as_ref()).expect("any key length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// AES-256-GCM with a random nonce; `context` (e.g. the key id) is bound as associated data.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let key = self.derived(Purpose::KeySealing);
+        let cipher = Aes256Gcm::new_from_slice(key.as_ref()).expect("32-byte key");
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let mut sealed = nonce.to_vec();
+        sealed.extend(
+            cipher
+                .encrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: plaintext,
+                        aad: context,
+                    },
+                )
+                .expect("in-memory encryption"),
+        );
+        sealed
+    }
+
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+        if sealed.len() < 12 {
+            return Err(SecretsError::Unseal);
+        }
+        let key = self.derived(Purpose::KeySealing);
+        let cipher = Aes256Gcm::new_from_slice(key.as_ref()).expect("32-byte key");
+        let (nonce, ciphertext) = sealed.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| SecretsError::Unseal)?;
+        cipher
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| SecretsError::Unseal)
+    }
+}
+
+/// SHA-256, hex: how bearer secrets (codes, tokens, handles) are stored and looked up.
+pub fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A fresh 256-bit random value, base64url.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    vellum_formats::jose::b64(bytes)
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_data_opens_only_with_the_same_context() {
+        let secrets = Secrets::load(&STANDARD.encode([7u8; 32]), Path::new("unused")).expect("key");
+        let sealed = secrets.seal(b"private", b"key-1");
+        assert_eq!(
+            secrets.open(&sealed, b"key-1").expect("opens").as_slice(),
+            b"private"
+        );
+        assert!(secrets.open(&sealed, b"key-2").is_err());
+        let other = Secrets::load(&STANDARD.encode([8u8; 32]), Path::new("unused")).expect("key");
+        assert!(other.open(&sealed, b"key-1").is_err());
+    }
+
+    #[test]
+    fn a_master_key_of_the_wrong_size_is_refused() {
+        assert!(Secrets::load(&STANDARD.encode([7u8; 16]), Path::new("unused")).is_err());
+        assert!(Secrets::load("not base64!", Path::new("unused")).is_err());
+    }
+}

@@ -1,0 +1,271 @@
+//! Issuance sessions as operators see them, their events, and the sweeper that applies expiry
+//! and retention.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Millis;
+use crate::context::Context;
+use crate::errors::ApiError;
+use crate::events;
+use crate::ids::{ProfileId, SessionId};
+use crate::store::{NewEvent, SessionFilter, SessionRecord, SessionStatus, StoreError};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub id: SessionId,
+    pub profile_id: ProfileId,
+    pub profile_version: i64,
+    pub credential_configuration_id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub auth_method: &'static str,
+    pub value_mode: &'static str,
+    pub tx_code_required: bool,
+    pub tx_code_failures: u32,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Millis,
+    pub resolved_at: Option<Millis>,
+    pub token_issued_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+impl From<SessionRecord> for SessionView {
+    fn from(record: SessionRecord) -> Self {
+        SessionView {
+            id: record.id,
+            profile_id: record.profile_id,
+            profile_version: record.profile_version,
+            credential_configuration_id: record.credential_configuration_id,
+            status: record.status.as_str(),
+            status_reason: record.status_reason,
+            auth_method: "PRE_AUTHORIZED",
+            value_mode: if record.by_value {
+                "BY_VALUE"
+            } else {
+                "BY_REFERENCE"
+            },
+            tx_code_required: record.tx_code.is_some(),
+            tx_code_failures: record.tx_code_failures,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            expires_at: record.expires_at,
+            resolved_at: record.resolved_at,
+            token_issued_at: record.token_issued_at,
+            finished_at: record.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionQuery {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPage {
+    pub items: Vec<SessionView>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+const MAX_PAGE: u32 = 200;
+
+pub async fn list_sessions(ctx: &Context, query: SessionQuery) -> Result<SessionPage, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(|text| {
+            SessionStatus::parse(text).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_query",
+                    "status must be ACTIVE, SUCCESSFUL, UNSUCCESSFUL or EXPIRED",
+                )
+            })
+        })
+        .transpose()?;
+    let profile_id = query
+        .profile_id
+        .as_deref()
+        .map(|text| {
+            ProfileId::parse(text).map_err(|error| ApiError::invalid("invalid_query", error))
+        })
+        .transpose()?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            cursor
+                .split_once('_')
+                .and_then(|(at, id)| Some((at.parse().ok()?, SessionId::parse(id)?)))
+                .ok_or_else(|| {
+                    ApiError::invalid("invalid_query", "cursor is not one this API gave")
+                })
+        })
+        .transpose()?;
+    let filter = SessionFilter {
+        status,
+        profile_id,
+        before,
+        limit: limit + 1,
+    };
+    let mut records = ctx.store.sessions(&filter).await?;
+    let next_cursor = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records
+            .last()
+            .map(|last| format!("{}_{}", last.created_at, last.id))
+    } else {
+        None
+    };
+    Ok(SessionPage {
+        items: records.into_iter().map(SessionView::from).collect(),
+        next_cursor,
+    })
+}
+
+pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(text).ok_or_else(|| ApiError::NotFound(format!("no session {text}")))
+}
+
+pub async fn get_session(ctx: &Context, id: SessionId) -> Result<SessionView, ApiError> {
+    ctx.store
+        .session(id)
+        .await?
+        .map(SessionView::from)
+        .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    #[serde(default)]
+    pub after: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// The session's events in order: the seed's envelope plus `eventId` and `sequence`.
+pub async fn session_events(
+    ctx: &Context,
+    id: SessionId,
+    query: EventQuery,
+) -> Result<Value, ApiError> {
+    if ctx.store.session(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no session {id}")));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let records = ctx
+        .store
+        .session_events(id, query.after.unwrap_or(0), limit)
+        .await?;
+    let items: Vec<Value> = records
+        .iter()
+        .map(|record| {
+            let mut item = events::envelope(record);
+            item["eventId"] = Value::from(record.id.as_str());
+            item["sequence"] = Value::from(record.seq);
+            item
+        })
+        .collect();
+    Ok(json!({ "items": items }))
+}
+
+/// ACTIVE -> EXPIRED, with its status event (and any `extra` events) in one transaction.
+pub async fn expire(
+    ctx: &Context,
+    session: &SessionRecord,
+    mut extra: Vec<NewEvent>,
+) -> Result<bool, StoreError> {
+    let now = ctx.clock.now();
+    extra.push(events::status_changed(
+        session.id,
+        SessionStatus::Active,
+        SessionStatus::Expired,
+        Some("expired"),
+        now,
+    ));
+    let expired = ctx.store.expire_session(session.id, now, &extra).await?;
+    if !expired && extra.len() > 1 {
+        // Someone else expired it first: the failure events still belong in the log.
+        extra.pop();
+        ctx.store.append_events(&extra).await?;
+    }
+    Ok(expired)
+}
+
+/// Applies expiry and retention every `sessions.sweep_interval_seconds` until cancelled.
+pub async fn sweep_until_cancelled(ctx: &Context, shutdown: CancellationToken) {
+    let interval = Duration::from_secs(ctx.config.sessions.sweep_interval_seconds);
+    loop {
+        if let Err(error) = sweep(ctx).await {
+            tracing::warn!(%error, "session sweep failed; will retry");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One pass: expire every ACTIVE session whose time has come, then purge old ones.
+pub async fn sweep(ctx: &Context) -> Result<(), StoreError> {
+    let now = ctx.clock.now();
+    loop {
+        let due = ctx.store.sessions_due_for_expiry(now, 500).await?;
+        if due.is_empty() {
+            break;
+        }
+        for id in &due {
+            let event = events::status_changed(
+                *id,
+                SessionStatus::Active,
+                SessionStatus::Expired,
+                Some("expired"),
+                now,
+            );
+            ctx.store.expire_session(*id, now, &[event]).await?;
+        }
+        if due.len() < 500 {
+            break;
+        }
+    }
+    let retention = i64::try_from(ctx.config.sessions.retention_seconds).unwrap_or(i64::MAX);
+    let purged = ctx
+        .store
+        .purge(now.saturating_sub(retention.saturating_mul(1000)), now)
+        .await?;
+    if purged > 0 {
+        tracing::info!(purged, "removed sessions past retention");
+    }
+    Ok(())
+}

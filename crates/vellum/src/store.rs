@@ -1,0 +1,291 @@
+//! The only place that knows SQL. `Store` is shaped by use case: each method is one transaction,
+//! and every state change that announces itself writes its events in that same transaction.
+//! Conditional updates ("only if still ACTIVE and the code unused") make races safe: the caller
+//! learns it lost and answers accordingly; nothing is done twice.
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::clock::Millis;
+use crate::ids::{KeyId, ProfileId, SessionId};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub algorithm: String,
+    pub public_jwk: Value,
+    /// The private JWK, sealed with the master key (AES-256-GCM, key id as associated data).
+    pub sealed_private: Vec<u8>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProfileRecord {
+    pub id: ProfileId,
+    pub version: i64,
+    pub active: bool,
+    pub definition: Value,
+    pub issuer_key_id: KeyId,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Active,
+    Successful,
+    Unsuccessful,
+    Expired,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "ACTIVE",
+            SessionStatus::Successful => "SUCCESSFUL",
+            SessionStatus::Unsuccessful => "UNSUCCESSFUL",
+            SessionStatus::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            SessionStatus::Active,
+            SessionStatus::Successful,
+            SessionStatus::Unsuccessful,
+            SessionStatus::Expired,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// The pre-authorized code's life: unused, exchanged for a token, or dead after too many
+/// wrong tx_codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeState {
+    Unused,
+    Redeemed,
+    Locked,
+}
+
+impl CodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeState::Unused => "UNUSED",
+            CodeState::Redeemed => "REDEEMED",
+            CodeState::Locked => "LOCKED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [CodeState::Unused, CodeState::Redeemed, CodeState::Locked]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub profile_id: ProfileId,
+    pub profile_version: i64,
+    pub credential_configuration_id: String,
+    pub status: SessionStatus,
+    pub status_reason: Option<String>,
+    /// SHA-256 of the credential_offer_uri handle, of the pre-authorized code, of the token.
+    pub offer_handle_hash: String,
+    pub code_hash: String,
+    pub code_state: CodeState,
+    /// The offer's `tx_code` object, and a MAC of the expected value (never the value).
+    pub tx_code: Option<Value>,
+    pub tx_code_mac: Option<String>,
+    pub tx_code_failures: u32,
+    pub token_hash: Option<String>,
+    pub token_expires_at: Option<Millis>,
+    pub by_value: bool,
+    /// Everything issuance needs, fixed when the offer was made (profile version + overrides).
+    pub template: Value,
+    pub issuer_key_id: KeyId,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expires_at: Millis,
+    pub resolved_at: Option<Millis>,
+    pub token_issued_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// An event to append to the log, in the transaction of the change it announces.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub session_id: Option<SessionId>,
+    pub event_type: String,
+    pub timestamp: Millis,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub id: String,
+    pub session_id: Option<SessionId>,
+    pub event_type: String,
+    pub timestamp: Millis,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SessionLookup<'a> {
+    OfferHandle(&'a str),
+    PreAuthorizedCode(&'a str),
+    AccessToken(&'a str),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub status: Option<SessionStatus>,
+    pub profile_id: Option<ProfileId>,
+    /// Keyset cursor: sessions strictly older than (created_at, id).
+    pub before: Option<(Millis, SessionId)>,
+    pub limit: u32,
+}
+
+/// The outcome of the pre-authorized code's conditional updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Yes,
+    /// The session moved on (another request won a race, or it finished): nothing changed.
+    Stale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuanceCommit {
+    Issued,
+    NonceAlreadyUsed,
+    SessionNotActive,
+}
+
+/// What a tx_code failure does to the session.
+#[derive(Debug, Clone)]
+pub struct TxCodeFailure {
+    /// The failure count the caller saw; the update applies only if it is still current.
+    pub seen_failures: u32,
+    /// Whether this failure exhausts the attempts (the code dies, the session fails).
+    pub locks: bool,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Stores `value` unless `name` already has one; returns whichever value is now stored.
+    async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String>;
+
+    async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
+    async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    /// Keys any profile or offer has ever used to sign: the issuer's JWKS.
+    async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+
+    /// Version 1 of a new profile; `Conflict` if the id is taken. Publishes its key.
+    async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()>;
+    /// Appends a version to an active profile; `None` if it does not exist or is inactive.
+    async fn update_profile(
+        &self,
+        id: &ProfileId,
+        definition: &Value,
+        issuer_key_id: &KeyId,
+        now: Millis,
+    ) -> StoreResult<Option<ProfileRecord>>;
+    /// Stops new offers from a profile; returns false if it does not exist.
+    async fn deactivate_profile(&self, id: &ProfileId, now: Millis) -> StoreResult<bool>;
+    /// The latest version, or the given one.
+    async fn profile(
+        &self,
+        id: &ProfileId,
+        version: Option<i64>,
+    ) -> StoreResult<Option<ProfileRecord>>;
+    async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>>;
+
+    /// A new ACTIVE session (the offer), with its first event. Publishes its issuer key.
+    async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()>;
+    async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
+    async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>>;
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>>;
+
+    /// Marks the offer as fetched by a wallet (first time only) and appends the events.
+    async fn record_offer_resolved(
+        &self,
+        id: SessionId,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<()>;
+    async fn record_tx_code_failure(
+        &self,
+        id: SessionId,
+        failure: &TxCodeFailure,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied>;
+    /// Exchanges the unused code of an ACTIVE session for an access token.
+    async fn redeem_pre_authorized_code(
+        &self,
+        id: SessionId,
+        token_hash: &str,
+        token_expires_at: Millis,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied>;
+    /// Consumes the proof's nonce and finishes the session as SUCCESSFUL, or neither.
+    async fn complete_issuance(
+        &self,
+        id: SessionId,
+        nonce_hash: &str,
+        nonce_expires_at: Millis,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<IssuanceCommit>;
+    /// Events that change no state (a failed request on a session that stays ACTIVE).
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
+
+    async fn sessions_due_for_expiry(&self, now: Millis, limit: u32)
+    -> StoreResult<Vec<SessionId>>;
+    /// ACTIVE -> EXPIRED if its time has come; returns false when it already moved on.
+    async fn expire_session(
+        &self,
+        id: SessionId,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<bool>;
+    /// Deletes sessions finished before `finished_before` (and their events), and nonces that
+    /// can no longer be replayed. Returns the number of sessions removed.
+    async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64>;
+
+    async fn session_events(
+        &self,
+        id: SessionId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+}
