@@ -1,0 +1,167 @@
+//! Starting the real app for a test, and calling its management API.
+
+use std::sync::Arc;
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use vellum::app::App;
+use vellum::clock::ManualClock;
+use vellum::config::Config;
+use vellum::context::Context;
+
+pub const API_KEY: &str = "test-api-key-0123456789-abcdefghijklmnop";
+pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+pub struct TestApp {
+    /// The credential issuer identifier, e.g. http://127.0.0.1:41234
+    pub url: String,
+    pub client: Client,
+    /// The app's clock: tests move it instead of sleeping.
+    pub clock: ManualClock,
+    pub ctx: Arc<Context>,
+    pub dir: Arc<TempDir>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Merges `overrides` into the test defaults: port 0, a fresh SQLite file, fixed keys.
+pub fn test_config(dir: &TempDir, overrides: Value) -> Config {
+    let mut base = json!({
+        "api_key": API_KEY,
+        "master_key": MASTER_KEY,
+        "http": {"port": 0},
+        "database": {"url": format!("sqlite://{}", dir.path().join("vellum.db").display())},
+        "sessions": {"sweep_interval_seconds": 3600},
+    });
+    merge(&mut base, overrides);
+    Config::with_overrides(base, true).expect("valid test configuration")
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (name, value) in overlay {
+                merge(base.entry(name).or_insert(Value::Null), value);
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(json!({})).await
+}
+
+pub async fn spawn_app_with(overrides: Value) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    spawn_app_in(dir, overrides).await
+}
+
+/// Starts an app on an existing directory (its database survives from an earlier app).
+pub async fn spawn_app_in(dir: Arc<TempDir>, overrides: Value) -> TestApp {
+    let config = test_config(&dir, overrides);
+    let clock = ManualClock::starting_now();
+    let app = App::build_with_clock(config, Arc::new(clock.clone()))
+        .await
+        .expect("app starts");
+    let ctx = app.context();
+    let url = ctx.issuer_url.clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        url,
+        client: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        clock,
+        ctx,
+        dir,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// A management API request with the API key.
+    pub fn api(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.endpoint(path))
+            .bearer_auth(API_KEY)
+    }
+
+    pub async fn api_json(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self.api(method, path).json(&body).send().await.expect("request");
+        status_and_json(response).await
+    }
+
+    pub async fn api_get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.api(Method::GET, path).send().await.expect("request");
+        status_and_json(response).await
+    }
+
+    /// Creates an offer and returns the 201 body; panics on anything else.
+    pub async fn create_offer(&self, body: Value) -> Value {
+        let (status, offer) = self.api_json(Method::POST, "/api/v1/offers", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{offer}");
+        offer
+    }
+
+    pub async fn session(&self, id: &str) -> Value {
+        let (status, session) = self.api_get(&format!("/api/v1/sessions/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{session}");
+        session
+    }
+
+    pub async fn event_types(&self, session: &str) -> Vec<String> {
+        let (status, events) = self.api_get(&format!("/api/v1/sessions/{session}/events")).await;
+        assert_eq!(status, StatusCode::OK, "{events}");
+        events["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|event| event["type"].as_str().expect("type").to_owned())
+            .collect()
+    }
+}
+
+pub async fn status_and_json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, body)
+}
+
+/// Asserts a management API error: status and `{code, detail}` with a non-empty detail.
+pub fn assert_api_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|detail| !detail.is_empty()),
+        "{body}"
+    );
+}
+
+/// Asserts an OAuth-style error body (token, credential, offer endpoints).
+pub fn assert_oauth_error(status: StatusCode, body: &Value, expected: StatusCode, error: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}

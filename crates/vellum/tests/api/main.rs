@@ -1,0 +1,17 @@
+//! The one integration-test binary: every test starts the real app on 127.0.0.1:0 with a fresh
+//! database (helpers::spawn_app) and talks HTTP to it.
+
+mod helpers;
+mod wallet;
+
+mod credential;
+mod flow;
+mod interop;
+mod keys;
+mod metadata;
+mod offers;
+mod openapi;
+mod profiles;
+mod restart;
+mod sessions;
+mod token;
