@@ -1,38 +1,106 @@
-//! The embedded store: one SQLite file in WAL mode. All writes go through a single connection
-//! (SQLite has one writer anyway), so transactions never fight over the lock; reads use a small
-//! pool of their own and never wait for writes.
+//! The embedded store: one SQLite file in WAL mode, driven by dedicated threads.
+//!
+//! Writes: one writer thread owns the only writing connection. Each store call is one closure
+//! sent to it; the thread takes every call waiting in its queue, runs each inside its own
+//! SAVEPOINT of one transaction, COMMITs once, and only then answers the callers (group commit).
+//! A call is acknowledged only after its changes are committed, and with `synchronous = full`
+//! one fsync covers the whole group. Because the writer is single-threaded, a call may read then
+//! write without races: no other write can come between.
+//!
+//! Reads: a few reader threads with their own connections; WAL lets them run beside the writer
+//! and see every commit that finished before they started.
 
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::*;
 use crate::config::Synchronous;
 
-pub struct SqliteStore {
-    writer: SqlitePool,
-    readers: SqlitePool,
+/// Migrations in order; file names match `migrations/postgres/` (checked by a test).
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial.sql",
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+)];
+
+/// Largest number of calls committed together.
+const MAX_GROUP: usize = 128;
+const READERS: usize = 3;
+
+trait WriteJob: Send {
+    /// Runs the call inside its savepoint; returns whether to keep its changes.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the group's COMMIT has succeeded or failed.
+    fn finish(self: Box<Self>, committed: &Result<(), String>);
 }
 
-fn db_error(error: sqlx::Error) -> StoreError {
-    match error {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            StoreError::Unavailable(error.to_string())
-        }
-        other => StoreError::Database(Box::new(other)),
+struct Job<T, F> {
+    work: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = match self.work.take() {
+            Some(work) => work(conn),
+            None => Err(StoreError::Corrupt("write job ran twice".into())),
+        };
+        let keep = result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn finish(self: Box<Self>, committed: &Result<(), String>) {
+        let result = match (committed, self.result) {
+            (_, Some(Err(error))) => Err(error),
+            (Ok(()), Some(Ok(value))) => Ok(value),
+            (Err(error), _) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
+            (Ok(()), None) => Err(StoreError::Unavailable("the write was not run".into())),
+        };
+        let _ = self.reply.send(result);
     }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: mpsc::Sender<ReadJob>,
+}
+
+fn db_error(error: rusqlite::Error) -> StoreError {
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(
+                failure.code,
+                ErrorCode::CannotOpen
+                    | ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Database(Box::new(error)),
+    }
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::ConstraintViolation)
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -43,32 +111,31 @@ fn json(text: &str) -> StoreResult<Value> {
     serde_json::from_str(text).map_err(|_| corrupt("JSON column"))
 }
 
-// Column lists as macros, so that every statement stays a `&'static str` (sqlx refuses SQL
-// built at run time unless it is asserted safe).
-macro_rules! session_columns {
-    () => {
-        "id, profile_id, profile_version, credential_configuration_id, status, status_reason, \
-         offer_handle_hash, code_hash, code_state, tx_code, tx_code_mac, tx_code_failures, \
-         token_hash, token_expires_at, by_value, template, issuer_key_id, created_at, updated_at, \
-         expires_at, resolved_at, token_issued_at, finished_at"
-    };
-}
-
-macro_rules! select_sessions {
-    ($where:literal) => {
-        concat!("SELECT ", session_columns!(), " FROM sessions ", $where)
-    };
-}
-
-macro_rules! select_profiles {
-    ($where:literal) => {
-        concat!(
-            "SELECT v.id, v.version, h.active, v.definition, v.issuer_key_id, h.created_at, \
-             CASE WHEN v.version = h.version THEN h.updated_at ELSE v.created_at END AS updated_at \
-             FROM profile_versions v JOIN profile_heads h ON h.id = v.id ",
-            $where
-        )
-    };
+fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_error)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(db_error)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_error)?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        },
+    )
+    .map_err(db_error)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 impl SqliteStore {
@@ -80,267 +147,478 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("{}: {error}", parent.display()))
             })?;
         }
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(db_error)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match synchronous {
-                Synchronous::Normal => SqliteSynchronous::Normal,
-                Synchronous::Full => SqliteSynchronous::Full,
-            })
-            .busy_timeout(Duration::from_secs(5))
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await
-            .map_err(db_error)?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(db_error)?;
+        let mut writer_conn = open(path, synchronous)?;
+        migrate(&mut writer_conn)?;
+        let (writer, jobs) = mpsc::channel::<Box<dyn WriteJob>>();
+        std::thread::Builder::new()
+            .name("vellum-sqlite-writer".into())
+            .spawn(move || write_loop(writer_conn, jobs))
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+
+        let (readers, reads) = mpsc::channel::<ReadJob>();
+        let reads = Arc::new(Mutex::new(reads));
+        for index in 0..READERS {
+            let conn = open(path, synchronous)?;
+            conn.pragma_update(None, "query_only", "ON")
+                .map_err(db_error)?;
+            let reads = reads.clone();
+            std::thread::Builder::new()
+                .name(format!("vellum-sqlite-reader-{index}"))
+                .spawn(move || read_loop(conn, reads))
+                .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        }
         Ok(SqliteStore { writer, readers })
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'_, Sqlite>> {
-        self.writer.begin().await.map_err(db_error)
+    /// Runs `work` as one atomic write, committed before this returns.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            work: Some(work),
+            result: None,
+            reply,
+        };
+        self.writer
+            .send(Box::new(job))
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
-    async fn insert_events(
-        tx: &mut Transaction<'_, Sqlite>,
-        events: &[NewEvent],
-    ) -> StoreResult<()> {
-        for event in events {
-            sqlx::query(
-                "INSERT INTO events (id, session_id, type, timestamp, data) VALUES (?, ?, ?, ?, ?)",
+    async fn read<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.readers
+            .send(Box::new(move |conn: &Connection| {
+                let _ = reply.send(work(conn));
+            }))
+            .map_err(|_| StoreError::Unavailable("the readers have stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the readers have stopped".into()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(db_error)?;
+    for (name, sql) in MIGRATIONS {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_error)?;
+        let applied: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM schema_migrations WHERE name = ?",
+                [name],
+                |row| row.get(0),
             )
-            .bind(&event.id)
-            .bind(event.session_id.map(|id| id.to_string()))
-            .bind(&event.event_type)
-            .bind(event.timestamp)
-            .bind(event.data.to_string())
-            .execute(&mut **tx)
-            .await
+            .optional()
             .map_err(db_error)?;
+        if applied.is_none() {
+            tx.execute_batch(sql).map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (name, applied_at) VALUES (?, unixepoch())",
+                [name],
+            )
+            .map_err(db_error)?;
+            tracing::info!(migration = name, "applied migration");
         }
-        Ok(())
+        tx.commit().map_err(db_error)?;
     }
+    Ok(())
+}
 
-    async fn publish_key(tx: &mut Transaction<'_, Sqlite>, key: &KeyId) -> StoreResult<()> {
-        sqlx::query("UPDATE keys SET published = 1 WHERE id = ? AND published = 0")
-            .bind(key.as_str())
-            .execute(&mut **tx)
-            .await
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_group(&mut conn, &mut group);
+        if let Err(error) = &committed {
+            tracing::error!(%error, calls = group.len(), "SQLite commit failed");
+        }
+        for job in group {
+            job.finish(&committed);
+        }
+    }
+}
+
+fn run_group(conn: &mut Connection, group: &mut [Box<dyn WriteJob>]) -> Result<(), String> {
+    let mut tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| error.to_string())?;
+    for job in group.iter_mut() {
+        let savepoint = tx.savepoint().map_err(|error| error.to_string())?;
+        if job.run(&savepoint) {
+            savepoint.commit().map_err(|error| error.to_string())?;
+        }
+        // Dropping an uncommitted savepoint rolls that call back; the others stand.
+    }
+    tx.commit().map_err(|error| error.to_string())
+}
+
+fn read_loop(conn: Connection, reads: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = match reads.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(job) => job(&conn),
+            Err(_) => return,
+        }
+    }
+}
+
+fn insert_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
+    let mut statement = conn
+        .prepare_cached(
+            "INSERT INTO events (id, session_id, type, timestamp, data) VALUES (?, ?, ?, ?, ?)",
+        )
+        .map_err(db_error)?;
+    for event in events {
+        statement
+            .execute(params![
+                event.id,
+                event.session_id.map(|id| id.to_string()),
+                event.event_type,
+                event.timestamp,
+                event.data.to_string()
+            ])
             .map_err(db_error)?;
-        Ok(())
     }
-
-    async fn commit(tx: Transaction<'_, Sqlite>) -> StoreResult<()> {
-        tx.commit().await.map_err(db_error)
-    }
+    Ok(())
 }
 
-fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
-    Ok(KeyRecord {
-        id: KeyId::parse(row.try_get("id").map_err(db_error)?).map_err(|_| corrupt("key id"))?,
-        algorithm: row.try_get("algorithm").map_err(db_error)?,
-        public_jwk: json(row.try_get("public_jwk").map_err(db_error)?)?,
-        sealed_private: row.try_get("sealed_private").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-    })
+fn publish_key(conn: &Connection, key: &KeyId) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE keys SET published = 1 WHERE id = ? AND published = 0")
+        .and_then(|mut statement| statement.execute([key.as_str()]))
+        .map_err(db_error)?;
+    Ok(())
 }
 
-fn profile_from_row(row: &SqliteRow) -> StoreResult<ProfileRecord> {
-    Ok(ProfileRecord {
-        id: ProfileId::parse(row.try_get("id").map_err(db_error)?)
-            .map_err(|_| corrupt("profile id"))?,
-        version: row.try_get("version").map_err(db_error)?,
-        active: row.try_get::<i64, _>("active").map_err(db_error)? != 0,
-        definition: json(row.try_get("definition").map_err(db_error)?)?,
-        issuer_key_id: KeyId::parse(row.try_get("issuer_key_id").map_err(db_error)?)
-            .map_err(|_| corrupt("key id"))?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-    })
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<KeyRecord>> {
+    let id: String = row.get("id")?;
+    let public_jwk: String = row.get("public_jwk")?;
+    let algorithm = row.get("algorithm")?;
+    let sealed_private = row.get("sealed_private")?;
+    let created_at = row.get("created_at")?;
+    Ok((|| {
+        Ok(KeyRecord {
+            id: KeyId::parse(&id).map_err(|_| corrupt("key id"))?,
+            algorithm,
+            public_jwk: json(&public_jwk)?,
+            sealed_private,
+            created_at,
+        })
+    })())
 }
 
-fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
-    let get_str = |name: &str| -> StoreResult<String> { row.try_get(name).map_err(db_error) };
-    let get_opt_i64 =
-        |name: &str| -> StoreResult<Option<i64>> { row.try_get(name).map_err(db_error) };
-    let get_i64 = |name: &str| -> StoreResult<i64> { row.try_get(name).map_err(db_error) };
-    let tx_code: Option<String> = row.try_get("tx_code").map_err(db_error)?;
-    Ok(SessionRecord {
-        id: SessionId::parse(&get_str("id")?).ok_or_else(|| corrupt("session id"))?,
-        profile_id: ProfileId::parse(&get_str("profile_id")?).map_err(|_| corrupt("profile id"))?,
-        profile_version: get_i64("profile_version")?,
-        credential_configuration_id: get_str("credential_configuration_id")?,
-        status: SessionStatus::parse(&get_str("status")?).ok_or_else(|| corrupt("status"))?,
-        status_reason: row.try_get("status_reason").map_err(db_error)?,
-        offer_handle_hash: get_str("offer_handle_hash")?,
-        code_hash: get_str("code_hash")?,
-        code_state: CodeState::parse(&get_str("code_state")?)
-            .ok_or_else(|| corrupt("code state"))?,
-        tx_code: tx_code.as_deref().map(json).transpose()?,
-        tx_code_mac: row.try_get("tx_code_mac").map_err(db_error)?,
-        tx_code_failures: u32::try_from(get_i64("tx_code_failures")?)
-            .map_err(|_| corrupt("tx_code_failures"))?,
-        token_hash: row.try_get("token_hash").map_err(db_error)?,
-        token_expires_at: get_opt_i64("token_expires_at")?,
-        by_value: get_i64("by_value")? != 0,
-        template: json(&get_str("template")?)?,
-        issuer_key_id: KeyId::parse(&get_str("issuer_key_id")?).map_err(|_| corrupt("key id"))?,
-        created_at: get_i64("created_at")?,
-        updated_at: get_i64("updated_at")?,
-        expires_at: get_i64("expires_at")?,
-        resolved_at: get_opt_i64("resolved_at")?,
-        token_issued_at: get_opt_i64("token_issued_at")?,
-        finished_at: get_opt_i64("finished_at")?,
-    })
+fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<ProfileRecord>> {
+    let id: String = row.get("id")?;
+    let key: String = row.get("issuer_key_id")?;
+    let definition: String = row.get("definition")?;
+    let version = row.get("version")?;
+    let active: bool = row.get("active")?;
+    let created_at = row.get("created_at")?;
+    let updated_at = row.get("updated_at")?;
+    Ok((|| {
+        Ok(ProfileRecord {
+            id: ProfileId::parse(&id).map_err(|_| corrupt("profile id"))?,
+            version,
+            active,
+            definition: json(&definition)?,
+            issuer_key_id: KeyId::parse(&key).map_err(|_| corrupt("key id"))?,
+            created_at,
+            updated_at,
+        })
+    })())
 }
 
-fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
-    let session: Option<String> = row.try_get("session_id").map_err(db_error)?;
-    Ok(EventRecord {
-        seq: row.try_get("seq").map_err(db_error)?,
-        id: row.try_get("id").map_err(db_error)?,
-        session_id: session
-            .map(|text| SessionId::parse(&text).ok_or_else(|| corrupt("session id")))
-            .transpose()?,
-        event_type: row.try_get("type").map_err(db_error)?,
-        timestamp: row.try_get("timestamp").map_err(db_error)?,
-        data: json(row.try_get("data").map_err(db_error)?)?,
-    })
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
+    let id: String = row.get("id")?;
+    let profile_id: String = row.get("profile_id")?;
+    let status: String = row.get("status")?;
+    let code_state: String = row.get("code_state")?;
+    let tx_code: Option<String> = row.get("tx_code")?;
+    let template: String = row.get("template")?;
+    let issuer_key_id: String = row.get("issuer_key_id")?;
+    let failures: i64 = row.get("tx_code_failures")?;
+    let record = (
+        row.get("profile_version")?,
+        row.get("credential_configuration_id")?,
+        row.get("status_reason")?,
+        row.get("offer_handle_hash")?,
+        row.get("code_hash")?,
+        row.get("tx_code_mac")?,
+        row.get("token_hash")?,
+        row.get("token_expires_at")?,
+        row.get("by_value")?,
+    );
+    let times = (
+        row.get("created_at")?,
+        row.get("updated_at")?,
+        row.get("expires_at")?,
+        row.get("resolved_at")?,
+        row.get("token_issued_at")?,
+        row.get("finished_at")?,
+    );
+    Ok((|| {
+        Ok(SessionRecord {
+            id: SessionId::parse(&id).ok_or_else(|| corrupt("session id"))?,
+            profile_id: ProfileId::parse(&profile_id).map_err(|_| corrupt("profile id"))?,
+            profile_version: record.0,
+            credential_configuration_id: record.1,
+            status: SessionStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            status_reason: record.2,
+            offer_handle_hash: record.3,
+            code_hash: record.4,
+            code_state: CodeState::parse(&code_state).ok_or_else(|| corrupt("code state"))?,
+            tx_code: tx_code.as_deref().map(json).transpose()?,
+            tx_code_mac: record.5,
+            tx_code_failures: u32::try_from(failures).map_err(|_| corrupt("tx_code_failures"))?,
+            token_hash: record.6,
+            token_expires_at: record.7,
+            by_value: record.8,
+            template: json(&template)?,
+            issuer_key_id: KeyId::parse(&issuer_key_id).map_err(|_| corrupt("key id"))?,
+            created_at: times.0,
+            updated_at: times.1,
+            expires_at: times.2,
+            resolved_at: times.3,
+            token_issued_at: times.4,
+            finished_at: times.5,
+        })
+    })())
+}
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<EventRecord>> {
+    let session: Option<String> = row.get("session_id")?;
+    let data: String = row.get("data")?;
+    let seq = row.get("seq")?;
+    let id = row.get("id")?;
+    let event_type = row.get("type")?;
+    let timestamp = row.get("timestamp")?;
+    Ok((|| {
+        Ok(EventRecord {
+            seq,
+            id,
+            session_id: session
+                .map(|text| SessionId::parse(&text).ok_or_else(|| corrupt("session id")))
+                .transpose()?,
+            event_type,
+            timestamp,
+            data: json(&data)?,
+        })
+    })())
+}
+
+/// Runs a query and converts every row, surfacing both SQL and conversion errors.
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    convert: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
+) -> StoreResult<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
+    let rows = statement.query_map(params, convert).map_err(db_error)?;
+    rows.map(|row| row.map_err(db_error)?).collect()
+}
+
+fn first<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    convert: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
+) -> StoreResult<Option<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
+    statement
+        .query_row(params, convert)
+        .optional()
+        .map_err(db_error)?
+        .transpose()
+}
+
+const SESSION_COLUMNS: &str = "id, profile_id, profile_version, credential_configuration_id, \
+    status, status_reason, offer_handle_hash, code_hash, code_state, tx_code, tx_code_mac, \
+    tx_code_failures, token_hash, token_expires_at, by_value, template, issuer_key_id, \
+    created_at, updated_at, expires_at, resolved_at, token_issued_at, finished_at";
+
+const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, v.issuer_key_id, \
+    h.created_at, CASE WHEN v.version = h.version THEN h.updated_at ELSE v.created_at END \
+    AS updated_at FROM profile_versions v JOIN profile_heads h ON h.id = v.id";
+
+fn session_by_column(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+) -> StoreResult<Option<SessionRecord>> {
+    first(
+        conn,
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {column} = ?"),
+        [value],
+        session_from_row,
+    )
+}
+
+fn profile_version(
+    conn: &Connection,
+    id: &str,
+    version: i64,
+) -> StoreResult<Option<ProfileRecord>> {
+    first(
+        conn,
+        &format!("{PROFILE_SELECT} WHERE v.id = ? AND v.version = ?"),
+        params![id, version],
+        profile_from_row,
+    )
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.writer)
-            .await
-            .map_err(|error| StoreError::Database(Box::new(error)))
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.readers)
-            .await
-            .map_err(db_error)?;
+        // Applied by `open`, before any thread starts.
         Ok(())
     }
 
-    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.readers)
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
             .await
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.query_row("SELECT value FROM settings WHERE name = ?", [name], |row| {
+                row.get(0)
+            })
+            .optional()
             .map_err(db_error)
+        })
+        .await
     }
 
     async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String> {
-        let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [&name, &value],
+            )
             .map_err(db_error)?;
-        let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
-        Self::commit(tx).await?;
-        Ok(stored)
+            conn.query_row(
+                "SELECT value FROM settings WHERE name = ?",
+                [&name],
+                |row| row.get(0),
+            )
+            .map_err(db_error)
+        })
+        .await
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
-        let result = sqlx::query(
-            "INSERT INTO keys (id, algorithm, public_jwk, sealed_private, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(key.id.as_str())
-        .bind(&key.algorithm)
-        .bind(key.public_jwk.to_string())
-        .bind(&key.sealed_private)
-        .bind(key.created_at)
-        .execute(&self.writer)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if is_unique_violation(&error) => {
-                Err(StoreError::Conflict(format!("key {}", key.id)))
+        let key = key.clone();
+        self.write(move |conn| {
+            let result = conn.execute(
+                "INSERT INTO keys (id, algorithm, public_jwk, sealed_private, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+                params![
+                    key.id.as_str(),
+                    key.algorithm,
+                    key.public_jwk.to_string(),
+                    key.sealed_private,
+                    key.created_at
+                ],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(error) if is_unique_violation(&error) => {
+                    Err(StoreError::Conflict(format!("key {}", key.id)))
+                }
+                Err(error) => Err(db_error(error)),
             }
-            Err(error) => Err(db_error(error)),
-        }
+        })
+        .await
     }
 
     async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
-        sqlx::query("SELECT * FROM keys WHERE id = ?")
-            .bind(id.as_str())
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(key_from_row)
-            .transpose()
+        let id = id.clone();
+        self.read(move |conn| {
+            first(
+                conn,
+                "SELECT * FROM keys WHERE id = ?",
+                [id.as_str()],
+                key_from_row,
+            )
+        })
+        .await
     }
 
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        sqlx::query("SELECT * FROM keys ORDER BY created_at, id")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(key_from_row)
-            .collect()
+        self.read(|conn| {
+            collect(
+                conn,
+                "SELECT * FROM keys ORDER BY created_at, id",
+                [],
+                key_from_row,
+            )
+        })
+        .await
     }
 
     async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>> {
-        sqlx::query("SELECT * FROM keys WHERE published = 1 ORDER BY created_at, id")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(key_from_row)
-            .collect()
+        self.read(|conn| {
+            collect(
+                conn,
+                "SELECT * FROM keys WHERE published = 1 ORDER BY created_at, id",
+                [],
+                key_from_row,
+            )
+        })
+        .await
     }
 
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO profile_heads (id, version, active, created_at, updated_at) \
-             VALUES (?, 1, 1, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(profile.id.as_str())
-        .bind(profile.created_at)
-        .bind(profile.updated_at)
-        .execute(&mut *tx)
+        let profile = profile.clone();
+        self.write(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO profile_heads (id, version, active, created_at, updated_at) \
+                     VALUES (?, 1, 1, ?, ?) ON CONFLICT DO NOTHING",
+                    params![profile.id.as_str(), profile.created_at, profile.updated_at],
+                )
+                .map_err(db_error)?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("profile {}", profile.id)));
+            }
+            conn.execute(
+                "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
+                 VALUES (?, 1, ?, ?, ?)",
+                params![
+                    profile.id.as_str(),
+                    profile.definition.to_string(),
+                    profile.issuer_key_id.as_str(),
+                    profile.created_at
+                ],
+            )
+            .map_err(db_error)?;
+            publish_key(conn, &profile.issuer_key_id)
+        })
         .await
-        .map_err(db_error)?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("profile {}", profile.id)));
-        }
-        sqlx::query(
-            "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
-             VALUES (?, 1, ?, ?, ?)",
-        )
-        .bind(profile.id.as_str())
-        .bind(profile.definition.to_string())
-        .bind(profile.issuer_key_id.as_str())
-        .bind(profile.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        Self::publish_key(&mut tx, &profile.issuer_key_id).await?;
-        Self::commit(tx).await
     }
 
     async fn update_profile(
@@ -350,53 +628,45 @@ impl Store for SqliteStore {
         issuer_key_id: &KeyId,
         now: Millis,
     ) -> StoreResult<Option<ProfileRecord>> {
-        let mut tx = self.begin().await?;
-        let version: Option<i64> = sqlx::query_scalar(
-            "UPDATE profile_heads SET version = version + 1, updated_at = ? \
-             WHERE id = ? AND active = 1 RETURNING version",
-        )
-        .bind(now)
-        .bind(id.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let Some(version) = version else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id.as_str())
-        .bind(version)
-        .bind(definition.to_string())
-        .bind(issuer_key_id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        Self::publish_key(&mut tx, issuer_key_id).await?;
-        let row = sqlx::query(select_profiles!("WHERE v.id = ? AND v.version = ?"))
-            .bind(id.as_str())
-            .bind(version)
-            .fetch_one(&mut *tx)
-            .await
+        let (id, definition, key) = (id.clone(), definition.to_string(), issuer_key_id.clone());
+        self.write(move |conn| {
+            let version: Option<i64> = conn
+                .query_row(
+                    "UPDATE profile_heads SET version = version + 1, updated_at = ? \
+                     WHERE id = ? AND active = 1 RETURNING version",
+                    params![now, id.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db_error)?;
+            let Some(version) = version else {
+                return Ok(None);
+            };
+            conn.execute(
+                "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+                params![id.as_str(), version, definition, key.as_str(), now],
+            )
             .map_err(db_error)?;
-        let profile = profile_from_row(&row)?;
-        Self::commit(tx).await?;
-        Ok(Some(profile))
+            publish_key(conn, &key)?;
+            profile_version(conn, id.as_str(), version)
+        })
+        .await
     }
 
     async fn deactivate_profile(&self, id: &ProfileId, now: Millis) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE profile_heads SET active = 0, updated_at = CASE WHEN active = 1 THEN ? ELSE updated_at END WHERE id = ?",
-        )
-        .bind(now)
-        .bind(id.as_str())
-        .execute(&self.writer)
+        let id = id.clone();
+        self.write(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE profile_heads SET active = 0, \
+                     updated_at = CASE WHEN active = 1 THEN ? ELSE updated_at END WHERE id = ?",
+                    params![now, id.as_str()],
+                )
+                .map_err(db_error)?;
+            Ok(changed == 1)
+        })
         .await
-        .map_err(db_error)?;
-        Ok(result.rows_affected() == 1)
     }
 
     async fn profile(
@@ -404,129 +674,116 @@ impl Store for SqliteStore {
         id: &ProfileId,
         version: Option<i64>,
     ) -> StoreResult<Option<ProfileRecord>> {
-        let row = match version {
-            Some(version) => {
-                sqlx::query(select_profiles!("WHERE v.id = ? AND v.version = ?"))
-                    .bind(id.as_str())
-                    .bind(version)
-                    .fetch_optional(&self.readers)
-                    .await
-            }
-            None => {
-                sqlx::query(select_profiles!("WHERE v.id = ? AND v.version = h.version"))
-                    .bind(id.as_str())
-                    .fetch_optional(&self.readers)
-                    .await
-            }
-        }
-        .map_err(db_error)?;
-        row.as_ref().map(profile_from_row).transpose()
+        let id = id.clone();
+        self.read(move |conn| match version {
+            Some(version) => profile_version(conn, id.as_str(), version),
+            None => first(
+                conn,
+                &format!("{PROFILE_SELECT} WHERE v.id = ? AND v.version = h.version"),
+                [id.as_str()],
+                profile_from_row,
+            ),
+        })
+        .await
     }
 
     async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>> {
-        sqlx::query(select_profiles!(
-            "WHERE v.version = h.version ORDER BY h.created_at, v.id"
-        ))
-        .fetch_all(&self.readers)
+        self.read(|conn| {
+            collect(
+                conn,
+                &format!(
+                    "{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"
+                ),
+                [],
+                profile_from_row,
+            )
+        })
         .await
-        .map_err(db_error)?
-        .iter()
-        .map(profile_from_row)
-        .collect()
     }
 
     async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(concat!(
-            "INSERT INTO sessions (",
-            session_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(session.id.to_string())
-        .bind(session.profile_id.as_str())
-        .bind(session.profile_version)
-        .bind(&session.credential_configuration_id)
-        .bind(session.status.as_str())
-        .bind(&session.status_reason)
-        .bind(&session.offer_handle_hash)
-        .bind(&session.code_hash)
-        .bind(session.code_state.as_str())
-        .bind(session.tx_code.as_ref().map(Value::to_string))
-        .bind(&session.tx_code_mac)
-        .bind(i64::from(session.tx_code_failures))
-        .bind(&session.token_hash)
-        .bind(session.token_expires_at)
-        .bind(i64::from(session.by_value))
-        .bind(session.template.to_string())
-        .bind(session.issuer_key_id.as_str())
-        .bind(session.created_at)
-        .bind(session.updated_at)
-        .bind(session.expires_at)
-        .bind(session.resolved_at)
-        .bind(session.token_issued_at)
-        .bind(session.finished_at)
-        .execute(&mut *tx)
+        let (s, event) = (session.clone(), event.clone());
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES \
+                 (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ))
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    s.id.to_string(),
+                    s.profile_id.as_str(),
+                    s.profile_version,
+                    s.credential_configuration_id,
+                    s.status.as_str(),
+                    s.status_reason,
+                    s.offer_handle_hash,
+                    s.code_hash,
+                    s.code_state.as_str(),
+                    s.tx_code.as_ref().map(Value::to_string),
+                    s.tx_code_mac,
+                    s.tx_code_failures,
+                    s.token_hash,
+                    s.token_expires_at,
+                    s.by_value,
+                    s.template.to_string(),
+                    s.issuer_key_id.as_str(),
+                    s.created_at,
+                    s.updated_at,
+                    s.expires_at,
+                    s.resolved_at,
+                    s.token_issued_at,
+                    s.finished_at,
+                ])
+            })
+            .map_err(db_error)?;
+            publish_key(conn, &s.issuer_key_id)?;
+            insert_events(conn, std::slice::from_ref(&event))
+        })
         .await
-        .map_err(db_error)?;
-        Self::publish_key(&mut tx, &session.issuer_key_id).await?;
-        Self::insert_events(&mut tx, std::slice::from_ref(event)).await?;
-        Self::commit(tx).await
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
-        sqlx::query(select_sessions!("WHERE id = ?"))
-            .bind(id.to_string())
-            .fetch_optional(&self.readers)
+        self.read(move |conn| session_by_column(conn, "id", &id.to_string()))
             .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(session_from_row)
-            .transpose()
     }
 
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>> {
-        let (statement, hash) = match lookup {
-            SessionLookup::OfferHandle(hash) => {
-                (select_sessions!("WHERE offer_handle_hash = ?"), hash)
-            }
-            SessionLookup::PreAuthorizedCode(hash) => {
-                (select_sessions!("WHERE code_hash = ?"), hash)
-            }
-            SessionLookup::AccessToken(hash) => (select_sessions!("WHERE token_hash = ?"), hash),
+        let (column, hash) = match lookup {
+            SessionLookup::OfferHandle(hash) => ("offer_handle_hash", hash),
+            SessionLookup::PreAuthorizedCode(hash) => ("code_hash", hash),
+            SessionLookup::AccessToken(hash) => ("token_hash", hash),
         };
-        // WAL readers see every commit that finished before their query started, so a wallet's
-        // next step always finds what its previous one wrote.
-        sqlx::query(statement)
-            .bind(hash)
-            .fetch_optional(&self.readers)
+        let hash = hash.to_owned();
+        self.read(move |conn| session_by_column(conn, column, &hash))
             .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(session_from_row)
-            .transpose()
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>> {
-        let (before_at, before_id) = filter
-            .before
-            .map(|(at, id)| (Some(at), Some(id.to_string())))
-            .unwrap_or((None, None));
-        sqlx::query(select_sessions!(
-            "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR profile_id = ?2) \
-             AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4)) \
-             ORDER BY created_at DESC, id DESC LIMIT ?5"
-        ))
-        .bind(filter.status.map(SessionStatus::as_str))
-        .bind(filter.profile_id.as_ref().map(ProfileId::as_str))
-        .bind(before_at)
-        .bind(before_id)
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.readers)
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let (before_at, before_id) = filter
+                .before
+                .map(|(at, id)| (Some(at), Some(id.to_string())))
+                .unwrap_or((None, None));
+            collect(
+                conn,
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions \
+                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR profile_id = ?2) \
+                     AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4)) \
+                     ORDER BY created_at DESC, id DESC LIMIT ?5"
+                ),
+                params![
+                    filter.status.map(SessionStatus::as_str),
+                    filter.profile_id.as_ref().map(ProfileId::as_str),
+                    before_at,
+                    before_id,
+                    filter.limit
+                ],
+                session_from_row,
+            )
+        })
         .await
-        .map_err(db_error)?
-        .iter()
-        .map(session_from_row)
-        .collect()
     }
 
     async fn record_offer_resolved(
@@ -535,17 +792,17 @@ impl Store for SqliteStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE sessions SET resolved_at = COALESCE(resolved_at, ?1), updated_at = ?1 WHERE id = ?2",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
+        let events = events.to_vec();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE sessions SET resolved_at = COALESCE(resolved_at, ?1), updated_at = ?1 \
+                 WHERE id = ?2",
+            )
+            .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
+            .map_err(db_error)?;
+            insert_events(conn, &events)
+        })
         .await
-        .map_err(db_error)?;
-        Self::insert_events(&mut tx, events).await?;
-        Self::commit(tx).await
     }
 
     async fn record_tx_code_failure(
@@ -555,32 +812,30 @@ impl Store for SqliteStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
-        let mut tx = self.begin().await?;
-        let result = if failure.locks {
-            sqlx::query(
+        let (failure, events) = (failure.clone(), events.to_vec());
+        self.write(move |conn| {
+            let sql = if failure.locks {
                 "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, code_state = 'LOCKED', \
                  status = 'UNSUCCESSFUL', status_reason = 'tx_code_attempts_exhausted', \
                  finished_at = ?1, updated_at = ?1 \
-                 WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'",
-            )
-        } else {
-            sqlx::query(
+                 WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
+            } else {
                 "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, updated_at = ?1 \
-                 WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'",
-            )
-        }
-        .bind(now)
-        .bind(id.to_string())
-        .bind(i64::from(failure.seen_failures))
-        .execute(&mut *tx)
+                 WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
+            };
+            let changed = conn
+                .prepare_cached(sql)
+                .and_then(|mut statement| {
+                    statement.execute(params![now, id.to_string(), failure.seen_failures])
+                })
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Ok(Applied::Stale);
+            }
+            insert_events(conn, &events)?;
+            Ok(Applied::Yes)
+        })
         .await
-        .map_err(db_error)?;
-        if result.rows_affected() == 0 {
-            return Ok(Applied::Stale);
-        }
-        Self::insert_events(&mut tx, events).await?;
-        Self::commit(tx).await?;
-        Ok(Applied::Yes)
     }
 
     async fn redeem_pre_authorized_code(
@@ -591,25 +846,26 @@ impl Store for SqliteStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "UPDATE sessions SET code_state = 'REDEEMED', token_hash = ?1, token_expires_at = ?2, \
-             token_issued_at = ?3, updated_at = ?3, expires_at = MAX(expires_at, ?2) \
-             WHERE id = ?4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > ?3",
-        )
-        .bind(token_hash)
-        .bind(token_expires_at)
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
+        let (token_hash, events) = (token_hash.to_owned(), events.to_vec());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE sessions SET code_state = 'REDEEMED', token_hash = ?1, \
+                     token_expires_at = ?2, token_issued_at = ?3, updated_at = ?3, \
+                     expires_at = MAX(expires_at, ?2) \
+                     WHERE id = ?4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > ?3",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![token_hash, token_expires_at, now, id.to_string()])
+                })
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Ok(Applied::Stale);
+            }
+            insert_events(conn, &events)?;
+            Ok(Applied::Yes)
+        })
         .await
-        .map_err(db_error)?;
-        if result.rows_affected() == 0 {
-            return Ok(Applied::Stale);
-        }
-        Self::insert_events(&mut tx, events).await?;
-        Self::commit(tx).await?;
-        Ok(Applied::Yes)
     }
 
     async fn complete_issuance(
@@ -620,39 +876,48 @@ impl Store for SqliteStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<IssuanceCommit> {
-        let mut tx = self.begin().await?;
-        let nonce = sqlx::query(
-            "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(nonce_hash)
-        .bind(nonce_expires_at)
-        .execute(&mut *tx)
+        let (nonce_hash, events) = (nonce_hash.to_owned(), events.to_vec());
+        self.write(move |conn| {
+            // Check before writing: the writer is the only one, so nothing can come between.
+            let active: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT 1 FROM sessions WHERE id = ?1 AND status = 'ACTIVE' \
+                     AND code_state = 'REDEEMED' AND token_expires_at > ?2",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![id.to_string(), now], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            if active.is_none() {
+                return Ok(IssuanceCommit::SessionNotActive);
+            }
+            let fresh = conn
+                .prepare_cached(
+                    "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut statement| statement.execute(params![nonce_hash, nonce_expires_at]))
+                .map_err(db_error)?;
+            if fresh == 0 {
+                return Ok(IssuanceCommit::NonceAlreadyUsed);
+            }
+            conn.prepare_cached(
+                "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = ?1, updated_at = ?1 \
+                 WHERE id = ?2",
+            )
+            .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
+            .map_err(db_error)?;
+            insert_events(conn, &events)?;
+            Ok(IssuanceCommit::Issued)
+        })
         .await
-        .map_err(db_error)?;
-        if nonce.rows_affected() == 0 {
-            return Ok(IssuanceCommit::NonceAlreadyUsed);
-        }
-        let session = sqlx::query(
-            "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = ?1, updated_at = ?1 \
-             WHERE id = ?2 AND status = 'ACTIVE' AND code_state = 'REDEEMED' AND token_expires_at > ?1",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if session.rows_affected() == 0 {
-            return Ok(IssuanceCommit::SessionNotActive);
-        }
-        Self::insert_events(&mut tx, events).await?;
-        Self::commit(tx).await?;
-        Ok(IssuanceCommit::Issued)
     }
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        Self::insert_events(&mut tx, events).await?;
-        Self::commit(tx).await
+        let events = events.to_vec();
+        self.write(move |conn| insert_events(conn, &events)).await
     }
 
     async fn sessions_due_for_expiry(
@@ -660,17 +925,22 @@ impl Store for SqliteStore {
         now: Millis,
         limit: u32,
     ) -> StoreResult<Vec<SessionId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM sessions WHERE status = 'ACTIVE' AND expires_at <= ? LIMIT ?",
-        )
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await
-        .map_err(db_error)?;
-        ids.iter()
-            .map(|id| SessionId::parse(id).ok_or_else(|| corrupt("session id")))
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT id FROM sessions WHERE status = 'ACTIVE' AND expires_at <= ? LIMIT ?",
+                )
+                .map_err(db_error)?;
+            let ids = statement
+                .query_map(params![now, limit], |row| row.get::<_, String>(0))
+                .map_err(db_error)?;
+            ids.map(|id| {
+                let id = id.map_err(db_error)?;
+                SessionId::parse(&id).ok_or_else(|| corrupt("session id"))
+            })
             .collect()
+        })
+        .await
     }
 
     async fn expire_session(
@@ -679,47 +949,44 @@ impl Store for SqliteStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', finished_at = ?1, \
-             updated_at = ?1 WHERE id = ?2 AND status = 'ACTIVE' AND expires_at <= ?1",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
+                     finished_at = ?1, updated_at = ?1 \
+                     WHERE id = ?2 AND status = 'ACTIVE' AND expires_at <= ?1",
+                )
+                .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            insert_events(conn, &events)?;
+            Ok(true)
+        })
         .await
-        .map_err(db_error)?;
-        if result.rows_affected() == 0 {
-            return Ok(false);
-        }
-        Self::insert_events(&mut tx, events).await?;
-        Self::commit(tx).await?;
-        Ok(true)
     }
 
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "DELETE FROM events WHERE session_id IN \
-             (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
-        )
-        .bind(finished_before)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        let sessions =
-            sqlx::query("DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?")
-                .bind(finished_before)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
-            .bind(now)
-            .execute(&mut *tx)
-            .await
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM events WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
+                [finished_before],
+            )
             .map_err(db_error)?;
-        Self::commit(tx).await?;
-        Ok(sessions.rows_affected())
+            let sessions = conn
+                .execute(
+                    "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?",
+                    [finished_before],
+                )
+                .map_err(db_error)?;
+            conn.execute("DELETE FROM used_nonces WHERE expires_at < ?", [now])
+                .map_err(db_error)?;
+            Ok(sessions as u64)
+        })
+        .await
     }
 
     async fn session_events(
@@ -728,18 +995,38 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        sqlx::query(
-            "SELECT seq, id, session_id, type, timestamp, data FROM events \
-             WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(id.to_string())
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
+        self.read(move |conn| {
+            collect(
+                conn,
+                "SELECT seq, id, session_id, type, timestamp, data FROM events \
+                 WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                params![id.to_string(), after_seq, limit],
+                event_from_row,
+            )
+        })
         .await
-        .map_err(db_error)?
-        .iter()
-        .map(event_from_row)
-        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(files, listed);
     }
 }

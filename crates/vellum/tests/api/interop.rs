@@ -1,1 +1,275 @@
-//! (tests to come)
+//! Interoperability with software written by others, run as child processes: the oid4vc-ts
+//! wallet (interop/wallet.mjs) redeems offers and checks the credential with @sd-jwt/sd-jwt-vc,
+//! and the PyPI sd-jwt library (interop/verify_sdjwt.py) verifies it a second time.
+//! scripts/test installs both, pinned (interop/install).
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// A safety net so that a hung child fails the test instead of hanging the run.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
+}
+
+/// Fails (never skips) when the third-party software is not installed.
+fn require_installed(path: &Path, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} is not installed ({} is missing): run scripts/test, or interop/install, first",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+/// Runs a child to completion, with `stdin` written to it; panics if it cannot start or hangs.
+async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {what} ({error}): run scripts/test first"));
+    let finished = async {
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input.as_bytes()).await.expect("write stdin");
+            drop(pipe);
+        }
+        child.wait_with_output().await.expect("wait for child")
+    };
+    tokio::time::timeout(CHILD_TIMEOUT, finished)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {CHILD_TIMEOUT:?}"))
+}
+
+/// What the wallet prints: `{credential, holderJwk, verified, claims}`.
+fn stdout_json(output: &Output, what: &str) -> Value {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{what} printed no JSON ({error}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// `node interop/wallet.mjs <offer-uri> [tx-code]`.
+async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output {
+    let dir = interop_dir();
+    require_installed(
+        &dir.join("node_modules/@openid4vc/openid4vci"),
+        "the oid4vc-ts wallet (npm)",
+    );
+    let mut command = Command::new("node");
+    command.arg(dir.join("wallet.mjs")).arg(offer_uri);
+    if let Some(tx_code) = tx_code {
+        command.arg(tx_code);
+    }
+    run(
+        command,
+        None,
+        "the oid4vc-ts wallet (node interop/wallet.mjs)",
+    )
+    .await
+}
+
+/// `interop/.venv/bin/python interop/verify_sdjwt.py <issuer>` with the credential on stdin.
+async fn python_sd_jwt_verifier(app: &TestApp, credential: &str) -> Output {
+    let dir = interop_dir();
+    let python = require_installed(
+        &dir.join(".venv/bin/python"),
+        "the Python SD-JWT verifier (PyPI sd-jwt)",
+    );
+    let mut command = Command::new(python);
+    command.arg(dir.join("verify_sdjwt.py")).arg(&app.url);
+    run(command, Some(credential), "the Python SD-JWT verifier").await
+}
+
+/// The claims both verifiers must see, disclosures restored.
+fn assert_demo_claims(claims: &Value, holder_jwk: &Value, app: &TestApp, verifier: &str) {
+    assert_eq!(claims["iss"], app.url.as_str(), "{verifier}: {claims}");
+    assert_eq!(
+        claims["vct"], "urn:vellum:demo:identity_credential:1",
+        "{verifier}: {claims}"
+    );
+    assert_eq!(
+        claims["cnf"]["jwk"], *holder_jwk,
+        "{verifier}: the credential is bound to another key than the wallet's"
+    );
+    assert_eq!(claims["given_name"], "Erika", "{verifier}: {claims}");
+    assert_eq!(
+        claims["address"]["locality"], "Köln",
+        "{verifier}: {claims}"
+    );
+    assert_eq!(
+        claims["nationalities"],
+        json!(["DE", "FR"]),
+        "{verifier}: {claims}"
+    );
+    assert!(
+        claims.get("_sd").is_none() && claims.get("_sd_alg").is_none(),
+        "{verifier} left SD-JWT internals in the claims: {claims}"
+    );
+}
+
+/// Creates an offer, lets the third-party wallet redeem it, verifies the credential with both
+/// third-party verifiers and checks the session finished.
+async fn redeem_with_oid4vc_ts(offer: Value, offer_parameter: &str) {
+    let app = spawn_app().await;
+    let created = app.create_offer(offer).await;
+    let offer_uri = created["credentialOffer"]
+        .as_str()
+        .expect("credentialOffer");
+    assert!(
+        offer_uri.starts_with(&format!("openid-credential-offer://?{offer_parameter}=")),
+        "{offer_uri}"
+    );
+
+    let wallet = stdout_json(
+        &oid4vc_ts_wallet(offer_uri, created["txCodeValue"].as_str()).await,
+        "the oid4vc-ts wallet",
+    );
+    assert_eq!(wallet["verified"], true, "{wallet}");
+    let holder_jwk = &wallet["holderJwk"];
+    assert_eq!(holder_jwk["kty"], "EC", "{wallet}");
+    assert!(
+        holder_jwk.get("d").is_none(),
+        "the wallet printed its private key"
+    );
+    let credential = wallet["credential"].as_str().expect("credential");
+    assert_demo_claims(&wallet["claims"], holder_jwk, &app, "@sd-jwt/sd-jwt-vc");
+
+    let python_claims = stdout_json(
+        &python_sd_jwt_verifier(&app, credential).await,
+        "the Python SD-JWT verifier",
+    );
+    assert_demo_claims(&python_claims, holder_jwk, &app, "PyPI sd-jwt");
+    assert_eq!(
+        python_claims, wallet["claims"],
+        "the two verifiers disclose different claims"
+    );
+
+    let session = app
+        .session(created["offerId"].as_str().expect("offerId"))
+        .await;
+    assert_eq!(session["status"], "SUCCESSFUL", "{session}");
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_redeems_a_by_reference_offer_with_tx_code() {
+    redeem_with_oid4vc_ts(
+        json!({"profileId": "demo-identity", "valueMode": "BY_REFERENCE", "txCode": {}}),
+        "credential_offer_uri",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_redeems_a_by_reference_offer_without_tx_code() {
+    redeem_with_oid4vc_ts(
+        json!({"profileId": "demo-identity", "valueMode": "BY_REFERENCE"}),
+        "credential_offer_uri",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_redeems_a_by_value_offer_with_tx_code() {
+    redeem_with_oid4vc_ts(
+        json!({"profileId": "demo-identity", "valueMode": "BY_VALUE", "txCode": {}}),
+        "credential_offer",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_redeems_a_by_value_offer_without_tx_code() {
+    redeem_with_oid4vc_ts(
+        json!({"profileId": "demo-identity", "valueMode": "BY_VALUE"}),
+        "credential_offer",
+    )
+    .await;
+}
+
+/// The harness notices failures: a wrong transaction code makes the wallet exit non-zero with the
+/// issuer's OAuth error, and no credential is issued.
+#[tokio::test]
+async fn oid4vc_ts_wallet_fails_with_the_issuers_error_on_a_wrong_tx_code() {
+    let app = spawn_app().await;
+    let created = app
+        .create_offer(json!({"profileId": "demo-identity", "txCode": {}}))
+        .await;
+    let right = created["txCodeValue"].as_str().expect("txCodeValue");
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let output = oid4vc_ts_wallet(
+        created["credentialOffer"]
+            .as_str()
+            .expect("credentialOffer"),
+        Some(wrong),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the wallet accepted a wrong tx_code"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(stderr.contains("invalid_grant"), "{stderr}");
+
+    let session = app
+        .session(created["offerId"].as_str().expect("offerId"))
+        .await;
+    assert_ne!(session["status"], "SUCCESSFUL", "{session}");
+}
+
+/// The Python verifier really checks the issuer signature: a credential whose signature was
+/// altered is refused.
+#[tokio::test]
+async fn python_sd_jwt_verifier_refuses_a_credential_with_an_altered_signature() {
+    let app = spawn_app().await;
+    let created = app
+        .create_offer(json!({"profileId": "demo-identity"}))
+        .await;
+    let wallet = stdout_json(
+        &oid4vc_ts_wallet(created["credentialOffer"].as_str().expect("uri"), None).await,
+        "the oid4vc-ts wallet",
+    );
+    let credential = wallet["credential"].as_str().expect("credential");
+    let (jwt, disclosures) = credential.split_once('~').expect("disclosures");
+    let (signed, signature) = jwt.rsplit_once('.').expect("signature");
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let altered = format!("{signed}.{flipped}{}~{disclosures}", &signature[1..]);
+
+    let output = python_sd_jwt_verifier(&app, &altered).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a forged credential verified");
+    assert!(stderr.contains("InvalidJWSSignature"), "{stderr}");
+}
