@@ -30,11 +30,12 @@ pub struct IssuedCredential {
     pub credential: String,
 }
 
-/// `POST /credential`. `bearer` is the access token from the Authorization header.
+/// `POST /credential`. `bearer` is the access token from the Authorization header; `body` is
+/// the JSON body, or why it could not be read (reported once the token is known to be good).
 pub async fn request_credential(
     ctx: &Context,
     bearer: Option<&str>,
-    body: Value,
+    body: Result<Value, CredentialError>,
 ) -> Result<CredentialResponse, CredentialError> {
     let token = bearer.ok_or_else(|| {
         CredentialError::InvalidToken("an access token is required (Authorization: Bearer)".into())
@@ -50,7 +51,11 @@ pub async fn request_credential(
             "the access token has expired".into(),
         ));
     }
-    match issue(ctx, &session, &body, now).await {
+    let issued = match body {
+        Ok(body) => issue(ctx, &session, &body, now).await,
+        Err(error) => Err(error),
+    };
+    match issued {
         Ok(response) => Ok(response),
         Err(error) => {
             if !matches!(
@@ -283,10 +288,9 @@ fn verify_proof(
     if iat < now_seconds - i64::from(ctx.config.protocol.proof_max_age_seconds) {
         return Err(invalid("the proof's iat is too old".into()));
     }
+    // OID4VCI 1.0 §8.3.1.2: a proof without c_nonce is invalid_proof; a wrong one invalid_nonce.
     let nonce = claims.get("nonce").and_then(Value::as_str).ok_or_else(|| {
-        CredentialError::InvalidNonce(
-            "the proof has no nonce; fetch one from the nonce endpoint".into(),
-        )
+        invalid("the proof has no nonce; fetch one from the nonce endpoint".into())
     })?;
     let nonce_expires_at =
         oauth::check_nonce(ctx, nonce).map_err(|why| CredentialError::InvalidNonce(why.into()))?;

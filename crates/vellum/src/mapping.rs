@@ -68,16 +68,28 @@ impl DataFunction {
         }
     }
 
+    /// Whether the function yields whole Unix seconds (a JWT NumericDate).
+    pub fn is_numeric_date(self) -> bool {
+        matches!(
+            self,
+            DataFunction::TimestampSeconds
+                | DataFunction::TimestampInSeconds(_)
+                | DataFunction::TimestampBeforeSeconds(_)
+        )
+    }
+
     fn evaluate(self, inputs: &Inputs<'_>) -> Value {
         let seconds = inputs.now.div_euclid(1000);
         match self {
             DataFunction::Uuid => Value::from(format!("urn:uuid:{}", uuid::Uuid::new_v4())),
             DataFunction::Timestamp => rfc3339(seconds),
             DataFunction::TimestampSeconds => Value::from(seconds),
-            DataFunction::TimestampIn(delta) => rfc3339(seconds + delta),
-            DataFunction::TimestampInSeconds(delta) => Value::from(seconds + delta),
-            DataFunction::TimestampBefore(delta) => rfc3339(seconds - delta),
-            DataFunction::TimestampBeforeSeconds(delta) => Value::from(seconds - delta),
+            DataFunction::TimestampIn(delta) => rfc3339(seconds.saturating_add(delta)),
+            DataFunction::TimestampInSeconds(delta) => Value::from(seconds.saturating_add(delta)),
+            DataFunction::TimestampBefore(delta) => rfc3339(seconds.saturating_sub(delta)),
+            DataFunction::TimestampBeforeSeconds(delta) => {
+                Value::from(seconds.saturating_sub(delta))
+            }
             DataFunction::IssuerDid => inputs.issuer_did.map_or(Value::Null, Value::from),
             DataFunction::SubjectDid => Value::from(inputs.subject_did),
         }
@@ -91,11 +103,19 @@ fn rfc3339(unix_seconds: i64) -> Value {
         .map_or(Value::Null, Value::from)
 }
 
+/// The longest duration accepted: 100 years, so that every evaluation stays far from overflow.
+const MAX_DURATION_SECONDS: i64 = 100 * 366 * 86_400;
+
 /// `365d`, `12h`, `1d12h`, `30m`, `45s`, `2w`, or a plain number of seconds; at most 100 years.
 pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let invalid = || format!("{text:?} is not a duration such as 365d, 12h, 30m or 1d12h");
+    let invalid = || {
+        format!("{text:?} is not a duration of at most 100 years such as 365d, 12h, 30m or 1d12h")
+    };
     if let Ok(seconds) = text.parse::<i64>() {
-        return (seconds >= 0).then_some(seconds).ok_or_else(invalid);
+        return (0..=MAX_DURATION_SECONDS)
+            .contains(&seconds)
+            .then_some(seconds)
+            .ok_or_else(invalid);
     }
     let mut total: i64 = 0;
     let mut digits = String::new();
@@ -119,7 +139,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
             .ok_or_else(invalid)?;
         digits.clear();
     }
-    if !digits.is_empty() || text.is_empty() || total > 100 * 366 * 86_400 {
+    if !digits.is_empty() || text.is_empty() || total > MAX_DURATION_SECONDS {
         return Err(invalid());
     }
     Ok(total)
@@ -212,6 +232,9 @@ mod tests {
             "<timestamp-in>",
             "<timestamp-in:soon>",
             "<timestamp-in:5x>",
+            "<timestamp-in-seconds:9223372036854775807>",
+            "<timestamp-in:999999999999d>",
+            "<timestamp-in:-5>",
         ] {
             assert!(DataFunction::parse(bad).is_err(), "{bad}");
         }

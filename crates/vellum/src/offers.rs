@@ -172,6 +172,7 @@ pub async fn create_offer(
 
     let base: ProfileDefinition = serde_json::from_value(profile.definition.clone())
         .map_err(|error| Internal::msg(format!("profile {}: {error}", profile.id)))?;
+    let overridden = request.runtime_overrides.is_some();
     let overrides = request.runtime_overrides.unwrap_or_default();
     let expected_proof_key_thumbprint = overrides
         .expected_credential_proof_key_jwk
@@ -193,7 +194,8 @@ pub async fn create_offer(
         .await
         .map_err(|error| match error {
             ApiError::Invalid { code, detail } => ApiError::Invalid {
-                code: if code == "invalid_profile" {
+                // Blame the overrides only when there were some.
+                code: if code == "invalid_profile" && overridden {
                     "invalid_override"
                 } else {
                     code
@@ -299,11 +301,14 @@ fn apply_overrides(
     if let Some(key) = overrides.issuer_key_id {
         definition.issuer_key_id = key;
     }
+    // The issuer identity is one choice: overriding one kind replaces the other.
     if let Some(did) = overrides.issuer_did {
         definition.issuer_did = Some(did);
+        definition.x5_chain = None;
     }
     if let Some(chain) = overrides.x5_chain {
         definition.x5_chain = Some(chain);
+        definition.issuer_did = None;
     }
     if let Some(data) = overrides.credential_data {
         mapping::deep_merge(&mut definition.credential_data, data);

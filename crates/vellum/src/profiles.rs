@@ -82,14 +82,14 @@ pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
 /// Every rule a definition must meet before anything is issued from it, so that issuance
 /// itself cannot fail on the profile.
 pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(), ApiError> {
-    if definition.name.trim().is_empty() || definition.name.len() > 200 {
+    if definition.name.trim().is_empty() || definition.name.chars().count() > 200 {
         return Err(invalid("name must be 1-200 characters"));
     }
-    if !ctx
+    let Some(configuration) = ctx
         .config
         .credential_configurations
-        .contains_key(&definition.credential_configuration_id)
-    {
+        .get(&definition.credential_configuration_id)
+    else {
         return Err(ApiError::invalid(
             "unknown_credential_configuration",
             format!(
@@ -101,12 +101,25 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
                     .collect::<Vec<_>>()
             ),
         ));
-    }
-    if ctx.store.key(&definition.issuer_key_id).await?.is_none() {
+    };
+    let Some(key) = ctx.store.key(&definition.issuer_key_id).await? else {
         return Err(ApiError::invalid(
             "unknown_key",
             format!("no key {}", definition.issuer_key_id),
         ));
+    };
+    // Wallets rely on credential_signing_alg_values_supported: never sign with anything else.
+    if !configuration
+        .credential_signing_alg_values_supported
+        .contains(&key.algorithm)
+    {
+        return Err(invalid(format!(
+            "key {} signs with {}, but credential configuration {} allows only {:?}",
+            definition.issuer_key_id,
+            key.algorithm,
+            definition.credential_configuration_id,
+            configuration.credential_signing_alg_values_supported
+        )));
     }
     if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
         return Err(invalid("give issuerDid or x5Chain, not both"));
@@ -141,6 +154,25 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
         return Err(invalid(
             "mapping uses <issuerDid> but the profile has no issuerDid",
         ));
+    }
+    // exp and nbf are NumericDates (RFC 7519 §2): verifiers compare them as Unix seconds.
+    for claim in ["exp", "nbf"] {
+        let data_ok = definition
+            .credential_data
+            .get(claim)
+            .is_none_or(Value::is_i64);
+        let mapping_ok = definition.mapping.get(claim).is_none_or(|value| {
+            value
+                .as_str()
+                .and_then(|text| DataFunction::parse(text).ok())
+                .is_some_and(DataFunction::is_numeric_date)
+        });
+        if !data_ok || !mapping_ok {
+            return Err(invalid(format!(
+                "{claim} must be whole Unix seconds: an integer, or <timestamp-seconds>, \
+                 <timestamp-in-seconds:...> or <timestamp-before-seconds:...>"
+            )));
+        }
     }
     if let Some(disclosure) = &definition.selective_disclosure {
         disclosure

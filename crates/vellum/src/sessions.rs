@@ -151,12 +151,21 @@ pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(text).ok_or_else(|| ApiError::NotFound(format!("no session {text}")))
 }
 
+/// One session. An ACTIVE session past its expiry is expired here and now (with its event)
+/// rather than shown ACTIVE until the next sweep.
 pub async fn get_session(ctx: &Context, id: SessionId) -> Result<SessionView, ApiError> {
-    ctx.store
+    let session = ctx
+        .store
         .session(id)
         .await?
-        .map(SessionView::from)
-        .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))?;
+    if session.status == SessionStatus::Active && session.expires_at <= ctx.clock.now() {
+        expire(ctx, &session, Vec::new()).await?;
+        if let Some(current) = ctx.store.session(id).await? {
+            return Ok(current.into());
+        }
+    }
+    Ok(session.into())
 }
 
 #[derive(Debug, Default, Deserialize)]

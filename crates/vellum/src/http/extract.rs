@@ -131,10 +131,11 @@ impl FromRequest<AppState> for TokenForm {
     }
 }
 
-/// The credential request: the access token and the JSON body.
+/// The credential request: the access token and the JSON body. A body that is not JSON is
+/// passed on as its error, so that the token is checked first and the failure is recorded.
 pub struct CredentialRequest {
     pub access_token: Option<String>,
-    pub body: serde_json::Value,
+    pub body: Result<serde_json::Value, CredentialError>,
 }
 
 impl FromRequest<AppState> for CredentialRequest {
@@ -166,7 +167,10 @@ impl FromRequest<AppState> for CredentialRequest {
         }
         let access_token = bearer(request.headers()).map(str::to_owned);
         match axum::Json::<serde_json::Value>::from_request(request, state).await {
-            Ok(axum::Json(body)) => Ok(CredentialRequest { access_token, body }),
+            Ok(axum::Json(body)) => Ok(CredentialRequest {
+                access_token,
+                body: Ok(body),
+            }),
             Err(rejection) => {
                 let status = rejection.status();
                 let text = match &rejection {
@@ -176,12 +180,16 @@ impl FromRequest<AppState> for CredentialRequest {
                     _ => rejection.body_text(),
                 };
                 let detail = body_detail(status, text, state.config.http.protocol_body_limit);
-                let mut response =
-                    CredentialError::InvalidCredentialRequest(detail).into_response();
+                let error = CredentialError::InvalidCredentialRequest(detail);
                 if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    let mut response = error.into_response();
                     *response.status_mut() = status;
+                    return Err(response);
                 }
-                Err(response)
+                Ok(CredentialRequest {
+                    access_token,
+                    body: Err(error),
+                })
             }
         }
     }

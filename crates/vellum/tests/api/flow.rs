@@ -11,7 +11,9 @@ async fn demo_profile_issues_an_sd_jwt_vc_bound_to_the_proof_key() {
     let app = spawn_app().await;
     let wallet = Wallet::new();
     let created = app
-        .create_offer(json!({"profileId": "demo-identity", "authMethod": "PRE_AUTHORIZED", "txCode": {}}))
+        .create_offer(
+            json!({"profileId": "demo-identity", "authMethod": "PRE_AUTHORIZED", "txCode": {}}),
+        )
         .await;
     let credential = wallet.complete(&app, &created).await;
 
@@ -26,7 +28,11 @@ async fn demo_profile_issues_an_sd_jwt_vc_bound_to_the_proof_key() {
     assert_eq!(claims["given_name"], "Erika");
     assert_eq!(claims["address"]["locality"], "Köln");
     assert_eq!(claims["nationalities"], json!(["DE", "FR"]));
-    assert!(claims["jti"].as_str().is_some_and(|jti| jti.starts_with("urn:uuid:")));
+    assert!(
+        claims["jti"]
+            .as_str()
+            .is_some_and(|jti| jti.starts_with("urn:uuid:"))
+    );
     let iat = claims["iat"].as_i64().expect("iat");
     assert_eq!(claims["nbf"].as_i64(), Some(iat));
     assert_eq!(claims["exp"].as_i64(), Some(iat + 31_536_000));
@@ -36,7 +42,8 @@ async fn demo_profile_issues_an_sd_jwt_vc_bound_to_the_proof_key() {
     let session = app.session(created["offerId"].as_str().expect("id")).await;
     assert_eq!(session["status"], "SUCCESSFUL");
     assert_eq!(
-        app.event_types(created["offerId"].as_str().expect("id")).await,
+        app.event_types(created["offerId"].as_str().expect("id"))
+            .await,
         [
             "credential_offer_created",
             "resolved_credential_offer",
@@ -68,8 +75,12 @@ async fn an_offer_by_value_carries_the_offer_in_the_uri() {
 async fn a_second_credential_request_on_a_finished_session_is_refused() {
     let app = spawn_app().await;
     let wallet = Wallet::new();
-    let created = app.create_offer(json!({"profileId": "demo-identity"})).await;
-    let offer = wallet.resolve(&app, created["credentialOffer"].as_str().expect("uri")).await;
+    let created = app
+        .create_offer(json!({"profileId": "demo-identity"}))
+        .await;
+    let offer = wallet
+        .resolve(&app, created["credentialOffer"].as_str().expect("uri"))
+        .await;
     let token = wallet.token(&app, &Wallet::code(&offer), None).await;
     for expected in [StatusCode::OK, StatusCode::BAD_REQUEST] {
         let nonce = wallet.nonce(&app).await;

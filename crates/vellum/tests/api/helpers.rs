@@ -101,7 +101,12 @@ impl TestApp {
     }
 
     pub async fn api_json(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self.api(method, path).json(&body).send().await.expect("request");
+        let response = self
+            .api(method, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
         status_and_json(response).await
     }
 
@@ -124,7 +129,9 @@ impl TestApp {
     }
 
     pub async fn event_types(&self, session: &str) -> Vec<String> {
-        let (status, events) = self.api_get(&format!("/api/v1/sessions/{session}/events")).await;
+        let (status, events) = self
+            .api_get(&format!("/api/v1/sessions/{session}/events"))
+            .await;
         assert_eq!(status, StatusCode::OK, "{events}");
         events["items"]
             .as_array()
@@ -151,7 +158,9 @@ pub fn assert_api_error(status: StatusCode, body: &Value, expected: StatusCode, 
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["code"], code, "{body}");
     assert!(
-        body["detail"].as_str().is_some_and(|detail| !detail.is_empty()),
+        body["detail"]
+            .as_str()
+            .is_some_and(|detail| !detail.is_empty()),
         "{body}"
     );
 }
@@ -161,7 +170,9 @@ pub fn assert_oauth_error(status: StatusCode, body: &Value, expected: StatusCode
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["error"], error, "{body}");
     assert!(
-        body["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
         "{body}"
     );
 }

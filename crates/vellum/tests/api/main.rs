@@ -2,6 +2,7 @@
 //! database (helpers::spawn_app) and talks HTTP to it.
 
 mod helpers;
+mod support;
 mod wallet;
 
 mod credential;

@@ -44,7 +44,12 @@ impl Wallet {
         match name.as_ref() {
             "credential_offer" => serde_json::from_str(&value).expect("offer JSON"),
             "credential_offer_uri" => {
-                let response = app.client.get(value.as_ref()).send().await.expect("GET offer");
+                let response = app
+                    .client
+                    .get(value.as_ref())
+                    .send()
+                    .await
+                    .expect("GET offer");
                 let (status, offer) = status_and_json(response).await;
                 assert_eq!(status, StatusCode::OK, "{offer}");
                 offer
@@ -71,17 +76,28 @@ impl Wallet {
 
     /// Exchanges the code; panics unless it succeeds.
     pub async fn token(&self, app: &TestApp, code: &str, tx_code: Option<&str>) -> String {
-        let mut form = vec![("grant_type", PRE_AUTHORIZED_GRANT), ("pre-authorized_code", code)];
+        let mut form = vec![
+            ("grant_type", PRE_AUTHORIZED_GRANT),
+            ("pre-authorized_code", code),
+        ];
         if let Some(tx_code) = tx_code {
             form.push(("tx_code", tx_code));
         }
         let (status, body) = status_and_json(self.token_request(app, &form).await).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        body["access_token"].as_str().expect("access_token").to_owned()
+        body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
     }
 
     pub async fn nonce(&self, app: &TestApp) -> String {
-        let response = app.client.post(app.endpoint("/nonce")).send().await.expect("nonce");
+        let response = app
+            .client
+            .post(app.endpoint("/nonce"))
+            .send()
+            .await
+            .expect("nonce");
         let (status, body) = status_and_json(response).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["c_nonce"].as_str().expect("c_nonce").to_owned()
@@ -128,13 +144,20 @@ impl Wallet {
     /// Runs the whole flow for an offer-creation response; returns the credential.
     pub async fn complete(&self, app: &TestApp, created: &Value) -> String {
         let offer = self
-            .resolve(app, created["credentialOffer"].as_str().expect("credentialOffer"))
+            .resolve(
+                app,
+                created["credentialOffer"]
+                    .as_str()
+                    .expect("credentialOffer"),
+            )
             .await;
         let token = self
             .token(app, &Self::code(&offer), created["txCodeValue"].as_str())
             .await;
         let nonce = self.nonce(app).await;
-        let configuration = offer["credential_configuration_ids"][0].as_str().expect("id");
+        let configuration = offer["credential_configuration_ids"][0]
+            .as_str()
+            .expect("id");
         let body = Self::request_body(configuration, &self.proof(app, &nonce));
         let (status, response) =
             status_and_json(self.credential_request(app, &token, &body).await).await;
@@ -162,7 +185,10 @@ pub struct CheckedSdJwt {
 }
 
 pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
-    assert!(compact.ends_with('~'), "an SD-JWT without key binding ends with ~");
+    assert!(
+        compact.ends_with('~'),
+        "an SD-JWT without key binding ends with ~"
+    );
     let mut parts: Vec<&str> = compact.split('~').collect();
     parts.pop();
     let jwt = parts.remove(0);
@@ -183,7 +209,8 @@ pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
         .iter()
         .find(|key| key["kid"] == kid)
         .expect("kid in JWKS");
-    jws.verify_with(&Jwk::from_value(jwk).expect("jwk")).expect("issuer signature");
+    jws.verify_with(&Jwk::from_value(jwk).expect("jwk"))
+        .expect("issuer signature");
     let mut by_digest: std::collections::HashMap<String, Value> = parts
         .iter()
         .map(|d| {
@@ -195,8 +222,13 @@ pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
     let disclosures = by_digest.values().cloned().collect();
     let mut claims = Value::Object(jws.payload.clone());
     restore(&mut claims, &mut by_digest);
-    assert!(by_digest.is_empty(), "disclosures without digest: {by_digest:?}");
-    let Value::Object(claims) = claims else { unreachable!() };
+    assert!(
+        by_digest.is_empty(),
+        "disclosures without digest: {by_digest:?}"
+    );
+    let Value::Object(claims) = claims else {
+        unreachable!()
+    };
     CheckedSdJwt {
         header: jws.header,
         claims,
@@ -209,7 +241,9 @@ fn restore(value: &mut Value, disclosures: &mut std::collections::HashMap<String
         Value::Object(object) => {
             if let Some(Value::Array(digests)) = object.remove("_sd") {
                 for digest in digests {
-                    if let Some(Value::Array(d)) = disclosures.remove(digest.as_str().expect("digest")) {
+                    if let Some(Value::Array(d)) =
+                        disclosures.remove(digest.as_str().expect("digest"))
+                    {
                         assert_eq!(d.len(), 3);
                         let name = d[1].as_str().expect("name").to_owned();
                         assert!(!object.contains_key(&name), "duplicate claim {name}");
