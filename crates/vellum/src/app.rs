@@ -60,10 +60,10 @@ impl App {
             .map(|url| url.path().trim_end_matches('/').to_owned())
             .map_err(|error| StartError::Setup(format!("public_url: {error}")))?;
 
+        let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
         let store = SqliteStore::open(&config.sqlite_path(), config.database.synchronous).await?;
         store.migrate().await?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
         let ctx = Arc::new(Context {
             config,

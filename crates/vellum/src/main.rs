@@ -1,6 +1,7 @@
 //! The `vellum` command: serve, or drive a benchmark against a running server.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -30,15 +31,23 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("VELLUM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Command::Serve { config } => serve(config).await,
         Command::Bench(options) => bench::run(options).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain: the message names the offending key.
+            eprintln!("vellum: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
