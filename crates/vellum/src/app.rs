@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::context::Context;
 use crate::keys::{self, KeyCache};
+use crate::notifications::{DeliverySettings, dispatcher};
 use crate::profiles;
 use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
 use crate::sessions;
@@ -61,6 +62,12 @@ impl App {
             .map_err(|error| StartError::Setup(format!("public_url: {error}")))?;
 
         let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
+        let delivery = Arc::new(
+            DeliverySettings::from_config(&config.notifications)
+                .map_err(|why| StartError::Setup(format!("notifications.{why}")))?,
+        );
+        // TLS for https webhooks, on ring; a second install (tests start many apps) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = SqliteStore::open(&config.sqlite_path(), config.database.synchronous).await?;
         store.migrate().await?;
         let store: Arc<dyn Store> = Arc::new(store);
@@ -74,6 +81,7 @@ impl App {
             clock,
             api_key_hash,
             keys: KeyCache::default(),
+            delivery,
         });
         keys::ensure_declared_keys(&ctx)
             .await
@@ -99,6 +107,11 @@ impl App {
             let shutdown = shutdown.child_token();
             tokio::spawn(async move { sessions::sweep_until_cancelled(&ctx, shutdown).await })
         };
+        let delivering = tokio::spawn(dispatcher::run(
+            self.ctx.clone(),
+            self.ctx.delivery.clone(),
+            shutdown.child_token(),
+        ));
         let router = crate::http::router(self.ctx.clone());
         tracing::info!(issuer = %self.ctx.issuer_url, "Vellum is serving");
         let served = axum::serve(self.listener, router)
@@ -106,6 +119,7 @@ impl App {
             .await;
         shutdown.cancel();
         let _ = sweeper.await;
+        let _ = delivering.await;
         served
     }
 }

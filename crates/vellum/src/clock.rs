@@ -19,22 +19,37 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to; shared by cloning.
+/// A test clock, shared by cloning: frozen (it moves only when told to) or running (real time
+/// plus whatever it was told to skip).
 #[derive(Clone)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock {
+    offset: Arc<AtomicI64>,
+    frozen_at: Option<Millis>,
+}
 
 impl ManualClock {
     pub fn starting_now() -> Self {
-        ManualClock(Arc::new(AtomicI64::new(SystemClock.now())))
+        ManualClock {
+            offset: Arc::new(AtomicI64::new(0)),
+            frozen_at: Some(SystemClock.now()),
+        }
+    }
+
+    /// Follows real time, so that scheduled work (webhook retries) comes due by itself.
+    pub fn running() -> Self {
+        ManualClock {
+            offset: Arc::new(AtomicI64::new(0)),
+            frozen_at: None,
+        }
     }
 
     pub fn advance_seconds(&self, seconds: i64) {
-        self.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+        self.offset.fetch_add(seconds * 1000, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Millis {
-        self.0.load(Ordering::SeqCst)
+        self.frozen_at.unwrap_or_else(|| SystemClock.now()) + self.offset.load(Ordering::SeqCst)
     }
 }

@@ -28,6 +28,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub offers: OffersConfig,
     pub protocol: ProtocolConfig,
+    pub notifications: NotificationsConfig,
     pub credentials: CredentialsConfig,
     pub sessions: SessionsConfig,
     #[serde(default)]
@@ -76,6 +77,21 @@ pub struct ProtocolConfig {
     pub proof_max_age_seconds: u32,
     pub proof_max_future_seconds: u32,
     pub max_tx_code_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    pub retry_schedule: Vec<String>,
+    pub retry_jitter: f64,
+    pub connect_timeout: String,
+    pub timeout: String,
+    pub max_response_bytes: usize,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_url: usize,
+    pub poll_interval: String,
+    pub signing_secret: String,
+    pub allow_private_targets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +254,8 @@ impl Config {
                 return fail(key, "must be greater than 0");
             }
         }
+        crate::notifications::DeliverySettings::from_config(&self.notifications)
+            .map_err(|why| ConfigError(format!("notifications.{why}")))?;
         if self.sessions.sweep_interval_seconds == 0 {
             return fail("sessions.sweep_interval_seconds", "must be greater than 0");
         }

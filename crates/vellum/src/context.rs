@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::KeyCache;
+use crate::notifications::DeliverySettings;
 use crate::secrets::Secrets;
 use crate::store::Store;
 
@@ -20,6 +21,8 @@ pub struct Context {
     /// SHA-256 (hex) of the management API key.
     pub api_key_hash: String,
     pub keys: KeyCache,
+    /// Webhook delivery settings, parsed from `notifications.*`.
+    pub delivery: Arc<DeliverySettings>,
 }
 
 impl Context {

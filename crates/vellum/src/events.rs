@@ -17,6 +17,17 @@ pub const TOKEN_REQUEST_FAILED: &str = "token_request_failed";
 pub const CREDENTIAL_REQUEST_FAILED: &str = "credential_request_failed";
 pub const ISSUANCE_STATUS_CHANGED: &str = "issuance_status_changed";
 
+/// Every event type, for validating webhook filters.
+pub const ALL: &[&str] = &[
+    CREDENTIAL_OFFER_CREATED,
+    RESOLVED_CREDENTIAL_OFFER,
+    REQUESTED_TOKEN,
+    TOKEN_REQUEST_FAILED,
+    SDJWT_ISSUE,
+    CREDENTIAL_REQUEST_FAILED,
+    ISSUANCE_STATUS_CHANGED,
+];
+
 /// What replaces a secret wherever an event would carry one.
 pub const REDACTED: &str = "[redacted]";
 

@@ -85,4 +85,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sessions"),
     ("GET", "/api/v1/sessions/{sessionId}"),
     ("GET", "/api/v1/sessions/{sessionId}/events"),
+    ("POST", "/api/v1/sessions/{sessionId}/events/redeliver"),
+    (
+        "POST",
+        "/api/v1/sessions/{sessionId}/events/{eventId}/redeliver",
+    ),
 ];

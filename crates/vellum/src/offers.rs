@@ -234,6 +234,15 @@ pub async fn create_offer(
         token_expires_at: None,
         by_value: request.value_mode == ValueMode::ByValue,
         issuer_key_id: template.definition.issuer_key_id.clone(),
+        webhook: template
+            .definition
+            .notifications
+            .as_ref()
+            .map(|notifications| {
+                notifications
+                    .webhook
+                    .target(ctx.delivery.signing_secret.as_ref())
+            }),
         template: serde_json::to_value(&template).map_err(Internal::new)?,
         created_at: now,
         updated_at: now,

@@ -180,6 +180,11 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
             .and_then(|()| sdjwt::validate_against(disclosure, &definition.credential_data))
             .map_err(|error| invalid(format!("selectiveDisclosure: {error}")))?;
     }
+    if let Some(notifications) = &definition.notifications {
+        crate::notifications::check_target(&ctx.delivery.policy, &notifications.webhook.url)
+            .await
+            .map_err(|why| ApiError::invalid("invalid_webhook", why))?;
+    }
     if definition
         .credential_status
         .as_ref()

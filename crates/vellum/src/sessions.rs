@@ -12,7 +12,9 @@ use crate::context::Context;
 use crate::errors::ApiError;
 use crate::events;
 use crate::ids::{ProfileId, SessionId};
-use crate::store::{NewEvent, SessionFilter, SessionRecord, SessionStatus, StoreError};
+use crate::store::{
+    DeliveryRecord, NewEvent, SessionFilter, SessionRecord, SessionStatus, StoreError,
+};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -177,7 +179,8 @@ pub struct EventQuery {
     pub limit: Option<u32>,
 }
 
-/// The session's events in order: the seed's envelope plus `eventId` and `sequence`.
+/// The session's events in order: the seed's envelope plus `eventId`, `sequence` and the
+/// webhook deliveries of each event with every attempt.
 pub async fn session_events(
     ctx: &Context,
     id: SessionId,
@@ -195,18 +198,65 @@ pub async fn session_events(
     }
     let records = ctx
         .store
-        .session_events(id, query.after.unwrap_or(0), limit)
+        .events(Some(id), query.after.unwrap_or(0), limit)
         .await?;
+    let deliveries = ctx.store.session_deliveries(id).await?;
     let items: Vec<Value> = records
         .iter()
         .map(|record| {
             let mut item = events::envelope(record);
             item["eventId"] = Value::from(record.id.as_str());
             item["sequence"] = Value::from(record.seq);
+            item["deliveries"] = deliveries
+                .iter()
+                .filter(|delivery| delivery.event_seq == record.seq)
+                .map(delivery_view)
+                .collect();
             item
         })
         .collect();
     Ok(json!({ "items": items }))
+}
+
+fn delivery_view(delivery: &DeliveryRecord) -> Value {
+    json!({
+        "url": delivery.url,
+        "status": delivery.status,
+        "nextAttemptAt": delivery.next_attempt_at,
+        "attempts": delivery.attempts.iter().map(|attempt| json!({
+            "at": attempt.started_at,
+            "durationMs": attempt.duration_ms,
+            "statusCode": attempt.status_code,
+            "error": attempt.error,
+            "response": attempt.response,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Sends one event again (`event_id`), or every FAILED or GONE delivery of the session.
+/// Deliveries in flight are left alone; the answer says how many were rescheduled.
+pub async fn redeliver(
+    ctx: &Context,
+    id: SessionId,
+    event_id: Option<&str>,
+) -> Result<Value, ApiError> {
+    if ctx.store.session(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no session {id}")));
+    }
+    if let Some(event_id) = event_id
+        && !ctx
+            .store
+            .events(Some(id), 0, u32::MAX)
+            .await?
+            .iter()
+            .any(|event| event.id == event_id)
+    {
+        return Err(ApiError::NotFound(format!(
+            "no event {event_id} in session {id}"
+        )));
+    }
+    let redelivered = ctx.store.redeliver(id, event_id, ctx.clock.now()).await?;
+    Ok(json!({ "redelivered": redelivered }))
 }
 
 /// ACTIVE -> EXPIRED, with its status event (and any `extra` events) in one transaction.

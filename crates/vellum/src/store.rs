@@ -122,6 +122,8 @@ pub struct SessionRecord {
     pub by_value: bool,
     /// Everything issuance needs, fixed when the offer was made (profile version + overrides).
     pub template: Value,
+    /// Where this session's events are delivered, if anywhere.
+    pub webhook: Option<WebhookTarget>,
     pub issuer_key_id: KeyId,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -129,6 +131,73 @@ pub struct SessionRecord {
     pub resolved_at: Option<Millis>,
     pub token_issued_at: Option<Millis>,
     pub finished_at: Option<Millis>,
+}
+
+/// A webhook as the dispatcher needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub bearer_token: Option<String>,
+    /// Standard Webhooks secret (`whsec_...`), if this webhook signs.
+    pub secret: Option<String>,
+    /// Event types to deliver; `None` delivers all.
+    pub events: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// A delivery claimed by the dispatcher: leased to it until `lease_until`.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: i64,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// Retries already scheduled since the last manual redelivery.
+    pub retry_step: u32,
+    pub event: EventRecord,
+    pub webhook: WebhookTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub started_at: Millis,
+    pub duration_ms: i64,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    /// The start of the response body, for the operator.
+    pub response: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    RetryAt(Millis),
+    /// The retry schedule is exhausted.
+    Failed,
+    /// 410 Gone: this and every pending delivery to the URL stop.
+    Gone,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub event_seq: i64,
+    pub url: String,
+    pub status: String,
+    pub next_attempt_at: Option<Millis>,
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// An event to append to the log, in the transaction of the change it announces.
@@ -282,10 +351,41 @@ pub trait Store: Send + Sync + 'static {
     /// can no longer be replayed. Returns the number of sessions removed.
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64>;
 
-    async fn session_events(
+    /// Events after `after_seq` in order: one session's, or the whole issuer's.
+    async fn events(
         &self,
-        id: SessionId,
+        session: Option<SessionId>,
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>>;
+    /// The sequence number of the newest committed event, updated after every commit that
+    /// wrote events: the wake-up for the dispatcher and for live streams.
+    fn watch_events(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    /// Leases up to `limit` due deliveries, skipping URLs that already have `per_url` in flight.
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        per_url: u32,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    /// Records an attempt and its consequence, and ends the lease.
+    async fn record_attempt(
+        &self,
+        delivery: i64,
+        attempt: &AttemptRecord,
+        outcome: AttemptOutcome,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Every delivery of a session's events, with its attempts.
+    async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>>;
+    /// Sends again: one event's deliveries, or every FAILED or GONE delivery of the session.
+    /// A URL redelivered to is no longer treated as gone. Returns how many were rescheduled.
+    async fn redeliver(
+        &self,
+        id: SessionId,
+        event_id: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<u64>;
 }

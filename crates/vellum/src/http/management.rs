@@ -35,6 +35,14 @@ pub fn router(ctx: &Context) -> Router<AppState> {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{sessionId}", get(get_session))
         .route("/sessions/{sessionId}/events", get(list_session_events))
+        .route(
+            "/sessions/{sessionId}/events/redeliver",
+            post(redeliver_failed),
+        )
+        .route(
+            "/sessions/{sessionId}/events/{eventId}/redeliver",
+            post(redeliver_event),
+        )
         // Unknown paths under /api/v1 still need the key: nothing is learned without it.
         .fallback(|_: ApiKey| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit));
@@ -167,4 +175,22 @@ async fn list_session_events(
 ) -> Result<Response, ApiError> {
     let events = sessions::session_events(&ctx, sessions::parse_id(&id)?, query).await?;
     Ok(Json(events).into_response())
+}
+
+async fn redeliver_failed(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let result = sessions::redeliver(&ctx, sessions::parse_id(&id)?, None).await?;
+    Ok((StatusCode::ACCEPTED, Json(result)).into_response())
+}
+
+async fn redeliver_event(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path((id, event_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let result = sessions::redeliver(&ctx, sessions::parse_id(&id)?, Some(&event_id)).await?;
+    Ok((StatusCode::ACCEPTED, Json(result)).into_response())
 }

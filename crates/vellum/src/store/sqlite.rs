@@ -19,16 +19,22 @@ use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::*;
 use crate::config::Synchronous;
 
 /// Migrations in order; file names match `migrations/postgres/` (checked by a test).
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial.sql",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        "0002_notifications.sql",
+        include_str!("../../migrations/sqlite/0002_notifications.sql"),
+    ),
+];
 
 /// Largest number of calls committed together.
 const MAX_GROUP: usize = 128;
@@ -78,6 +84,12 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: mpsc::Sender<ReadJob>,
+    newest_event: watch::Receiver<i64>,
+}
+
+thread_local! {
+    /// Set by `insert_events` on the writer thread: the group being committed wrote events.
+    static WROTE_EVENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn db_error(error: rusqlite::Error) -> StoreError {
@@ -149,10 +161,23 @@ impl SqliteStore {
         }
         let mut writer_conn = open(path, synchronous)?;
         migrate(&mut writer_conn)?;
+        // One process owns an SQLite file: leases left by a crashed predecessor are void.
+        writer_conn
+            .execute(
+                "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                [],
+            )
+            .map_err(db_error)?;
+        let newest: i64 = writer_conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(db_error)?;
+        let (announce, newest_event) = watch::channel(newest);
         let (writer, jobs) = mpsc::channel::<Box<dyn WriteJob>>();
         std::thread::Builder::new()
             .name("vellum-sqlite-writer".into())
-            .spawn(move || write_loop(writer_conn, jobs))
+            .spawn(move || write_loop(writer_conn, jobs, announce))
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
 
         let (readers, reads) = mpsc::channel::<ReadJob>();
@@ -167,7 +192,11 @@ impl SqliteStore {
                 .spawn(move || read_loop(conn, reads))
                 .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         }
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            newest_event,
+        })
     }
 
     /// Runs `work` as one atomic write, committed before this returns.
@@ -238,7 +267,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+fn write_loop(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Box<dyn WriteJob>>,
+    announce: watch::Sender<i64>,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -247,12 +280,23 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
+        WROTE_EVENTS.with(|flag| flag.set(false));
         let committed = run_group(&mut conn, &mut group);
         if let Err(error) = &committed {
             tracing::error!(%error, calls = group.len(), "SQLite commit failed");
         }
         for job in group {
             job.finish(&committed);
+        }
+        if committed.is_ok() && WROTE_EVENTS.with(std::cell::Cell::get) {
+            match conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            }) {
+                Ok(newest) => {
+                    announce.send_replace(newest);
+                }
+                Err(error) => tracing::warn!(%error, "cannot read the newest event"),
+            }
         }
     }
 }
@@ -284,23 +328,43 @@ fn read_loop(conn: Connection, reads: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
     }
 }
 
+/// Appends events and, in the same transaction, one delivery per event for the session's
+/// webhook when it wants that event type (the transactional outbox).
 fn insert_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
-    let mut statement = conn
+    let mut insert = conn
         .prepare_cached(
             "INSERT INTO events (id, session_id, type, timestamp, data) VALUES (?, ?, ?, ?, ?)",
         )
         .map_err(db_error)?;
+    let mut outbox = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (event_seq, session_id, url, status, next_attempt_at, created_at) \
+             SELECT ?1, w.session_id, w.url, \
+                    CASE WHEN g.url IS NULL THEN 'PENDING' ELSE 'GONE' END, ?2, ?2 \
+             FROM webhooks w LEFT JOIN gone_webhook_urls g ON g.url = w.url \
+             WHERE w.session_id = ?3 AND (w.events IS NULL \
+                   OR EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?4))",
+        )
+        .map_err(db_error)?;
     for event in events {
-        statement
+        let session = event.session_id.map(|id| id.to_string());
+        insert
             .execute(params![
                 event.id,
-                event.session_id.map(|id| id.to_string()),
+                session,
                 event.event_type,
                 event.timestamp,
                 event.data.to_string()
             ])
             .map_err(db_error)?;
+        if let Some(session) = &session {
+            let seq = conn.last_insert_rowid();
+            outbox
+                .execute(params![seq, event.timestamp, session, event.event_type])
+                .map_err(db_error)?;
+        }
     }
+    WROTE_EVENTS.with(|flag| flag.set(true));
     Ok(())
 }
 
@@ -350,6 +414,12 @@ fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<ProfileRecord
 }
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
+    let webhook_url: Option<String> = row.get("webhook_url")?;
+    let webhook_events: Option<String> = row.get("webhook_events")?;
+    let webhook_parts = (
+        row.get::<_, Option<String>>("webhook_bearer_token")?,
+        row.get::<_, Option<String>>("webhook_secret")?,
+    );
     let id: String = row.get("id")?;
     let profile_id: String = row.get("profile_id")?;
     let status: String = row.get("status")?;
@@ -395,6 +465,20 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord
             token_expires_at: record.7,
             by_value: record.8,
             template: json(&template)?,
+            webhook: match webhook_url {
+                None => None,
+                Some(url) => Some(WebhookTarget {
+                    url,
+                    bearer_token: webhook_parts.0,
+                    secret: webhook_parts.1,
+                    events: webhook_events
+                        .as_deref()
+                        .map(|text| {
+                            serde_json::from_str(text).map_err(|_| corrupt("webhook events"))
+                        })
+                        .transpose()?,
+                }),
+            },
             issuer_key_id: KeyId::parse(&issuer_key_id).map_err(|_| corrupt("key id"))?,
             created_at: times.0,
             updated_at: times.1,
@@ -462,6 +546,11 @@ const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, v.
     h.created_at, CASE WHEN v.version = h.version THEN h.updated_at ELSE v.created_at END \
     AS updated_at FROM profile_versions v JOIN profile_heads h ON h.id = v.id";
 
+/// Sessions with their webhook (columns of `webhooks` do not clash with those of `sessions`).
+const SESSION_SELECT: &str = "SELECT sessions.*, w.url AS webhook_url, \
+    w.bearer_token AS webhook_bearer_token, w.secret AS webhook_secret, \
+    w.events AS webhook_events FROM sessions LEFT JOIN webhooks w ON w.session_id = sessions.id";
+
 fn session_by_column(
     conn: &Connection,
     column: &str,
@@ -469,7 +558,7 @@ fn session_by_column(
 ) -> StoreResult<Option<SessionRecord>> {
     first(
         conn,
-        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {column} = ?"),
+        &format!("{SESSION_SELECT} WHERE sessions.{column} = ?"),
         [value],
         session_from_row,
     )
@@ -737,6 +826,25 @@ impl Store for SqliteStore {
             })
             .map_err(db_error)?;
             publish_key(conn, &s.issuer_key_id)?;
+            if let Some(webhook) = &s.webhook {
+                conn.prepare_cached(
+                    "INSERT INTO webhooks (session_id, url, bearer_token, secret, events) \
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        s.id.to_string(),
+                        webhook.url,
+                        webhook.bearer_token,
+                        webhook.secret,
+                        webhook
+                            .events
+                            .as_ref()
+                            .map(|events| Value::from(events.clone()).to_string()),
+                    ])
+                })
+                .map_err(db_error)?;
+            }
             insert_events(conn, std::slice::from_ref(&event))
         })
         .await
@@ -768,7 +876,7 @@ impl Store for SqliteStore {
             collect(
                 conn,
                 &format!(
-                    "SELECT {SESSION_COLUMNS} FROM sessions \
+                    "{SESSION_SELECT} \
                      WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR profile_id = ?2) \
                      AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4)) \
                      ORDER BY created_at DESC, id DESC LIMIT ?5"
@@ -976,6 +1084,22 @@ impl Store for SqliteStore {
                 [finished_before],
             )
             .map_err(db_error)?;
+            conn.execute(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT d.id FROM deliveries d \
+                 JOIN sessions s ON s.id = d.session_id \
+                 WHERE s.finished_at IS NOT NULL AND s.finished_at < ?)",
+                [finished_before],
+            )
+            .map_err(db_error)?;
+            for statement in [
+                "DELETE FROM deliveries WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
+                "DELETE FROM webhooks WHERE session_id IN \
+                 (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
+            ] {
+                conn.execute(statement, [finished_before])
+                    .map_err(db_error)?;
+            }
             let sessions = conn
                 .execute(
                     "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?",
@@ -989,20 +1113,233 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn session_events(
+    async fn events(
         &self,
-        id: SessionId,
+        session: Option<SessionId>,
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
-        self.read(move |conn| {
-            collect(
+        self.read(move |conn| match session {
+            Some(id) => collect(
                 conn,
                 "SELECT seq, id, session_id, type, timestamp, data FROM events \
                  WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 params![id.to_string(), after_seq, limit],
                 event_from_row,
+            ),
+            None => collect(
+                conn,
+                "SELECT seq, id, session_id, type, timestamp, data FROM events \
+                 WHERE seq > ? ORDER BY seq LIMIT ?",
+                params![after_seq, limit],
+                event_from_row,
+            ),
+        })
+        .await
+    }
+
+    fn watch_events(&self) -> watch::Receiver<i64> {
+        self.newest_event.clone()
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        per_url: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        self.write(move |conn| {
+            let mut claim = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
+                       SELECT d.id FROM deliveries d \
+                       WHERE d.status = 'PENDING' AND d.next_attempt_at <= ?2 \
+                         AND (d.lease_until IS NULL OR d.lease_until <= ?2) \
+                         AND (SELECT COUNT(*) FROM deliveries f WHERE f.url = d.url \
+                              AND f.status = 'PENDING' AND f.lease_until > ?2) < ?4 \
+                       ORDER BY d.next_attempt_at, d.id LIMIT ?3) \
+                     RETURNING id, event_seq, session_id, attempts, retry_step",
+                )
+                .map_err(db_error)?;
+            let claimed: Vec<(i64, i64, String, u32, u32)> = claim
+                .query_map(params![lease_until, now, limit, per_url], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                })
+                .map_err(db_error)?
+                .collect::<Result<_, _>>()
+                .map_err(db_error)?;
+            let mut due = Vec::with_capacity(claimed.len());
+            for (id, seq, session, attempts, retry_step) in claimed {
+                let event = first(
+                    conn,
+                    "SELECT seq, id, session_id, type, timestamp, data FROM events WHERE seq = ?",
+                    [seq],
+                    event_from_row,
+                )?
+                .ok_or_else(|| corrupt("delivery without event"))?;
+                let webhook = session_by_column(conn, "id", &session)?
+                    .and_then(|session| session.webhook)
+                    .ok_or_else(|| corrupt("delivery without webhook"))?;
+                due.push(DueDelivery {
+                    id,
+                    attempt: attempts + 1,
+                    retry_step,
+                    event,
+                    webhook,
+                });
+            }
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery: i64,
+        attempt: &AttemptRecord,
+        outcome: AttemptOutcome,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let attempt = attempt.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO delivery_attempts \
+                 (delivery_id, number, started_at, duration_ms, status_code, error, response) \
+                 SELECT id, attempts + 1, ?, ?, ?, ?, ? FROM deliveries WHERE id = ?",
             )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    attempt.started_at,
+                    attempt.duration_ms,
+                    attempt.status_code,
+                    attempt.error,
+                    attempt.response,
+                    delivery
+                ])
+            })
+            .map_err(db_error)?;
+            let (status, next, step) = match outcome {
+                AttemptOutcome::Delivered => ("DELIVERED", None, 0),
+                AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
+                AttemptOutcome::Failed => ("FAILED", None, 0),
+                AttemptOutcome::Gone => ("GONE", None, 0),
+            };
+            conn.prepare_cached(
+                "UPDATE deliveries SET attempts = attempts + 1, status = ?1, \
+                 next_attempt_at = COALESCE(?2, next_attempt_at), retry_step = retry_step + ?3, \
+                 lease_until = NULL, finished_at = CASE WHEN ?1 = 'PENDING' THEN NULL ELSE ?4 END \
+                 WHERE id = ?5",
+            )
+            .and_then(|mut statement| statement.execute(params![status, next, step, now, delivery]))
+            .map_err(db_error)?;
+            if outcome == AttemptOutcome::Gone {
+                conn.execute(
+                    "INSERT INTO gone_webhook_urls (url, gone_at) \
+                     SELECT url, ? FROM deliveries WHERE id = ? ON CONFLICT DO NOTHING",
+                    params![now, delivery],
+                )
+                .map_err(db_error)?;
+                conn.execute(
+                    "UPDATE deliveries SET status = 'GONE', finished_at = ?1, lease_until = NULL \
+                     WHERE status = 'PENDING' AND url = (SELECT url FROM deliveries WHERE id = ?2)",
+                    params![now, delivery],
+                )
+                .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
+        self.read(move |conn| {
+            let mut deliveries = conn
+                .prepare_cached(
+                    "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
+                     WHERE session_id = ? ORDER BY event_seq, id",
+                )
+                .map_err(db_error)?;
+            let mut records: Vec<DeliveryRecord> = deliveries
+                .query_map([id.to_string()], |row| {
+                    let status: String = row.get(3)?;
+                    let next: i64 = row.get(4)?;
+                    Ok(DeliveryRecord {
+                        id: row.get(0)?,
+                        event_seq: row.get(1)?,
+                        url: row.get(2)?,
+                        next_attempt_at: (status == "PENDING").then_some(next),
+                        status,
+                        attempts: Vec::new(),
+                    })
+                })
+                .map_err(db_error)?
+                .collect::<Result<_, _>>()
+                .map_err(db_error)?;
+            let mut attempts = conn
+                .prepare_cached(
+                    "SELECT started_at, duration_ms, status_code, error, response \
+                     FROM delivery_attempts WHERE delivery_id = ? ORDER BY number",
+                )
+                .map_err(db_error)?;
+            for record in &mut records {
+                record.attempts = attempts
+                    .query_map([record.id], |row| {
+                        Ok(AttemptRecord {
+                            started_at: row.get(0)?,
+                            duration_ms: row.get(1)?,
+                            status_code: row.get(2)?,
+                            error: row.get(3)?,
+                            response: row.get(4)?,
+                        })
+                    })
+                    .map_err(db_error)?
+                    .collect::<Result<_, _>>()
+                    .map_err(db_error)?;
+            }
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn redeliver(
+        &self,
+        id: SessionId,
+        event_id: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        let event_id = event_id.map(str::to_owned);
+        self.write(move |conn| {
+            // One event's deliveries (whatever their state), or the session's FAILED/GONE ones;
+            // never one that is in flight.
+            const SELECTION: &str = "SELECT id FROM deliveries WHERE session_id = ?2 \
+                AND (lease_until IS NULL OR status <> 'PENDING') \
+                AND ((?3 IS NULL AND status IN ('FAILED', 'GONE')) \
+                     OR event_seq = (SELECT seq FROM events WHERE id = ?3 AND session_id = ?2))";
+            conn.execute(
+                &format!(
+                    "DELETE FROM gone_webhook_urls WHERE ?1 IS NOT NULL AND url IN \
+                     (SELECT url FROM deliveries WHERE id IN ({SELECTION}))"
+                ),
+                params![now, id.to_string(), event_id],
+            )
+            .map_err(db_error)?;
+            let changed = conn
+                .execute(
+                    &format!(
+                        "UPDATE deliveries SET status = 'PENDING', next_attempt_at = ?1, \
+                         retry_step = 0, finished_at = NULL WHERE id IN ({SELECTION})"
+                    ),
+                    params![now, id.to_string(), event_id],
+                )
+                .map_err(db_error)?;
+            Ok(changed as u64)
         })
         .await
     }

@@ -66,8 +66,18 @@ pub async fn spawn_app_with(overrides: Value) -> TestApp {
 
 /// Starts an app on an existing directory (its database survives from an earlier app).
 pub async fn spawn_app_in(dir: Arc<TempDir>, overrides: Value) -> TestApp {
+    start(dir, overrides, ManualClock::starting_now()).await
+}
+
+/// An app whose clock runs in real time (still advanceable): for work that is scheduled,
+/// such as webhook retries.
+pub async fn spawn_running_app_with(overrides: Value) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    start(dir, overrides, ManualClock::running()).await
+}
+
+async fn start(dir: Arc<TempDir>, overrides: Value, clock: ManualClock) -> TestApp {
     let config = test_config(&dir, overrides);
-    let clock = ManualClock::starting_now();
     let app = App::build_with_clock(config, Arc::new(clock.clone()))
         .await
         .expect("app starts");

@@ -16,3 +16,4 @@ mod profiles;
 mod restart;
 mod sessions;
 mod token;
+mod webhooks;

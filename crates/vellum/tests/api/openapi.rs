@@ -922,6 +922,32 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         api.check("GET", "/api/v1/sessions/{sessionId}/events", response)
             .await;
     }
+    // Redelivery: every failed delivery, one event, and an unknown event.
+    let (_, events) = app
+        .api_get(&format!("/api/v1/sessions/{offer_id}/events"))
+        .await;
+    let event_id = events["items"][0]["eventId"].as_str().expect("eventId");
+    for (path, template, expected) in [
+        (
+            format!("/api/v1/sessions/{offer_id}/events/redeliver"),
+            "/api/v1/sessions/{sessionId}/events/redeliver",
+            StatusCode::ACCEPTED,
+        ),
+        (
+            format!("/api/v1/sessions/{offer_id}/events/{event_id}/redeliver"),
+            "/api/v1/sessions/{sessionId}/events/{eventId}/redeliver",
+            StatusCode::ACCEPTED,
+        ),
+        (
+            format!("/api/v1/sessions/{offer_id}/events/nope/redeliver"),
+            "/api/v1/sessions/{sessionId}/events/{eventId}/redeliver",
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let response = app.api(Method::POST, &path).send().await.expect("POST");
+        let (status, _) = api.check("POST", template, response).await;
+        assert_eq!(status, expected);
+    }
     let path_events = format!("/api/v1/sessions/{offer_id}/events?limit=0");
     let response = app
         .api(Method::GET, &path_events)

@@ -1,0 +1,302 @@
+//! The dispatcher: claims due deliveries from the outbox (with a lease), POSTs each event to its
+//! webhook, and records the attempt and its consequence. Never on a wallet's request path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{AddressPolicy, DeliverySettings, signature};
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::context::Context;
+use crate::events;
+use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery};
+
+/// What one HTTP attempt gave.
+#[derive(Debug)]
+pub struct Attempt {
+    pub record: AttemptRecord,
+    pub retry_after: Option<Duration>,
+}
+
+/// Resolves host names, keeping only addresses the policy permits: checked at connect time, so
+/// a name that later resolves to an internal address (DNS rebinding) still cannot be reached.
+struct GuardedResolver {
+    policy: Arc<AddressPolicy>,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let resolved = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let permitted: Vec<SocketAddr> = resolved
+                .filter(|address| policy.permits(address.ip()))
+                .collect();
+            if permitted.is_empty() {
+                return Err(
+                    format!("{} resolves only to non-public addresses", name.as_str()).into(),
+                );
+            }
+            Ok(Box::new(permitted.into_iter()) as Addrs)
+        })
+    }
+}
+
+pub fn client(settings: &DeliverySettings) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(settings.connect_timeout)
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: Arc::new(settings.policy.clone()),
+        }))
+        .user_agent(concat!("Vellum-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(settings.max_in_flight_per_url)
+        .build()
+}
+
+/// POSTs one event. Never fails: every problem becomes the attempt's `error`.
+pub async fn attempt(
+    client: &reqwest::Client,
+    settings: &DeliverySettings,
+    delivery: &DueDelivery,
+    body: &[u8],
+    started_at: Millis,
+) -> Attempt {
+    let started = Instant::now();
+    let outcome =
+        tokio::time::timeout(settings.timeout, send(client, settings, delivery, body)).await;
+    let (status_code, response, error, retry_after) = match outcome {
+        Ok(Ok((status, response, retry_after))) => {
+            (Some(status), Some(response), None, retry_after)
+        }
+        Ok(Err(error)) => (None, None, Some(error), None),
+        Err(_) => (
+            None,
+            None,
+            Some(format!(
+                "timed out after {} ms",
+                settings.timeout.as_millis()
+            )),
+            None,
+        ),
+    };
+    Attempt {
+        record: AttemptRecord {
+            started_at,
+            duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            status_code,
+            error,
+            response,
+        },
+        retry_after,
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    settings: &DeliverySettings,
+    delivery: &DueDelivery,
+    body: &[u8],
+) -> Result<(u16, String, Option<Duration>), String> {
+    let url = reqwest::Url::parse(&delivery.webhook.url).map_err(|error| error.to_string())?;
+    // The resolver guards host names; IP literals never reach it.
+    if let Some(ip) = settings.policy.refused_literal(&url) {
+        return Err(format!("refused: {ip} is not a public address"));
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let id = &delivery.event.id;
+    headers.insert("webhook-id", header(id)?);
+    // The attempt's own wall-clock time: receivers compare it with theirs.
+    let timestamp = SystemClock.now().div_euclid(1000);
+    headers.insert("webhook-timestamp", header(&timestamp.to_string())?);
+    if let Some(secret) = &delivery.webhook.secret
+        && let Some(signature) = signature(secret, id, timestamp, body)
+    {
+        headers.insert("webhook-signature", header(&signature)?);
+    }
+    if let Some(token) = &delivery.webhook.bearer_token {
+        headers.insert(AUTHORIZATION, header(&format!("Bearer {token}"))?);
+    }
+    let mut response = client
+        .post(url)
+        .headers(headers)
+        .body(body.to_vec())
+        .send()
+        .await
+        .map_err(|error| describe(&error))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after);
+    // Read at most max_response_bytes, however large or slow the body is.
+    let mut kept = Vec::new();
+    while kept.len() < settings.max_response_bytes {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = settings.max_response_bytes - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let text: String = String::from_utf8_lossy(&kept).chars().take(512).collect();
+    Ok((status, text, retry_after))
+}
+
+fn header(value: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(value).map_err(|_| "a header value is not valid".to_owned())
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let format = time::format_description::well_known::Rfc2822;
+    let at = time::OffsetDateTime::parse(value.trim(), &format).ok()?;
+    let delta = at - time::OffsetDateTime::now_utc();
+    Some(Duration::from_secs(
+        u64::try_from(delta.whole_seconds()).unwrap_or(0),
+    ))
+}
+
+/// Longest wait a receiver's Retry-After can impose.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// What an attempt means for the delivery.
+pub fn outcome(
+    settings: &DeliverySettings,
+    delivery: &DueDelivery,
+    attempt: &Attempt,
+    now: Millis,
+) -> AttemptOutcome {
+    match attempt.record.status_code {
+        Some(200..=299) => return AttemptOutcome::Delivered,
+        Some(410) => return AttemptOutcome::Gone,
+        _ => {}
+    }
+    let Some(base) = settings.retry_schedule.get(delivery.retry_step as usize) else {
+        return AttemptOutcome::Failed;
+    };
+    let spread = settings.retry_jitter;
+    let factor = if spread > 0.0 {
+        rand::thread_rng().gen_range(1.0 - spread..=1.0 + spread)
+    } else {
+        1.0
+    };
+    let mut delay = base.mul_f64(factor);
+    if let Some(wanted) = attempt.retry_after {
+        delay = delay.max(wanted.min(MAX_RETRY_AFTER));
+    }
+    AttemptOutcome::RetryAt(now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
+}
+
+/// Delivers until `shutdown`; in-flight attempts finish (bounded by the timeout) before it returns.
+pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: CancellationToken) {
+    let client = match client(&settings) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the webhook client; deliveries stop");
+            return;
+        }
+    };
+    let lease = settings.timeout + Duration::from_secs(30);
+    let mut in_flight = JoinSet::new();
+    let mut newest = ctx.store.watch_events();
+    loop {
+        let room = settings.max_in_flight.saturating_sub(in_flight.len());
+        let mut claimed = 0;
+        if room > 0 {
+            let now = ctx.clock.now();
+            let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(60_000);
+            match ctx
+                .store
+                .claim_deliveries(
+                    now,
+                    lease_until,
+                    u32::try_from(room).unwrap_or(u32::MAX),
+                    u32::try_from(settings.max_in_flight_per_url).unwrap_or(u32::MAX),
+                )
+                .await
+            {
+                Ok(due) => {
+                    claimed = due.len();
+                    for delivery in due {
+                        let (ctx, settings, client) =
+                            (ctx.clone(), settings.clone(), client.clone());
+                        in_flight.spawn(async move {
+                            deliver(&ctx, &settings, &client, delivery).await
+                        });
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot claim deliveries; will retry"),
+            }
+        }
+        if claimed > 0 && claimed == room {
+            continue; // more may be due right now
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = newest.changed() => {}
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            () = tokio::time::sleep(settings.poll_interval) => {}
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn deliver(
+    ctx: &Context,
+    settings: &DeliverySettings,
+    client: &reqwest::Client,
+    delivery: DueDelivery,
+) {
+    let body = events::envelope(&delivery.event).to_string();
+    let attempt = attempt(
+        client,
+        settings,
+        &delivery,
+        body.as_bytes(),
+        ctx.clock.now(),
+    )
+    .await;
+    let now = ctx.clock.now();
+    let outcome = outcome(settings, &delivery, &attempt, now);
+    tracing::debug!(
+        delivery = delivery.id,
+        event = %delivery.event.id,
+        attempt = delivery.attempt,
+        status = attempt.record.status_code,
+        ?outcome,
+        "webhook attempt"
+    );
+    if let Err(error) = ctx
+        .store
+        .record_attempt(delivery.id, &attempt.record, outcome, now)
+        .await
+    {
+        // The lease runs out and the delivery is tried again: at least once still holds.
+        tracing::warn!(%error, delivery = delivery.id, "cannot record a webhook attempt");
+    }
+}
