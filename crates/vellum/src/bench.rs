@@ -1,239 +1,31 @@
-//! `vellum bench`: complete pre-authorized flows (create offer -> resolve -> token -> nonce ->
-//! credential) against a running issuer, at a given concurrency, with a fresh holder key per
-//! flow. Prints throughput and per-step latency percentiles.
+//! `vellum bench <what>`: load programs that print numbers (never timed tests). Each runs
+//! against a running server, on the same machine or another.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use clap::Subcommand;
 
-use anyhow::{Context as _, bail};
-use clap::Args;
-use serde_json::{Map, Value, json};
-use vellum_formats::jose::{self, Algorithm, SigningKey};
+pub mod flows;
 
-use crate::offers::PRE_AUTHORIZED_GRANT;
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchOptions {
-    /// Base URL of the running issuer (its credential issuer identifier).
-    #[arg(long, default_value = "http://127.0.0.1:7005")]
-    pub url: String,
-    /// Management API key (also: VELLUM_API_KEY).
-    #[arg(long, env = "VELLUM_API_KEY", hide_env_values = true)]
-    pub api_key: String,
-    /// Number of complete flows to run.
-    #[arg(long, default_value_t = 2000)]
-    pub flows: usize,
-    /// Flows in flight at once.
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
-    /// Profile to make offers from.
-    #[arg(long, default_value = "demo-identity")]
-    pub profile: String,
-    /// Require a tx_code on every offer.
-    #[arg(long)]
-    pub tx_code: bool,
-    /// Flows run first and left out of the figures (connection set-up, caches).
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
+#[derive(Debug, Clone, Subcommand)]
+pub enum Bench {
+    /// Complete issuance flows: create offer -> resolve -> token -> nonce -> credential.
+    Flows(flows::FlowOptions),
 }
 
-const STEPS: [&str; 6] = ["offer", "resolve", "token", "nonce", "credential", "flow"];
-
-#[derive(Default)]
-struct Samples([Vec<Duration>; 6]);
-
-pub async fn run(options: BenchOptions) -> anyhow::Result<()> {
-    if options.concurrency == 0 || options.flows == 0 {
-        bail!("--flows and --concurrency must be at least 1");
+pub async fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Flows(options) => flows::run(options).await,
     }
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let options = Arc::new(options);
-    if options.warmup > 0 {
-        drive(&client, &options, options.warmup).await?;
-    }
-    let started = Instant::now();
-    let samples = drive(&client, &options, options.flows).await?;
-    let elapsed = started.elapsed();
-    report(&options, &samples, elapsed);
-    Ok(())
 }
 
-async fn drive(
-    client: &reqwest::Client,
-    options: &Arc<BenchOptions>,
-    flows: usize,
-) -> anyhow::Result<Samples> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..options.concurrency.min(flows) {
-        let client = client.clone();
-        let options = options.clone();
-        let next = next.clone();
-        workers.push(tokio::spawn(async move {
-            let mut samples = Samples::default();
-            while next.fetch_add(1, Ordering::Relaxed) < flows {
-                let timings = one_flow(&client, &options).await?;
-                for (step, timing) in timings.into_iter().enumerate() {
-                    samples.0[step].push(timing);
-                }
-            }
-            anyhow::Ok(samples)
-        }));
-    }
-    let mut all = Samples::default();
-    for worker in workers {
-        let samples = worker.await??;
-        for (step, timings) in samples.0.into_iter().enumerate() {
-            all.0[step].extend(timings);
-        }
-    }
-    Ok(all)
-}
-
-async fn one_flow(
-    client: &reqwest::Client,
-    options: &BenchOptions,
-) -> anyhow::Result<[Duration; 6]> {
-    let flow_started = Instant::now();
-    let mut timings = [Duration::ZERO; 6];
-    let mut step = Instant::now();
-    let mut lap = |index: usize, step: &mut Instant| {
-        timings[index] = step.elapsed();
-        *step = Instant::now();
-    };
-
-    let mut request = json!({"profileId": options.profile, "authMethod": "PRE_AUTHORIZED"});
-    if options.tx_code {
-        request["txCode"] = json!({"input_mode": "numeric", "length": 6});
-    }
-    let created: Value = expect_ok(
-        client
-            .post(format!("{}/api/v1/offers", options.url))
-            .bearer_auth(&options.api_key)
-            .json(&request)
-            .send()
-            .await?,
-        "create offer",
-    )
-    .await?;
-    lap(0, &mut step);
-
-    let offer_uri = created["credentialOfferUri"]
-        .as_str()
-        .context("the offer has no credentialOfferUri")?;
-    let offer: Value = expect_ok(client.get(offer_uri).send().await?, "resolve offer").await?;
-    lap(1, &mut step);
-
-    let code = offer["grants"][PRE_AUTHORIZED_GRANT]["pre-authorized_code"]
-        .as_str()
-        .context("no pre-authorized_code")?;
-    let mut form = vec![
-        ("grant_type", PRE_AUTHORIZED_GRANT),
-        ("pre-authorized_code", code),
-    ];
-    if let Some(tx_code) = created["txCodeValue"].as_str() {
-        form.push(("tx_code", tx_code));
-    }
-    let token: Value = expect_ok(
-        client
-            .post(format!("{}/token", options.url))
-            .form(&form)
-            .send()
-            .await?,
-        "token",
-    )
-    .await?;
-    lap(2, &mut step);
-
-    let nonce: Value = expect_ok(
-        client.post(format!("{}/nonce", options.url)).send().await?,
-        "nonce",
-    )
-    .await?;
-    lap(3, &mut step);
-
-    let holder = SigningKey::generate(Algorithm::ES256);
-    let mut header = Map::new();
-    header.insert("typ".into(), Value::from("openid4vci-proof+jwt"));
-    header.insert("jwk".into(), holder.public_jwk().to_value());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let proof = jose::sign_compact(
-        header,
-        &json!({"aud": offer["credential_issuer"], "iat": now, "nonce": nonce["c_nonce"]}),
-        &holder,
-    );
-    let configuration = offer["credential_configuration_ids"][0].clone();
-    let credential: Value = expect_ok(
-        client
-            .post(format!("{}/credential", options.url))
-            .bearer_auth(token["access_token"].as_str().context("no access_token")?)
-            .json(
-                &json!({"credential_configuration_id": configuration, "proofs": {"jwt": [proof]}}),
-            )
-            .send()
-            .await?,
-        "credential",
-    )
-    .await?;
-    lap(4, &mut step);
-    if credential["credentials"][0]["credential"]
-        .as_str()
-        .is_none()
-    {
-        bail!("credential response without a credential: {credential}");
-    }
-    timings[5] = flow_started.elapsed();
-    Ok(timings)
-}
-
-async fn expect_ok(response: reqwest::Response, step: &str) -> anyhow::Result<Value> {
-    let status = response.status();
-    let body = response.text().await?;
-    if !status.is_success() {
-        bail!("{step} failed with {status}: {body}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("{step}: response is not JSON"))
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+/// Value at `fraction` (0..=1) of sorted samples, nearest-rank.
+pub fn percentile(sorted: &[std::time::Duration], fraction: f64) -> std::time::Duration {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return std::time::Duration::ZERO;
     }
     let rank = ((sorted.len() as f64) * fraction).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn millis(duration: Duration) -> f64 {
+pub fn millis(duration: std::time::Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn report(options: &BenchOptions, samples: &Samples, elapsed: Duration) {
-    let flows = samples.0[5].len();
-    println!(
-        "{flows} complete flows at concurrency {} in {:.2} s: {:.0} flows/s ({} HTTP requests/s)",
-        options.concurrency,
-        elapsed.as_secs_f64(),
-        flows as f64 / elapsed.as_secs_f64(),
-        (flows * 5) as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "{:<11} {:>9} {:>9} {:>9} {:>9}",
-        "step", "p50 ms", "p90 ms", "p99 ms", "max ms"
-    );
-    for (index, name) in STEPS.iter().enumerate() {
-        let mut sorted = samples.0[index].clone();
-        sorted.sort_unstable();
-        println!(
-            "{:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            name,
-            millis(percentile(&sorted, 0.50)),
-            millis(percentile(&sorted, 0.90)),
-            millis(percentile(&sorted, 0.99)),
-            millis(sorted.last().copied().unwrap_or_default()),
-        );
-    }
 }

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use vellum::app::App;
-use vellum::bench::{self, BenchOptions};
+use vellum::bench::{self, Bench};
 use vellum::config::Config;
 
 #[derive(Parser)]
@@ -26,8 +26,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run complete issuance flows against a running issuer and print throughput and latency.
-    Bench(BenchOptions),
+    /// Load a running issuer and print throughput and latency.
+    #[command(subcommand)]
+    Bench(Bench),
 }
 
 #[tokio::main]
