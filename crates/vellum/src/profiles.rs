@@ -10,6 +10,7 @@ use vellum_formats::sdjwt::{self, SelectiveDisclosure};
 use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::{ApiError, Internal};
+use crate::events;
 use crate::ids::{KeyId, ProfileId};
 use crate::mapping::{self, DataFunction};
 use crate::notifications::Notifications;
@@ -53,13 +54,31 @@ pub struct ProfileView {
     pub active: bool,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// The definition's fields, with webhook secrets redacted.
     #[serde(flatten)]
-    pub definition: ProfileDefinition,
+    pub definition: Map<String, Value>,
 }
 
+/// Webhook members that are secrets: shown as [`events::REDACTED`]; sending that marker back
+/// in a PUT keeps the stored value.
+const WEBHOOK_SECRETS: [&str; 2] = [
+    "/notifications/webhook/bearerToken",
+    "/notifications/webhook/secret",
+];
+
 fn view(record: ProfileRecord) -> Result<ProfileView, Internal> {
-    let definition = serde_json::from_value(record.definition)
-        .map_err(|error| Internal::msg(format!("profile {}: {error}", record.id)))?;
+    let mut definition = record.definition;
+    for pointer in WEBHOOK_SECRETS {
+        if let Some(secret) = definition.pointer_mut(pointer) {
+            *secret = Value::from(events::REDACTED);
+        }
+    }
+    let Value::Object(definition) = definition else {
+        return Err(Internal::msg(format!(
+            "profile {} is not an object",
+            record.id
+        )));
+    };
     Ok(ProfileView {
         id: record.id,
         version: record.version,
@@ -68,6 +87,26 @@ fn view(record: ProfileRecord) -> Result<ProfileView, Internal> {
         updated_at: record.updated_at,
         definition,
     })
+}
+
+/// Puts the stored secret back wherever the body carries the redaction marker.
+fn keep_redacted_secrets(body: &mut Value, current: &Value) -> Result<(), ApiError> {
+    for pointer in WEBHOOK_SECRETS {
+        if body.pointer(pointer).and_then(Value::as_str) != Some(events::REDACTED) {
+            continue;
+        }
+        let stored = current.pointer(pointer).cloned().ok_or_else(|| {
+            invalid(format!(
+                "{} is {:?} but the current version has none to keep",
+                pointer.trim_start_matches('/').replace('/', "."),
+                events::REDACTED
+            ))
+        })?;
+        if let Some(slot) = body.pointer_mut(pointer) {
+            *slot = stored;
+        }
+    }
+    Ok(())
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
@@ -271,9 +310,12 @@ pub async fn update_profile(
     id: &ProfileId,
     body: Value,
 ) -> Result<ProfileView, ApiError> {
-    let (body_id, body) = split_id(body)?;
+    let (body_id, mut body) = split_id(body)?;
     if body_id.as_ref().is_some_and(|body_id| body_id != id) {
         return Err(invalid("the body's id differs from the path's"));
+    }
+    if let Some(current) = ctx.store.profile(id, None).await? {
+        keep_redacted_secrets(&mut body, &current.definition)?;
     }
     let definition = parse_definition(body)?;
     update(ctx, id, definition).await

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{API_KEY, TestApp, spawn_app};
+use crate::helpers::{API_KEY, TestApp, spawn_app, spawn_app_with};
 use crate::support::{
     CONFIGURATION, DEMO_KEY, DEMO_PROFILE, Reply, create_profile, generate_key, offer_id,
     profile_body,
@@ -658,4 +658,55 @@ async fn exp_and_nbf_must_be_numeric_dates() {
         profile_body(json!({"credentialData": {"given_name": "Ada", "exp": 4_102_444_800_i64}})),
     )
     .await;
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_redacted_in_responses_and_kept_when_sent_back() {
+    let app =
+        spawn_app_with(json!({"notifications": {"allow_private_targets": ["127.0.0.1/32"]}})).await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let webhook =
+        json!({"url": "http://127.0.0.1:9/hook", "bearerToken": "token-1", "secret": secret});
+    let created = create_profile(
+        &app,
+        profile_body(json!({"notifications": {"webhook": webhook}})),
+    )
+    .await;
+    let shown = created.to_string();
+    assert!(
+        !shown.contains("token-1") && !shown.contains(secret),
+        "{shown}"
+    );
+    assert_eq!(
+        created["notifications"]["webhook"]["bearerToken"],
+        "[redacted]"
+    );
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    // GET, change the name, PUT it back: the secrets stay what they were.
+    let (_, mut fetched) = app.api_get(&format!("/api/v1/profiles/{id}")).await;
+    fetched["name"] = json!("Renamed");
+    for member in ["id", "version", "active", "createdAt", "updatedAt"] {
+        fetched.as_object_mut().expect("object").remove(member);
+    }
+    let (status, updated) = app
+        .api_json(Method::PUT, &format!("/api/v1/profiles/{id}"), fetched)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let stored = app
+        .ctx
+        .store
+        .profile(&vellum::ids::ProfileId::parse(&id).expect("id"), None)
+        .await
+        .expect("store")
+        .expect("profile");
+    assert_eq!(
+        stored.definition["notifications"]["webhook"]["bearerToken"],
+        "token-1"
+    );
+    assert_eq!(
+        stored.definition["notifications"]["webhook"]["secret"],
+        secret
+    );
+    assert_eq!(stored.definition["name"], "Renamed");
 }
