@@ -1152,13 +1152,20 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let mut claim = conn
                 .prepare_cached(
+                    // Per URL: in flight now + rank among its due deliveries <= per_url, so
+                    // the limit holds within this claim too, not only across claims.
                     "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
-                       SELECT d.id FROM deliveries d \
-                       WHERE d.status = 'PENDING' AND d.next_attempt_at <= ?2 \
-                         AND (d.lease_until IS NULL OR d.lease_until <= ?2) \
-                         AND (SELECT COUNT(*) FROM deliveries f WHERE f.url = d.url \
-                              AND f.status = 'PENDING' AND f.lease_until > ?2) < ?4 \
-                       ORDER BY d.next_attempt_at, d.id LIMIT ?3) \
+                       WITH busy AS ( \
+                         SELECT url, COUNT(*) AS n FROM deliveries \
+                         WHERE status = 'PENDING' AND lease_until > ?2 GROUP BY url), \
+                       due AS ( \
+                         SELECT id, url, next_attempt_at, ROW_NUMBER() OVER \
+                           (PARTITION BY url ORDER BY next_attempt_at, id) AS rank \
+                         FROM deliveries WHERE status = 'PENDING' AND next_attempt_at <= ?2 \
+                           AND (lease_until IS NULL OR lease_until <= ?2)) \
+                       SELECT due.id FROM due LEFT JOIN busy ON busy.url = due.url \
+                       WHERE due.rank + COALESCE(busy.n, 0) <= ?4 \
+                       ORDER BY due.next_attempt_at, due.id LIMIT ?3) \
                      RETURNING id, event_seq, session_id, attempts, retry_step",
                 )
                 .map_err(db_error)?;
@@ -1348,6 +1355,100 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn session(url: &str) -> SessionRecord {
+        let id = SessionId::generate();
+        SessionRecord {
+            id,
+            profile_id: ProfileId::parse("p").expect("id"),
+            profile_version: 1,
+            credential_configuration_id: "c".into(),
+            status: SessionStatus::Active,
+            status_reason: None,
+            offer_handle_hash: format!("h-{id}"),
+            code_hash: format!("c-{id}"),
+            code_state: CodeState::Unused,
+            tx_code: None,
+            tx_code_mac: None,
+            tx_code_failures: 0,
+            token_hash: None,
+            token_expires_at: None,
+            by_value: false,
+            template: Value::Null,
+            webhook: Some(WebhookTarget {
+                url: url.into(),
+                bearer_token: None,
+                secret: None,
+                events: None,
+            }),
+            issuer_key_id: KeyId::parse("k").expect("id"),
+            created_at: 0,
+            updated_at: 0,
+            expires_at: 1,
+            resolved_at: None,
+            token_issued_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn event(session: SessionId) -> NewEvent {
+        NewEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            session_id: Some(session),
+            event_type: "credential_offer_created".into(),
+            timestamp: 0,
+            data: Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_claim_never_leases_more_than_the_per_url_limit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(&dir.path().join("v.db"), Synchronous::Normal)
+            .await
+            .expect("store");
+        for url in ["http://slow.example/", "http://fast.example/"] {
+            let session = session(url);
+            store
+                .create_session(&session, &event(session.id))
+                .await
+                .expect("session");
+            let more: Vec<NewEvent> = (0..19).map(|_| event(session.id)).collect();
+            store.append_events(&more).await.expect("events");
+        }
+        let first = store
+            .claim_deliveries(1, 1000, 100, 8)
+            .await
+            .expect("claim");
+        let per_url = |claimed: &[DueDelivery], url: &str| {
+            claimed.iter().filter(|due| due.webhook.url == url).count()
+        };
+        assert_eq!(per_url(&first, "http://slow.example/"), 8);
+        assert_eq!(per_url(&first, "http://fast.example/"), 8);
+        // Nothing more while those are in flight; the next ones once a lease ends.
+        let second = store
+            .claim_deliveries(2, 1000, 100, 8)
+            .await
+            .expect("claim");
+        assert!(second.is_empty(), "{} more claimed", second.len());
+        let done = AttemptRecord {
+            started_at: 2,
+            duration_ms: 1,
+            status_code: Some(200),
+            error: None,
+            response: None,
+        };
+        store
+            .record_attempt(first[0].id, &done, AttemptOutcome::Delivered, 3)
+            .await
+            .expect("record");
+        let third = store
+            .claim_deliveries(4, 1000, 100, 8)
+            .await
+            .expect("claim");
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0].webhook.url, first[0].webhook.url);
+    }
 
     #[test]
     fn every_migration_file_is_listed_in_order() {
