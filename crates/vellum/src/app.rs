@@ -16,6 +16,7 @@ use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
 use crate::sessions;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+use crate::streams::LogTail;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -71,6 +72,7 @@ impl App {
         let store = SqliteStore::open(&config.sqlite_path(), config.database.synchronous).await?;
         store.migrate().await?;
         let store: Arc<dyn Store> = Arc::new(store);
+        let log_tail = LogTail::new(*store.watch_events().borrow());
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
         let ctx = Arc::new(Context {
             config,
@@ -82,6 +84,8 @@ impl App {
             api_key_hash,
             keys: KeyCache::default(),
             delivery,
+            stopping: CancellationToken::new(),
+            log_tail,
         });
         keys::ensure_declared_keys(&ctx)
             .await
@@ -114,8 +118,15 @@ impl App {
         ));
         let router = crate::http::router(self.ctx.clone());
         tracing::info!(issuer = %self.ctx.issuer_url, "Vellum is serving");
+        let stopping = {
+            let (shutdown, ctx) = (shutdown.clone(), self.ctx.clone());
+            async move {
+                shutdown.cancelled().await;
+                ctx.stopping.cancel();
+            }
+        };
         let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(stopping)
             .await;
         shutdown.cancel();
         let _ = sweeper.await;

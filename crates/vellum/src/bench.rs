@@ -4,16 +4,25 @@
 use clap::Subcommand;
 
 pub mod flows;
+pub mod sse;
+pub mod webhooks;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Bench {
     /// Complete issuance flows: create offer -> resolve -> token -> nonce -> credential.
     Flows(flows::FlowOptions),
+    /// Webhook delivery: delivered events/s, and commit-to-receipt latency at a fixed rate.
+    Webhooks(webhooks::WebhookOptions),
+    /// Event-stream fan-out: many subscribers to the issuer-wide stream, offers at a fixed
+    /// rate; deliveries/s, fan-out latency, and that every subscriber got every event.
+    Sse(sse::SseOptions),
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Flows(options) => flows::run(options).await,
+        Bench::Webhooks(options) => webhooks::run(options).await,
+        Bench::Sse(options) => sse::run(options).await,
     }
 }
 

@@ -29,6 +29,7 @@ pub struct Config {
     pub offers: OffersConfig,
     pub protocol: ProtocolConfig,
     pub notifications: NotificationsConfig,
+    pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
     pub sessions: SessionsConfig,
     #[serde(default)]
@@ -92,6 +93,20 @@ pub struct NotificationsConfig {
     pub poll_interval: String,
     pub signing_secret: String,
     pub allow_private_targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub heartbeat: String,
+}
+
+impl StreamsConfig {
+    /// The heartbeat interval; validated at start, so the fallback is never used.
+    pub fn heartbeat_interval(&self) -> std::time::Duration {
+        crate::notifications::parse_delay(&self.heartbeat)
+            .unwrap_or(std::time::Duration::from_secs(15))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +271,11 @@ impl Config {
         }
         crate::notifications::DeliverySettings::from_config(&self.notifications)
             .map_err(|why| ConfigError(format!("notifications.{why}")))?;
+        match crate::notifications::parse_delay(&self.streams.heartbeat) {
+            Ok(delay) if !delay.is_zero() => {}
+            Ok(_) => return fail("streams.heartbeat", "must be positive"),
+            Err(why) => return fail("streams.heartbeat", &why),
+        }
         if self.sessions.sweep_interval_seconds == 0 {
             return fail("sessions.sweep_interval_seconds", "must be greater than 0");
         }

@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::KeyCache;
 use crate::notifications::DeliverySettings;
 use crate::secrets::Secrets;
 use crate::store::Store;
+use crate::streams::LogTail;
 
 pub struct Context {
     pub config: Config,
@@ -23,6 +26,11 @@ pub struct Context {
     pub keys: KeyCache,
     /// Webhook delivery settings, parsed from `notifications.*`.
     pub delivery: Arc<DeliverySettings>,
+    /// Cancelled when the server starts to shut down: live event streams end on it, since
+    /// graceful shutdown waits for every response to finish.
+    pub stopping: CancellationToken,
+    /// The newest events, shared by live event streams.
+    pub log_tail: LogTail,
 }
 
 impl Context {

@@ -16,6 +16,7 @@ mod extract;
 mod management;
 mod protocol;
 mod responses;
+mod sse;
 
 pub type AppState = Arc<Context>;
 
@@ -85,6 +86,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/sessions"),
     ("GET", "/api/v1/sessions/{sessionId}"),
     ("GET", "/api/v1/sessions/{sessionId}/events"),
+    ("GET", "/api/v1/events"),
+    ("POST", "/api/v1/events/tokens"),
     ("POST", "/api/v1/sessions/{sessionId}/events/redeliver"),
     (
         "POST",

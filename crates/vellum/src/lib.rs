@@ -21,3 +21,4 @@ pub mod profiles;
 pub mod secrets;
 pub mod sessions;
 pub mod store;
+pub mod streams;

@@ -38,6 +38,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_env("VELLUM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    // TLS (webhooks, bench against https) on ring; App::build installs it too, for tests.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match Cli::parse().command {
         Command::Serve { config } => serve(config).await,
         Command::Bench(options) => bench::run(options).await,

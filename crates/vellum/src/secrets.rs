@@ -1,5 +1,6 @@
 //! The master key and everything derived from it: sealing private keys at rest, and the MAC
-//! keys behind pre-authorized codes, offer handles, tx_code hashes and stateless nonces.
+//! keys behind pre-authorized codes, offer handles, tx_code hashes, stateless nonces and
+//! event-stream tokens.
 
 use std::path::Path;
 
@@ -31,6 +32,7 @@ pub enum Purpose {
     OfferHandle,
     TxCode,
     Nonce,
+    StreamToken,
 }
 
 impl Purpose {
@@ -41,6 +43,7 @@ impl Purpose {
             Purpose::OfferHandle => b"vellum/v1/offer-handle",
             Purpose::TxCode => b"vellum/v1/tx-code",
             Purpose::Nonce => b"vellum/v1/nonce",
+            Purpose::StreamToken => b"vellum/v1/stream-token",
         }
     }
 }

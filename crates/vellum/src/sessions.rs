@@ -13,7 +13,7 @@ use crate::errors::ApiError;
 use crate::events;
 use crate::ids::{ProfileId, SessionId};
 use crate::store::{
-    DeliveryRecord, NewEvent, SessionFilter, SessionRecord, SessionStatus, StoreError,
+    DeliveryRecord, EventRecord, NewEvent, SessionFilter, SessionRecord, SessionStatus, StoreError,
 };
 
 #[derive(Debug, Serialize)]
@@ -189,24 +189,15 @@ pub async fn session_events(
     if ctx.store.session(id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no session {id}")));
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_query",
-            "limit must be between 1 and 1000",
-        ));
-    }
     let records = ctx
         .store
-        .events(Some(id), query.after.unwrap_or(0), limit)
+        .events(Some(id), query.after.unwrap_or(0), page_limit(query.limit)?)
         .await?;
     let deliveries = ctx.store.session_deliveries(id).await?;
     let items: Vec<Value> = records
         .iter()
         .map(|record| {
-            let mut item = events::envelope(record);
-            item["eventId"] = Value::from(record.id.as_str());
-            item["sequence"] = Value::from(record.seq);
+            let mut item = log_item(record);
             item["deliveries"] = deliveries
                 .iter()
                 .filter(|delivery| delivery.event_seq == record.seq)
@@ -216,6 +207,35 @@ pub async fn session_events(
         })
         .collect();
     Ok(json!({ "items": items }))
+}
+
+/// The issuer's whole log in order, every session's events: the envelope plus `eventId` and
+/// `sequence` (deliveries are listed with each session's events).
+pub async fn all_events(ctx: &Context, query: EventQuery) -> Result<Value, ApiError> {
+    let records = ctx
+        .store
+        .events(None, query.after.unwrap_or(0), page_limit(query.limit)?)
+        .await?;
+    let items: Vec<Value> = records.iter().map(log_item).collect();
+    Ok(json!({ "items": items }))
+}
+
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    Ok(limit)
+}
+
+fn log_item(record: &EventRecord) -> Value {
+    let mut item = events::envelope(record);
+    item["eventId"] = Value::from(record.id.as_str());
+    item["sequence"] = Value::from(record.seq);
+    item
 }
 
 fn delivery_view(delivery: &DeliveryRecord) -> Value {

@@ -190,6 +190,16 @@ pub enum AttemptOutcome {
     Gone,
 }
 
+/// An attempt the dispatcher has finished, to be recorded.
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub delivery: i64,
+    pub record: AttemptRecord,
+    pub outcome: AttemptOutcome,
+    /// When the attempt ended.
+    pub at: Millis,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub id: i64,
@@ -378,6 +388,16 @@ pub trait Store: Send + Sync + 'static {
         outcome: AttemptOutcome,
         now: Millis,
     ) -> StoreResult<()>;
+    /// The dispatcher's bookkeeping in one write: records `finished` as `record_attempt`
+    /// does, then claims as `claim_deliveries` does (seeing those leases ended).
+    async fn record_and_claim(
+        &self,
+        finished: Vec<FinishedAttempt>,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        per_url: u32,
+    ) -> StoreResult<Vec<DueDelivery>>;
     /// Every delivery of a session's events, with its attempts.
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>>;
     /// Sends again: one event's deliveries, or every FAILED or GONE delivery of the session.

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
 use crate::secrets::hash_secret;
+use crate::streams::{self, Access};
 
 fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -91,6 +92,35 @@ impl FromRequestParts<AppState> for ApiKey {
         } else {
             Err(ApiError::Unauthorized)
         }
+    }
+}
+
+/// The event listings and streams: the API key as for every management route, or, without an
+/// Authorization header, a stream token as `?token=` (browsers' EventSource cannot send
+/// headers). The handler checks what the access permits (`Access::permits`); a token is never
+/// an API key anywhere else.
+pub struct StreamAuth(pub Access);
+
+impl FromRequestParts<AppState> for StreamAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(AUTHORIZATION) {
+            ApiKey::from_request_parts(parts, state).await?;
+            return Ok(StreamAuth(Access::ApiKey));
+        }
+        let token = parts.uri.query().and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "token")
+                .map(|(_, value)| value.into_owned())
+        });
+        token
+            .and_then(|token| streams::verify_token(state, &token))
+            .map(|scope| StreamAuth(Access::Token(scope)))
+            .ok_or(ApiError::Unauthorized)
     }
 }
 

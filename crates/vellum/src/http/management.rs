@@ -1,8 +1,8 @@
-//! `/api/v1`: profiles, keys, offers, sessions. Every route requires the API key except the
-//! OpenAPI description.
+//! `/api/v1`: profiles, keys, offers, sessions, events. Every route requires the API key except
+//! the OpenAPI description; event streams also take a stream token (`?token=`).
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,14 +10,16 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::AppState;
-use super::extract::{ApiJson, ApiKey, ApiQuery};
+use super::extract::{ApiJson, ApiKey, ApiQuery, StreamAuth};
+use super::sse;
 use crate::context::Context;
 use crate::errors::ApiError;
 use crate::ids::{KeyId, ProfileId};
 use crate::keys::{self, GenerateKeyRequest, ImportKeyRequest};
 use crate::offers::{self, CreateOfferRequest};
 use crate::profiles;
-use crate::sessions::{self, EventQuery, SessionQuery};
+use crate::sessions::{self, SessionQuery};
+use crate::streams::{self, Access, Scope, StreamQuery, TokenRequest};
 
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
@@ -35,6 +37,8 @@ pub fn router(ctx: &Context) -> Router<AppState> {
         .route("/sessions", get(list_sessions))
         .route("/sessions/{sessionId}", get(get_session))
         .route("/sessions/{sessionId}/events", get(list_session_events))
+        .route("/events", get(list_events))
+        .route("/events/tokens", post(create_stream_token))
         .route(
             "/sessions/{sessionId}/events/redeliver",
             post(redeliver_failed),
@@ -167,14 +171,51 @@ async fn get_session(
     Ok(Json(session).into_response())
 }
 
+/// JSON pages, or with `Accept: text/event-stream` the live stream (API key or stream token).
 async fn list_session_events(
-    _: ApiKey,
+    StreamAuth(access): StreamAuth,
     State(ctx): State<AppState>,
     Path(id): Path<String>,
-    ApiQuery(query): ApiQuery<EventQuery>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
-    let events = sessions::session_events(&ctx, sessions::parse_id(&id)?, query).await?;
+    let id = sessions::parse_id(&id)?;
+    if sse::wanted(&headers) {
+        return sse::respond(ctx, access, Scope::Session(id), &headers, query.after).await;
+    }
+    require_api_key(access)?;
+    let events = sessions::session_events(&ctx, id, query.page()).await?;
     Ok(Json(events).into_response())
+}
+
+/// The issuer's whole log: JSON pages, or with `Accept: text/event-stream` the live stream.
+async fn list_events(
+    StreamAuth(access): StreamAuth,
+    State(ctx): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    if sse::wanted(&headers) {
+        return sse::respond(ctx, access, Scope::Issuer, &headers, query.after).await;
+    }
+    require_api_key(access)?;
+    Ok(Json(sessions::all_events(&ctx, query.page()).await?).into_response())
+}
+
+/// Stream tokens open streams only; the JSON listings need the API key.
+fn require_api_key(access: Access) -> Result<(), ApiError> {
+    match access {
+        Access::ApiKey => Ok(()),
+        Access::Token(_) => Err(ApiError::Unauthorized),
+    }
+}
+
+async fn create_stream_token(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    ApiJson(request): ApiJson<TokenRequest>,
+) -> Result<Response, ApiError> {
+    Ok(created(streams::create_token(&ctx, request).await?))
 }
 
 async fn redeliver_failed(

@@ -15,7 +15,7 @@ use super::{AddressPolicy, DeliverySettings, signature};
 use crate::clock::{Clock, Millis, SystemClock};
 use crate::context::Context;
 use crate::events;
-use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery};
+use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery, FinishedAttempt};
 
 /// What one HTTP attempt gave.
 #[derive(Debug)]
@@ -213,6 +213,9 @@ pub fn outcome(
 }
 
 /// Delivers until `shutdown`; in-flight attempts finish (bounded by the timeout) before it returns.
+///
+/// Bookkeeping is batched: the attempts that finished since the last round are recorded and the
+/// next due deliveries claimed in one store write (one commit per round, not two per attempt).
 pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: CancellationToken) {
     let client = match client(&settings) {
         Ok(client) => client,
@@ -222,21 +225,28 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
         }
     };
     let lease = settings.timeout + Duration::from_secs(30);
-    let mut in_flight = JoinSet::new();
+    let per_url = u32::try_from(settings.max_in_flight_per_url).unwrap_or(u32::MAX);
+    let mut in_flight: JoinSet<FinishedAttempt> = JoinSet::new();
+    let mut finished = Vec::new();
     let mut newest = ctx.store.watch_events();
     loop {
+        while let Some(done) = in_flight.try_join_next() {
+            collect(&mut finished, done);
+        }
         let room = settings.max_in_flight.saturating_sub(in_flight.len());
         let mut claimed = 0;
-        if room > 0 {
+        if room > 0 || !finished.is_empty() {
             let now = ctx.clock.now();
             let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(60_000);
+            let recorded = std::mem::take(&mut finished);
             match ctx
                 .store
-                .claim_deliveries(
+                .record_and_claim(
+                    recorded.clone(),
                     now,
                     lease_until,
                     u32::try_from(room).unwrap_or(u32::MAX),
-                    u32::try_from(settings.max_in_flight_per_url).unwrap_or(u32::MAX),
+                    per_url,
                 )
                 .await
             {
@@ -250,7 +260,11 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
                         });
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot claim deliveries; will retry"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot claim deliveries; will retry");
+                    // Recorded on their own, so a claim that keeps failing never holds them.
+                    record_each(&ctx, recorded).await;
+                }
             }
         }
         if claimed > 0 && claimed == room {
@@ -259,19 +273,54 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = newest.changed() => {}
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                collect(&mut finished, done);
+            }
             () = tokio::time::sleep(settings.poll_interval) => {}
         }
     }
-    while in_flight.join_next().await.is_some() {}
+    while let Some(done) = in_flight.join_next().await {
+        collect(&mut finished, done);
+    }
+    record_each(&ctx, finished).await;
 }
 
+fn collect(
+    finished: &mut Vec<FinishedAttempt>,
+    done: Result<FinishedAttempt, tokio::task::JoinError>,
+) {
+    match done {
+        Ok(attempt) => finished.push(attempt),
+        // Its lease runs out and the delivery is tried again: at least once still holds.
+        Err(error) => tracing::error!(%error, "a webhook attempt panicked"),
+    }
+}
+
+async fn record_each(ctx: &Context, finished: Vec<FinishedAttempt>) {
+    for attempt in finished {
+        if let Err(error) = ctx
+            .store
+            .record_attempt(
+                attempt.delivery,
+                &attempt.record,
+                attempt.outcome,
+                attempt.at,
+            )
+            .await
+        {
+            // The lease runs out and the delivery is tried again: at least once still holds.
+            tracing::warn!(%error, delivery = attempt.delivery, "cannot record a webhook attempt");
+        }
+    }
+}
+
+/// One attempt; what it gave is recorded by the dispatcher loop.
 async fn deliver(
     ctx: &Context,
     settings: &DeliverySettings,
     client: &reqwest::Client,
     delivery: DueDelivery,
-) {
+) -> FinishedAttempt {
     let body = events::envelope(&delivery.event).to_string();
     let attempt = attempt(
         client,
@@ -291,12 +340,10 @@ async fn deliver(
         ?outcome,
         "webhook attempt"
     );
-    if let Err(error) = ctx
-        .store
-        .record_attempt(delivery.id, &attempt.record, outcome, now)
-        .await
-    {
-        // The lease runs out and the delivery is tried again: at least once still holds.
-        tracing::warn!(%error, delivery = delivery.id, "cannot record a webhook attempt");
+    FinishedAttempt {
+        delivery: delivery.id,
+        record: attempt.record,
+        outcome,
+        at: now,
     }
 }

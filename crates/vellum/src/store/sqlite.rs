@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
 };
@@ -33,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_notifications.sql",
         include_str!("../../migrations/sqlite/0002_notifications.sql"),
+    ),
+    (
+        "0003_deliveries_pending.sql",
+        include_str!("../../migrations/sqlite/0003_deliveries_pending.sql"),
     ),
 ];
 
@@ -145,6 +150,11 @@ fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
     )
     .map_err(db_error)?;
     conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_error)?;
+    // One plan per statement, whatever the bound values: otherwise SQLite re-prepares a
+    // statement whenever a value it planned with changes (a bound LIMIT, or a parameter
+    // propagated through a join such as sessions + webhooks), i.e. on nearly every call.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .map_err(db_error)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -575,6 +585,197 @@ fn profile_version(
         params![id, version],
         profile_from_row,
     )
+}
+
+/// Leases up to `limit` due deliveries (see `Store::claim_deliveries`).
+fn claim(
+    conn: &Connection,
+    now: Millis,
+    lease_until: Millis,
+    limit: u32,
+    per_url: u32,
+) -> StoreResult<Vec<DueDelivery>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // Per URL, by index seeks only (the cost does not grow with the backlog): the
+    // URLs with pending deliveries (a skip scan), how many each has in flight, and its
+    // first due deliveries up to its room, so the per-URL limit holds within this
+    // claim too. Then the earliest due across URLs, up to `limit`.
+    let mut next_url = conn
+        .prepare_cached(
+            "SELECT MIN(url) FROM deliveries INDEXED BY deliveries_pending \
+             WHERE status = 'PENDING' AND url > ?",
+        )
+        .map_err(db_error)?;
+    let mut in_flight = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_pending \
+             WHERE status = 'PENDING' AND url = ?1 AND lease_until > ?2",
+        )
+        .map_err(db_error)?;
+    let mut first_due = conn
+        .prepare_cached(
+            "SELECT next_attempt_at, id FROM deliveries INDEXED BY deliveries_pending \
+             WHERE status = 'PENDING' AND url = ?1 AND lease_until IS NULL \
+               AND next_attempt_at <= ?2 \
+             UNION ALL \
+             SELECT next_attempt_at, id FROM deliveries INDEXED BY deliveries_pending \
+             WHERE status = 'PENDING' AND url = ?1 AND lease_until <= ?2 \
+               AND next_attempt_at <= ?2 \
+             ORDER BY 1, 2 LIMIT ?3",
+        )
+        .map_err(db_error)?;
+    let mut candidates: Vec<(Millis, i64)> = Vec::new();
+    let mut url = String::new();
+    while let Some(next) = next_url
+        .query_row([&url], |row| row.get::<_, Option<String>>(0))
+        .map_err(db_error)?
+    {
+        let busy: u32 = in_flight
+            .query_row(params![next, now], |row| row.get(0))
+            .map_err(db_error)?;
+        if busy < per_url {
+            let rows = first_due
+                .query_map(params![next, now, per_url - busy], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(db_error)?;
+            for row in rows {
+                candidates.push(row.map_err(db_error)?);
+            }
+        }
+        url = next;
+    }
+    candidates.sort_unstable();
+    candidates.truncate(limit as usize);
+    let mut lease = conn
+        .prepare_cached(
+            "UPDATE deliveries SET lease_until = ?1 WHERE id = ?2 \
+             RETURNING id, event_seq, session_id, attempts, retry_step",
+        )
+        .map_err(db_error)?;
+    let mut claimed: Vec<(i64, i64, String, u32, u32)> = Vec::with_capacity(candidates.len());
+    for (_, id) in candidates {
+        claimed.push(
+            lease
+                .query_row(params![lease_until, id], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                })
+                .map_err(db_error)?,
+        );
+    }
+    let mut due = Vec::with_capacity(claimed.len());
+    for (id, seq, session, attempts, retry_step) in claimed {
+        let event = first(
+            conn,
+            "SELECT seq, id, session_id, type, timestamp, data FROM events WHERE seq = ?",
+            [seq],
+            event_from_row,
+        )?
+        .ok_or_else(|| corrupt("delivery without event"))?;
+        let webhook = conn
+            .prepare_cached(
+                "SELECT url, bearer_token, secret, events FROM webhooks WHERE session_id = ?",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([&session], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .optional()
+            })
+            .map_err(db_error)?
+            .ok_or_else(|| corrupt("delivery without webhook"))?;
+        let (url, bearer_token, secret, events): (_, _, _, Option<String>) = webhook;
+        let webhook = WebhookTarget {
+            url,
+            bearer_token,
+            secret,
+            events: events
+                .as_deref()
+                .map(|text| serde_json::from_str(text).map_err(|_| corrupt("webhook events")))
+                .transpose()?,
+        };
+        due.push(DueDelivery {
+            id,
+            attempt: attempts + 1,
+            retry_step,
+            event,
+            webhook,
+        });
+    }
+    Ok(due)
+}
+
+/// Records an attempt and its consequence, and ends the lease.
+fn record(
+    conn: &Connection,
+    delivery: i64,
+    attempt: &AttemptRecord,
+    outcome: AttemptOutcome,
+    now: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_attempts \
+         (delivery_id, number, started_at, duration_ms, status_code, error, response) \
+         SELECT id, attempts + 1, ?, ?, ?, ?, ? FROM deliveries WHERE id = ?",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            attempt.started_at,
+            attempt.duration_ms,
+            attempt.status_code,
+            attempt.error,
+            attempt.response,
+            delivery
+        ])
+    })
+    .map_err(db_error)?;
+    let (status, next, step) = match outcome {
+        AttemptOutcome::Delivered => ("DELIVERED", None, 0),
+        AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
+        AttemptOutcome::Failed => ("FAILED", None, 0),
+        AttemptOutcome::Gone => ("GONE", None, 0),
+    };
+    conn.prepare_cached(
+        "UPDATE deliveries SET attempts = attempts + 1, status = ?1, \
+         next_attempt_at = COALESCE(?2, next_attempt_at), retry_step = retry_step + ?3, \
+         lease_until = NULL, finished_at = CASE WHEN ?1 = 'PENDING' THEN NULL ELSE ?4 END \
+         WHERE id = ?5",
+    )
+    .and_then(|mut statement| statement.execute(params![status, next, step, now, delivery]))
+    .map_err(db_error)?;
+    if matches!(outcome, AttemptOutcome::RetryAt(_)) {
+        // Its URL answered 410 to another delivery while this one was in flight.
+        conn.execute(
+            "UPDATE deliveries SET status = 'GONE', finished_at = ?1 WHERE id = ?2 \
+             AND url IN (SELECT url FROM gone_webhook_urls)",
+            params![now, delivery],
+        )
+        .map_err(db_error)?;
+    }
+    if outcome == AttemptOutcome::Gone {
+        conn.execute(
+            "INSERT INTO gone_webhook_urls (url, gone_at) \
+             SELECT url, ? FROM deliveries WHERE id = ? ON CONFLICT DO NOTHING",
+            params![now, delivery],
+        )
+        .map_err(db_error)?;
+        conn.execute(
+            "UPDATE deliveries SET status = 'GONE', finished_at = ?1, lease_until = NULL \
+             WHERE status = 'PENDING' AND url = (SELECT url FROM deliveries WHERE id = ?2)",
+            params![now, delivery],
+        )
+        .map_err(db_error)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -1149,62 +1350,8 @@ impl Store for SqliteStore {
         limit: u32,
         per_url: u32,
     ) -> StoreResult<Vec<DueDelivery>> {
-        self.write(move |conn| {
-            let mut claim = conn
-                .prepare_cached(
-                    // Per URL: in flight now + rank among its due deliveries <= per_url, so
-                    // the limit holds within this claim too, not only across claims.
-                    "UPDATE deliveries SET lease_until = ?1 WHERE id IN ( \
-                       WITH busy AS ( \
-                         SELECT url, COUNT(*) AS n FROM deliveries \
-                         WHERE status = 'PENDING' AND lease_until > ?2 GROUP BY url), \
-                       due AS ( \
-                         SELECT id, url, next_attempt_at, ROW_NUMBER() OVER \
-                           (PARTITION BY url ORDER BY next_attempt_at, id) AS rank \
-                         FROM deliveries WHERE status = 'PENDING' AND next_attempt_at <= ?2 \
-                           AND (lease_until IS NULL OR lease_until <= ?2)) \
-                       SELECT due.id FROM due LEFT JOIN busy ON busy.url = due.url \
-                       WHERE due.rank + COALESCE(busy.n, 0) <= ?4 \
-                       ORDER BY due.next_attempt_at, due.id LIMIT ?3) \
-                     RETURNING id, event_seq, session_id, attempts, retry_step",
-                )
-                .map_err(db_error)?;
-            let claimed: Vec<(i64, i64, String, u32, u32)> = claim
-                .query_map(params![lease_until, now, limit, per_url], |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
-                })
-                .map_err(db_error)?
-                .collect::<Result<_, _>>()
-                .map_err(db_error)?;
-            let mut due = Vec::with_capacity(claimed.len());
-            for (id, seq, session, attempts, retry_step) in claimed {
-                let event = first(
-                    conn,
-                    "SELECT seq, id, session_id, type, timestamp, data FROM events WHERE seq = ?",
-                    [seq],
-                    event_from_row,
-                )?
-                .ok_or_else(|| corrupt("delivery without event"))?;
-                let webhook = session_by_column(conn, "id", &session)?
-                    .and_then(|session| session.webhook)
-                    .ok_or_else(|| corrupt("delivery without webhook"))?;
-                due.push(DueDelivery {
-                    id,
-                    attempt: attempts + 1,
-                    retry_step,
-                    event,
-                    webhook,
-                });
-            }
-            Ok(due)
-        })
-        .await
+        self.write(move |conn| claim(conn, now, lease_until, limit, per_url))
+            .await
     }
 
     async fn record_attempt(
@@ -1215,52 +1362,29 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<()> {
         let attempt = attempt.clone();
+        self.write(move |conn| record(conn, delivery, &attempt, outcome, now))
+            .await
+    }
+
+    async fn record_and_claim(
+        &self,
+        finished: Vec<FinishedAttempt>,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        per_url: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO delivery_attempts \
-                 (delivery_id, number, started_at, duration_ms, status_code, error, response) \
-                 SELECT id, attempts + 1, ?, ?, ?, ?, ? FROM deliveries WHERE id = ?",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    attempt.started_at,
-                    attempt.duration_ms,
-                    attempt.status_code,
-                    attempt.error,
-                    attempt.response,
-                    delivery
-                ])
-            })
-            .map_err(db_error)?;
-            let (status, next, step) = match outcome {
-                AttemptOutcome::Delivered => ("DELIVERED", None, 0),
-                AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
-                AttemptOutcome::Failed => ("FAILED", None, 0),
-                AttemptOutcome::Gone => ("GONE", None, 0),
-            };
-            conn.prepare_cached(
-                "UPDATE deliveries SET attempts = attempts + 1, status = ?1, \
-                 next_attempt_at = COALESCE(?2, next_attempt_at), retry_step = retry_step + ?3, \
-                 lease_until = NULL, finished_at = CASE WHEN ?1 = 'PENDING' THEN NULL ELSE ?4 END \
-                 WHERE id = ?5",
-            )
-            .and_then(|mut statement| statement.execute(params![status, next, step, now, delivery]))
-            .map_err(db_error)?;
-            if outcome == AttemptOutcome::Gone {
-                conn.execute(
-                    "INSERT INTO gone_webhook_urls (url, gone_at) \
-                     SELECT url, ? FROM deliveries WHERE id = ? ON CONFLICT DO NOTHING",
-                    params![now, delivery],
-                )
-                .map_err(db_error)?;
-                conn.execute(
-                    "UPDATE deliveries SET status = 'GONE', finished_at = ?1, lease_until = NULL \
-                     WHERE status = 'PENDING' AND url = (SELECT url FROM deliveries WHERE id = ?2)",
-                    params![now, delivery],
-                )
-                .map_err(db_error)?;
+            for attempt in &finished {
+                record(
+                    conn,
+                    attempt.delivery,
+                    &attempt.record,
+                    attempt.outcome,
+                    attempt.at,
+                )?;
             }
-            Ok(())
+            claim(conn, now, lease_until, limit, per_url)
         })
         .await
     }

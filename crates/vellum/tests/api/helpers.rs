@@ -14,6 +14,12 @@ use vellum::context::Context;
 pub const API_KEY: &str = "test-api-key-0123456789-abcdefghijklmnop";
 pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
+/// reqwest is built without a TLS provider of its own (the service installs ring at start);
+/// tests that make HTTP clients without starting an app in-process call this first.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub struct TestApp {
     /// The credential issuer identifier, e.g. http://127.0.0.1:41234
     pub url: String,

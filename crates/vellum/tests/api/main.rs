@@ -6,6 +6,7 @@ mod support;
 mod wallet;
 
 mod credential;
+mod durability;
 mod flow;
 mod interop;
 mod keys;
@@ -15,5 +16,7 @@ mod openapi;
 mod profiles;
 mod restart;
 mod sessions;
+mod streams;
 mod token;
 mod webhooks;
+mod webhooks_interop;

@@ -20,6 +20,9 @@ const HTTP_METHODS: &[&str] = &[
 
 type Route = (String, String);
 
+/// The routes that also serve Server-Sent Events and take a stream token.
+const STREAMS: &[&str] = &["/api/v1/sessions/{sessionId}/events", "/api/v1/events"];
+
 fn routes() -> BTreeSet<Route> {
     vellum::http::ROUTES
         .iter()
@@ -163,13 +166,20 @@ async fn the_description_requires_the_api_key_exactly_where_the_code_does() {
         assert_eq!(schemes[scheme]["type"], "http", "{scheme}");
         assert_eq!(schemes[scheme]["scheme"], "bearer", "{scheme}");
     }
+    assert_eq!(
+        schemes["streamToken"],
+        json!({"type": "apiKey", "in": "query", "name": "token",
+               "description": schemes["streamToken"]["description"]})
+    );
     assert!(
         document.get("security").is_none(),
         "no global security: the public endpoints would inherit it"
     );
     for ((method, path), operation) in operations(&document) {
         let security = operation.get("security").cloned().unwrap_or(json!([]));
-        let expected = if is_management(&path) && path != DESCRIPTION {
+        let expected = if STREAMS.contains(&path.as_str()) && method == "GET" {
+            json!([{"apiKey": []}, {"streamToken": []}])
+        } else if is_management(&path) && path != DESCRIPTION {
             json!([{"apiKey": []}])
         } else if path == "/credential" {
             json!([{"accessToken": []}])
@@ -608,6 +618,27 @@ impl Documented {
         );
     }
 
+    /// For an event stream, which never ends: the status and content type are documented.
+    fn check_stream(&mut self, method: &str, template: &str, response: Response) -> StatusCode {
+        let status = response.status();
+        let responses = &self.operation(method, template)["responses"];
+        let documented = responses
+            .get(status.as_str())
+            .unwrap_or_else(|| panic!("{method} {template}: {status} is not documented"));
+        let content_type = header(&response, CONTENT_TYPE.as_str());
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        assert_eq!(media, "text/event-stream", "{method} {template} {status}");
+        assert!(
+            self.follow(documented)["content"].get(media).is_some(),
+            "{method} {template} {status}: {media:?} is not documented"
+        );
+        if status.is_success() {
+            self.exercised
+                .insert((method.to_owned(), template.to_owned()));
+        }
+        status
+    }
+
     /// Asserts that the response is documented for the operation: its status, content type,
     /// headers and body. Returns the status and the JSON body.
     async fn check(
@@ -958,6 +989,60 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         .check("GET", "/api/v1/sessions/{sessionId}/events", response)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Event streams: the whole log as JSON, stream tokens, and both streams with a token and
+    // with the API key.
+    let response = app
+        .api(Method::GET, "/api/v1/events?after=0&limit=2")
+        .send();
+    let (status, page) = api
+        .check("GET", "/api/v1/events", response.await.expect("GET"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let tokens = "/api/v1/events/tokens";
+    api.request_example("POST", tokens);
+    let mut stream_tokens = Vec::new();
+    for body in [
+        json!({"sessionId": offer_id}),
+        json!({"expiresInSeconds": 60}),
+    ] {
+        api.check_request("POST", tokens, &body);
+        let response = post(tokens, &body).await.expect("request");
+        let (status, token) = api.check("POST", tokens, response).await;
+        assert_eq!(status, StatusCode::CREATED, "{token}");
+        stream_tokens.push(token["token"].as_str().expect("token").to_owned());
+    }
+    for body in [
+        json!({"expiresInSeconds": 7200}),
+        json!({"sessionId": "5f0c1f0e-0000-4000-8000-000000000000"}),
+    ] {
+        let response = post(tokens, &body).await.expect("request");
+        let (status, _) = api.check("POST", tokens, response).await;
+        assert!(status.is_client_error());
+    }
+    let session_events = format!("/api/v1/sessions/{offer_id}/events");
+    for (template, path, token) in [
+        (STREAMS[0], session_events.as_str(), &stream_tokens[0]),
+        (STREAMS[1], "/api/v1/events", &stream_tokens[1]),
+    ] {
+        let stream = |request: reqwest::RequestBuilder| {
+            request
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .send()
+        };
+        let with_token = app
+            .client
+            .get(app.endpoint(path))
+            .query(&[("token", token)]);
+        let response = stream(with_token).await.expect("GET");
+        assert_eq!(api.check_stream("GET", template, response), StatusCode::OK);
+        let response = stream(app.api(Method::GET, path)).await.expect("GET");
+        assert_eq!(api.check_stream("GET", template, response), StatusCode::OK);
+        let wrong = format!("{path}?token=forged");
+        let response = stream(app.client.get(app.endpoint(&wrong))).await;
+        let (status, body) = api.check("GET", template, response.expect("GET")).await;
+        assert_api_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
 
     // Deactivation.
     for expected in [StatusCode::NO_CONTENT, StatusCode::NO_CONTENT] {

@@ -81,6 +81,7 @@ async fn create_offer(client: &Client, url: &str) -> Value {
 
 #[tokio::test]
 async fn a_flow_survives_sigkill_between_every_step() {
+    crate::helpers::install_tls();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let client = Client::new();
@@ -207,6 +208,7 @@ async fn a_flow_survives_sigkill_between_every_step() {
 
 #[tokio::test]
 async fn every_offer_acknowledged_before_a_sigkill_exists_after_restart() {
+    crate::helpers::install_tls();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let server = start(dir.path(), port).await;
