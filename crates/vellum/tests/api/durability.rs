@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -19,11 +18,12 @@ use reqwest::Client;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
-use crate::helpers::{API_KEY, MASTER_KEY};
+use crate::helpers::API_KEY;
+use crate::process::start;
+use crate::support::free_port;
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
 /// Acknowledged events between two kills, kills, and the burst's total.
@@ -217,65 +217,6 @@ impl Receiver {
 // ---------------------------------------------------------------------------------------------
 // The server process.
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
-
-async fn start(dir: &std::path::Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_vellum"))
-        .arg("serve")
-        .current_dir(dir)
-        .env("VELLUM_HTTP__PORT", port.to_string())
-        .env("VELLUM_API_KEY", API_KEY)
-        .env("VELLUM_MASTER_KEY", MASTER_KEY)
-        .env("VELLUM_DATABASE__URL", "sqlite://data/vellum.db")
-        .env(
-            "VELLUM_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS",
-            r#"["127.0.0.1/32"]"#,
-        )
-        .env(
-            "VELLUM_NOTIFICATIONS__MAX_IN_FLIGHT",
-            MAX_IN_FLIGHT.to_string(),
-        )
-        .env(
-            "VELLUM_NOTIFICATIONS__MAX_IN_FLIGHT_PER_URL",
-            MAX_IN_FLIGHT_PER_URL.to_string(),
-        )
-        .env("VELLUM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn vellum");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = Client::new();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(response) = client.get(format!("{url}/health")).send().await
-            && response.status() == reqwest::StatusCode::OK
-        {
-            return Server { child, url };
-        }
-        assert!(Instant::now() < deadline, "vellum did not become healthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-impl Server {
-    async fn kill_9(mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        self.child.wait().await.expect("reaped");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The wallets: complete flows, counting what the server acknowledged.
 
@@ -450,7 +391,7 @@ async fn sigkill_during_a_burst_loses_no_webhook_and_duplicates_only_what_was_in
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let (receiver, webhook) = Receiver::start().await;
-    let mut server = start(dir.path(), port).await;
+    let mut server = start(dir.path(), port, &server_env()).await;
     let (set_up, up) = watch::channel(true);
     let client = Client::builder()
         .timeout(Duration::from_secs(20))
@@ -480,7 +421,7 @@ async fn sigkill_during_a_burst_loses_no_webhook_and_duplicates_only_what_was_in
         set_up.send_replace(false);
         server.kill_9().await;
         receiver.next_generation().await;
-        server = start(dir.path(), port).await;
+        server = start(dir.path(), port, &server_env()).await;
         set_up.send_replace(true);
     }
     wait_until("the rest of the burst", || {
@@ -603,4 +544,22 @@ async fn sigkill_during_a_burst_loses_no_webhook_and_duplicates_only_what_was_in
         );
     }
     assert!(duplicates <= IN_FLIGHT * KILLS);
+}
+
+/// The burst's server: loopback webhooks allowed, and the in-flight limits the bounds rely on.
+fn server_env() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "VELLUM_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS",
+            r#"["127.0.0.1/32"]"#.to_owned(),
+        ),
+        (
+            "VELLUM_NOTIFICATIONS__MAX_IN_FLIGHT",
+            MAX_IN_FLIGHT.to_string(),
+        ),
+        (
+            "VELLUM_NOTIFICATIONS__MAX_IN_FLIGHT_PER_URL",
+            MAX_IN_FLIGHT_PER_URL.to_string(),
+        ),
+    ]
 }

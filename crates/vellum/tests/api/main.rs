@@ -13,6 +13,7 @@ mod keys;
 mod metadata;
 mod offers;
 mod openapi;
+mod process;
 mod profiles;
 mod restart;
 mod sessions;

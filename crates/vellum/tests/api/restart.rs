@@ -1,63 +1,17 @@
 //! Durability: the real `vellum` binary, killed with SIGKILL between (and during) protocol
 //! steps, restarted on the same database, loses nothing it acknowledged.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Map, Value, json};
-use tokio::process::{Child, Command};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
-use crate::helpers::{API_KEY, MASTER_KEY};
+use crate::helpers::API_KEY;
+use crate::process::start;
+use crate::support::free_port;
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
-
-async fn start(dir: &std::path::Path, port: u16) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_vellum"))
-        .arg("serve")
-        .current_dir(dir)
-        .env("VELLUM_HTTP__PORT", port.to_string())
-        .env("VELLUM_API_KEY", API_KEY)
-        .env("VELLUM_MASTER_KEY", MASTER_KEY)
-        .env("VELLUM_DATABASE__URL", "sqlite://data/vellum.db")
-        .env("VELLUM_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn vellum");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = Client::new();
-    for _ in 0..300 {
-        if let Ok(response) = client.get(format!("{url}/health")).send().await
-            && response.status() == StatusCode::OK
-        {
-            return Server { child, url };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("vellum did not become healthy");
-}
-
-impl Server {
-    async fn kill_9(mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        self.child.wait().await.expect("reaped");
-    }
-}
 
 async fn json_ok(response: reqwest::Response) -> Value {
     let status = response.status();
@@ -86,16 +40,16 @@ async fn a_flow_survives_sigkill_between_every_step() {
     let port = free_port();
     let client = Client::new();
 
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     let created = create_offer(&client, &server.url).await;
     server.kill_9().await;
 
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     let offer_uri = created["credentialOfferUri"].as_str().expect("uri");
     let offer = json_ok(client.get(offer_uri).send().await.expect("resolve")).await;
     server.kill_9().await;
 
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     let code = offer["grants"][GRANT]["pre-authorized_code"]
         .as_str()
         .expect("code");
@@ -124,7 +78,7 @@ async fn a_flow_survives_sigkill_between_every_step() {
     server.kill_9().await;
 
     // The code was spent before the crash: it stays spent.
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     let replay = client
         .post(format!("{}/token", server.url))
         .form(&[
@@ -165,7 +119,7 @@ async fn a_flow_survives_sigkill_between_every_step() {
     );
     server.kill_9().await;
 
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     let id = created["offerId"].as_str().expect("offer id");
     let session = json_ok(
         client
@@ -211,7 +165,7 @@ async fn every_offer_acknowledged_before_a_sigkill_exists_after_restart() {
     crate::helpers::install_tls();
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     let client = Client::new();
 
     // Sixteen clients create offers back to back; the server is killed once 200 have been
@@ -259,7 +213,7 @@ async fn every_offer_acknowledged_before_a_sigkill_exists_after_restart() {
         acknowledged.len()
     );
 
-    let server = start(dir.path(), port).await;
+    let server = start(dir.path(), port, &[]).await;
     for id in &acknowledged {
         let response = client
             .get(format!("{}/api/v1/sessions/{id}", server.url))

@@ -1,0 +1,55 @@
+//! The real `vellum` binary as a child process, for tests that SIGKILL it and start it again
+//! on the same database.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{API_KEY, MASTER_KEY};
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+/// Starts `vellum serve` in `dir` on `port` with the test keys, plus `env`; waits until healthy.
+pub async fn start(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Server {
+    crate::helpers::install_tls();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env("VELLUM_HTTP__PORT", port.to_string())
+        .env("VELLUM_API_KEY", API_KEY)
+        .env("VELLUM_MASTER_KEY", MASTER_KEY)
+        .env("VELLUM_DATABASE__URL", "sqlite://data/vellum.db")
+        .env("VELLUM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().expect("spawn vellum");
+    let url = format!("http://127.0.0.1:{port}");
+    let client = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(format!("{url}/health")).send().await
+            && response.status() == StatusCode::OK
+        {
+            return Server { child, url };
+        }
+        assert!(Instant::now() < deadline, "vellum did not become healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Server {
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reaped");
+    }
+}
