@@ -134,18 +134,25 @@ pub struct CredentialConfiguration {
     pub proof_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
     pub credential_metadata: Option<Value>,
+    /// `jwt_vc_json`: `{type = ["VerifiableCredential", ...]}`.
+    #[serde(default)]
+    pub credential_definition: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum CredentialFormat {
     #[serde(rename = "dc+sd-jwt")]
     SdJwtVc,
+    /// W3C Verifiable Credential secured as a JWT (VCDM 1.1 or 2.0 by the data's @context).
+    #[serde(rename = "jwt_vc_json")]
+    JwtVcJson,
 }
 
 impl CredentialFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialFormat::SdJwtVc => "dc+sd-jwt",
+            CredentialFormat::JwtVcJson => "jwt_vc_json",
         }
     }
 }
@@ -283,6 +290,23 @@ impl Config {
             let key = format!("credential_configurations.{id}");
             if configuration.format == CredentialFormat::SdJwtVc && configuration.vct.is_none() {
                 return fail(&key, "dc+sd-jwt needs vct");
+            }
+            if configuration.format == CredentialFormat::JwtVcJson {
+                let types = configuration
+                    .credential_definition
+                    .as_ref()
+                    .and_then(|definition| definition.get("type"))
+                    .and_then(Value::as_array);
+                let valid = types.is_some_and(|types| {
+                    types.iter().all(Value::is_string)
+                        && types.contains(&Value::from("VerifiableCredential"))
+                });
+                if !valid {
+                    return fail(
+                        &key,
+                        "jwt_vc_json needs credential_definition.type, a list of strings with \"VerifiableCredential\"",
+                    );
+                }
             }
             for name in configuration
                 .credential_signing_alg_values_supported

@@ -11,6 +11,7 @@ use crate::store::{EventRecord, NewEvent, SessionStatus};
 pub const RESOLVED_CREDENTIAL_OFFER: &str = "resolved_credential_offer";
 pub const REQUESTED_TOKEN: &str = "requested_token";
 pub const SDJWT_ISSUE: &str = "sdjwt_issue";
+pub const JWT_ISSUE: &str = "jwt_issue";
 /// Vellum's additions: an outcome for every step, and every status change.
 pub const CREDENTIAL_OFFER_CREATED: &str = "credential_offer_created";
 pub const TOKEN_REQUEST_FAILED: &str = "token_request_failed";
@@ -24,6 +25,7 @@ pub const ALL: &[&str] = &[
     REQUESTED_TOKEN,
     TOKEN_REQUEST_FAILED,
     SDJWT_ISSUE,
+    JWT_ISSUE,
     CREDENTIAL_REQUEST_FAILED,
     ISSUANCE_STATUS_CHANGED,
 ];

@@ -3,10 +3,12 @@
 use rand::rngs::OsRng;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use vellum_formats::jose::{self, Jwk, UnverifiedJws};
-use vellum_formats::sdjwt;
+use vellum_formats::did::{self, did_jwk};
+use vellum_formats::jose::{Jwk, UnverifiedJws};
+use vellum_formats::{jwt_vc, sdjwt};
 
 use crate::clock::Millis;
+use crate::config::CredentialFormat;
 use crate::context::Context;
 use crate::errors::{CredentialError, Internal};
 use crate::events;
@@ -16,7 +18,7 @@ use crate::offers::IssuanceTemplate;
 use crate::profiles;
 use crate::secrets::hash_secret;
 use crate::sessions;
-use crate::store::{IssuanceCommit, SessionLookup, SessionRecord, SessionStatus};
+use crate::store::{IssuanceCommit, NewEvent, SessionLookup, SessionRecord, SessionStatus};
 
 pub const PROOF_TYP: &str = "openid4vci-proof+jwt";
 
@@ -142,13 +144,7 @@ async fn issue(
             "the proof is not signed by the key this offer is bound to".into(),
         ));
     }
-    let credential = sd_jwt_vc(ctx, session, &template, &proven.jwk, now).await?;
-    let issued = events::new(
-        session.id,
-        events::SDJWT_ISSUE,
-        now,
-        json!({ "sdjwt": credential }),
-    );
+    let (credential, issued) = build(ctx, session, &template, &proven.jwk, now).await?;
     let status = events::status_changed(
         session.id,
         SessionStatus::Active,
@@ -301,21 +297,15 @@ fn verify_proof(
     })
 }
 
-/// `did:jwk` of a public key.
-pub fn did_jwk(jwk: &Jwk) -> String {
-    format!(
-        "did:jwk:{}",
-        jose::b64(jwk.to_public().to_value().to_string())
-    )
-}
-
-async fn sd_jwt_vc(
+/// The session's credential, in its configuration's format, and the event announcing it (the
+/// contract's `sdjwt_issue {sdjwt}` or `jwt_issue {jwt}`).
+async fn build(
     ctx: &Context,
     session: &SessionRecord,
     template: &IssuanceTemplate,
     holder: &Jwk,
     now: Millis,
-) -> Result<String, Internal> {
+) -> Result<(String, NewEvent), Internal> {
     let definition = &template.definition;
     let configuration = ctx
         .config
@@ -327,49 +317,105 @@ async fn sd_jwt_vc(
                 session.credential_configuration_id
             ))
         })?;
-    let subject_did = did_jwk(holder);
+    let holder_did = did_jwk(holder);
     let inputs = Inputs {
         now,
         issuer_did: definition.issuer_did.as_deref(),
-        subject_did: &subject_did,
+        subject_did: &holder_did,
     };
-    let iat = now.div_euclid(1000);
-    let mut claims = Map::new();
-    claims.insert("iat".into(), Value::from(iat));
-    claims.insert("nbf".into(), Value::from(iat));
-    let validity =
-        i64::try_from(ctx.config.credentials.default_validity_seconds).unwrap_or(i64::MAX);
-    claims.insert("exp".into(), Value::from(iat.saturating_add(validity)));
     let mut data = definition.credential_data.clone();
     mapping::deep_merge(&mut data, mapping::evaluate(&definition.mapping, &inputs));
-    mapping::deep_merge(&mut claims, data);
-    claims.insert(
-        "iss".into(),
-        Value::from(
-            definition
-                .issuer_did
-                .clone()
-                .unwrap_or_else(|| ctx.issuer_url.clone()),
-        ),
-    );
-    claims.insert(
-        "vct".into(),
-        Value::from(configuration.vct.clone().unwrap_or_default()),
-    );
-    claims.insert("cnf".into(), json!({ "jwk": holder.to_public() }));
-    if let Some(status) = &definition.credential_status {
-        claims.insert("status".into(), status.clone());
-    }
-    let header = sdjwt::Header {
-        kid: Some(definition.issuer_key_id.to_string()),
-        x5c: definition
-            .x5_chain
-            .as_deref()
-            .map(profiles::x5c_from_pem)
-            .transpose()
-            .map_err(Internal::msg)?,
+    let iat = now.div_euclid(1000);
+    let validity =
+        i64::try_from(ctx.config.credentials.default_validity_seconds).unwrap_or(i64::MAX);
+    // A numeric exp from the data (mapping) wins over the default validity.
+    let exp = match data.remove("exp") {
+        Some(Value::Number(exp)) => exp.as_i64().unwrap_or(iat.saturating_add(validity)),
+        _ => iat.saturating_add(validity),
     };
     let key = ctx.keys.signing_key(ctx, &definition.issuer_key_id).await?;
-    let disclosure = definition.selective_disclosure.clone().unwrap_or_default();
-    Ok(sdjwt::issue(&header, claims, &disclosure, &key, &mut OsRng))
+    let (credential, event_type, member) = match configuration.format {
+        CredentialFormat::SdJwtVc => {
+            let mut claims = Map::new();
+            claims.insert("iat".into(), Value::from(iat));
+            claims.insert("nbf".into(), Value::from(iat));
+            claims.insert("exp".into(), Value::from(exp));
+            mapping::deep_merge(&mut claims, data);
+            claims.insert(
+                "iss".into(),
+                Value::from(
+                    definition
+                        .issuer_did
+                        .clone()
+                        .unwrap_or_else(|| ctx.issuer_url.clone()),
+                ),
+            );
+            claims.insert(
+                "vct".into(),
+                Value::from(configuration.vct.clone().unwrap_or_default()),
+            );
+            claims.insert("cnf".into(), json!({ "jwk": holder.to_public() }));
+            if let Some(status) = &definition.credential_status {
+                claims.insert("status".into(), status.clone());
+            }
+            let header = sdjwt::Header {
+                kid: Some(definition.issuer_key_id.to_string()),
+                x5c: definition
+                    .x5_chain
+                    .as_deref()
+                    .map(profiles::x5c_from_pem)
+                    .transpose()
+                    .map_err(Internal::msg)?,
+            };
+            let disclosure = definition.selective_disclosure.clone().unwrap_or_default();
+            let credential = sdjwt::issue(&header, claims, &disclosure, &key, &mut OsRng);
+            (credential, events::SDJWT_ISSUE, "sdjwt")
+        }
+        CredentialFormat::JwtVcJson => {
+            let issuer = definition
+                .issuer_did
+                .as_deref()
+                .ok_or_else(|| Internal::msg("a jwt_vc_json profile without issuerDid"))?;
+            if !data.contains_key("type")
+                && let Some(types) = configuration
+                    .credential_definition
+                    .as_ref()
+                    .and_then(|definition| definition.get("type"))
+            {
+                data.insert("type".into(), types.clone());
+            }
+            if let Some(status) = &definition.credential_status {
+                data.insert("credentialStatus".into(), status.clone());
+            }
+            let id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+            let kid = verification_method(issuer, &definition.issuer_key_id);
+            let issuance = jwt_vc::Issuance {
+                issuer,
+                kid: &kid,
+                subject: &holder_did,
+                issued_at: iat,
+                expires_at: exp,
+                id: &id,
+            };
+            (
+                jwt_vc::issue(data, &issuance, &key),
+                events::JWT_ISSUE,
+                "jwt",
+            )
+        }
+    };
+    let event = events::new(session.id, event_type, now, json!({ member: credential }));
+    Ok((credential, event))
+}
+
+/// The DID URL of the issuer's signing key: `#0` for did:jwk, the multibase key for did:key,
+/// the key id for other methods (did:web documents list keys under their ids).
+pub fn verification_method(did: &str, key: &crate::ids::KeyId) -> String {
+    if did.starts_with("did:jwk:") {
+        did::did_jwk_verification_method(did)
+    } else if did.starts_with("did:key:") {
+        did::did_key_verification_method(did)
+    } else {
+        format!("{did}#{key}")
+    }
 }

@@ -39,6 +39,9 @@ pub fn credential_issuer(ctx: &Context) -> Value {
             if let Some(vct) = &configuration.vct {
                 entry["vct"] = Value::from(vct.as_str());
             }
+            if let Some(definition) = &configuration.credential_definition {
+                entry["credential_definition"] = definition.clone();
+            }
             (id.clone(), entry)
         })
         .collect();

@@ -189,7 +189,8 @@ pub async fn create_offer(
             )),
         })
         .transpose()?;
-    let definition = apply_overrides(base, overrides);
+    let mut definition = apply_overrides(base, overrides);
+    profiles::expand_issuer_did(ctx, &mut definition).await?;
     profiles::validate(ctx, &definition)
         .await
         .map_err(|error| match error {

@@ -5,9 +5,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use vellum_formats::did;
+use vellum_formats::jose::Jwk;
 use vellum_formats::sdjwt::{self, SelectiveDisclosure};
 
 use crate::clock::Millis;
+use crate::config::CredentialFormat;
 use crate::context::Context;
 use crate::errors::{ApiError, Internal};
 use crate::events;
@@ -163,6 +166,11 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
     if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
         return Err(invalid("give issuerDid or x5Chain, not both"));
     }
+    if configuration.format == CredentialFormat::JwtVcJson && definition.issuer_did.is_none() {
+        return Err(invalid(
+            "a jwt_vc_json credential needs issuerDid (e.g. \"did:jwk\" or \"did:key\" for a DID of issuerKeyId)",
+        ));
+    }
     if let Some(did) = &definition.issuer_did {
         let mut parts = did.splitn(3, ':');
         let well_formed = parts.next() == Some("did")
@@ -170,6 +178,20 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
             && parts.next().is_some_and(|rest| !rest.is_empty());
         if !well_formed {
             return Err(invalid(format!("issuerDid {did:?} is not a DID")));
+        }
+        // A DID that carries its key must carry the issuer key, or verifiers would reject
+        // every credential.
+        if did.starts_with("did:jwk:") || did.starts_with("did:key:") {
+            let carried = did::jwk_from_did(did)
+                .map_err(|error| invalid(format!("issuerDid {did:?}: {error}")))?;
+            let issuer = Jwk::from_value(&key.public_jwk)
+                .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
+            if carried.thumbprint() != issuer.thumbprint() {
+                return Err(invalid(format!(
+                    "issuerDid {did:?} is not a DID of key {}",
+                    definition.issuer_key_id
+                )));
+            }
         }
     }
     if let Some(chain) = &definition.x5_chain {
@@ -234,6 +256,32 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
     Ok(())
 }
 
+/// Replaces the shorthands `"did:jwk"` and `"did:key"` in `issuerDid` with that DID of
+/// `issuerKeyId`, so stored definitions always name the full DID.
+pub async fn expand_issuer_did(
+    ctx: &Context,
+    definition: &mut ProfileDefinition,
+) -> Result<(), ApiError> {
+    let method = match definition.issuer_did.as_deref() {
+        Some(method @ ("did:jwk" | "did:key")) => method.to_owned(),
+        _ => return Ok(()),
+    };
+    let Some(key) = ctx.store.key(&definition.issuer_key_id).await? else {
+        return Err(ApiError::invalid(
+            "unknown_key",
+            format!("no key {}", definition.issuer_key_id),
+        ));
+    };
+    let jwk = Jwk::from_value(&key.public_jwk)
+        .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
+    definition.issuer_did = Some(if method == "did:jwk" {
+        did::did_jwk(&jwk)
+    } else {
+        did::did_key(&jwk).map_err(|error| Internal::msg(error.to_string()))?
+    });
+    Ok(())
+}
+
 /// The `x5c` header value: each PEM certificate as standard base64 DER.
 pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
     if chain.is_empty() {
@@ -282,8 +330,9 @@ pub async fn create_profile(ctx: &Context, body: Value) -> Result<ProfileView, A
 async fn insert(
     ctx: &Context,
     id: ProfileId,
-    definition: ProfileDefinition,
+    mut definition: ProfileDefinition,
 ) -> Result<ProfileView, ApiError> {
+    expand_issuer_did(ctx, &mut definition).await?;
     validate(ctx, &definition).await?;
     let now = ctx.clock.now();
     let record = ProfileRecord {
@@ -324,8 +373,9 @@ pub async fn update_profile(
 async fn update(
     ctx: &Context,
     id: &ProfileId,
-    definition: ProfileDefinition,
+    mut definition: ProfileDefinition,
 ) -> Result<ProfileView, ApiError> {
+    expand_issuer_did(ctx, &mut definition).await?;
     validate(ctx, &definition).await?;
     let value = serde_json::to_value(&definition).map_err(Internal::new)?;
     match ctx
@@ -398,9 +448,11 @@ pub async fn load_configured_profiles(ctx: &Context) -> Result<(), String> {
                 tracing::warn!(profile = %id, "configured profile is deactivated; left as is");
             }
             Some(current) => {
-                let wanted = serde_json::to_value(definition).map_err(|e| e.to_string())?;
+                let mut expanded = definition.clone();
+                expand_issuer_did(ctx, &mut expanded).await.map_err(fail)?;
+                let wanted = serde_json::to_value(&expanded).map_err(|e| e.to_string())?;
                 if current.definition != wanted {
-                    let updated = update(ctx, &id, definition.clone()).await.map_err(fail)?;
+                    let updated = update(ctx, &id, expanded).await.map_err(fail)?;
                     tracing::info!(profile = %id, version = updated.version, "configuration changed the profile");
                 }
             }

@@ -19,5 +19,6 @@ mod restart;
 mod sessions;
 mod streams;
 mod token;
+mod w3c;
 mod webhooks;
 mod webhooks_interop;
