@@ -1,19 +1,32 @@
 // A third-party OID4VCI 1.0 wallet (oid4vc-ts) that redeems a pre-authorized credential offer,
-// then checks the SD-JWT VC it received with an independent verifier (@sd-jwt/sd-jwt-vc).
+// then checks the credential it received with an independent verifier, chosen by the format the
+// issuer metadata gives the offered credential configuration:
+//   dc+sd-jwt    the SD-JWT VC, with @sd-jwt/sd-jwt-vc and the issuer's jwt-vc-issuer metadata;
+//   jwt_vc_json  the W3C VC as JWT, with jose and the issuer key resolved from the header's kid
+//                (a did:jwk or did:key DID URL, resolved locally).
 //
 //   node interop/wallet.mjs <offer-uri> [tx-code]
 //
 // Prints one JSON object on stdout: {credential, holderJwk, verified: true, claims}.
 // Exits non-zero with a message on stderr on any failure.
 
-import { createHash, randomBytes } from 'node:crypto'
+import { ECDH, createHash, randomBytes } from 'node:crypto'
 
 import { clientAuthenticationNone } from '@openid4vc/oauth2'
 import { Openid4vciClient, Openid4vciVersion } from '@openid4vc/openid4vci'
 import { setGlobalConfig } from '@openid4vc/utils'
 import { ES256, digest } from '@sd-jwt/crypto-nodejs'
 import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc'
-import { SignJWT, compactVerify, decodeProtectedHeader, exportJWK, generateKeyPair, importJWK } from 'jose'
+import {
+  SignJWT,
+  base64url,
+  compactVerify,
+  decodeProtectedHeader,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  jwtVerify,
+} from 'jose'
 
 const FETCH_TIMEOUT_MS = 20_000
 
@@ -99,6 +112,8 @@ async function redeem() {
   })
 
   const credentialConfigurationId = credentialOffer.credential_configuration_ids[0]
+  const configuration = issuerMetadata.credentialIssuer.credential_configurations_supported[credentialConfigurationId]
+  if (!configuration) throw new Error(`the issuer metadata has no configuration ${credentialConfigurationId}`)
   const { c_nonce: nonce } = await client.requestNonce({ issuerMetadata })
   const { jwt: proof } = await client.createCredentialRequestJwtProof({
     issuerMetadata,
@@ -117,7 +132,7 @@ async function redeem() {
   if (credentials.length !== 1 || typeof credentials[0].credential !== 'string') {
     throw new Error(`expected one compact credential, got ${JSON.stringify(credentialResponse)}`)
   }
-  return { issuer: credentialOffer.credential_issuer, credential: credentials[0].credential }
+  return { issuer: credentialOffer.credential_issuer, configuration, credential: credentials[0].credential }
 }
 
 /** Verifies the SD-JWT VC with the issuer key named by `kid`, from the jwt-vc-issuer metadata. */
@@ -141,9 +156,127 @@ async function verify(issuer, credential) {
   return payload
 }
 
+// did:jwk and did:key resolution, done here without the issuer's help.
+
+const BASE58_ALPHABET = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz'
+
+function base58Decode(text) {
+  let value = 0n
+  for (const char of text) {
+    const digit = BASE58_ALPHABET.indexOf(char)
+    if (digit < 0) throw new Error(`${JSON.stringify(char)} is not a base58 character`)
+    value = value * 58n + BigInt(digit)
+  }
+  const bytes = []
+  while (value > 0n) {
+    bytes.unshift(Number(value % 256n))
+    value /= 256n
+  }
+  const leadingZeros = text.length - text.replace(/^1+/, '').length
+  return Uint8Array.from([...new Array(leadingZeros).fill(0), ...bytes])
+}
+
+/** Multicodec varint prefixes of the did:key public keys this wallet resolves. */
+const DID_KEY_CODECS = [
+  { prefix: [0x80, 0x24], kty: 'EC', crv: 'P-256', curve: 'prime256v1', length: 33 },
+  { prefix: [0x81, 0x24], kty: 'EC', crv: 'P-384', curve: 'secp384r1', length: 49 },
+  { prefix: [0xed, 0x01], kty: 'OKP', crv: 'Ed25519', length: 32 },
+]
+
+function splitDidUrl(didUrl) {
+  const hash = didUrl.indexOf('#')
+  return hash < 0 ? { did: didUrl, fragment: undefined } : { did: didUrl.slice(0, hash), fragment: didUrl.slice(hash + 1) }
+}
+
+/** The public JWK of a did:jwk or did:key (a DID URL's fragment is ignored). */
+function resolveDid(didUrl) {
+  const { did } = splitDidUrl(didUrl)
+  if (did.startsWith('did:jwk:')) {
+    const jwk = JSON.parse(new TextDecoder().decode(base64url.decode(did.slice('did:jwk:'.length))))
+    if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) throw new Error(`${did} is not a JWK`)
+    if ('d' in jwk) throw new Error(`${did} carries a private key`)
+    return jwk
+  }
+  if (did.startsWith('did:key:z')) {
+    const bytes = base58Decode(did.slice('did:key:z'.length))
+    const codec = DID_KEY_CODECS.find(({ prefix }) => bytes[0] === prefix[0] && bytes[1] === prefix[1])
+    if (!codec) throw new Error(`${did} is not a P-256, P-384 or Ed25519 did:key`)
+    const key = bytes.slice(2)
+    if (key.length !== codec.length) throw new Error(`${did} has a ${key.length}-byte ${codec.crv} key`)
+    if (codec.kty === 'OKP') return { kty: 'OKP', crv: codec.crv, x: base64url.encode(key) }
+    // Node's KeyObject does not take compressed points; ECDH converts (and checks) them.
+    const point = ECDH.convertKey(Buffer.from(key), codec.curve, undefined, undefined, 'uncompressed')
+    const size = (point.length - 1) / 2
+    return {
+      kty: 'EC',
+      crv: codec.crv,
+      x: base64url.encode(point.subarray(1, 1 + size)),
+      y: base64url.encode(point.subarray(1 + size)),
+    }
+  }
+  throw new Error(`cannot resolve ${JSON.stringify(did)}: only did:jwk and did:key are supported`)
+}
+
+function sameKey(a, b) {
+  return a.kty === b.kty && a.crv === b.crv && a.x === b.x && (a.y ?? null) === (b.y ?? null)
+}
+
+/** The DID of a VC's `issuer`, which is a URI or an object with an `id`. */
+function issuerId(issuer) {
+  return typeof issuer === 'object' && issuer !== null ? issuer.id : issuer
+}
+
+/**
+ * Verifies the W3C VC as JWT with the key of the DID its header's kid names, and checks that the
+ * credential names that DID as its issuer and is bound to the wallet's holder key.
+ */
+async function verifyJwtVc(configuration, credential) {
+  const header = decodeProtectedHeader(credential)
+  if (header.alg !== 'ES256') throw new Error(`credential alg is ${header.alg}, not ES256`)
+  if (header.typ !== 'JWT' && header.typ !== 'vc+jwt') throw new Error(`credential typ is ${header.typ}`)
+  if (typeof header.kid !== 'string') throw new Error('the credential header names no kid')
+  const { did, fragment } = splitDidUrl(header.kid)
+  const expectedFragment = did.startsWith('did:key:') ? did.slice('did:key:'.length) : '0'
+  if (fragment !== expectedFragment) {
+    throw new Error(`kid ${header.kid} is not the verification method of ${did} (#${expectedFragment})`)
+  }
+
+  const issuerJwk = resolveDid(header.kid)
+  const { payload } = await jwtVerify(credential, await importJWK(issuerJwk, header.alg), {
+    algorithms: ['ES256'],
+    issuer: did,
+    requiredClaims: ['iss', 'sub', 'nbf', 'exp'],
+  })
+
+  // VCDM 1.1 puts the credential in the vc claim; VCDM 2.0 makes it the payload.
+  const vc = payload.vc ?? payload
+  if (issuerId(vc.issuer) !== did) throw new Error(`vc.issuer is ${JSON.stringify(vc.issuer)}, expected ${did}`)
+  const subject = vc.credentialSubject
+  if (typeof subject !== 'object' || subject === null || Array.isArray(subject)) {
+    throw new Error(`the credential has no single credentialSubject: ${JSON.stringify(subject)}`)
+  }
+  if (subject.id !== payload.sub) throw new Error(`credentialSubject.id ${subject.id} is not sub ${payload.sub}`)
+  if (!payload.sub.startsWith('did:jwk:')) throw new Error(`sub ${payload.sub} is not a did:jwk`)
+  if (!sameKey(resolveDid(payload.sub), holderJwk)) {
+    throw new Error(`sub ${payload.sub} resolves to another key than the holder's`)
+  }
+  const types = Array.isArray(vc.type) ? vc.type : [vc.type]
+  for (const type of configuration.credential_definition?.type ?? []) {
+    if (!types.includes(type)) throw new Error(`the credential's type ${JSON.stringify(vc.type)} lacks ${type}`)
+  }
+  return payload
+}
+
 try {
-  const { issuer, credential } = await redeem()
-  const claims = await verify(issuer, credential)
+  const { issuer, configuration, credential } = await redeem()
+  let claims
+  if (configuration.format === 'dc+sd-jwt') {
+    claims = await verify(issuer, credential)
+  } else if (configuration.format === 'jwt_vc_json') {
+    claims = await verifyJwtVc(configuration, credential)
+  } else {
+    throw new Error(`the wallet cannot verify format ${configuration.format}`)
+  }
   process.stdout.write(`${JSON.stringify({ credential, holderJwk, verified: true, claims })}\n`)
 } catch (error) {
   const detail = error?.response?.status ? ` (HTTP ${error.response.status} from ${error.response.url})` : ''

@@ -1,0 +1,258 @@
+//! Interoperability of W3C VCs as JWT (`jwt_vc_json`) with software written by others, run as
+//! child processes: the oid4vc-ts wallet (interop/wallet.mjs) redeems the offer and verifies the
+//! credential with jose, resolving the issuer's did:key or did:jwk itself, and the PyPI jwcrypto
+//! library (interop/verify_jwt_vc.py) verifies it a second time, with its own DID resolution.
+//! scripts/test installs both, pinned (interop/install).
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use vellum_formats::jose::Jwk;
+
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::support::{create_profile, events_of, offer_id};
+
+/// A safety net so that a hung child fails the test instead of hanging the run.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CONFIGURATION: &str = "university_degree";
+const TYPES: [&str; 2] = ["VerifiableCredential", "UniversityDegreeCredential"];
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
+}
+
+/// Fails (never skips) when the third-party software is not installed.
+fn require_installed(path: &Path, what: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} is not installed ({} is missing): run scripts/test, or interop/install, first",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+/// Runs a child to completion, with `stdin` written to it; panics if it cannot start or hangs.
+async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {what} ({error}): run scripts/test first"));
+    let finished = async {
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input.as_bytes()).await.expect("write stdin");
+            drop(pipe);
+        }
+        child.wait_with_output().await.expect("wait for child")
+    };
+    tokio::time::timeout(CHILD_TIMEOUT, finished)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {CHILD_TIMEOUT:?}"))
+}
+
+fn stdout_json(output: &Output, what: &str) -> Value {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "{what} printed no JSON ({error}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// `node interop/wallet.mjs <offer-uri> [tx-code]`.
+async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output {
+    let dir = interop_dir();
+    require_installed(
+        &dir.join("node_modules/@openid4vc/openid4vci"),
+        "the oid4vc-ts wallet (npm)",
+    );
+    let mut command = Command::new("node");
+    command.arg(dir.join("wallet.mjs")).arg(offer_uri);
+    if let Some(tx_code) = tx_code {
+        command.arg(tx_code);
+    }
+    run(
+        command,
+        None,
+        "the oid4vc-ts wallet (node interop/wallet.mjs)",
+    )
+    .await
+}
+
+/// `interop/.venv/bin/python interop/verify_jwt_vc.py` with the credential on stdin.
+async fn python_jwt_vc_verifier(credential: &str) -> Output {
+    let dir = interop_dir();
+    let python = require_installed(
+        &dir.join(".venv/bin/python"),
+        "the Python JWT VC verifier (PyPI jwcrypto)",
+    );
+    let mut command = Command::new(python);
+    command.arg(dir.join("verify_jwt_vc.py"));
+    run(command, Some(credential), "the Python JWT VC verifier").await
+}
+
+async fn w3c_app() -> TestApp {
+    spawn_app_with(json!({"credential_configurations": {CONFIGURATION: {
+        "format": "jwt_vc_json",
+        "scope": "degree",
+        "credential_definition": {"type": TYPES},
+        "credential_signing_alg_values_supported": ["ES256"],
+        "cryptographic_binding_methods_supported": ["did:jwk"],
+        "proof_signing_alg_values_supported": ["ES256", "EdDSA"],
+        "credential_metadata": {"display": [{"name": "University degree", "locale": "en"}]}
+    }}}))
+    .await
+}
+
+/// A degree profile signed by the demo key, with `issuerDid` the shorthand `did:key` or `did:jwk`.
+async fn degree_profile(app: &TestApp, did_method: &str) -> Value {
+    let profile = create_profile(
+        app,
+        json!({
+            "name": "Degree",
+            "credentialConfigurationId": CONFIGURATION,
+            "issuerKeyId": "demo-es256",
+            "issuerDid": did_method,
+            "credentialData": {
+                "@context": ["https://www.w3.org/2018/credentials/v1"],
+                "credentialSubject": {"degree": {"type": "BachelorDegree", "name": "BSc Physics"}}
+            }
+        }),
+    )
+    .await;
+    let did = profile["issuerDid"].as_str().expect("issuerDid");
+    assert!(did.starts_with(&format!("{did_method}:")), "{profile}");
+    profile
+}
+
+/// The claims both verifiers must see.
+fn assert_degree_claims(claims: &Value, did: &str, holder_jwk: &Value, verifier: &str) {
+    assert_eq!(claims["iss"], did, "{verifier}: {claims}");
+    let vc = &claims["vc"];
+    assert_eq!(vc["issuer"], did, "{verifier}: {claims}");
+    assert_eq!(vc["type"], json!(TYPES), "{verifier}: {claims}");
+    assert_eq!(
+        vc["credentialSubject"]["degree"],
+        json!({"type": "BachelorDegree", "name": "BSc Physics"}),
+        "{verifier}: {claims}"
+    );
+    let sub = claims["sub"].as_str().expect("sub");
+    assert_eq!(vc["credentialSubject"]["id"], sub, "{verifier}: {claims}");
+    let bound = vellum_formats::did::jwk_from_did(sub).expect("sub is a resolvable DID");
+    assert_eq!(
+        bound,
+        Jwk::from_value(holder_jwk).expect("holder jwk"),
+        "{verifier}: the credential is bound to another key than the wallet's"
+    );
+    assert!(claims["nbf"].is_i64() && claims["exp"].is_i64(), "{claims}");
+}
+
+/// Creates a degree offer, lets the third-party wallet redeem it, verifies the credential with
+/// both third-party verifiers and checks the session and its `jwt_issue` event.
+async fn redeem_with_oid4vc_ts(did_method: &str, offer: Value, offer_parameter: &str) {
+    let app = w3c_app().await;
+    let profile = degree_profile(&app, did_method).await;
+    let did = profile["issuerDid"].as_str().expect("issuerDid");
+    let mut offer = offer;
+    offer["profileId"] = profile["id"].clone();
+    let created = app.create_offer(offer).await;
+    let offer_uri = created["credentialOffer"]
+        .as_str()
+        .expect("credentialOffer");
+    assert!(
+        offer_uri.starts_with(&format!("openid-credential-offer://?{offer_parameter}=")),
+        "{offer_uri}"
+    );
+
+    let wallet = stdout_json(
+        &oid4vc_ts_wallet(offer_uri, created["txCodeValue"].as_str()).await,
+        "the oid4vc-ts wallet",
+    );
+    assert_eq!(wallet["verified"], true, "{wallet}");
+    let holder_jwk = &wallet["holderJwk"];
+    assert_eq!(holder_jwk["kty"], "EC", "{wallet}");
+    assert!(
+        holder_jwk.get("d").is_none(),
+        "the wallet printed its private key"
+    );
+    let credential = wallet["credential"].as_str().expect("credential");
+    assert_degree_claims(&wallet["claims"], did, holder_jwk, "jose");
+
+    let python_claims = stdout_json(
+        &python_jwt_vc_verifier(credential).await,
+        "the Python JWT VC verifier",
+    );
+    assert_degree_claims(&python_claims, did, holder_jwk, "PyPI jwcrypto");
+    assert_eq!(
+        python_claims, wallet["claims"],
+        "the two verifiers see different claims"
+    );
+
+    let session_id = offer_id(&created);
+    let session = app.session(&session_id).await;
+    assert_eq!(session["status"], "SUCCESSFUL", "{session}");
+    let issued = events_of(&app, &session_id, "jwt_issue").await;
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["data"]["jwt"], credential);
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_redeems_a_did_key_jwt_vc_by_reference_offer_with_tx_code() {
+    redeem_with_oid4vc_ts(
+        "did:key",
+        json!({"valueMode": "BY_REFERENCE", "txCode": {}}),
+        "credential_offer_uri",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_redeems_a_did_jwk_jwt_vc_by_value_offer_without_tx_code() {
+    redeem_with_oid4vc_ts(
+        "did:jwk",
+        json!({"valueMode": "BY_VALUE"}),
+        "credential_offer",
+    )
+    .await;
+}
+
+/// The Python verifier really checks the issuer signature: a credential whose signature was
+/// altered is refused.
+#[tokio::test]
+async fn python_jwt_vc_verifier_refuses_a_credential_with_an_altered_signature() {
+    let app = w3c_app().await;
+    let profile = degree_profile(&app, "did:key").await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let wallet = stdout_json(
+        &oid4vc_ts_wallet(created["credentialOffer"].as_str().expect("uri"), None).await,
+        "the oid4vc-ts wallet",
+    );
+    let credential = wallet["credential"].as_str().expect("credential");
+    let (signed, signature) = credential.rsplit_once('.').expect("signature");
+    let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+    let altered = format!("{signed}.{flipped}{}", &signature[1..]);
+
+    let output = python_jwt_vc_verifier(&altered).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a forged credential verified");
+    assert!(stderr.contains("InvalidJWSSignature"), "{stderr}");
+}
