@@ -16,12 +16,12 @@ use crate::helpers::{TestApp, spawn_app};
 /// A safety net so that a hung child fails the test instead of hanging the run.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn interop_dir() -> PathBuf {
+pub fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
 }
 
 /// Fails (never skips) when the third-party software is not installed.
-fn require_installed(path: &Path, what: &str) -> PathBuf {
+pub fn require_installed(path: &Path, what: &str) -> PathBuf {
     assert!(
         path.exists(),
         "{what} is not installed ({} is missing): run scripts/test, or interop/install, first",
@@ -31,7 +31,7 @@ fn require_installed(path: &Path, what: &str) -> PathBuf {
 }
 
 /// Runs a child to completion, with `stdin` written to it; panics if it cannot start or hangs.
-async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
+pub async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
     command
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -58,7 +58,7 @@ async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
 }
 
 /// What the wallet prints: `{credential, holderJwk, verified, claims}`.
-fn stdout_json(output: &Output, what: &str) -> Value {
+pub fn stdout_json(output: &Output, what: &str) -> Value {
     assert!(
         output.status.success(),
         "{what} failed ({}):\n{}",
@@ -74,7 +74,7 @@ fn stdout_json(output: &Output, what: &str) -> Value {
 }
 
 /// `node interop/wallet.mjs <offer-uri> [tx-code]`.
-async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output {
+pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output {
     let dir = interop_dir();
     require_installed(
         &dir.join("node_modules/@openid4vc/openid4vci"),

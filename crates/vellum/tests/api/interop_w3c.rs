@@ -4,99 +4,20 @@
 //! library (interop/verify_jwt_vc.py) verifies it a second time, with its own DID resolution.
 //! scripts/test installs both, pinned (interop/install).
 
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use vellum_formats::jose::Jwk;
 
 use crate::helpers::{TestApp, spawn_app_with};
+use crate::interop::{interop_dir, oid4vc_ts_wallet, require_installed, run, stdout_json};
 use crate::support::{create_profile, events_of, offer_id};
 
 /// A safety net so that a hung child fails the test instead of hanging the run.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 const CONFIGURATION: &str = "university_degree";
 const TYPES: [&str; 2] = ["VerifiableCredential", "UniversityDegreeCredential"];
-
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
-}
-
-/// Fails (never skips) when the third-party software is not installed.
-fn require_installed(path: &Path, what: &str) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{what} is not installed ({} is missing): run scripts/test, or interop/install, first",
-        path.display()
-    );
-    path.to_path_buf()
-}
-
-/// Runs a child to completion, with `stdin` written to it; panics if it cannot start or hangs.
-async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {what} ({error}): run scripts/test first"));
-    let finished = async {
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin pipe");
-            pipe.write_all(input.as_bytes()).await.expect("write stdin");
-            drop(pipe);
-        }
-        child.wait_with_output().await.expect("wait for child")
-    };
-    tokio::time::timeout(CHILD_TIMEOUT, finished)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {CHILD_TIMEOUT:?}"))
-}
-
-fn stdout_json(output: &Output, what: &str) -> Value {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "{what} printed no JSON ({error}):\n{}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-/// `node interop/wallet.mjs <offer-uri> [tx-code]`.
-async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output {
-    let dir = interop_dir();
-    require_installed(
-        &dir.join("node_modules/@openid4vc/openid4vci"),
-        "the oid4vc-ts wallet (npm)",
-    );
-    let mut command = Command::new("node");
-    command.arg(dir.join("wallet.mjs")).arg(offer_uri);
-    if let Some(tx_code) = tx_code {
-        command.arg(tx_code);
-    }
-    run(
-        command,
-        None,
-        "the oid4vc-ts wallet (node interop/wallet.mjs)",
-    )
-    .await
-}
 
 /// `interop/.venv/bin/python interop/verify_jwt_vc.py` with the credential on stdin.
 async fn python_jwt_vc_verifier(credential: &str) -> Output {
