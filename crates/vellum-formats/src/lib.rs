@@ -6,4 +6,6 @@
 pub mod did;
 pub mod jose;
 pub mod jwt_vc;
+pub mod mdoc;
 pub mod sdjwt;
+pub mod x509;

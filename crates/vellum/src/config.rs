@@ -137,6 +137,9 @@ pub struct CredentialConfiguration {
     /// `jwt_vc_json`: `{type = ["VerifiableCredential", ...]}`.
     #[serde(default)]
     pub credential_definition: Option<Value>,
+    /// `mso_mdoc`: the document type, e.g. `org.iso.18013.5.1.mDL`.
+    #[serde(default)]
+    pub doctype: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -146,6 +149,9 @@ pub enum CredentialFormat {
     /// W3C Verifiable Credential secured as a JWT (VCDM 1.1 or 2.0 by the data's @context).
     #[serde(rename = "jwt_vc_json")]
     JwtVcJson,
+    /// ISO/IEC 18013-5 mdoc (`IssuerSigned`, base64url CBOR).
+    #[serde(rename = "mso_mdoc")]
+    MsoMdoc,
 }
 
 impl CredentialFormat {
@@ -153,6 +159,7 @@ impl CredentialFormat {
         match self {
             CredentialFormat::SdJwtVc => "dc+sd-jwt",
             CredentialFormat::JwtVcJson => "jwt_vc_json",
+            CredentialFormat::MsoMdoc => "mso_mdoc",
         }
     }
 }
@@ -290,6 +297,11 @@ impl Config {
             let key = format!("credential_configurations.{id}");
             if configuration.format == CredentialFormat::SdJwtVc && configuration.vct.is_none() {
                 return fail(&key, "dc+sd-jwt needs vct");
+            }
+            if configuration.format == CredentialFormat::MsoMdoc
+                && configuration.doctype.as_deref().is_none_or(str::is_empty)
+            {
+                return fail(&key, "mso_mdoc needs doctype");
             }
             if configuration.format == CredentialFormat::JwtVcJson {
                 let types = configuration

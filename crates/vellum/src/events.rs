@@ -12,6 +12,7 @@ pub const RESOLVED_CREDENTIAL_OFFER: &str = "resolved_credential_offer";
 pub const REQUESTED_TOKEN: &str = "requested_token";
 pub const SDJWT_ISSUE: &str = "sdjwt_issue";
 pub const JWT_ISSUE: &str = "jwt_issue";
+pub const GENERATED_MDOC: &str = "generated_mdoc";
 /// Vellum's additions: an outcome for every step, and every status change.
 pub const CREDENTIAL_OFFER_CREATED: &str = "credential_offer_created";
 pub const TOKEN_REQUEST_FAILED: &str = "token_request_failed";
@@ -26,6 +27,7 @@ pub const ALL: &[&str] = &[
     TOKEN_REQUEST_FAILED,
     SDJWT_ISSUE,
     JWT_ISSUE,
+    GENERATED_MDOC,
     CREDENTIAL_REQUEST_FAILED,
     ISSUANCE_STATUS_CHANGED,
 ];

@@ -77,6 +77,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/keys"),
     ("POST", "/api/v1/keys/import"),
     ("GET", "/api/v1/keys/{keyId}"),
+    ("POST", "/api/v1/keys/{keyId}/certificates"),
     ("GET", "/api/v1/profiles"),
     ("POST", "/api/v1/profiles"),
     ("GET", "/api/v1/profiles/{profileId}"),

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use vellum_formats::did::{self, did_jwk};
 use vellum_formats::jose::{Jwk, UnverifiedJws};
-use vellum_formats::{jwt_vc, sdjwt};
+use vellum_formats::{jose, jwt_vc, mdoc, sdjwt};
 
 use crate::clock::Millis;
 use crate::config::CredentialFormat;
@@ -402,6 +402,36 @@ async fn build(
                 events::JWT_ISSUE,
                 "jwt",
             )
+        }
+        CredentialFormat::MsoMdoc => {
+            let chain = definition
+                .x5_chain
+                .as_deref()
+                .ok_or_else(|| Internal::msg("an mso_mdoc profile without x5Chain"))
+                .and_then(|chain| profiles::x5_chain_der(chain).map_err(Internal::msg))?;
+            let input = mdoc::MdocInput {
+                doc_type: configuration.doctype.as_deref().unwrap_or_default(),
+                namespaces: &data,
+                device_key: holder,
+                signed: iat,
+                valid_from: iat,
+                valid_until: exp,
+                x5chain: &chain,
+            };
+            let issuer_signed = mdoc::issue(&input, &key, &mut OsRng)
+                .map_err(|error| Internal::msg(format!("mdoc: {error}")))?;
+            // The wallet gets base64url CBOR; the contract's event carries hex.
+            let hex: String = issuer_signed
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            let event = events::new(
+                session.id,
+                events::GENERATED_MDOC,
+                now,
+                json!({ "mdoc": hex }),
+            );
+            return Ok((jose::b64(&issuer_signed), event));
         }
     };
     let event = events::new(session.id, event_type, now, json!({ member: credential }));

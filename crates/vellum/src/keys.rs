@@ -180,3 +180,136 @@ impl KeyCache {
         Ok(key)
     }
 }
+
+/// What a certificate is for (ISO 18013-5 Annex B profiles for mdoc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CertificateKind {
+    /// A self-signed development IACA root.
+    Iaca,
+    /// A document signer (EKU 1.0.18013.5.1.2) under an IACA.
+    MdocDocumentSigner,
+    /// An SD-JWT VC signing certificate under a CA.
+    SdJwtSigner,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateRequest {
+    pub profile: CertificateKind,
+    pub common_name: String,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// Default 3650 for an IACA, 365 otherwise.
+    #[serde(default)]
+    pub valid_days: Option<u32>,
+    /// The CA's key (a managed key) and certificate (PEM); not for an IACA.
+    #[serde(default)]
+    pub issuer_key_id: Option<KeyId>,
+    #[serde(default)]
+    pub issuer_certificate: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateIssued {
+    /// The new certificate, PEM.
+    pub certificate: String,
+    /// The chain for a profile's `x5Chain`: the new certificate, then its CA (leaf first).
+    pub x5_chain: Vec<String>,
+}
+
+/// Creates a development certificate for key `id`: a self-signed IACA, or a leaf signed by a
+/// managed CA key. CA private keys never leave Vellum; nothing is stored.
+pub async fn issue_certificate(
+    ctx: &Context,
+    id: &KeyId,
+    request: CertificateRequest,
+) -> Result<CertificateIssued, ApiError> {
+    use rand::RngCore;
+    use vellum_formats::x509::{self, CertificateProfile, Subject, Validity};
+    let invalid = |detail: String| ApiError::invalid("invalid_certificate_request", detail);
+    let subject_record = ctx
+        .store
+        .key(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no key {id}")))?;
+    let days = request.valid_days.unwrap_or(match request.profile {
+        CertificateKind::Iaca => 3650,
+        _ => 365,
+    });
+    if !(1..=36_500).contains(&days) {
+        return Err(invalid("validDays must be between 1 and 36500".into()));
+    }
+    let now = ctx.clock.now().div_euclid(1000);
+    let validity = Validity {
+        not_before: now,
+        not_after: now + i64::from(days) * 86_400,
+    };
+    let subject = Subject {
+        common_name: request.common_name,
+        country: request.country,
+        organization: request.organization,
+    };
+    let mut serial = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut serial);
+    serial[0] = (serial[0] & 0x7f) | 0x01; // positive, and not all zero
+    let (der, issuer_pem) = match request.profile {
+        CertificateKind::Iaca => {
+            if request.issuer_key_id.is_some() || request.issuer_certificate.is_some() {
+                return Err(invalid(
+                    "an IACA is self-signed: no issuerKeyId or issuerCertificate".into(),
+                ));
+            }
+            let key = ctx.keys.signing_key(ctx, id).await?;
+            let der = x509::iaca(&key, &subject, &validity, &serial)
+                .map_err(|error| invalid(error.to_string()))?;
+            (der, None)
+        }
+        kind => {
+            let (Some(ca_key_id), Some(ca_pem)) =
+                (request.issuer_key_id, request.issuer_certificate)
+            else {
+                return Err(invalid(
+                    "a leaf certificate needs issuerKeyId and issuerCertificate".into(),
+                ));
+            };
+            if ctx.store.key(&ca_key_id).await?.is_none() {
+                return Err(ApiError::invalid(
+                    "unknown_key",
+                    format!("no key {ca_key_id}"),
+                ));
+            }
+            let ca_key = ctx.keys.signing_key(ctx, &ca_key_id).await?;
+            let ca_der = x509::from_pem(&ca_pem)
+                .map_err(|error| invalid(format!("issuerCertificate: {error}")))?;
+            let subject_key = Jwk::from_value(&subject_record.public_jwk)
+                .map_err(|error| Internal::msg(format!("key {id}: {error}")))?;
+            let profile = if kind == CertificateKind::MdocDocumentSigner {
+                CertificateProfile::MdocDocumentSigner
+            } else {
+                CertificateProfile::SdJwtSigner
+            };
+            let der = x509::issue_leaf(
+                &ca_key,
+                &ca_der,
+                &subject_key,
+                &subject,
+                &validity,
+                profile,
+                &serial,
+            )
+            .map_err(|error| invalid(error.to_string()))?;
+            (der, Some(x509::to_pem(&ca_der)))
+        }
+    };
+    let certificate = x509::to_pem(&der);
+    let mut x5_chain = vec![certificate.clone()];
+    x5_chain.extend(issuer_pem);
+    Ok(CertificateIssued {
+        certificate,
+        x5_chain,
+    })
+}

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 use vellum_formats::jose::Algorithm;
 
+use crate::config::CredentialFormat;
 use crate::context::Context;
 use crate::errors::Internal;
 use crate::keys;
@@ -16,10 +17,23 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         .credential_configurations
         .iter()
         .map(|(id, configuration)| {
+            // mdoc names algorithms by their COSE numbers (OID4VCI 1.0 Appendix A.2.2).
+            let signing_algorithms: Vec<Value> = match configuration.format {
+                CredentialFormat::MsoMdoc => configuration
+                    .credential_signing_alg_values_supported
+                    .iter()
+                    .filter_map(|name| Algorithm::parse(name).ok())
+                    .map(|algorithm| Value::from(cose_algorithm(algorithm)))
+                    .collect(),
+                _ => configuration
+                    .credential_signing_alg_values_supported
+                    .iter()
+                    .map(|name| Value::from(name.as_str()))
+                    .collect(),
+            };
             let mut entry = json!({
                 "format": configuration.format.as_str(),
-                "credential_signing_alg_values_supported":
-                    configuration.credential_signing_alg_values_supported,
+                "credential_signing_alg_values_supported": signing_algorithms,
                 "cryptographic_binding_methods_supported":
                     configuration.cryptographic_binding_methods_supported,
                 "proof_types_supported": {
@@ -42,6 +56,9 @@ pub fn credential_issuer(ctx: &Context) -> Value {
             if let Some(definition) = &configuration.credential_definition {
                 entry["credential_definition"] = definition.clone();
             }
+            if let Some(doctype) = &configuration.doctype {
+                entry["doctype"] = Value::from(doctype.as_str());
+            }
             (id.clone(), entry)
         })
         .collect();
@@ -51,6 +68,15 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         "nonce_endpoint": ctx.endpoint("/nonce"),
         "credential_configurations_supported": configurations,
     })
+}
+
+/// The COSE algorithm number of a JOSE algorithm (RFC 9053 / RFC 8152).
+pub fn cose_algorithm(algorithm: Algorithm) -> i64 {
+    match algorithm {
+        Algorithm::ES256 => -7,
+        Algorithm::ES384 => -35,
+        Algorithm::EdDSA => -8,
+    }
 }
 
 /// RFC 8414, for the pre-authorized code grant only.

@@ -5,9 +5,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use vellum_formats::did;
 use vellum_formats::jose::Jwk;
 use vellum_formats::sdjwt::{self, SelectiveDisclosure};
+use vellum_formats::{did, x509};
 
 use crate::clock::Millis;
 use crate::config::CredentialFormat;
@@ -166,6 +166,15 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
     if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
         return Err(invalid("give issuerDid or x5Chain, not both"));
     }
+    if configuration.format == CredentialFormat::MsoMdoc {
+        if definition.x5_chain.is_none() {
+            return Err(invalid(
+                "an mso_mdoc credential needs x5Chain: the document signer certificate for issuerKeyId, then its IACA",
+            ));
+        }
+        vellum_formats::mdoc::validate_namespaces(&definition.credential_data)
+            .map_err(|error| invalid(format!("credentialData: {error}")))?;
+    }
     if configuration.format == CredentialFormat::JwtVcJson && definition.issuer_did.is_none() {
         return Err(invalid(
             "a jwt_vc_json credential needs issuerDid (e.g. \"did:jwk\" or \"did:key\" for a DID of issuerKeyId)",
@@ -195,7 +204,9 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
         }
     }
     if let Some(chain) = &definition.x5_chain {
-        x5c_from_pem(chain).map_err(invalid)?;
+        let issuer = Jwk::from_value(&key.public_jwk)
+            .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
+        check_chain(chain, &issuer, ctx.clock.now()).map_err(invalid)?;
     }
     for (what, object) in [
         ("credentialData", &definition.credential_data),
@@ -282,8 +293,8 @@ pub async fn expand_issuer_did(
     Ok(())
 }
 
-/// The `x5c` header value: each PEM certificate as standard base64 DER.
-pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
+/// The chain's certificates, DER, leaf first.
+pub fn x5_chain_der(chain: &[String]) -> Result<Vec<Vec<u8>>, String> {
     if chain.is_empty() {
         return Err("x5Chain is empty".into());
     }
@@ -291,21 +302,30 @@ pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
         .iter()
         .enumerate()
         .map(|(index, pem)| {
-            let body = pem
-                .trim()
-                .strip_prefix("-----BEGIN CERTIFICATE-----")
-                .and_then(|rest| rest.strip_suffix("-----END CERTIFICATE-----"))
-                .ok_or_else(|| format!("x5Chain[{index}] is not a PEM certificate"))?;
-            let base64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-            let der = STANDARD
-                .decode(&base64)
-                .map_err(|_| format!("x5Chain[{index}] is not valid base64"))?;
-            if der.first() != Some(&0x30) {
-                return Err(format!("x5Chain[{index}] is not DER"));
-            }
-            Ok(STANDARD.encode(der))
+            x509::from_pem(pem).map_err(|error| format!("x5Chain[{index}]: {error}"))
         })
         .collect()
+}
+
+/// The `x5c` header value: each certificate as standard base64 DER.
+pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
+    Ok(x5_chain_der(chain)?
+        .iter()
+        .map(|der| STANDARD.encode(der))
+        .collect())
+}
+
+/// A chain is usable when it verifies (each certificate signed by the next, valid now) and its
+/// leaf certifies the issuer key: otherwise every credential would fail verification.
+fn check_chain(chain: &[String], issuer: &Jwk, now: Millis) -> Result<(), String> {
+    let der = x5_chain_der(chain)?;
+    x509::verify_chain(&der, Some(now.div_euclid(1000)))
+        .map_err(|error| format!("x5Chain does not verify: {error}"))?;
+    let leaf = x509::leaf_public_jwk(&der[0]).map_err(|error| format!("x5Chain[0]: {error}"))?;
+    if leaf.thumbprint() != issuer.thumbprint() {
+        return Err("x5Chain[0] does not certify issuerKeyId".into());
+    }
+    Ok(())
 }
 
 fn split_id(mut body: Value) -> Result<(Option<ProfileId>, Value), ApiError> {

@@ -15,7 +15,7 @@ use super::sse;
 use crate::context::Context;
 use crate::errors::ApiError;
 use crate::ids::{KeyId, ProfileId};
-use crate::keys::{self, GenerateKeyRequest, ImportKeyRequest};
+use crate::keys::{self, CertificateRequest, GenerateKeyRequest, ImportKeyRequest};
 use crate::offers::{self, CreateOfferRequest};
 use crate::profiles;
 use crate::sessions::{self, SessionQuery};
@@ -28,6 +28,7 @@ pub fn router(ctx: &Context) -> Router<AppState> {
         .route("/keys", get(list_keys).post(generate_key))
         .route("/keys/import", post(import_key))
         .route("/keys/{keyId}", get(get_key))
+        .route("/keys/{keyId}/certificates", post(issue_certificate))
         .route("/profiles", get(list_profiles).post(create_profile))
         .route(
             "/profiles/{profileId}",
@@ -234,4 +235,15 @@ async fn redeliver_event(
 ) -> Result<Response, ApiError> {
     let result = sessions::redeliver(&ctx, sessions::parse_id(&id)?, Some(&event_id)).await?;
     Ok((StatusCode::ACCEPTED, Json(result)).into_response())
+}
+
+async fn issue_certificate(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<CertificateRequest>,
+) -> Result<Response, ApiError> {
+    Ok(created(
+        keys::issue_certificate(&ctx, &key_id(&id)?, request).await?,
+    ))
 }

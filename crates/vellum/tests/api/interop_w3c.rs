@@ -14,8 +14,6 @@ use crate::helpers::{TestApp, spawn_app_with};
 use crate::interop::{interop_dir, oid4vc_ts_wallet, require_installed, run, stdout_json};
 use crate::support::{create_profile, events_of, offer_id};
 
-/// A safety net so that a hung child fails the test instead of hanging the run.
-
 const CONFIGURATION: &str = "university_degree";
 const TYPES: [&str; 2] = ["VerifiableCredential", "UniversityDegreeCredential"];
 

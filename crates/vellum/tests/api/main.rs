@@ -11,6 +11,7 @@ mod flow;
 mod interop;
 mod interop_w3c;
 mod keys;
+mod mdoc;
 mod metadata;
 mod offers;
 mod openapi;

@@ -446,8 +446,8 @@ async fn resolving_an_offer_is_recorded_with_the_code_redacted() {
 #[tokio::test]
 async fn an_issuer_did_override_replaces_the_profiles_x5_chain_for_that_offer() {
     let app = spawn_app().await;
-    let certificate = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----";
-    let profile = create_profile(&app, profile_body(json!({"x5Chain": [certificate]}))).await;
+    let chain = crate::support::x5_chain_for(&app, "demo-es256", "SD_JWT_SIGNER").await;
+    let profile = create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
     let created = app
         .create_offer(json!({
             "profileId": profile["id"],

@@ -782,6 +782,31 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         api.check("GET", "/api/v1/keys/{keyId}", response).await;
     }
 
+    // Certificates: the documented IACA example, a document signer under it, and an error.
+    let template = "/api/v1/keys/{keyId}/certificates";
+    let ca = key["id"].as_str().expect("id");
+    let example = api.request_example("POST", template);
+    let response = post(&format!("/api/v1/keys/{ca}/certificates"), &example)
+        .await
+        .expect("request");
+    let (status, root) = api.check("POST", template, response).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let leaf = json!({"profile": "MDOC_DOCUMENT_SIGNER", "commonName": "DS",
+                      "issuerKeyId": ca, "issuerCertificate": root["certificate"]});
+    for (body, expected) in [
+        (leaf, StatusCode::CREATED),
+        (
+            json!({"profile": "MDOC_DOCUMENT_SIGNER", "commonName": "DS"}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let response = post("/api/v1/keys/demo-es256/certificates", &body)
+            .await
+            .expect("request");
+        let (status, _) = api.check("POST", template, response).await;
+        assert_eq!(status, expected);
+    }
+
     // Profiles: create, version, read, and the errors on the way.
     let profile_path = "/api/v1/profiles/{profileId}";
     let mut profile = api.request_example("POST", "/api/v1/profiles");

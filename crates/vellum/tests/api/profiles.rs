@@ -364,7 +364,8 @@ async fn issuer_did_and_x5_chain_together_are_rejected() {
         profile_body(json!({"issuerDid": "did:web:issuer.example"})),
     )
     .await;
-    create_profile(&app, profile_body(json!({"x5Chain": [CERTIFICATE]}))).await;
+    let chain = crate::support::x5_chain_for(&app, DEMO_KEY, "SD_JWT_SIGNER").await;
+    create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
     for did in ["did:", "did:web", "web:issuer.example", ""] {
         post_profile(&app, profile_body(json!({"issuerDid": did})))
             .await

@@ -234,3 +234,29 @@ pub fn member_names(value: &Value) -> Vec<String> {
     walk(value, &mut names);
     names
 }
+
+/// A real development chain for `key`: a fresh IACA key and root, then a certificate of
+/// `profile` (`MDOC_DOCUMENT_SIGNER` or `SD_JWT_SIGNER`) for `key`. Returns the x5Chain (PEM,
+/// leaf first).
+pub async fn x5_chain_for(app: &TestApp, key: &str, profile: &str) -> Vec<String> {
+    let ca = generate_key(app, json!({})).await;
+    let ca_id = ca["id"].as_str().expect("id").to_owned();
+    let (status, root) = app
+        .api_json(
+            Method::POST,
+            &format!("/api/v1/keys/{ca_id}/certificates"),
+            json!({"profile": "IACA", "commonName": "Vellum Test IACA", "country": "DE"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{root}");
+    let (status, leaf) = app
+        .api_json(
+            Method::POST,
+            &format!("/api/v1/keys/{key}/certificates"),
+            json!({"profile": profile, "commonName": "Vellum Test Signer", "country": "DE",
+                   "issuerKeyId": ca_id, "issuerCertificate": root["certificate"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{leaf}");
+    serde_json::from_value(leaf["x5Chain"].clone()).expect("chain")
+}
