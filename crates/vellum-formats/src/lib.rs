@@ -1,4 +1,5 @@
-//! Pure credential formats for Vellum: JOSE primitives and the SD-JWT VC encoder.
+//! Pure credential formats for Vellum: JOSE, SD-JWT VC, W3C VC as JWT, ISO 18013-5 mdoc, and
+//! the identities behind them (DIDs, X.509 certificates).
 //!
 //! Nothing here performs I/O or knows about HTTP, databases or clocks: callers pass time,
 //! claims and keys in, and get bytes out. That keeps every format testable on its own.
