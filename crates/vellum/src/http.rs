@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/.well-known/openid-credential-issuer"),
     ("GET", "/.well-known/oauth-authorization-server"),
     ("GET", "/.well-known/jwt-vc-issuer"),
+    ("GET", "/.well-known/did.json"),
     ("GET", "/jwks"),
     ("GET", "/health"),
     ("GET", "/credential-offer/{handle}"),

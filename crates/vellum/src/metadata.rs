@@ -112,3 +112,47 @@ pub async fn jwt_vc_issuer(ctx: &Context) -> Result<Value, Internal> {
         "jwks": jwks(ctx).await?,
     }))
 }
+
+/// Vellum's own `did:web` (host, with a port as `%3A`), when the issuer URL has no path: its
+/// document is then served at `/.well-known/did.json`.
+pub fn did_web(ctx: &Context) -> Option<String> {
+    if !ctx.base_path.is_empty() {
+        return None;
+    }
+    let url = url::Url::parse(&ctx.issuer_url).ok()?;
+    let host = url.host_str()?;
+    Some(match url.port() {
+        Some(port) => format!("did:web:{host}%3A{port}"),
+        None => format!("did:web:{host}"),
+    })
+}
+
+/// The DID document of [`did_web`]: every published key as a JsonWebKey2020 verification
+/// method `<did>#<key id>`, usable for assertions (credential signatures).
+pub async fn did_document(ctx: &Context) -> Result<Option<Value>, Internal> {
+    let Some(did) = did_web(ctx) else {
+        return Ok(None);
+    };
+    let keys = jwks(ctx).await?;
+    let methods: Vec<Value> = keys["keys"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|jwk| {
+            json!({
+                "id": format!("{did}#{}", jwk["kid"].as_str().unwrap_or_default()),
+                "type": "JsonWebKey2020",
+                "controller": did,
+                "publicKeyJwk": jwk,
+            })
+        })
+        .collect();
+    let ids: Vec<Value> = methods.iter().map(|method| method["id"].clone()).collect();
+    Ok(Some(json!({
+        "@context": ["https://www.w3.org/ns/did/v1", "https://w3id.org/security/suites/jws-2020/v1"],
+        "id": did,
+        "verificationMethod": methods,
+        "assertionMethod": ids,
+    })))
+}

@@ -268,12 +268,20 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
 }
 
 /// Replaces the shorthands `"did:jwk"` and `"did:key"` in `issuerDid` with that DID of
-/// `issuerKeyId`, so stored definitions always name the full DID.
+/// `issuerKeyId`, and `"did:web"` with Vellum's own did:web (whose document lists the key), so
+/// stored definitions always name the full DID.
 pub async fn expand_issuer_did(
     ctx: &Context,
     definition: &mut ProfileDefinition,
 ) -> Result<(), ApiError> {
     let method = match definition.issuer_did.as_deref() {
+        Some("did:web") => {
+            let did = crate::metadata::did_web(ctx).ok_or_else(|| {
+                invalid("\"did:web\" needs an issuer URL without a path (public_url)")
+            })?;
+            definition.issuer_did = Some(did);
+            return Ok(());
+        }
         Some(method @ ("did:jwk" | "did:key")) => method.to_owned(),
         _ => return Ok(()),
     };

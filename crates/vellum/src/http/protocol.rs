@@ -41,6 +41,7 @@ pub fn well_known_router(ctx: &Context) -> Router<AppState> {
             &format!("/.well-known/jwt-vc-issuer{path}"),
             get(jwt_vc_issuer_metadata),
         )
+        .route("/.well-known/did.json", get(did_document))
 }
 
 async fn credential_issuer_metadata(State(ctx): State<AppState>) -> Response {
@@ -53,6 +54,16 @@ async fn authorization_server_metadata(State(ctx): State<AppState>) -> Response 
 
 async fn jwt_vc_issuer_metadata(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
     Ok(Json(metadata::jwt_vc_issuer(&ctx).await?).into_response())
+}
+
+/// The did:web document, when the issuer URL has no path (else there is no did:web of ours).
+async fn did_document(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
+    match metadata::did_document(&ctx).await? {
+        Some(document) => Ok(Json(document).into_response()),
+        None => Err(OAuthError::NotFound(
+            "this issuer has no did:web: its URL has a path".into(),
+        )),
+    }
 }
 
 async fn jwks(State(ctx): State<AppState>) -> Result<Response, OAuthError> {

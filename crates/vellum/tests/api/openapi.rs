@@ -710,6 +710,7 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         "/.well-known/openid-credential-issuer",
         "/.well-known/oauth-authorization-server",
         "/.well-known/jwt-vc-issuer",
+        "/.well-known/did.json",
         "/jwks",
         "/health",
         DESCRIPTION,

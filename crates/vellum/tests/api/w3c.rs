@@ -156,3 +156,43 @@ async fn an_issuer_did_of_another_key_is_refused() {
             .contains("not a DID of key")
     );
 }
+
+#[tokio::test]
+async fn a_did_web_issuer_is_resolvable_through_the_served_did_document() {
+    let app = w3c_app().await;
+    let profile = create_profile(&app, degree_profile("did:web")).await;
+    let did = profile["issuerDid"].as_str().expect("issuerDid").to_owned();
+    let port = app.url.rsplit(':').next().expect("port");
+    assert_eq!(did, format!("did:web:127.0.0.1%3A{port}"));
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let jwt = Wallet::new().complete(&app, &created).await;
+    let jws = UnverifiedJws::parse(&jwt).expect("jws");
+    let kid = jws.header["kid"].as_str().expect("kid");
+    assert_eq!(kid, format!("{did}#demo-es256"));
+
+    // Resolve as did:web does: host -> /.well-known/did.json, then the method by its id.
+    let document: Value = app
+        .client
+        .get(app.endpoint("/.well-known/did.json"))
+        .send()
+        .await
+        .expect("did.json")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(document["id"], did.as_str());
+    let method = document["verificationMethod"]
+        .as_array()
+        .expect("methods")
+        .iter()
+        .find(|method| method["id"] == kid)
+        .expect("the kid is a verification method");
+    assert!(
+        document["assertionMethod"]
+            .as_array()
+            .expect("assertion")
+            .contains(&Value::from(kid))
+    );
+    let jwk = Jwk::from_value(&method["publicKeyJwk"]).expect("jwk");
+    jws.verify_with(&jwk).expect("signed by the did:web key");
+}
