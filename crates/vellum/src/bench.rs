@@ -4,6 +4,7 @@
 use clap::Subcommand;
 
 pub mod flows;
+pub mod formats;
 pub mod sse;
 pub mod webhooks;
 
@@ -11,6 +12,8 @@ pub mod webhooks;
 pub enum Bench {
     /// Complete issuance flows: create offer -> resolve -> token -> nonce -> credential.
     Flows(flows::FlowOptions),
+    /// Building and signing one credential of each format, in-process (no server).
+    Formats(formats::FormatOptions),
     /// Webhook delivery: delivered events/s, and commit-to-receipt latency at a fixed rate.
     Webhooks(webhooks::WebhookOptions),
     /// Event-stream fan-out: many subscribers to the issuer-wide stream, offers at a fixed
@@ -21,6 +24,7 @@ pub enum Bench {
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Flows(options) => flows::run(options).await,
+        Bench::Formats(options) => formats::run(options).await,
         Bench::Webhooks(options) => webhooks::run(options).await,
         Bench::Sse(options) => sse::run(options).await,
     }
