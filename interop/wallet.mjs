@@ -3,11 +3,16 @@
 // issuer metadata gives the offered credential configuration:
 //   dc+sd-jwt    the SD-JWT VC, with @sd-jwt/sd-jwt-vc and the issuer's jwt-vc-issuer metadata;
 //   jwt_vc_json  the W3C VC as JWT, with jose and the issuer key resolved from the header's kid
-//                (a did:jwk or did:key DID URL, resolved locally).
+//                (a did:jwk or did:key DID URL, resolved locally);
+//   mso_mdoc     the ISO/IEC 18013-5 mdoc (base64url CBOR IssuerSigned), with @auth0/mdl: the
+//                wallet presents it in a DeviceResponse signed with its holder key (the mdoc's
+//                device key) and verifies that against the IACA PEM in the file $VELLUM_IACA_PEM.
 //
 //   node interop/wallet.mjs <offer-uri> [tx-code]
 //
-// Prints one JSON object on stdout: {credential, holderJwk, verified: true, claims}.
+// Prints one JSON object on stdout: {credential, holderJwk, verified: true, claims}; for an mdoc,
+// claims is {namespace: {element: value}} as @auth0/mdl decoded it (dates as strings, byte strings
+// base64url) and docType names the document type.
 // Exits non-zero with a message on stderr on any failure.
 
 import { ECDH, createHash, randomBytes } from 'node:crypto'
@@ -15,6 +20,11 @@ import { ECDH, createHash, randomBytes } from 'node:crypto'
 import { clientAuthenticationNone } from '@openid4vc/oauth2'
 import { Openid4vciClient, Openid4vciVersion } from '@openid4vc/openid4vci'
 import { setGlobalConfig } from '@openid4vc/utils'
+import { readFileSync } from 'node:fs'
+
+import { DataItem, DeviceResponse, Verifier, parse as parseMdoc } from '@auth0/mdl'
+// @auth0/mdl exports no encoder; its own (cbor-x with its options) keeps the transcript identical.
+import cborModule from '@auth0/mdl/lib/cbor/index.js'
 import { ES256, digest } from '@sd-jwt/crypto-nodejs'
 import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc'
 import {
@@ -267,17 +277,135 @@ async function verifyJwtVc(configuration, credential) {
   return payload
 }
 
+// ISO/IEC 18013-5 mdoc.
+
+const { cborEncode } = cborModule
+
+/** The CBOR head of a major type and length (RFC 8949 section 3). */
+function cborHead(major, length) {
+  if (length < 24) return Buffer.from([(major << 5) | length])
+  if (length < 0x100) return Buffer.from([(major << 5) | 24, length])
+  if (length < 0x10000) return Buffer.from([(major << 5) | 25, length >> 8, length & 0xff])
+  throw new Error(`CBOR length ${length} is out of range here`)
+}
+
+function cborText(text) {
+  const bytes = Buffer.from(text, 'utf8')
+  return Buffer.concat([cborHead(3, bytes.length), bytes])
+}
+
+/**
+ * An issuer-only DeviceResponse {version, documents: [{docType, issuerSigned}], status} around the
+ * IssuerSigned bytes exactly as the issuer encoded them.
+ */
+function deviceResponseOf(docType, issuerSigned) {
+  return Buffer.concat([
+    cborHead(5, 3),
+    cborText('version'),
+    cborText('1.0'),
+    cborText('documents'),
+    cborHead(4, 1),
+    cborHead(5, 2),
+    cborText('docType'),
+    cborText(docType),
+    cborText('issuerSigned'),
+    issuerSigned,
+    cborText('status'),
+    cborHead(0, 0),
+  ])
+}
+
+/** Element values as JSON: dates as their text, byte strings base64url. */
+function elementJson(value) {
+  if (value instanceof Uint8Array) return base64url.encode(value)
+  if (value instanceof Date) return value.toISOString().replace(/\.000Z$/, 'Z')
+  if (value instanceof Map) return Object.fromEntries([...value].map(([k, v]) => [String(k), elementJson(v)]))
+  if (Array.isArray(value)) return value.map(elementJson)
+  if (typeof value === 'object' && value !== null) {
+    // cbor-x gives a full-date (tag 1004) as a tagged value or a DateOnly-like object.
+    if ('tag' in value && 'value' in value) return elementJson(value.value)
+    if (typeof value.toJSON === 'function') return value.toJSON()
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, elementJson(v)]))
+  }
+  return value
+}
+
+/**
+ * Presents the mdoc to @auth0/mdl's verifier as a holder would: a DeviceResponse disclosing every
+ * element, device-signed with the holder key over a session transcript, verified against the IACA
+ * (issuer signature, certificate chain, validity, value digests, device signature with the MSO's
+ * device key).
+ */
+async function verifyMdoc(configuration, credential) {
+  const iacaFile = process.env.VELLUM_IACA_PEM
+  if (!iacaFile) throw new Error('set VELLUM_IACA_PEM to the IACA certificate (PEM) to verify an mdoc against')
+  const iaca = readFileSync(iacaFile, 'utf8')
+  const docType = configuration.doctype
+  if (typeof docType !== 'string') throw new Error('the mso_mdoc configuration names no doctype')
+
+  const issuerSigned = Buffer.from(base64url.decode(credential))
+  const mdoc = parseMdoc(deviceResponseOf(docType, issuerSigned))
+  const [document] = mdoc.documents
+  const fields = Object.entries(document.issuerSigned.nameSpaces).flatMap(([namespace, items]) =>
+    items.map((item) => ({ path: [`$['${namespace}']['${item.elementIdentifier}']`], intent_to_retain: false })),
+  )
+  const presentationDefinition = {
+    id: 'vellum-interop',
+    input_descriptors: [
+      {
+        id: docType,
+        format: { mso_mdoc: { alg: ['ES256'] } },
+        constraints: { limit_disclosure: 'required', fields },
+      },
+    ],
+  }
+  const handover = [base64url.encode(randomBytes(16)), 'vellum-interop-verifier', 'https://verifier.invalid/response', base64url.encode(randomBytes(16))]
+  const sessionTranscript = DataItem.fromData([null, null, handover])
+  const holderPrivateJwk = await exportJWK(holder.privateKey)
+  const presented = await DeviceResponse.from(mdoc)
+    .usingPresentationDefinition(presentationDefinition)
+    .usingSessionTranscriptBytes(cborEncode(sessionTranscript))
+    .authenticateWithSignature(holderPrivateJwk, 'ES256')
+    .sign()
+
+  const verified = await new Verifier([iaca]).verify(presented.encode(), {
+    encodedSessionTranscript: cborEncode(sessionTranscript),
+  })
+  const [checked] = verified.documents
+  if (checked.docType !== docType) throw new Error(`docType is ${checked.docType}, expected ${docType}`)
+  const deviceKey = checked.issuerSigned.issuerAuth.decodedPayload.deviceKeyInfo.deviceKey
+  const deviceJwk = {
+    kty: 'EC',
+    crv: { 1: 'P-256', 2: 'P-384', 3: 'P-521' }[deviceKey.get(-1)],
+    x: base64url.encode(deviceKey.get(-2)),
+    y: base64url.encode(deviceKey.get(-3)),
+  }
+  if (!sameKey(deviceJwk, holderJwk)) throw new Error('the MSO device key is not the holder key')
+  const claims = Object.fromEntries(
+    Object.entries(checked.issuerSigned.nameSpaces).map(([namespace, items]) => [
+      namespace,
+      Object.fromEntries(items.map((item) => [item.elementIdentifier, elementJson(item.elementValue)])),
+    ]),
+  )
+  return { docType, claims, deviceJwk }
+}
+
 try {
   const { issuer, configuration, credential } = await redeem()
   let claims
+  let extra = {}
   if (configuration.format === 'dc+sd-jwt') {
     claims = await verify(issuer, credential)
   } else if (configuration.format === 'jwt_vc_json') {
     claims = await verifyJwtVc(configuration, credential)
+  } else if (configuration.format === 'mso_mdoc') {
+    const { docType, claims: elements } = await verifyMdoc(configuration, credential)
+    claims = elements
+    extra = { docType }
   } else {
     throw new Error(`the wallet cannot verify format ${configuration.format}`)
   }
-  process.stdout.write(`${JSON.stringify({ credential, holderJwk, verified: true, claims })}\n`)
+  process.stdout.write(`${JSON.stringify({ credential, holderJwk, verified: true, claims, ...extra })}\n`)
 } catch (error) {
   const detail = error?.response?.status ? ` (HTTP ${error.response.status} from ${error.response.url})` : ''
   fail(`${error?.stack ?? error}${detail}`)

@@ -9,6 +9,7 @@ mod credential;
 mod durability;
 mod flow;
 mod interop;
+mod interop_mdoc;
 mod interop_w3c;
 mod keys;
 mod mdoc;

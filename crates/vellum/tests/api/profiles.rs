@@ -366,7 +366,15 @@ async fn issuer_did_and_x5_chain_together_are_rejected() {
     .await;
     let chain = crate::support::x5_chain_for(&app, DEMO_KEY, "SD_JWT_SIGNER").await;
     create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
-    for did in ["did:", "did:web", "web:issuer.example", ""] {
+    // ("did:web", "did:jwk" and "did:key" alone are shorthands; see tests/api/w3c.rs.)
+    for did in [
+        "did:",
+        "did:web:",
+        "web:issuer.example",
+        "",
+        "did:jwk:not-base64!",
+        "did:key:zBad",
+    ] {
         post_profile(&app, profile_body(json!({"issuerDid": did})))
             .await
             .assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
