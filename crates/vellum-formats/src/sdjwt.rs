@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 
 use crate::jose::{self, SigningKey};
 
-/// The JOSE `typ` of an SD-JWT VC.
+/// The JOSE `typ` of an SD-JWT VC, and the one of drafts before SD-JWT VC -06.
 pub const TYP: &str = "dc+sd-jwt";
+pub const LEGACY_TYP: &str = "vc+sd-jwt";
 
 /// Claims the holder and verifier always need in clear; they can never be disclosures.
 pub const NEVER_DISCLOSED: &[&str] = &[
@@ -92,6 +93,8 @@ impl SelectiveDisclosure {
 
 /// What goes into the issuer-signed JWT besides the claims.
 pub struct Header {
+    /// [`TYP`], or [`LEGACY_TYP`] for verifiers that predate it.
+    pub typ: &'static str,
     /// Key id resolvable through the issuer's JWKS, used when there is no `x5c`.
     pub kid: Option<String>,
     /// Base64 (standard, padded) DER certificates, leaf first.
@@ -117,7 +120,7 @@ pub fn issue(
     claims.insert("_sd_alg".into(), Value::from("sha-256"));
 
     let mut jws_header = Map::new();
-    jws_header.insert("typ".into(), Value::from(TYP));
+    jws_header.insert("typ".into(), Value::from(header.typ));
     if let Some(x5c) = &header.x5c {
         jws_header.insert("x5c".into(), json!(x5c));
     } else if let Some(kid) = &header.kid {
@@ -277,6 +280,7 @@ mod tests {
             panic!("object")
         };
         let header = Header {
+            typ: TYP,
             kid: Some("k1".into()),
             x5c: None,
         };

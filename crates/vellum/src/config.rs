@@ -146,6 +146,9 @@ pub struct CredentialConfiguration {
 pub enum CredentialFormat {
     #[serde(rename = "dc+sd-jwt")]
     SdJwtVc,
+    /// The same credential under its pre-1.0 name (`typ: vc+sd-jwt`), for older wallets.
+    #[serde(rename = "vc+sd-jwt")]
+    SdJwtVcLegacy,
     /// W3C Verifiable Credential secured as a JWT (VCDM 1.1 or 2.0 by the data's @context).
     #[serde(rename = "jwt_vc_json")]
     JwtVcJson,
@@ -158,6 +161,7 @@ impl CredentialFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialFormat::SdJwtVc => "dc+sd-jwt",
+            CredentialFormat::SdJwtVcLegacy => "vc+sd-jwt",
             CredentialFormat::JwtVcJson => "jwt_vc_json",
             CredentialFormat::MsoMdoc => "mso_mdoc",
         }
@@ -295,8 +299,12 @@ impl Config {
         }
         for (id, configuration) in &self.credential_configurations {
             let key = format!("credential_configurations.{id}");
-            if configuration.format == CredentialFormat::SdJwtVc && configuration.vct.is_none() {
-                return fail(&key, "dc+sd-jwt needs vct");
+            if matches!(
+                configuration.format,
+                CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy
+            ) && configuration.vct.is_none()
+            {
+                return fail(&key, "an SD-JWT VC configuration needs vct");
             }
             if configuration.format == CredentialFormat::MsoMdoc
                 && configuration.doctype.as_deref().is_none_or(str::is_empty)

@@ -335,7 +335,7 @@ async fn build(
     };
     let key = ctx.keys.signing_key(ctx, &definition.issuer_key_id).await?;
     let (credential, event_type, member) = match configuration.format {
-        CredentialFormat::SdJwtVc => {
+        format @ (CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy) => {
             let mut claims = Map::new();
             claims.insert("iat".into(), Value::from(iat));
             claims.insert("nbf".into(), Value::from(iat));
@@ -359,6 +359,11 @@ async fn build(
                 claims.insert("status".into(), status.clone());
             }
             let header = sdjwt::Header {
+                typ: if format == CredentialFormat::SdJwtVcLegacy {
+                    sdjwt::LEGACY_TYP
+                } else {
+                    sdjwt::TYP
+                },
                 kid: Some(definition.issuer_key_id.to_string()),
                 x5c: definition
                     .x5_chain

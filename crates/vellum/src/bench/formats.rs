@@ -46,6 +46,7 @@ pub async fn run(options: FormatOptions) -> anyhow::Result<()> {
         "nationalities": ["DE", "FR"]
     }));
     let header = sdjwt::Header {
+        typ: sdjwt::TYP,
         kid: Some("k".into()),
         x5c: None,
     };

@@ -93,3 +93,42 @@ async fn a_second_credential_request_on_a_finished_session_is_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_legacy_vc_sd_jwt_configuration_issues_with_the_old_typ() {
+    let app = crate::helpers::spawn_app_with(json!({"credential_configurations": {"legacy": {
+        "format": "vc+sd-jwt",
+        "vct": "urn:vellum:legacy:1",
+        "credential_signing_alg_values_supported": ["ES256"],
+        "cryptographic_binding_methods_supported": ["jwk"],
+        "proof_signing_alg_values_supported": ["ES256"]
+    }}}))
+    .await;
+    let (status, profile) = app
+        .api_json(
+            reqwest::Method::POST,
+            "/api/v1/profiles",
+            json!({"name": "Legacy", "credentialConfigurationId": "legacy",
+                   "issuerKeyId": "demo-es256", "credentialData": {"given_name": "Erika"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{profile}");
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let credential = Wallet::new().complete(&app, &created).await;
+    let checked = check_sd_jwt(&app, &credential).await;
+    assert_eq!(checked.header["typ"], "vc+sd-jwt");
+    assert_eq!(checked.claims["vct"], "urn:vellum:legacy:1");
+    let metadata: serde_json::Value = app
+        .client
+        .get(app.endpoint("/.well-known/openid-credential-issuer"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(
+        metadata["credential_configurations_supported"]["legacy"]["format"],
+        "vc+sd-jwt"
+    );
+}
