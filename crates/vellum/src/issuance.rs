@@ -364,7 +364,12 @@ async fn build(
                 } else {
                     sdjwt::TYP
                 },
-                kid: Some(definition.issuer_key_id.to_string()),
+                // With a DID issuer the kid is the DID URL of the key, as DID-resolving verifiers
+                // expect; otherwise the key id, resolvable through the jwt-vc-issuer metadata.
+                kid: Some(match definition.issuer_did.as_deref() {
+                    Some(did) => verification_method(did, &definition.issuer_key_id),
+                    None => definition.issuer_key_id.to_string(),
+                }),
                 x5c: definition
                     .x5_chain
                     .as_deref()

@@ -132,3 +132,25 @@ async fn a_legacy_vc_sd_jwt_configuration_issues_with_the_old_typ() {
         "vc+sd-jwt"
     );
 }
+
+#[tokio::test]
+async fn an_sd_jwt_vc_issued_by_a_did_jwk_names_the_did_url_as_kid() {
+    let app = spawn_app().await;
+    let (status, profile) = app
+        .api_json(
+            reqwest::Method::POST,
+            "/api/v1/profiles",
+            json!({"name": "DID issuer", "credentialConfigurationId": "identity_credential",
+                   "issuerKeyId": "demo-es256", "issuerDid": "did:jwk",
+                   "credentialData": {"given_name": "Erika"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{profile}");
+    let did = profile["issuerDid"].as_str().expect("did").to_owned();
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let credential = Wallet::new().complete(&app, &created).await;
+    // check_sd_jwt resolves a did:jwk kid from the DID itself and verifies with that key.
+    let checked = check_sd_jwt(&app, &credential).await;
+    assert_eq!(checked.header["kid"], format!("{did}#0"));
+    assert_eq!(checked.claims["iss"], did.as_str());
+}

@@ -618,7 +618,13 @@ async fn a_profile_with_an_issuer_did_issues_credentials_with_that_did_as_iss() 
     let wallet = Wallet::new();
     let created = app.create_offer(json!({"profileId": "did-issuer"})).await;
     let credential = wallet.complete(&app, &created).await;
-    let claims = check_sd_jwt(&app, &credential).await.claims;
+    let checked = check_sd_jwt(&app, &credential).await;
+    assert_eq!(
+        checked.header["kid"],
+        format!("{did}#demo-es256"),
+        "the DID URL of the key"
+    );
+    let claims = checked.claims;
     assert_eq!(claims["iss"], did);
     assert_eq!(claims["issued_by"], did);
     let holder = format!(
