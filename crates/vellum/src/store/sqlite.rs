@@ -378,6 +378,25 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
     Ok(())
 }
 
+/// A conditional UPDATE and, when it changed a row, the events announcing the change: the
+/// shape of every state transition. Returns whether it applied.
+fn transition(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    events: &[NewEvent],
+) -> StoreResult<bool> {
+    let changed = conn
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map_err(db_error)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    insert_events(conn, events)?;
+    Ok(true)
+}
+
 fn publish_key(conn: &Connection, key: &KeyId) -> StoreResult<()> {
     conn.prepare_cached("UPDATE keys SET published = 1 WHERE id = ? AND published = 0")
         .and_then(|mut statement| statement.execute([key.as_str()]))
@@ -1132,17 +1151,12 @@ impl Store for SqliteStore {
                 "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, updated_at = ?1 \
                  WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
             };
-            let changed = conn
-                .prepare_cached(sql)
-                .and_then(|mut statement| {
-                    statement.execute(params![now, id.to_string(), failure.seen_failures])
-                })
-                .map_err(db_error)?;
-            if changed == 0 {
-                return Ok(Applied::Stale);
-            }
-            insert_events(conn, &events)?;
-            Ok(Applied::Yes)
+            let params = params![now, id.to_string(), failure.seen_failures];
+            Ok(if transition(conn, sql, params, &events)? {
+                Applied::Yes
+            } else {
+                Applied::Stale
+            })
         })
         .await
     }
@@ -1157,22 +1171,20 @@ impl Store for SqliteStore {
     ) -> StoreResult<Applied> {
         let (token_hash, events) = (token_hash.to_owned(), events.to_vec());
         self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE sessions SET code_state = 'REDEEMED', token_hash = ?1, \
-                     token_expires_at = ?2, token_issued_at = ?3, updated_at = ?3, \
-                     expires_at = MAX(expires_at, ?2) \
-                     WHERE id = ?4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > ?3",
-                )
-                .and_then(|mut statement| {
-                    statement.execute(params![token_hash, token_expires_at, now, id.to_string()])
-                })
-                .map_err(db_error)?;
-            if changed == 0 {
-                return Ok(Applied::Stale);
-            }
-            insert_events(conn, &events)?;
-            Ok(Applied::Yes)
+            let redeemed = transition(
+                conn,
+                "UPDATE sessions SET code_state = 'REDEEMED', token_hash = ?1, \
+                 token_expires_at = ?2, token_issued_at = ?3, updated_at = ?3, \
+                 expires_at = MAX(expires_at, ?2) \
+                 WHERE id = ?4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > ?3",
+                params![token_hash, token_expires_at, now, id.to_string()],
+                &events,
+            )?;
+            Ok(if redeemed {
+                Applied::Yes
+            } else {
+                Applied::Stale
+            })
         })
         .await
     }
@@ -1260,19 +1272,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let events = events.to_vec();
         self.write(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
-                     finished_at = ?1, updated_at = ?1 \
-                     WHERE id = ?2 AND status = 'ACTIVE' AND expires_at <= ?1",
-                )
-                .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
-                .map_err(db_error)?;
-            if changed == 0 {
-                return Ok(false);
-            }
-            insert_events(conn, &events)?;
-            Ok(true)
+            transition(
+                conn,
+                "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
+                 finished_at = ?1, updated_at = ?1 \
+                 WHERE id = ?2 AND status = 'ACTIVE' AND expires_at <= ?1",
+                params![now, id.to_string()],
+                &events,
+            )
         })
         .await
     }
