@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::clock::Millis;
 use crate::ids::{KeyId, ProfileId, SessionId};
 
+pub mod postgres;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

@@ -20,6 +20,7 @@ mod process;
 mod profiles;
 mod restart;
 mod sessions;
+mod store;
 mod streams;
 mod token;
 mod w3c;

@@ -1,0 +1,1501 @@
+//! The server store: PostgreSQL through a small pool of `tokio-postgres` connections.
+//!
+//! Every store call is one transaction on one pooled connection. Unlike SQLite, several
+//! instances (and several calls of one instance) write at once, so where the SQLite store could
+//! read and then write (its writer thread is alone) this one locks what it reads
+//! (`SELECT ... FOR UPDATE`) or lets one conditional statement decide.
+//!
+//! Event sequence numbers are handed out under a transaction-level advisory lock, so events
+//! commit in sequence order: a reader that has seen sequence N has seen everything before it
+//! (live streams and `watch_events` rely on that, as they do with SQLite's single writer).
+//! A transaction that wrote events sends `NOTIFY vellum_events, '<seq>'`; one dedicated
+//! connection LISTENs, and also polls the newest sequence every second in case a notification
+//! was lost with a connection.
+//!
+//! Deliveries are claimed per URL under a try-lock (another claimer working on the URL is
+//! skipped, so the per-URL limit holds across instances) and row by row with
+//! `FOR UPDATE SKIP LOCKED`. Leases are never voided at open: other instances may hold them.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Row, Transaction};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+/// Migrations in order; file names match `migrations/sqlite/` (checked by a test).
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial.sql",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        "0002_notifications.sql",
+        include_str!("../../migrations/postgres/0002_notifications.sql"),
+    ),
+    (
+        "0003_deliveries_pending.sql",
+        include_str!("../../migrations/postgres/0003_deliveries_pending.sql"),
+    ),
+];
+
+/// Connections in the pool.
+const POOL_SIZE: usize = 16;
+/// The LISTEN/NOTIFY channel announcing committed events.
+const EVENTS_CHANNEL: &str = "vellum_events";
+/// Advisory lock keys (one namespace for the whole service, chosen arbitrarily).
+const MIGRATION_LOCK: i64 = 0x7665_6c6c_756d_0001;
+const EVENT_LOG_LOCK: i64 = 0x7665_6c6c_756d_0002;
+/// First key of the two-key advisory locks taken per webhook URL while claiming.
+const CLAIM_LOCK_SPACE: i32 = 0x7665_6c6c;
+/// How often the listener reads the newest sequence, in case a notification was missed.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+fn db_error(error: tokio_postgres::Error) -> StoreError {
+    let unavailable = match error.code() {
+        // No server answer at all: I/O, a closed connection, a timeout.
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            // Connection exceptions, insufficient resources, operator intervention.
+            matches!(class, "08" | "53" | "57")
+        }
+    };
+    if unavailable {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Database(Box::new(error))
+    }
+}
+
+fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn json(text: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|_| corrupt("JSON column"))
+}
+
+fn count(value: u32) -> i64 {
+    i64::from(value)
+}
+
+/// Moves the announced sequence forward, never back.
+fn advance(announce: &watch::Sender<i64>, seq: i64) {
+    announce.send_if_modified(|newest| {
+        if seq > *newest {
+            *newest = seq;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+struct Pool {
+    config: Config,
+    idle: Mutex<Vec<Client>>,
+    permits: Semaphore,
+}
+
+/// A connection taken from the pool; it goes back when dropped (unless it has closed).
+struct Conn<'a> {
+    client: Option<Client>,
+    pool: &'a Pool,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !client.is_closed()
+            && let Ok(mut idle) = self.pool.idle.lock()
+        {
+            idle.push(client);
+        }
+    }
+}
+
+async fn connect(config: &Config) -> StoreResult<Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(db_error)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl Pool {
+    async fn get(&self) -> StoreResult<Conn<'_>> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the pool is closed".into()))?;
+        let reused = {
+            let mut idle = self
+                .idle
+                .lock()
+                .map_err(|_| StoreError::Unavailable("the pool is poisoned".into()))?;
+            let mut found = None;
+            while let Some(client) = idle.pop() {
+                if !client.is_closed() {
+                    found = Some(client);
+                    break;
+                }
+            }
+            found
+        };
+        let client = match reused {
+            Some(client) => client,
+            None => connect(&self.config).await?,
+        };
+        Ok(Conn {
+            client: Some(client),
+            pool: self,
+            _permit: permit,
+        })
+    }
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    announce: Arc<watch::Sender<i64>>,
+    newest_event: watch::Receiver<i64>,
+    stop: CancellationToken,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`), migrates, and starts listening
+    /// for committed events.
+    pub async fn open(url: &str) -> StoreResult<PostgresStore> {
+        let config: Config = url
+            .parse()
+            .map_err(|error: tokio_postgres::Error| StoreError::Unavailable(error.to_string()))?;
+        let pool = Pool {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(POOL_SIZE),
+        };
+        {
+            let mut conn = pool.get().await?;
+            migrate(&mut conn).await?;
+        }
+        let newest = newest_seq(&*pool.get().await?).await?;
+        let (announce, newest_event) = watch::channel(newest);
+        let announce = Arc::new(announce);
+        let stop = CancellationToken::new();
+        tokio::spawn(listen(pool.config.clone(), announce.clone(), stop.clone()));
+        Ok(PostgresStore {
+            pool,
+            announce,
+            newest_event,
+            stop,
+        })
+    }
+
+    /// Announces events committed by this instance at once (the NOTIFY comes round later).
+    fn committed(&self, newest: Option<i64>) {
+        if let Some(seq) = newest {
+            advance(&self.announce, seq);
+        }
+    }
+}
+
+async fn newest_seq(client: &impl GenericClient) -> StoreResult<i64> {
+    let row = client
+        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+        .await
+        .map_err(db_error)?;
+    Ok(row.get(0))
+}
+
+async fn migrate(client: &mut Client) -> StoreResult<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations \
+             (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(db_error)?;
+    for (name, sql) in MIGRATIONS {
+        let tx = client.transaction().await.map_err(db_error)?;
+        // Instances starting together migrate one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db_error)?;
+        let applied = tx
+            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
+            .await
+            .map_err(db_error)?;
+        if applied.is_none() {
+            tx.batch_execute(sql).await.map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (name, applied_at) \
+                 VALUES ($1, EXTRACT(EPOCH FROM now())::bigint)",
+                &[name],
+            )
+            .await
+            .map_err(db_error)?;
+            tracing::info!(migration = name, "applied migration");
+        }
+        tx.commit().await.map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Follows committed events on a dedicated connection: LISTEN, plus a poll as a backstop.
+async fn listen(config: Config, announce: Arc<watch::Sender<i64>>, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        if let Err(error) = follow(&config, &announce, &stop).await {
+            tracing::warn!(%error, "PostgreSQL event listener disconnected");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+async fn follow(
+    config: &Config,
+    announce: &Arc<watch::Sender<i64>>,
+    stop: &CancellationToken,
+) -> StoreResult<()> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(db_error)?;
+    let notified = announce.clone();
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let driver = tokio::spawn(async move {
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    if let Ok(seq) = notification.payload().parse::<i64>() {
+                        advance(&notified, seq);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "PostgreSQL listener connection ended");
+                    break;
+                }
+            }
+        }
+    });
+    let result = async {
+        client
+            .batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))
+            .await
+            .map_err(db_error)?;
+        loop {
+            advance(announce, newest_seq(&client).await?);
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+/// Appends events and, in the same transaction, one delivery per event for the session's
+/// webhook when it wants that event type (the transactional outbox). Returns the newest
+/// sequence written, to announce after COMMIT.
+async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Option<i64>> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    // Held until COMMIT: sequences become visible in order (see the module comment).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOG_LOCK])
+        .await
+        .map_err(db_error)?;
+    let mut newest = 0;
+    for event in events {
+        let session = event.session_id.map(|id| id.to_string());
+        let row = tx
+            .query_one(
+                "INSERT INTO events (id, session_id, type, timestamp, data) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+                &[
+                    &event.id,
+                    &session,
+                    &event.event_type,
+                    &event.timestamp,
+                    &event.data.to_string(),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        newest = row.get(0);
+        if let Some(session) = &session {
+            tx.execute(
+                "INSERT INTO deliveries \
+                 (event_seq, session_id, url, status, next_attempt_at, created_at) \
+                 SELECT $1::bigint, w.session_id, w.url, \
+                        CASE WHEN g.url IS NULL THEN 'PENDING' ELSE 'GONE' END, \
+                        $2::bigint, $2::bigint \
+                 FROM webhooks w LEFT JOIN gone_webhook_urls g ON g.url = w.url \
+                 WHERE w.session_id = $3 \
+                   AND (w.events IS NULL OR w.events @> jsonb_build_array($4::text))",
+                &[&newest, &event.timestamp, session, &event.event_type],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+    }
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&EVENTS_CHANNEL, &newest.to_string()],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(Some(newest))
+}
+
+async fn publish_key(tx: &Transaction<'_>, key: &KeyId) -> StoreResult<()> {
+    tx.execute(
+        "UPDATE keys SET published = TRUE WHERE id = $1 AND NOT published",
+        &[&key.as_str()],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+fn key_from_row(row: &Row) -> StoreResult<KeyRecord> {
+    let id: String = row.try_get("id").map_err(db_error)?;
+    let public_jwk: String = row.try_get("public_jwk").map_err(db_error)?;
+    Ok(KeyRecord {
+        id: KeyId::parse(&id).map_err(|_| corrupt("key id"))?,
+        algorithm: row.try_get("algorithm").map_err(db_error)?,
+        public_jwk: json(&public_jwk)?,
+        sealed_private: row.try_get("sealed_private").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+    })
+}
+
+fn profile_from_row(row: &Row) -> StoreResult<ProfileRecord> {
+    let id: String = row.try_get("id").map_err(db_error)?;
+    let key: String = row.try_get("issuer_key_id").map_err(db_error)?;
+    let definition: String = row.try_get("definition").map_err(db_error)?;
+    Ok(ProfileRecord {
+        id: ProfileId::parse(&id).map_err(|_| corrupt("profile id"))?,
+        version: row.try_get("version").map_err(db_error)?,
+        active: row.try_get("active").map_err(db_error)?,
+        definition: json(&definition)?,
+        issuer_key_id: KeyId::parse(&key).map_err(|_| corrupt("key id"))?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+    })
+}
+
+fn webhook_events(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
+    text.as_deref()
+        .map(|text| serde_json::from_str(text).map_err(|_| corrupt("webhook events")))
+        .transpose()
+}
+
+fn session_from_row(row: &Row) -> StoreResult<SessionRecord> {
+    let get_text = |name: &str| row.try_get::<_, String>(name).map_err(db_error);
+    let webhook_url: Option<String> = row.try_get("webhook_url").map_err(db_error)?;
+    let tx_code: Option<String> = row.try_get("tx_code").map_err(db_error)?;
+    let failures: i32 = row.try_get("tx_code_failures").map_err(db_error)?;
+    Ok(SessionRecord {
+        id: SessionId::parse(&get_text("id")?).ok_or_else(|| corrupt("session id"))?,
+        profile_id: ProfileId::parse(&get_text("profile_id")?)
+            .map_err(|_| corrupt("profile id"))?,
+        profile_version: row.try_get("profile_version").map_err(db_error)?,
+        credential_configuration_id: get_text("credential_configuration_id")?,
+        status: SessionStatus::parse(&get_text("status")?).ok_or_else(|| corrupt("status"))?,
+        status_reason: row.try_get("status_reason").map_err(db_error)?,
+        offer_handle_hash: get_text("offer_handle_hash")?,
+        code_hash: get_text("code_hash")?,
+        code_state: CodeState::parse(&get_text("code_state")?)
+            .ok_or_else(|| corrupt("code state"))?,
+        tx_code: tx_code.as_deref().map(json).transpose()?,
+        tx_code_mac: row.try_get("tx_code_mac").map_err(db_error)?,
+        tx_code_failures: u32::try_from(failures).map_err(|_| corrupt("tx_code_failures"))?,
+        token_hash: row.try_get("token_hash").map_err(db_error)?,
+        token_expires_at: row.try_get("token_expires_at").map_err(db_error)?,
+        by_value: row.try_get("by_value").map_err(db_error)?,
+        template: json(&get_text("template")?)?,
+        webhook: match webhook_url {
+            None => None,
+            Some(url) => Some(WebhookTarget {
+                url,
+                bearer_token: row.try_get("webhook_bearer_token").map_err(db_error)?,
+                secret: row.try_get("webhook_secret").map_err(db_error)?,
+                events: webhook_events(row.try_get("webhook_events").map_err(db_error)?)?,
+            }),
+        },
+        issuer_key_id: KeyId::parse(&get_text("issuer_key_id")?).map_err(|_| corrupt("key id"))?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        resolved_at: row.try_get("resolved_at").map_err(db_error)?,
+        token_issued_at: row.try_get("token_issued_at").map_err(db_error)?,
+        finished_at: row.try_get("finished_at").map_err(db_error)?,
+    })
+}
+
+fn event_from_row(row: &Row) -> StoreResult<EventRecord> {
+    let session: Option<String> = row.try_get("session_id").map_err(db_error)?;
+    let data: String = row.try_get("data").map_err(db_error)?;
+    Ok(EventRecord {
+        seq: row.try_get("seq").map_err(db_error)?,
+        id: row.try_get("id").map_err(db_error)?,
+        session_id: session
+            .map(|text| SessionId::parse(&text).ok_or_else(|| corrupt("session id")))
+            .transpose()?,
+        event_type: row.try_get("type").map_err(db_error)?,
+        timestamp: row.try_get("timestamp").map_err(db_error)?,
+        data: json(&data)?,
+    })
+}
+
+async fn collect<T>(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    convert: fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let rows = client.query(sql, params).await.map_err(db_error)?;
+    rows.iter().map(convert).collect()
+}
+
+async fn first<T>(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    convert: fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let row = client.query_opt(sql, params).await.map_err(db_error)?;
+    row.as_ref().map(convert).transpose()
+}
+
+const SESSION_COLUMNS: &str = "id, profile_id, profile_version, credential_configuration_id, \
+    status, status_reason, offer_handle_hash, code_hash, code_state, tx_code, tx_code_mac, \
+    tx_code_failures, token_hash, token_expires_at, by_value, template, issuer_key_id, \
+    created_at, updated_at, expires_at, resolved_at, token_issued_at, finished_at";
+
+const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, v.issuer_key_id, \
+    h.created_at, CASE WHEN v.version = h.version THEN h.updated_at ELSE v.created_at END \
+    AS updated_at FROM profile_versions v JOIN profile_heads h ON h.id = v.id";
+
+/// Sessions with their webhook (columns of `webhooks` do not clash with those of `sessions`).
+const SESSION_SELECT: &str = "SELECT sessions.*, w.url AS webhook_url, \
+    w.bearer_token AS webhook_bearer_token, w.secret AS webhook_secret, \
+    w.events::text AS webhook_events FROM sessions LEFT JOIN webhooks w ON w.session_id = sessions.id";
+
+const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
+
+async fn profile_version(
+    client: &impl GenericClient,
+    id: &str,
+    version: i64,
+) -> StoreResult<Option<ProfileRecord>> {
+    first(
+        client,
+        &format!("{PROFILE_SELECT} WHERE v.id = $1 AND v.version = $2"),
+        &[&id, &version],
+        profile_from_row,
+    )
+    .await
+}
+
+/// Leases up to `limit` due deliveries (see `Store::claim_deliveries`).
+async fn claim(
+    tx: &Transaction<'_>,
+    now: Millis,
+    lease_until: Millis,
+    limit: u32,
+    per_url: u32,
+) -> StoreResult<Vec<DueDelivery>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let urls = tx
+        .query(
+            "SELECT DISTINCT url FROM deliveries WHERE status = 'PENDING' \
+             AND (lease_until IS NULL OR lease_until <= $1) AND next_attempt_at <= $1 \
+             ORDER BY url",
+            &[&now],
+        )
+        .await
+        .map_err(db_error)?;
+    // Per URL: skip it if another claimer holds it (until that one commits), count what it has
+    // in flight, and take its first due deliveries up to its room, so the per-URL limit holds
+    // within this claim and across claimers. Then the earliest due across URLs, up to `limit`.
+    let mut candidates: Vec<(Millis, i64)> = Vec::new();
+    for row in urls {
+        let url: String = row.get(0);
+        let mine: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
+                &[&CLAIM_LOCK_SPACE, &url],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if !mine {
+            continue;
+        }
+        let busy: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM deliveries \
+                 WHERE status = 'PENDING' AND url = $1 AND lease_until > $2",
+                &[&url, &now],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        let room = count(per_url) - busy;
+        if room <= 0 {
+            continue;
+        }
+        let due = tx
+            .query(
+                "SELECT next_attempt_at, id FROM deliveries \
+                 WHERE status = 'PENDING' AND url = $1 \
+                   AND (lease_until IS NULL OR lease_until <= $2) AND next_attempt_at <= $2 \
+                 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+                &[&url, &now, &room],
+            )
+            .await
+            .map_err(db_error)?;
+        candidates.extend(due.iter().map(|row| (row.get(0), row.get(1))));
+    }
+    candidates.sort_unstable();
+    candidates.truncate(limit as usize);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = candidates.iter().map(|(_, id)| *id).collect();
+    let rows = tx
+        .query(
+            "WITH leased AS (UPDATE deliveries SET lease_until = $1 WHERE id = ANY($2) \
+               RETURNING id, event_seq, session_id, attempts, retry_step, next_attempt_at) \
+             SELECT d.id AS delivery_id, d.attempts, d.retry_step, \
+                    e.seq, e.id, e.session_id, e.type, e.timestamp, e.data, \
+                    w.url, w.bearer_token, w.secret, w.events::text AS webhook_events \
+             FROM leased d JOIN events e ON e.seq = d.event_seq \
+             JOIN webhooks w ON w.session_id = d.session_id \
+             ORDER BY d.next_attempt_at, d.id",
+            &[&lease_until, &ids],
+        )
+        .await
+        .map_err(db_error)?;
+    if rows.len() != ids.len() {
+        return Err(corrupt("delivery without event or webhook"));
+    }
+    rows.iter()
+        .map(|row| {
+            let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
+            let retry_step: i32 = row.try_get("retry_step").map_err(db_error)?;
+            Ok(DueDelivery {
+                id: row.try_get("delivery_id").map_err(db_error)?,
+                attempt: u32::try_from(attempts).map_err(|_| corrupt("attempts"))? + 1,
+                retry_step: u32::try_from(retry_step).map_err(|_| corrupt("retry_step"))?,
+                event: event_from_row(row)?,
+                webhook: WebhookTarget {
+                    url: row.try_get("url").map_err(db_error)?,
+                    bearer_token: row.try_get("bearer_token").map_err(db_error)?,
+                    secret: row.try_get("secret").map_err(db_error)?,
+                    events: webhook_events(row.try_get("webhook_events").map_err(db_error)?)?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Records an attempt and its consequence, and ends the lease.
+async fn record(
+    tx: &Transaction<'_>,
+    delivery: i64,
+    attempt: &AttemptRecord,
+    outcome: AttemptOutcome,
+    now: Millis,
+) -> StoreResult<()> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT attempts, url FROM deliveries WHERE id = $1 FOR UPDATE",
+            &[&delivery],
+        )
+        .await
+        .map_err(db_error)?
+    else {
+        return Ok(());
+    };
+    let attempts: i32 = row.get(0);
+    let url: String = row.get(1);
+    tx.execute(
+        "INSERT INTO delivery_attempts \
+         (delivery_id, number, started_at, duration_ms, status_code, error, response) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &delivery,
+            &(attempts + 1),
+            &attempt.started_at,
+            &attempt.duration_ms,
+            &attempt.status_code.map(i32::from),
+            &attempt.error,
+            &attempt.response,
+        ],
+    )
+    .await
+    .map_err(db_error)?;
+    let (status, next, step): (&str, Option<Millis>, i32) = match outcome {
+        AttemptOutcome::Delivered => ("DELIVERED", None, 0),
+        AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
+        AttemptOutcome::Failed => ("FAILED", None, 0),
+        AttemptOutcome::Gone => ("GONE", None, 0),
+    };
+    tx.execute(
+        "UPDATE deliveries SET attempts = attempts + 1, status = $1::text, \
+         next_attempt_at = COALESCE($2::bigint, next_attempt_at), \
+         retry_step = retry_step + $3::integer, lease_until = NULL, \
+         finished_at = CASE WHEN $1::text = 'PENDING' THEN NULL ELSE $4::bigint END \
+         WHERE id = $5",
+        &[&status, &next, &step, &now, &delivery],
+    )
+    .await
+    .map_err(db_error)?;
+    if matches!(outcome, AttemptOutcome::RetryAt(_)) {
+        // Its URL answered 410 to another delivery while this one was in flight.
+        tx.execute(
+            "UPDATE deliveries SET status = 'GONE', finished_at = $1 WHERE id = $2 \
+             AND url IN (SELECT url FROM gone_webhook_urls)",
+            &[&now, &delivery],
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    if outcome == AttemptOutcome::Gone {
+        tx.execute(
+            "INSERT INTO gone_webhook_urls (url, gone_at) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+            &[&url, &now],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.execute(
+            "UPDATE deliveries SET status = 'GONE', finished_at = $1, lease_until = NULL \
+             WHERE status = 'PENDING' AND url = $2",
+            &[&now, &url],
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        migrate(&mut *self.pool.get().await?).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.pool
+            .get()
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&name, &value],
+        )
+        .await
+        .map_err(db_error)?;
+        let row = tx
+            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
+        let conn = self.pool.get().await?;
+        let result = conn
+            .execute(
+                "INSERT INTO keys (id, algorithm, public_jwk, sealed_private, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &key.id.as_str(),
+                    &key.algorithm,
+                    &key.public_jwk.to_string(),
+                    &key.sealed_private,
+                    &key.created_at,
+                ],
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_unique_violation(&error) => {
+                Err(StoreError::Conflict(format!("key {}", key.id)))
+            }
+            Err(error) => Err(db_error(error)),
+        }
+    }
+
+    async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
+        let conn = self.pool.get().await?;
+        first(
+            &*conn,
+            "SELECT * FROM keys WHERE id = $1",
+            &[&id.as_str()],
+            key_from_row,
+        )
+        .await
+    }
+
+    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        let conn = self.pool.get().await?;
+        collect(
+            &*conn,
+            "SELECT * FROM keys ORDER BY created_at, id",
+            &[],
+            key_from_row,
+        )
+        .await
+    }
+
+    async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+        let conn = self.pool.get().await?;
+        collect(
+            &*conn,
+            "SELECT * FROM keys WHERE published ORDER BY created_at, id",
+            &[],
+            key_from_row,
+        )
+        .await
+    }
+
+    async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO profile_heads (id, version, active, created_at, updated_at) \
+                 VALUES ($1, 1, TRUE, $2, $3) ON CONFLICT DO NOTHING",
+                &[
+                    &profile.id.as_str(),
+                    &profile.created_at,
+                    &profile.updated_at,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict(format!("profile {}", profile.id)));
+        }
+        tx.execute(
+            "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
+             VALUES ($1, 1, $2, $3, $4)",
+            &[
+                &profile.id.as_str(),
+                &profile.definition.to_string(),
+                &profile.issuer_key_id.as_str(),
+                &profile.created_at,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        publish_key(&tx, &profile.issuer_key_id).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn update_profile(
+        &self,
+        id: &ProfileId,
+        definition: &Value,
+        issuer_key_id: &KeyId,
+        now: Millis,
+    ) -> StoreResult<Option<ProfileRecord>> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE profile_heads SET version = version + 1, updated_at = $1 \
+                 WHERE id = $2 AND active RETURNING version",
+                &[&now, &id.as_str()],
+            )
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        let version: i64 = row.get(0);
+        tx.execute(
+            "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &id.as_str(),
+                &version,
+                &definition.to_string(),
+                &issuer_key_id.as_str(),
+                &now,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        publish_key(&tx, issuer_key_id).await?;
+        let profile = profile_version(&tx, id.as_str(), version).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(profile)
+    }
+
+    async fn deactivate_profile(&self, id: &ProfileId, now: Millis) -> StoreResult<bool> {
+        let conn = self.pool.get().await?;
+        let changed = conn
+            .execute(
+                "UPDATE profile_heads SET active = FALSE, \
+                 updated_at = CASE WHEN active THEN $1 ELSE updated_at END WHERE id = $2",
+                &[&now, &id.as_str()],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(changed == 1)
+    }
+
+    async fn profile(
+        &self,
+        id: &ProfileId,
+        version: Option<i64>,
+    ) -> StoreResult<Option<ProfileRecord>> {
+        let conn = self.pool.get().await?;
+        match version {
+            Some(version) => profile_version(&*conn, id.as_str(), version).await,
+            None => {
+                first(
+                    &*conn,
+                    &format!("{PROFILE_SELECT} WHERE v.id = $1 AND v.version = h.version"),
+                    &[&id.as_str()],
+                    profile_from_row,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>> {
+        let conn = self.pool.get().await?;
+        collect(
+            &*conn,
+            &format!("{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"),
+            &[],
+            profile_from_row,
+        )
+        .await
+    }
+
+    async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()> {
+        let s = session;
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let failures =
+            i32::try_from(s.tx_code_failures).map_err(|_| corrupt("tx_code_failures"))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+            ),
+            &[
+                &s.id.to_string(),
+                &s.profile_id.as_str(),
+                &s.profile_version,
+                &s.credential_configuration_id,
+                &s.status.as_str(),
+                &s.status_reason,
+                &s.offer_handle_hash,
+                &s.code_hash,
+                &s.code_state.as_str(),
+                &s.tx_code.as_ref().map(Value::to_string),
+                &s.tx_code_mac,
+                &failures,
+                &s.token_hash,
+                &s.token_expires_at,
+                &s.by_value,
+                &s.template.to_string(),
+                &s.issuer_key_id.as_str(),
+                &s.created_at,
+                &s.updated_at,
+                &s.expires_at,
+                &s.resolved_at,
+                &s.token_issued_at,
+                &s.finished_at,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        publish_key(&tx, &s.issuer_key_id).await?;
+        if let Some(webhook) = &s.webhook {
+            tx.execute(
+                "INSERT INTO webhooks (session_id, url, bearer_token, secret, events) \
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb)",
+                &[
+                    &s.id.to_string(),
+                    &webhook.url,
+                    &webhook.bearer_token,
+                    &webhook.secret,
+                    &webhook
+                        .events
+                        .as_ref()
+                        .map(|events| Value::from(events.clone()).to_string()),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        let newest = insert_events(&tx, std::slice::from_ref(event)).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(())
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
+        let conn = self.pool.get().await?;
+        first(
+            &*conn,
+            &format!("{SESSION_SELECT} WHERE sessions.id = $1"),
+            &[&id.to_string()],
+            session_from_row,
+        )
+        .await
+    }
+
+    async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>> {
+        let (column, hash) = match lookup {
+            SessionLookup::OfferHandle(hash) => ("offer_handle_hash", hash),
+            SessionLookup::PreAuthorizedCode(hash) => ("code_hash", hash),
+            SessionLookup::AccessToken(hash) => ("token_hash", hash),
+        };
+        let conn = self.pool.get().await?;
+        first(
+            &*conn,
+            &format!("{SESSION_SELECT} WHERE sessions.{column} = $1"),
+            &[&hash],
+            session_from_row,
+        )
+        .await
+    }
+
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>> {
+        let (before_at, before_id) = filter
+            .before
+            .map(|(at, id)| (Some(at), Some(id.to_string())))
+            .unwrap_or((None, None));
+        let conn = self.pool.get().await?;
+        collect(
+            &*conn,
+            &format!(
+                "{SESSION_SELECT} \
+                 WHERE ($1::text IS NULL OR status = $1) \
+                   AND ($2::text IS NULL OR profile_id = $2) \
+                   AND ($3::bigint IS NULL OR created_at < $3 \
+                        OR (created_at = $3 AND sessions.id < $4::text)) \
+                 ORDER BY created_at DESC, sessions.id DESC LIMIT $5"
+            ),
+            &[
+                &filter.status.map(SessionStatus::as_str),
+                &filter.profile_id.as_ref().map(ProfileId::as_str),
+                &before_at,
+                &before_id,
+                &count(filter.limit),
+            ],
+            session_from_row,
+        )
+        .await
+    }
+
+    async fn record_offer_resolved(
+        &self,
+        id: SessionId,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        tx.execute(
+            "UPDATE sessions SET resolved_at = COALESCE(resolved_at, $1), updated_at = $1 \
+             WHERE id = $2",
+            &[&now, &id.to_string()],
+        )
+        .await
+        .map_err(db_error)?;
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(())
+    }
+
+    async fn record_tx_code_failure(
+        &self,
+        id: SessionId,
+        failure: &TxCodeFailure,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied> {
+        let sql = if failure.locks {
+            "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, code_state = 'LOCKED', \
+             status = 'UNSUCCESSFUL', status_reason = 'tx_code_attempts_exhausted', \
+             finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND tx_code_failures = $3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
+        } else {
+            "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, updated_at = $1 \
+             WHERE id = $2 AND tx_code_failures = $3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
+        };
+        let seen = i32::try_from(failure.seen_failures).unwrap_or(i32::MAX);
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let changed = tx
+            .execute(sql, &[&now, &id.to_string(), &seen])
+            .await
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Ok(Applied::Stale);
+        }
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
+    }
+
+    async fn redeem_pre_authorized_code(
+        &self,
+        id: SessionId,
+        token_hash: &str,
+        token_expires_at: Millis,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let changed = tx
+            .execute(
+                "UPDATE sessions SET code_state = 'REDEEMED', token_hash = $1, \
+                 token_expires_at = $2, token_issued_at = $3, updated_at = $3, \
+                 expires_at = GREATEST(expires_at, $2) \
+                 WHERE id = $4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > $3",
+                &[&token_hash, &token_expires_at, &now, &id.to_string()],
+            )
+            .await
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Ok(Applied::Stale);
+        }
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
+    }
+
+    async fn complete_issuance(
+        &self,
+        id: SessionId,
+        nonce_hash: &str,
+        nonce_expires_at: Millis,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<IssuanceCommit> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        // Lock the session while checking it: a concurrent completion waits, then sees it
+        // finished.
+        let active = tx
+            .query_opt(
+                "SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE' \
+                 AND code_state = 'REDEEMED' AND token_expires_at > $2 FOR UPDATE",
+                &[&id.to_string(), &now],
+            )
+            .await
+            .map_err(db_error)?;
+        if active.is_none() {
+            return Ok(IssuanceCommit::SessionNotActive);
+        }
+        let fresh = tx
+            .execute(
+                "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&nonce_hash, &nonce_expires_at],
+            )
+            .await
+            .map_err(db_error)?;
+        if fresh == 0 {
+            return Ok(IssuanceCommit::NonceAlreadyUsed);
+        }
+        tx.execute(
+            "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = $1, updated_at = $1 \
+             WHERE id = $2",
+            &[&now, &id.to_string()],
+        )
+        .await
+        .map_err(db_error)?;
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(IssuanceCommit::Issued)
+    }
+
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(())
+    }
+
+    async fn sessions_due_for_expiry(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<SessionId>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT id FROM sessions WHERE status = 'ACTIVE' AND expires_at <= $1 LIMIT $2",
+                &[&now, &count(limit)],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| SessionId::parse(row.get(0)).ok_or_else(|| corrupt("session id")))
+            .collect()
+    }
+
+    async fn expire_session(
+        &self,
+        id: SessionId,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<bool> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let changed = tx
+            .execute(
+                "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
+                 finished_at = $1, updated_at = $1 \
+                 WHERE id = $2 AND status = 'ACTIVE' AND expires_at <= $1",
+                &[&now, &id.to_string()],
+            )
+            .await
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(true)
+    }
+
+    async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
+        const FINISHED: &str =
+            "SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1";
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        for statement in [
+            format!("DELETE FROM events WHERE session_id IN ({FINISHED})"),
+            format!(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN \
+                 (SELECT id FROM deliveries WHERE session_id IN ({FINISHED}))"
+            ),
+            format!("DELETE FROM deliveries WHERE session_id IN ({FINISHED})"),
+            format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
+        ] {
+            tx.execute(&statement, &[&finished_before])
+                .await
+                .map_err(db_error)?;
+        }
+        let sessions = tx
+            .execute(
+                "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1",
+                &[&finished_before],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.execute("DELETE FROM used_nonces WHERE expires_at < $1", &[&now])
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(sessions)
+    }
+
+    async fn events(
+        &self,
+        session: Option<SessionId>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>> {
+        let conn = self.pool.get().await?;
+        match session {
+            Some(id) => {
+                collect(
+                    &*conn,
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events \
+                         WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    ),
+                    &[&id.to_string(), &after_seq, &count(limit)],
+                    event_from_row,
+                )
+                .await
+            }
+            None => {
+                collect(
+                    &*conn,
+                    &format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+                    ),
+                    &[&after_seq, &count(limit)],
+                    event_from_row,
+                )
+                .await
+            }
+        }
+    }
+
+    fn watch_events(&self) -> watch::Receiver<i64> {
+        self.newest_event.clone()
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        per_url: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let due = claim(&tx, now, lease_until, limit, per_url).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(due)
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery: i64,
+        attempt: &AttemptRecord,
+        outcome: AttemptOutcome,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        record(&tx, delivery, attempt, outcome, now).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn record_and_claim(
+        &self,
+        mut finished: Vec<FinishedAttempt>,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        per_url: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        // Row locks in one order, so two instances recording at once cannot deadlock on them.
+        finished.sort_by_key(|attempt| attempt.delivery);
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        for attempt in &finished {
+            record(
+                &tx,
+                attempt.delivery,
+                &attempt.record,
+                attempt.outcome,
+                attempt.at,
+            )
+            .await?;
+        }
+        let due = claim(&tx, now, lease_until, limit, per_url).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(due)
+    }
+
+    async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
+                 WHERE session_id = $1 ORDER BY event_seq, id",
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(db_error)?;
+        let mut records: Vec<DeliveryRecord> = rows
+            .iter()
+            .map(|row| {
+                let status: String = row.get(3);
+                let next: i64 = row.get(4);
+                DeliveryRecord {
+                    id: row.get(0),
+                    event_seq: row.get(1),
+                    url: row.get(2),
+                    next_attempt_at: (status == "PENDING").then_some(next),
+                    status,
+                    attempts: Vec::new(),
+                }
+            })
+            .collect();
+        let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
+        let attempts = conn
+            .query(
+                "SELECT delivery_id, started_at, duration_ms, status_code, error, response \
+                 FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, number",
+                &[&ids],
+            )
+            .await
+            .map_err(db_error)?;
+        for row in attempts {
+            let delivery: i64 = row.get(0);
+            let status_code: Option<i32> = row.get(3);
+            let attempt = AttemptRecord {
+                started_at: row.get(1),
+                duration_ms: row.get(2),
+                status_code: status_code
+                    .map(|code| u16::try_from(code).map_err(|_| corrupt("status code")))
+                    .transpose()?,
+                error: row.get(4),
+                response: row.get(5),
+            };
+            if let Some(record) = records.iter_mut().find(|record| record.id == delivery) {
+                record.attempts.push(attempt);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn redeliver(
+        &self,
+        id: SessionId,
+        event_id: Option<&str>,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        // One event's deliveries (whatever their state), or the session's FAILED/GONE ones;
+        // never one that is in flight. Locked, so that no claim leases them meanwhile.
+        let rows = tx
+            .query(
+                "SELECT id FROM deliveries WHERE session_id = $1 \
+                 AND (lease_until IS NULL OR status <> 'PENDING') \
+                 AND (($2::text IS NULL AND status IN ('FAILED', 'GONE')) \
+                      OR event_seq = (SELECT seq FROM events WHERE id = $2 AND session_id = $1)) \
+                 ORDER BY id FOR UPDATE",
+                &[&id.to_string(), &event_id],
+            )
+            .await
+            .map_err(db_error)?;
+        let ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            "DELETE FROM gone_webhook_urls WHERE url IN \
+             (SELECT url FROM deliveries WHERE id = ANY($1))",
+            &[&ids],
+        )
+        .await
+        .map_err(db_error)?;
+        let changed = tx
+            .execute(
+                "UPDATE deliveries SET status = 'PENDING', next_attempt_at = $1, \
+                 retry_step = 0, finished_at = NULL WHERE id = ANY($2)",
+                &[&now, &ids],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(backend: &str) -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(backend);
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let listed: Vec<&str> = MIGRATIONS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names("postgres"), listed);
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migration_files() {
+        assert_eq!(names("postgres"), names("sqlite"));
+    }
+}
