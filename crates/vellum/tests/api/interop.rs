@@ -132,11 +132,10 @@ fn assert_demo_claims(claims: &Value, holder_jwk: &Value, app: &TestApp, verifie
     );
 }
 
-/// Creates an offer, lets the third-party wallet redeem it, verifies the credential with both
-/// third-party verifiers and checks the session finished.
-async fn redeem_with_oid4vc_ts(offer: Value, offer_parameter: &str) {
-    let app = spawn_app().await;
-    let created = app.create_offer(offer).await;
+/// The oid4vc-ts wallet redeems a created offer (checking it came by `offer_parameter`:
+/// `credential_offer_uri` or `credential_offer`); returns what the wallet printed, after checking
+/// its own verification passed and that it printed only a public holder key.
+pub async fn wallet_redeems(created: &Value, offer_parameter: &str) -> Value {
     let offer_uri = created["credentialOffer"]
         .as_str()
         .expect("credentialOffer");
@@ -144,18 +143,26 @@ async fn redeem_with_oid4vc_ts(offer: Value, offer_parameter: &str) {
         offer_uri.starts_with(&format!("openid-credential-offer://?{offer_parameter}=")),
         "{offer_uri}"
     );
-
     let wallet = stdout_json(
         &oid4vc_ts_wallet(offer_uri, created["txCodeValue"].as_str()).await,
         "the oid4vc-ts wallet",
     );
     assert_eq!(wallet["verified"], true, "{wallet}");
-    let holder_jwk = &wallet["holderJwk"];
-    assert_eq!(holder_jwk["kty"], "EC", "{wallet}");
+    assert_eq!(wallet["holderJwk"]["kty"], "EC", "{wallet}");
     assert!(
-        holder_jwk.get("d").is_none(),
+        wallet["holderJwk"].get("d").is_none(),
         "the wallet printed its private key"
     );
+    wallet
+}
+
+/// Creates an offer, lets the third-party wallet redeem it, verifies the credential with both
+/// third-party verifiers and checks the session finished.
+async fn redeem_with_oid4vc_ts(offer: Value, offer_parameter: &str) {
+    let app = spawn_app().await;
+    let created = app.create_offer(offer).await;
+    let wallet = wallet_redeems(&created, offer_parameter).await;
+    let holder_jwk = &wallet["holderJwk"];
     let credential = wallet["credential"].as_str().expect("credential");
     assert_demo_claims(&wallet["claims"], holder_jwk, &app, "@sd-jwt/sd-jwt-vc");
 
