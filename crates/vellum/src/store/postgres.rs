@@ -236,6 +236,26 @@ impl PostgresStore {
             advance(&self.announce, seq);
         }
     }
+
+    /// A conditional UPDATE and, when it changed a row, the events announcing the change, in
+    /// one transaction: the shape of every state transition. Returns whether it applied.
+    async fn transition(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        events: &[NewEvent],
+    ) -> StoreResult<bool> {
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await.map_err(db_error)?;
+        let changed = tx.execute(sql, params).await.map_err(db_error)?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        let newest = insert_events(&tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(true)
+    }
 }
 
 async fn newest_seq(client: &impl GenericClient) -> StoreResult<i64> {
@@ -1100,19 +1120,14 @@ impl Store for PostgresStore {
              WHERE id = $2 AND tx_code_failures = $3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
         };
         let seen = i32::try_from(failure.seen_failures).unwrap_or(i32::MAX);
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let changed = tx
-            .execute(sql, &[&now, &id.to_string(), &seen])
-            .await
-            .map_err(db_error)?;
-        if changed == 0 {
-            return Ok(Applied::Stale);
-        }
-        let newest = insert_events(&tx, events).await?;
-        tx.commit().await.map_err(db_error)?;
-        self.committed(newest);
-        Ok(Applied::Yes)
+        let applied = self
+            .transition(sql, &[&now, &id.to_string(), &seen], events)
+            .await?;
+        Ok(if applied {
+            Applied::Yes
+        } else {
+            Applied::Stale
+        })
     }
 
     async fn redeem_pre_authorized_code(
@@ -1123,25 +1138,21 @@ impl Store for PostgresStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let changed = tx
-            .execute(
+        let redeemed = self
+            .transition(
                 "UPDATE sessions SET code_state = 'REDEEMED', token_hash = $1, \
                  token_expires_at = $2, token_issued_at = $3, updated_at = $3, \
                  expires_at = GREATEST(expires_at, $2) \
                  WHERE id = $4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > $3",
                 &[&token_hash, &token_expires_at, &now, &id.to_string()],
+                events,
             )
-            .await
-            .map_err(db_error)?;
-        if changed == 0 {
-            return Ok(Applied::Stale);
-        }
-        let newest = insert_events(&tx, events).await?;
-        tx.commit().await.map_err(db_error)?;
-        self.committed(newest);
-        Ok(Applied::Yes)
+            .await?;
+        Ok(if redeemed {
+            Applied::Yes
+        } else {
+            Applied::Stale
+        })
     }
 
     async fn complete_issuance(
@@ -1224,24 +1235,14 @@ impl Store for PostgresStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<bool> {
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let changed = tx
-            .execute(
-                "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
-                 finished_at = $1, updated_at = $1 \
-                 WHERE id = $2 AND status = 'ACTIVE' AND expires_at <= $1",
-                &[&now, &id.to_string()],
-            )
-            .await
-            .map_err(db_error)?;
-        if changed == 0 {
-            return Ok(false);
-        }
-        let newest = insert_events(&tx, events).await?;
-        tx.commit().await.map_err(db_error)?;
-        self.committed(newest);
-        Ok(true)
+        self.transition(
+            "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
+             finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status = 'ACTIVE' AND expires_at <= $1",
+            &[&now, &id.to_string()],
+            events,
+        )
+        .await
     }
 
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
