@@ -118,15 +118,7 @@ async fn a_legacy_vc_sd_jwt_configuration_issues_with_the_old_typ() {
     let checked = check_sd_jwt(&app, &credential).await;
     assert_eq!(checked.header["typ"], "vc+sd-jwt");
     assert_eq!(checked.claims["vct"], "urn:vellum:legacy:1");
-    let metadata: serde_json::Value = app
-        .client
-        .get(app.endpoint("/.well-known/openid-credential-issuer"))
-        .send()
-        .await
-        .expect("metadata")
-        .json()
-        .await
-        .expect("JSON");
+    let metadata = app.get_json("/.well-known/openid-credential-issuer").await;
     assert_eq!(
         metadata["credential_configurations_supported"]["legacy"]["format"],
         "vc+sd-jwt"

@@ -126,6 +126,19 @@ impl TestApp {
         status_and_json(response).await
     }
 
+    /// GETs a public JSON document (metadata, JWKS, DID document); panics unless 200.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(self.endpoint(path))
+            .send()
+            .await
+            .expect("GET");
+        let (status, body) = status_and_json(response).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
     pub async fn api_get(&self, path: &str) -> (StatusCode, Value) {
         let response = self.api(Method::GET, path).send().await.expect("request");
         status_and_json(response).await

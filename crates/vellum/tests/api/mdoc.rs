@@ -181,15 +181,7 @@ async fn an_mdoc_profile_needs_a_chain_that_certifies_its_key() {
 #[tokio::test]
 async fn metadata_names_the_doctype_and_cose_algorithms() {
     let app = mdoc_app().await;
-    let metadata: Value = app
-        .client
-        .get(app.endpoint("/.well-known/openid-credential-issuer"))
-        .send()
-        .await
-        .expect("metadata")
-        .json()
-        .await
-        .expect("JSON");
+    let metadata = app.get_json("/.well-known/openid-credential-issuer").await;
     let entry = &metadata["credential_configurations_supported"][MDL];
     assert_eq!(entry["format"], "mso_mdoc");
     assert_eq!(entry["doctype"], "org.iso.18013.5.1.mDL");

@@ -6,7 +6,7 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use vellum_formats::jose::{self, SigningKey};
 
-use crate::helpers::{TestApp, status_and_json};
+use crate::helpers::TestApp;
 use crate::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
 
 pub const CONFIGURATION: &str = "identity_credential";
@@ -200,14 +200,7 @@ pub async fn generate_key(app: &TestApp, body: Value) -> Value {
 }
 
 pub async fn jwks_kids(app: &TestApp) -> Vec<String> {
-    let response = app
-        .client
-        .get(app.endpoint("/jwks"))
-        .send()
-        .await
-        .expect("jwks");
-    let (status, jwks) = status_and_json(response).await;
-    assert_eq!(status, StatusCode::OK, "{jwks}");
+    let jwks = app.get_json("/jwks").await;
     jwks["keys"]
         .as_array()
         .expect("keys")

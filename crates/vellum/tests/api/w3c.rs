@@ -90,15 +90,7 @@ async fn a_jwt_vc_json_credential_is_signed_by_the_issuer_did_and_bound_to_the_h
 #[tokio::test]
 async fn the_metadata_describes_the_w3c_configuration() {
     let app = w3c_app().await;
-    let metadata: Value = app
-        .client
-        .get(app.endpoint("/.well-known/openid-credential-issuer"))
-        .send()
-        .await
-        .expect("metadata")
-        .json()
-        .await
-        .expect("JSON");
+    let metadata = app.get_json("/.well-known/openid-credential-issuer").await;
     let entry = &metadata["credential_configurations_supported"][CONFIGURATION];
     assert_eq!(entry["format"], "jwt_vc_json");
     assert_eq!(
@@ -171,15 +163,7 @@ async fn a_did_web_issuer_is_resolvable_through_the_served_did_document() {
     assert_eq!(kid, format!("{did}#demo-es256"));
 
     // Resolve as did:web does: host -> /.well-known/did.json, then the method by its id.
-    let document: Value = app
-        .client
-        .get(app.endpoint("/.well-known/did.json"))
-        .send()
-        .await
-        .expect("did.json")
-        .json()
-        .await
-        .expect("JSON");
+    let document = app.get_json("/.well-known/did.json").await;
     assert_eq!(document["id"], did.as_str());
     let method = document["verificationMethod"]
         .as_array()

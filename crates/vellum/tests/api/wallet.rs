@@ -201,15 +201,7 @@ pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
     };
     // Any other DID URL names one of our keys by its fragment (as our did:web document does).
     let kid = kid.rsplit('#').next().expect("kid");
-    let jwks: Value = app
-        .client
-        .get(app.endpoint("/jwks"))
-        .send()
-        .await
-        .expect("jwks")
-        .json()
-        .await
-        .expect("jwks json");
+    let jwks = app.get_json("/jwks").await;
     let jwk = match issuer_key {
         Some(jwk) => jwk,
         None => Jwk::from_value(
