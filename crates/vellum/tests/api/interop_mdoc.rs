@@ -212,6 +212,29 @@ async fn oid4vc_ts_wallet_redeems_an_mdl_by_reference_offer_with_tx_code_and_pym
     assert_eq!(generated[0]["data"]["mdoc"], hex);
 }
 
+/// An mDL under a fresh chain, redeemed by the oid4vc-ts wallet (without tx_code): the IACA
+/// file, the credential, and the profile it came from.
+async fn redeemed_mdl(app: &TestApp) -> (PathBuf, String, Value) {
+    let chain = x5_chain_for(app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
+    let iaca = iaca_file(app, &chain);
+    let profile = create_profile(app, mdl_profile(&chain)).await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let wallet = stdout_json(
+        &oid4vc_ts_mdoc_wallet(
+            created["credentialOffer"].as_str().expect("uri"),
+            None,
+            &iaca,
+        )
+        .await,
+        "the oid4vc-ts wallet",
+    );
+    let credential = wallet["credential"]
+        .as_str()
+        .expect("credential")
+        .to_owned();
+    (iaca, credential, profile)
+}
+
 /// The index of the first byte of `needle` in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> usize {
     haystack
@@ -224,20 +247,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
 #[tokio::test]
 async fn pymdoccbor_refuses_an_mdl_whose_element_value_was_altered() {
     let app = mdl_app().await;
-    let chain = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
-    let iaca = iaca_file(&app, &chain);
-    let profile = create_profile(&app, mdl_profile(&chain)).await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
-    let wallet = stdout_json(
-        &oid4vc_ts_mdoc_wallet(
-            created["credentialOffer"].as_str().expect("uri"),
-            None,
-            &iaca,
-        )
-        .await,
-        "the oid4vc-ts wallet",
-    );
-    let credential = wallet["credential"].as_str().expect("credential");
+    let (iaca, credential, _) = redeemed_mdl(&app).await;
+    let credential = credential.as_str();
     let untouched = stdout_json(
         &pymdoccbor_verifier(credential, &iaca, MDL_DOCTYPE).await,
         "the Python mdoc verifier",
@@ -262,21 +273,9 @@ async fn pymdoccbor_refuses_an_mdl_whose_element_value_was_altered() {
 #[tokio::test]
 async fn both_verifiers_refuse_an_mdl_under_another_iaca() {
     let app = mdl_app().await;
-    let chain = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
+    let (_, credential, profile) = redeemed_mdl(&app).await;
+    let credential = credential.as_str();
     let other = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
-    let iaca = iaca_file(&app, &chain);
-    let profile = create_profile(&app, mdl_profile(&chain)).await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
-    let wallet = stdout_json(
-        &oid4vc_ts_mdoc_wallet(
-            created["credentialOffer"].as_str().expect("uri"),
-            None,
-            &iaca,
-        )
-        .await,
-        "the oid4vc-ts wallet",
-    );
-    let credential = wallet["credential"].as_str().expect("credential");
     let other_iaca = app.dir.path().join("other-iaca.pem");
     std::fs::write(&other_iaca, other.last().expect("IACA")).expect("write");
 
