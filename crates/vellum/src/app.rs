@@ -70,7 +70,6 @@ impl App {
         // TLS for https webhooks, on ring; a second install (tests start many apps) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = SqliteStore::open(&config.sqlite_path(), config.database.synchronous).await?;
-        store.migrate().await?;
         let store: Arc<dyn Store> = Arc::new(store);
         let log_tail = LogTail::new(*store.watch_events().borrow());
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;

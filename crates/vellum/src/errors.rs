@@ -86,8 +86,6 @@ pub enum OAuthError {
     #[error("{0}")]
     InvalidGrant(String),
     #[error("{0}")]
-    InvalidClient(String),
-    #[error("{0}")]
     UnsupportedGrantType(String),
     /// A resource such as a credential offer that does not exist (404, `invalid_request`).
     #[error("{0}")]
@@ -103,7 +101,6 @@ impl OAuthError {
         match self {
             OAuthError::InvalidRequest(_) | OAuthError::NotFound(_) => "invalid_request",
             OAuthError::InvalidGrant(_) => "invalid_grant",
-            OAuthError::InvalidClient(_) => "invalid_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::Unavailable => "temporarily_unavailable",
             OAuthError::Internal(_) => "server_error",

@@ -273,8 +273,6 @@ pub struct TxCodeFailure {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies pending migrations.
-    async fn migrate(&self) -> StoreResult<()>;
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -43,7 +43,6 @@ impl IntoResponse for ApiError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = match &self {
-            OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
             OAuthError::NotFound(_) => StatusCode::NOT_FOUND,
             OAuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             OAuthError::Internal(error) => {

@@ -748,10 +748,6 @@ async fn record(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        migrate(&mut *self.pool.get().await?).await
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         self.pool
             .get()

@@ -799,11 +799,6 @@ fn record(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        // Applied by `open`, before any thread starts.
-        Ok(())
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
             .await

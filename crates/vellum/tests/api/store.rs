@@ -267,7 +267,6 @@ async fn settings_are_initialised_once(store: &dyn Store) {
         Some("one")
     );
     store.ping().await.expect("ping");
-    store.migrate().await.expect("migrating again is harmless");
 }
 
 async fn keys_are_inserted_once_and_published_when_used(store: &dyn Store) {
