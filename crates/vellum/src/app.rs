@@ -128,8 +128,14 @@ impl App {
             .with_graceful_shutdown(stopping)
             .await;
         shutdown.cancel();
-        let _ = sweeper.await;
-        let _ = delivering.await;
+        for (task, handle) in [
+            ("session sweeper", sweeper),
+            ("webhook dispatcher", delivering),
+        ] {
+            if let Err(error) = handle.await {
+                tracing::error!(%error, task, "background task ended abnormally");
+            }
+        }
         served
     }
 }
