@@ -5,21 +5,30 @@
 The credential is read from stdin when it is not given as an argument. The issuer key is the
 one named by the credential header's `kid` in the issuer's JWKS, taken from
 `<issuer>/.well-known/jwt-vc-issuer` (RFC 8615 placement: the well-known segment goes between
-the host and the issuer's path). Prints the verified claims, disclosures restored, as one JSON
-object on stdout; exits non-zero with a message on stderr on any failure.
+the host and the issuer's path). When the header also carries `x5c`, the X.509 way must agree
+(SD-JWT VC, HAIP): the leaf certifies that same key and names `iss` as a URI subject alternative
+name, no certificate is self-signed, and the chain leads, signature by signature and valid now,
+to the trust anchor in the PEM file $VELLUM_TRUST_ANCHOR_PEM (required then). Prints the verified
+claims, disclosures restored, as one JSON object on stdout; exits non-zero with a message on
+stderr on any failure.
 
 sd-jwt 0.10.4 checks the issuer signature and the disclosure digests (no duplicates), but not
 `typ`, the time claims or disclosures that no digest refers to; this script checks those too.
 """
 
 import base64
+import datetime
 import hashlib
 import json
+import os
 import sys
 import time
 import urllib.parse
 import urllib.request
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from jwcrypto.jwk import JWK
 from sd_jwt.verifier import SDJWTVerifier
 
@@ -72,9 +81,46 @@ def issuer_key_callback(expected_issuer: str):
         matching = [key for key in jwks.get("keys", []) if key.get("kid") == kid]
         if len(matching) != 1:
             raise VerificationError(f"{len(matching)} issuer keys with kid {kid!r}")
-        return JWK.from_json(json.dumps(matching[0]))
+        key = JWK.from_json(json.dumps(matching[0]))
+        if "x5c" in header:
+            check_x5c(header["x5c"], key, issuer)
+        return key
 
     return get_issuer_key
+
+
+def check_x5c(x5c, key: JWK, issuer: str):
+    anchor_file = os.environ.get("VELLUM_TRUST_ANCHOR_PEM")
+    if not anchor_file:
+        raise VerificationError("the credential carries x5c: set VELLUM_TRUST_ANCHOR_PEM")
+    with open(anchor_file, "rb") as file:
+        anchor = x509.load_pem_x509_certificate(file.read())
+    chain = [x509.load_der_x509_certificate(base64.b64decode(der)) for der in x5c]
+    if not chain:
+        raise VerificationError("x5c is empty")
+    public = lambda k: k.public_bytes(  # noqa: E731
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    leaf_key = public(chain[0].public_key())
+    jwk_key = key.export_to_pem(private_key=False)
+    if leaf_key != public(serialization.load_pem_public_key(jwk_key)):
+        raise VerificationError("the x5c leaf certifies another key than the kid's")
+    try:
+        names = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise VerificationError("the x5c leaf has no subject alternative names") from None
+    if issuer not in names.get_values_for_type(x509.UniformResourceIdentifier):
+        raise VerificationError(f"the x5c leaf does not name iss {issuer!r}")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for certificate, signer in zip(chain, chain[1:] + [anchor]):
+        if certificate.issuer == certificate.subject:
+            raise VerificationError("x5c carries a self-signed certificate")
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            raise VerificationError(f"{certificate.subject.rfc4514_string()} is not valid now")
+        try:
+            certificate.verify_directly_issued_by(signer)
+        except (ValueError, TypeError, InvalidSignature) as error:
+            raise VerificationError(f"x5c does not lead to the trust anchor: {error}") from None
 
 
 def referenced_digests(value, found: set):

@@ -95,7 +95,8 @@ impl SelectiveDisclosure {
 pub struct Header {
     /// [`TYP`], or [`LEGACY_TYP`] for verifiers that predate it.
     pub typ: &'static str,
-    /// Key id resolvable through the issuer's JWKS, used when there is no `x5c`.
+    /// Key id resolvable through the issuer's JWKS (or DID document); written beside `x5c`
+    /// too, so that verifiers may resolve the key either way.
     pub kid: Option<String>,
     /// Base64 (standard, padded) DER certificates, leaf first.
     pub x5c: Option<Vec<String>>,
@@ -121,10 +122,11 @@ pub fn issue(
 
     let mut jws_header = Map::new();
     jws_header.insert("typ".into(), Value::from(header.typ));
+    if let Some(kid) = &header.kid {
+        jws_header.insert("kid".into(), Value::from(kid.as_str()));
+    }
     if let Some(x5c) = &header.x5c {
         jws_header.insert("x5c".into(), json!(x5c));
-    } else if let Some(kid) = &header.kid {
-        jws_header.insert("kid".into(), Value::from(kid.as_str()));
     }
     let jwt = jose::sign_compact(jws_header, &Value::Object(claims), key);
 

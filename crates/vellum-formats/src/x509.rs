@@ -15,8 +15,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use der::asn1::{
-    Any, BitString, GeneralizedTime, ObjectIdentifier, OctetString, PrintableStringRef, SetOfVec,
-    UintRef, UtcTime, Utf8StringRef,
+    Any, BitString, GeneralizedTime, Ia5String, ObjectIdentifier, OctetString, PrintableStringRef,
+    SetOfVec, UintRef, UtcTime, Utf8StringRef,
 };
 use der::{AnyRef, Decode, Encode, Reader, SliceReader};
 use sha2::{Digest, Sha256};
@@ -24,9 +24,10 @@ use x509_cert::Certificate;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::certificate::{TbsCertificate, Version};
 use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
-    SubjectKeyIdentifier,
+    SubjectAltName, SubjectKeyIdentifier,
 };
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::serial_number::SerialNumber;
@@ -123,6 +124,26 @@ pub fn iaca(
     build_and_sign(key, name.clone(), name, spki, validity, serial, extensions)
 }
 
+/// A subject alternative name (RFC 5280 §4.2.1.6) of the kinds credential verifiers match the
+/// issuer against: SD-JWT VC compares `iss` with a URI entry, or its host with a DNS entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AltName {
+    Uri(String),
+    Dns(String),
+}
+
+/// What a leaf certificate says: whose key, for what, when, and under which names.
+#[derive(Debug, Clone)]
+pub struct Leaf<'a> {
+    pub subject_key: &'a Jwk,
+    pub subject: &'a Subject,
+    pub validity: &'a Validity,
+    pub profile: CertificateProfile,
+    pub serial: &'a [u8],
+    /// Written as a non-critical subjectAltName extension when not empty.
+    pub alt_names: &'a [AltName],
+}
+
 /// A leaf certified by a CA: digitalSignature, SKI + AKI, not a CA; the mdoc document signer
 /// profile adds the critical extended key usage 1.0.18013.5.1.2.
 ///
@@ -131,12 +152,16 @@ pub fn iaca(
 pub fn issue_leaf(
     ca_key: &SigningKey,
     ca_certificate: &[u8],
-    subject_key: &Jwk,
-    subject: &Subject,
-    validity: &Validity,
-    profile: CertificateProfile,
-    serial: &[u8],
+    leaf: &Leaf<'_>,
 ) -> Result<Vec<u8>, X509Error> {
+    let Leaf {
+        subject_key,
+        subject,
+        validity,
+        profile,
+        serial,
+        alt_names,
+    } = *leaf;
     if profile == CertificateProfile::Iaca {
         return Err(X509Error::Invalid("an IACA is self-signed: use iaca()"));
     }
@@ -193,6 +218,25 @@ pub fn issue_leaf(
             true,
         )?);
     }
+    if !alt_names.is_empty() {
+        let names = alt_names
+            .iter()
+            .map(|name| {
+                let (text, uri) = match name {
+                    AltName::Uri(text) => (text, true),
+                    AltName::Dns(text) => (text, false),
+                };
+                let text = Ia5String::new(text)
+                    .map_err(|_| X509Error::Invalid("an alternative name must be ASCII"))?;
+                Ok(if uri {
+                    GeneralName::UniformResourceIdentifier(text)
+                } else {
+                    GeneralName::DnsName(text)
+                })
+            })
+            .collect::<Result<Vec<_>, X509Error>>()?;
+        extensions.push(extension(&SubjectAltName(names), false)?);
+    }
     build_and_sign(
         ca_key,
         ca_tbs.subject.clone(),
@@ -244,6 +288,30 @@ pub fn from_pem_chain(pem: &str) -> Result<Vec<Vec<u8>>, X509Error> {
         return Err(X509Error::Pem("no CERTIFICATE block"));
     }
     Ok(chain)
+}
+
+/// The URI and DNS subject alternative names of a certificate (DER), in order.
+pub fn alt_names(der: &[u8]) -> Result<Vec<AltName>, X509Error> {
+    let certificate = Certificate::from_der(der)?;
+    let Some((_, names)) = certificate.tbs_certificate.get::<SubjectAltName>()? else {
+        return Ok(Vec::new());
+    };
+    Ok(names
+        .0
+        .into_iter()
+        .filter_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(text) => Some(AltName::Uri(text.to_string())),
+            GeneralName::DnsName(text) => Some(AltName::Dns(text.to_string())),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Whether a certificate (DER) names itself as its issuer: a root, which verifiers hold as a
+/// trust anchor and which credential headers leave out.
+pub fn is_self_issued(der: &[u8]) -> Result<bool, X509Error> {
+    let tbs = Certificate::from_der(der)?.tbs_certificate;
+    Ok(tbs.issuer == tbs.subject)
 }
 
 /// The public key of a certificate (DER) as a JWK.
@@ -685,11 +753,14 @@ mod tests {
         let leaf = issue_leaf(
             &iaca_key,
             &iaca_der,
-            &leaf_key.public_jwk(),
-            &subject("Vellum DS"),
-            &window(365),
-            profile,
-            &serial(2),
+            &Leaf {
+                subject_key: &leaf_key.public_jwk(),
+                subject: &subject("Vellum DS"),
+                validity: &window(365),
+                profile,
+                serial: &serial(2),
+                alt_names: &[],
+            },
         )
         .expect("leaf");
         Pki {
@@ -826,6 +897,58 @@ mod tests {
     }
 
     #[test]
+    fn x509_alt_names_round_trip_and_only_the_root_is_self_issued() {
+        let pki = pki(
+            Algorithm::ES256,
+            Algorithm::ES256,
+            CertificateProfile::SdJwtSigner,
+        );
+        assert_eq!(alt_names(&pki.leaf).expect("reads"), []);
+        let names = [
+            AltName::Uri("https://issuer.example/tenant".into()),
+            AltName::Dns("issuer.example".into()),
+        ];
+        let named = issue_leaf(
+            &pki.iaca_key,
+            &pki.iaca,
+            &Leaf {
+                subject_key: &pki.leaf_key.public_jwk(),
+                subject: &subject("Vellum SD-JWT signer"),
+                validity: &window(30),
+                profile: CertificateProfile::SdJwtSigner,
+                serial: &serial(3),
+                alt_names: &names,
+            },
+        )
+        .expect("leaf");
+        assert_eq!(alt_names(&named).expect("reads"), names);
+        let (critical, _) = Certificate::from_der(&named)
+            .expect("parses")
+            .tbs_certificate
+            .get::<SubjectAltName>()
+            .expect("decodes")
+            .expect("present");
+        assert!(!critical);
+        verify_chain(&[named.clone(), pki.iaca.clone()], Some(NOW)).expect("verifies");
+        assert!(is_self_issued(&pki.iaca).expect("parses"));
+        assert!(!is_self_issued(&named).expect("parses"));
+        let not_ascii = [AltName::Dns("bücher.example".into())];
+        let refused = issue_leaf(
+            &pki.iaca_key,
+            &pki.iaca,
+            &Leaf {
+                alt_names: &not_ascii,
+                subject_key: &pki.leaf_key.public_jwk(),
+                subject: &subject("x"),
+                validity: &window(30),
+                profile: CertificateProfile::SdJwtSigner,
+                serial: &serial(4),
+            },
+        );
+        assert!(matches!(refused, Err(X509Error::Invalid(_))));
+    }
+
+    #[test]
     fn x509_pem_round_trips() {
         let pki = pki(
             Algorithm::ES256,
@@ -919,11 +1042,14 @@ mod tests {
             issue_leaf(
                 ca_key,
                 ca,
-                &leaf_key,
-                &subject("Vellum DS"),
-                validity,
-                CertificateProfile::MdocDocumentSigner,
-                &serial(2),
+                &Leaf {
+                    subject_key: &leaf_key,
+                    subject: &subject("Vellum DS"),
+                    validity,
+                    profile: CertificateProfile::MdocDocumentSigner,
+                    serial: &serial(2),
+                    alt_names: &[],
+                },
             )
         };
         let stranger = SigningKey::generate(Algorithm::ES256);
@@ -955,11 +1081,14 @@ mod tests {
             issue_leaf(
                 &key,
                 &root,
-                &leaf_key,
-                &name,
-                &window(5),
-                CertificateProfile::Iaca,
-                &serial(6)
+                &Leaf {
+                    subject_key: &leaf_key,
+                    subject: &name,
+                    validity: &window(5),
+                    profile: CertificateProfile::Iaca,
+                    serial: &serial(6),
+                    alt_names: &[],
+                },
             )
             .is_err()
         );

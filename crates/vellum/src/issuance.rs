@@ -418,7 +418,7 @@ async fn build(
                 .x5_chain
                 .as_deref()
                 .ok_or_else(|| Internal::msg("an mso_mdoc profile without x5Chain"))
-                .and_then(|chain| profiles::x5_chain_der(chain).map_err(Internal::msg))?;
+                .and_then(|chain| profiles::header_chain(chain).map_err(Internal::msg))?;
             let input = mdoc::MdocInput {
                 doc_type: configuration.doctype.as_deref().unwrap_or_default(),
                 namespaces: &data,

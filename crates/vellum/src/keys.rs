@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use vellum_formats::jose::{Algorithm, Jwk, SigningKey};
+use vellum_formats::x509::{self, AltName, CertificateProfile, Leaf, Subject, Validity};
 
 use crate::clock::Millis;
 use crate::context::Context;
@@ -229,7 +231,6 @@ pub async fn issue_certificate(
     request: CertificateRequest,
 ) -> Result<CertificateIssued, ApiError> {
     use rand::RngCore;
-    use vellum_formats::x509::{self, CertificateProfile, Subject, Validity};
     let invalid = |detail: String| ApiError::invalid("invalid_certificate_request", detail);
     let subject_record = ctx
         .store
@@ -255,7 +256,7 @@ pub async fn issue_certificate(
     };
     let mut serial = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut serial);
-    serial[0] = (serial[0] & 0x7f) | 0x01; // positive, and not all zero
+    let serial = positive_serial(serial);
     let (der, issuer_pem) = match request.profile {
         CertificateKind::Iaca => {
             if request.issuer_key_id.is_some() || request.issuer_certificate.is_some() {
@@ -285,23 +286,21 @@ pub async fn issue_certificate(
             let ca_key = ctx.keys.signing_key(ctx, &ca_key_id).await?;
             let ca_der = x509::from_pem(&ca_pem)
                 .map_err(|error| invalid(format!("issuerCertificate: {error}")))?;
-            let subject_key = Jwk::from_value(&subject_record.public_jwk)
-                .map_err(|error| Internal::msg(format!("key {id}: {error}")))?;
             let profile = if kind == CertificateKind::MdocDocumentSigner {
                 CertificateProfile::MdocDocumentSigner
             } else {
                 CertificateProfile::SdJwtSigner
             };
-            let der = x509::issue_leaf(
-                &ca_key,
-                &ca_der,
-                &subject_key,
-                &subject,
-                &validity,
+            let leaf = Leaf {
+                subject_key: &public_jwk(&subject_record)?,
+                subject: &subject,
+                validity: &validity,
                 profile,
-                &serial,
-            )
-            .map_err(|error| invalid(error.to_string()))?;
+                serial: &serial,
+                alt_names: &alt_names_for(ctx, profile),
+            };
+            let der = x509::issue_leaf(&ca_key, &ca_der, &leaf)
+                .map_err(|error| invalid(error.to_string()))?;
             (der, Some(x509::to_pem(&ca_der)))
         }
     };
@@ -312,4 +311,125 @@ pub async fn issue_certificate(
         certificate,
         x5_chain,
     })
+}
+
+/// The names an SD-JWT VC signer certificate carries: the issuer URL (which is the credential's
+/// `iss`) as a URI, and its host as a DNS name, so verifiers can match `iss` either way.
+fn alt_names_for(ctx: &Context, profile: CertificateProfile) -> Vec<AltName> {
+    if profile != CertificateProfile::SdJwtSigner {
+        return Vec::new();
+    }
+    let mut names = vec![AltName::Uri(ctx.issuer_url.clone())];
+    if let Ok(url) = url::Url::parse(&ctx.issuer_url)
+        && let Some(url::Host::Domain(host)) = url.host()
+    {
+        names.push(AltName::Dns(host.to_owned()));
+    }
+    names
+}
+
+/// A serial number RFC 5280 accepts: positive, and not zero.
+fn positive_serial(mut serial: [u8; 16]) -> [u8; 16] {
+    serial[0] = (serial[0] & 0x7f) | 0x01;
+    serial
+}
+
+fn public_jwk(record: &KeyRecord) -> Result<Jwk, Internal> {
+    Jwk::from_value(&record.public_jwk)
+        .map_err(|error| Internal::msg(format!("key {}: {error}", record.id)))
+}
+
+/// The managed key that signs development chains (the `x5Chain` shorthand `"development"`).
+pub const DEVELOPMENT_CA_KEY: &str = "vellum-development-ca";
+
+/// Development certificates last as long as their CA: ten years from the CA key's creation.
+const DEVELOPMENT_CA_SECONDS: i64 = 10 * 365 * 86_400;
+
+/// A development chain for issuer key `id`, leaf first: a document signer (`mdoc`) or an
+/// SD-JWT VC signer certificate, under a development root whose key Vellum creates once and
+/// keeps. The chain is a function of stored keys alone (validity from the keys' creation,
+/// serials from their thumbprints, deterministic ECDSA and EdDSA signatures), so expanding the
+/// shorthand again, e.g. at every start for a configured profile, yields the same certificates.
+/// `country` is the subject's C (ISO 18013-5 requires one in an IACA and its signers).
+pub async fn development_chain(
+    ctx: &Context,
+    id: &KeyId,
+    mdoc: bool,
+    country: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let issuer = ctx
+        .store
+        .key(id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("unknown_key", format!("no key {id}")))?;
+    let ca_id = KeyId::parse(DEVELOPMENT_CA_KEY).map_err(Internal::msg)?;
+    let ca_record = match ctx.store.key(&ca_id).await? {
+        Some(record) => record,
+        None => {
+            let record = seal(ctx, ca_id.clone(), &SigningKey::generate(Algorithm::ES256));
+            match ctx.store.insert_key(&record).await {
+                Ok(()) => {
+                    tracing::info!(key = %ca_id, "generated the development CA key");
+                    record
+                }
+                // Another request or instance made it first: use theirs.
+                Err(StoreError::Conflict(_)) => ctx
+                    .store
+                    .key(&ca_id)
+                    .await?
+                    .ok_or_else(|| Internal::msg("the development CA key vanished"))?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    let ca_key = ctx.keys.signing_key(ctx, &ca_id).await?;
+    let ca_public = public_jwk(&ca_record)?;
+    let subject_key = public_jwk(&issuer)?;
+    let serial = |what: &str| {
+        let mut digest = Sha256::new();
+        for part in [what, &ca_public.thumbprint(), &subject_key.thumbprint()] {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        digest.update(country.unwrap_or_default());
+        let mut serial = [0u8; 16];
+        serial.copy_from_slice(&digest.finalize()[..16]);
+        positive_serial(serial)
+    };
+    let name = |common_name: String| Subject {
+        common_name,
+        country: country.map(str::to_owned),
+        organization: Some("Vellum development (not for production)".into()),
+    };
+    let ca_from = ca_record.created_at.div_euclid(1000);
+    let ca_validity = Validity {
+        not_before: ca_from,
+        not_after: ca_from + DEVELOPMENT_CA_SECONDS,
+    };
+    let fail = |error: x509::X509Error| Internal::msg(format!("development chain: {error}"));
+    let root = x509::iaca(
+        &ca_key,
+        &name("Vellum development IACA".into()),
+        &ca_validity,
+        &serial("root"),
+    )
+    .map_err(fail)?;
+    let (profile, what) = if mdoc {
+        (CertificateProfile::MdocDocumentSigner, "document signer")
+    } else {
+        (CertificateProfile::SdJwtSigner, "SD-JWT VC signer")
+    };
+    let leaf = Leaf {
+        subject_key: &subject_key,
+        subject: &name(format!("Vellum development {what} {id}")),
+        validity: &Validity {
+            not_before: issuer.created_at.div_euclid(1000).max(ca_from),
+            not_after: ca_validity.not_after,
+        },
+        profile,
+        serial: &serial(what),
+        alt_names: &alt_names_for(ctx, profile),
+    };
+    let leaf = x509::issue_leaf(&ca_key, &root, &leaf).map_err(fail)?;
+    Ok(vec![x509::to_pem(&leaf), x509::to_pem(&root)])
 }

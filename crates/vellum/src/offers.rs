@@ -69,7 +69,7 @@ pub struct RuntimeOverrides {
     pub issuer_key_id: Option<KeyId>,
     #[serde(default)]
     pub issuer_did: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "profiles::x5_chain_or_shorthand")]
     pub x5_chain: Option<Vec<String>>,
     /// Deep-merged over the profile's data; every other field replaces the profile's.
     #[serde(default)]
@@ -190,7 +190,7 @@ pub async fn create_offer(
         })
         .transpose()?;
     let mut definition = apply_overrides(base, overrides);
-    profiles::expand_issuer_did(ctx, &mut definition).await?;
+    profiles::expand_shorthands(ctx, &mut definition).await?;
     profiles::validate(ctx, &definition)
         .await
         .map_err(|error| match error {

@@ -15,6 +15,7 @@ use crate::context::Context;
 use crate::errors::{ApiError, Internal};
 use crate::events;
 use crate::ids::{KeyId, ProfileId};
+use crate::keys;
 use crate::mapping::{self, DataFunction};
 use crate::notifications::Notifications;
 use crate::store::{ProfileRecord, StoreError};
@@ -28,8 +29,13 @@ pub struct ProfileDefinition {
     pub issuer_key_id: KeyId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer_did: Option<String>,
-    /// PEM certificates, leaf first; the leaf certifies `issuerKeyId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// PEM certificates, leaf first; the leaf certifies `issuerKeyId`. The shorthand
+    /// `"development"` asks for a development chain ([`DEVELOPMENT_CHAIN`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "x5_chain_or_shorthand"
+    )]
     pub x5_chain: Option<Vec<String>>,
     #[serde(default)]
     pub credential_data: Map<String, Value>,
@@ -42,6 +48,28 @@ pub struct ProfileDefinition {
     pub credential_status: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notifications: Option<Notifications>,
+}
+
+/// The `x5Chain` shorthand for a development chain that Vellum creates for `issuerKeyId`
+/// ([`keys::development_chain`]); stored definitions always hold the certificates.
+pub const DEVELOPMENT_CHAIN: &str = "development";
+
+/// `x5Chain` is a list of PEM certificates, or the string [`DEVELOPMENT_CHAIN`] (held as a
+/// one-element list until [`expand_shorthands`] replaces it).
+pub(crate) fn x5_chain_or_shorthand<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    use serde::de::Error;
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Value::String(text)) if text == DEVELOPMENT_CHAIN => Ok(Some(vec![text])),
+        Some(value @ Value::Array(_)) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|_| D::Error::custom("x5Chain must be a list of PEM certificates")),
+        Some(_) => Err(D::Error::custom(format!(
+            "x5Chain must be a list of PEM certificates (leaf first) or {DEVELOPMENT_CHAIN:?}"
+        ))),
+    }
 }
 
 /// Claims the issuer sets itself; data and mappings may not.
@@ -166,6 +194,16 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
     if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
         return Err(invalid("give issuerDid or x5Chain, not both"));
     }
+    let sd_jwt = matches!(
+        configuration.format,
+        CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy
+    );
+    if sd_jwt && definition.issuer_did.is_none() && definition.x5_chain.is_none() {
+        return Err(invalid(format!(
+            "an SD-JWT VC credential needs an issuer identity: issuerDid (e.g. \"did:jwk\") or \
+             x5Chain (a chain for issuerKeyId, or {DEVELOPMENT_CHAIN:?})"
+        )));
+    }
     if configuration.format == CredentialFormat::MsoMdoc {
         if definition.x5_chain.is_none() {
             return Err(invalid(
@@ -207,6 +245,9 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
         let issuer = Jwk::from_value(&key.public_jwk)
             .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
         check_chain(chain, &issuer, ctx.clock.now()).map_err(invalid)?;
+        if sd_jwt {
+            check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
+        }
     }
     for (what, object) in [
         ("credentialData", &definition.credential_data),
@@ -267,10 +308,39 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
     Ok(())
 }
 
-/// Replaces the shorthands `"did:jwk"` and `"did:key"` in `issuerDid` with that DID of
-/// `issuerKeyId`, and `"did:web"` with Vellum's own did:web (whose document lists the key), so
-/// stored definitions always name the full DID.
-pub async fn expand_issuer_did(
+/// Replaces the identity shorthands, so that stored definitions always hold the full DID and
+/// the certificates: `"did:jwk"` and `"did:key"` in `issuerDid` become that DID of
+/// `issuerKeyId`, `"did:web"` Vellum's own did:web (whose document lists the key), and
+/// `x5Chain: "development"` a development chain for the key ([`keys::development_chain`]).
+pub async fn expand_shorthands(
+    ctx: &Context,
+    definition: &mut ProfileDefinition,
+) -> Result<(), ApiError> {
+    if definition
+        .x5_chain
+        .as_ref()
+        .is_some_and(|chain| chain.len() == 1 && chain[0] == DEVELOPMENT_CHAIN)
+    {
+        let mdoc = ctx
+            .config
+            .credential_configurations
+            .get(&definition.credential_configuration_id)
+            .is_some_and(|configuration| configuration.format == CredentialFormat::MsoMdoc);
+        // An mDL's issuing_country must match its signer's country; other documents name none.
+        let country = definition
+            .credential_data
+            .values()
+            .find_map(|namespace| namespace.get("issuing_country"))
+            .and_then(Value::as_str)
+            .filter(|code| code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()))
+            .filter(|_| mdoc);
+        let chain = keys::development_chain(ctx, &definition.issuer_key_id, mdoc, country).await?;
+        definition.x5_chain = Some(chain);
+    }
+    expand_issuer_did(ctx, definition).await
+}
+
+async fn expand_issuer_did(
     ctx: &Context,
     definition: &mut ProfileDefinition,
 ) -> Result<(), ApiError> {
@@ -315,9 +385,9 @@ pub fn x5_chain_der(chain: &[String]) -> Result<Vec<Vec<u8>>, String> {
         .collect()
 }
 
-/// The `x5c` header value: each certificate as standard base64 DER.
+/// The `x5c` header value: each certificate of [`header_chain`] as standard base64 DER.
 pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
-    Ok(x5_chain_der(chain)?
+    Ok(header_chain(chain)?
         .iter()
         .map(|der| STANDARD.encode(der))
         .collect())
@@ -334,6 +404,43 @@ fn check_chain(chain: &[String], issuer: &Jwk, now: Millis) -> Result<(), String
         return Err("x5Chain[0] does not certify issuerKeyId".into());
     }
     Ok(())
+}
+
+/// SD-JWT VC verifiers accept an `x5c` key only when the leaf names the credential's `iss` (the
+/// issuer URL) as a URI subject alternative name, or its host as a DNS name.
+fn check_names_issuer(chain: &[String], issuer_url: &str) -> Result<(), String> {
+    let der = x5_chain_der(chain)?;
+    let names = x509::alt_names(&der[0]).map_err(|error| format!("x5Chain[0]: {error}"))?;
+    let host = url::Url::parse(issuer_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned));
+    let named = names.iter().any(|name| match name {
+        x509::AltName::Uri(uri) => uri == issuer_url,
+        x509::AltName::Dns(dns) => host.as_deref() == Some(dns.as_str()),
+    });
+    if named {
+        Ok(())
+    } else {
+        Err(format!(
+            "x5Chain[0] must name the issuer {issuer_url} as a URI subject alternative name (or \
+             its host as a DNS name): SD-JWT VC verifiers match the credential's iss against it"
+        ))
+    }
+}
+
+/// The certificates a credential header carries (`x5c`, COSE `x5chain`), DER, leaf first: the
+/// chain without its root, which verifiers hold as their trust anchor and which HAIP and
+/// ISO 18013-5 keep out of the header. A lone certificate stays.
+pub fn header_chain(chain: &[String]) -> Result<Vec<Vec<u8>>, String> {
+    let mut der = x5_chain_der(chain)?;
+    if der.len() > 1
+        && der
+            .last()
+            .is_some_and(|root| x509::is_self_issued(root).unwrap_or(false))
+    {
+        der.pop();
+    }
+    Ok(der)
 }
 
 fn split_id(mut body: Value) -> Result<(Option<ProfileId>, Value), ApiError> {
@@ -360,7 +467,7 @@ async fn insert(
     id: ProfileId,
     mut definition: ProfileDefinition,
 ) -> Result<ProfileView, ApiError> {
-    expand_issuer_did(ctx, &mut definition).await?;
+    expand_shorthands(ctx, &mut definition).await?;
     validate(ctx, &definition).await?;
     let now = ctx.clock.now();
     let record = ProfileRecord {
@@ -403,7 +510,7 @@ async fn update(
     id: &ProfileId,
     mut definition: ProfileDefinition,
 ) -> Result<ProfileView, ApiError> {
-    expand_issuer_did(ctx, &mut definition).await?;
+    expand_shorthands(ctx, &mut definition).await?;
     validate(ctx, &definition).await?;
     let value = serde_json::to_value(&definition).map_err(Internal::new)?;
     match ctx
@@ -477,7 +584,7 @@ pub async fn load_configured_profiles(ctx: &Context) -> Result<(), String> {
             }
             Some(current) => {
                 let mut expanded = definition.clone();
-                expand_issuer_did(ctx, &mut expanded).await.map_err(fail)?;
+                expand_shorthands(ctx, &mut expanded).await.map_err(fail)?;
                 let wanted = serde_json::to_value(&expanded).map_err(|e| e.to_string())?;
                 if current.definition != wanted {
                     let updated = update(ctx, &id, expanded).await.map_err(fail)?;

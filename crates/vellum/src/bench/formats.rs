@@ -87,11 +87,14 @@ pub async fn run(options: FormatOptions) -> anyhow::Result<()> {
     let signer = x509::issue_leaf(
         &ca,
         &root,
-        &issuer.public_jwk(),
-        &subject("DS"),
-        &validity,
-        x509::CertificateProfile::MdocDocumentSigner,
-        &[2; 16],
+        &x509::Leaf {
+            subject_key: &issuer.public_jwk(),
+            subject: &subject("DS"),
+            validity: &validity,
+            profile: x509::CertificateProfile::MdocDocumentSigner,
+            serial: &[2; 16],
+            alt_names: &[],
+        },
     )?;
     let chain = vec![signer, root];
     let namespaces = object(json!({mdoc::MDL_NAMESPACE: {

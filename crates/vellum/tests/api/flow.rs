@@ -109,7 +109,8 @@ async fn a_legacy_vc_sd_jwt_configuration_issues_with_the_old_typ() {
             reqwest::Method::POST,
             "/api/v1/profiles",
             json!({"name": "Legacy", "credentialConfigurationId": "legacy",
-                   "issuerKeyId": "demo-es256", "credentialData": {"given_name": "Erika"}}),
+                   "issuerKeyId": "demo-es256", "issuerDid": "did:jwk",
+                   "credentialData": {"given_name": "Erika"}}),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{profile}");

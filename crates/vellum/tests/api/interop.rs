@@ -93,15 +93,32 @@ pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output 
     .await
 }
 
-/// `interop/.venv/bin/python interop/verify_sdjwt.py <issuer>` with the credential on stdin.
+/// `interop/.venv/bin/python interop/verify_sdjwt.py <issuer>` with the credential on stdin and
+/// the root of the demo profile's development chain as the trust anchor of its `x5c`.
 async fn python_sd_jwt_verifier(app: &TestApp, credential: &str) -> Output {
     let dir = interop_dir();
     let python = require_installed(
         &dir.join(".venv/bin/python"),
         "the Python SD-JWT verifier (PyPI sd-jwt)",
     );
+    let (_, profile) = app
+        .api_get(&format!(
+            "/api/v1/profiles/{}",
+            crate::support::DEMO_PROFILE
+        ))
+        .await;
+    let root = profile["x5Chain"]
+        .as_array()
+        .and_then(|chain| chain.last())
+        .and_then(Value::as_str)
+        .expect("the demo profile's x5Chain ends with its root");
+    let anchor = app.dir.path().join("sd-jwt-trust-anchor.pem");
+    std::fs::write(&anchor, root).expect("write the trust anchor");
     let mut command = Command::new(python);
-    command.arg(dir.join("verify_sdjwt.py")).arg(&app.url);
+    command
+        .arg(dir.join("verify_sdjwt.py"))
+        .arg(&app.url)
+        .env("VELLUM_TRUST_ANCHOR_PEM", &anchor);
     run(command, Some(credential), "the Python SD-JWT verifier").await
 }
 
@@ -279,4 +296,31 @@ async fn python_sd_jwt_verifier_refuses_a_credential_with_an_altered_signature()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "a forged credential verified");
     assert!(stderr.contains("InvalidJWSSignature"), "{stderr}");
+}
+
+/// The Python verifier checks the X.509 way as well: a credential whose x5c leads to another
+/// root than the trust anchor is refused, though its kid resolves.
+#[tokio::test]
+async fn python_sd_jwt_verifier_refuses_an_x5c_chain_from_another_root() {
+    let app = spawn_app().await;
+    let chain = crate::support::x5_chain_for(&app, "demo-es256", "SD_JWT_SIGNER").await;
+    let profile = crate::support::create_profile(
+        &app,
+        crate::support::profile_body(json!({"x5Chain": chain})),
+    )
+    .await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let wallet = wallet_redeems(&created, "credential_offer_uri").await;
+    let credential = wallet["credential"].as_str().expect("credential");
+
+    let output = python_sd_jwt_verifier(&app, credential).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "an x5c from a foreign root verified"
+    );
+    assert!(
+        stderr.contains("does not lead to the trust anchor"),
+        "{stderr}"
+    );
 }

@@ -388,3 +388,36 @@ async fn the_pid_example_issues_a_pid_that_both_verifiers_accept() {
     assert_eq!(pid["nationality"], json!(["DE"]), "{verified}");
     assert_eq!(verified["nameSpaces"], wallet["claims"], "{verified}");
 }
+
+/// `x5Chain: "development"` makes a document signer under Vellum's development IACA, named
+/// with the mDL's issuing country (which @auth0/mdl compares with the signer's countryName):
+/// both verifiers accept the credential against that root, and x5chain holds the signer alone.
+#[tokio::test]
+async fn an_mdl_under_a_development_chain_verifies_against_the_development_iaca() {
+    let app = mdl_app().await;
+    let mut body = mdl_profile(&[]);
+    body["x5Chain"] = json!("development");
+    let profile = create_profile(&app, body).await;
+    let chain: Vec<String> = serde_json::from_value(profile["x5Chain"].clone()).expect("chain");
+    assert_eq!(chain.len(), 2, "document signer, then the development IACA");
+    let iaca = iaca_file(&app, &chain);
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let wallet = stdout_json(
+        &oid4vc_ts_mdoc_wallet(
+            created["credentialOffer"].as_str().expect("uri"),
+            None,
+            &iaca,
+        )
+        .await,
+        "the oid4vc-ts wallet",
+    );
+    assert_eq!(wallet["verified"], true, "{wallet}");
+    assert_mdl_elements(&wallet["claims"], "@auth0/mdl");
+    let credential = wallet["credential"].as_str().expect("credential");
+    let verified = stdout_json(
+        &pymdoccbor_verifier(credential, &iaca, MDL_DOCTYPE).await,
+        "the Python mdoc verifier",
+    );
+    assert_eq!(verified["verifiedElements"], 12, "{verified}");
+    assert_eq!(verified["deviceKey"], wallet["holderJwk"], "{verified}");
+}

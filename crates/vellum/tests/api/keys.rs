@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 use vellum_formats::jose::{Algorithm, Jwk, SigningKey, UnverifiedJws};
 
 use crate::helpers::{TestApp, spawn_app};
+use vellum::keys::DEVELOPMENT_CA_KEY;
+
 use crate::support::{
     DEMO_KEY, DEMO_PROFILE, Reply, create_profile, generate_key, jwks_kids, member_names,
     profile_body,
@@ -78,10 +80,17 @@ async fn p384_and_ed25519_keys_can_be_generated_under_chosen_ids() {
         .iter()
         .map(|key| key["id"].as_str().unwrap())
         .collect();
-    for id in [DEMO_KEY, "k-p256", "k-p384", "k-ed25519"] {
+    // The demo profile's development chain is signed by a key Vellum made for it.
+    for id in [
+        DEMO_KEY,
+        DEVELOPMENT_CA_KEY,
+        "k-p256",
+        "k-p384",
+        "k-ed25519",
+    ] {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
-    assert_eq!(ids.len(), 4);
+    assert_eq!(ids.len(), 5);
 }
 
 #[tokio::test]
@@ -108,7 +117,8 @@ async fn an_unknown_key_type_is_rejected() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        2,
+        "only the demo key and the development CA key of the demo profile"
     );
 }
 
@@ -279,7 +289,7 @@ async fn no_key_endpoint_ever_reveals_a_private_key() {
         .clone();
     replies.push(post(&app, "/api/v1/keys/import", json!({"jwk": mismatched})).await);
     replies.push(get(&app, "/api/v1/keys").await);
-    for id in ["secretive", "generated", DEMO_KEY] {
+    for id in ["secretive", "generated", DEMO_KEY, DEVELOPMENT_CA_KEY] {
         replies.push(get(&app, &format!("/api/v1/keys/{id}")).await);
     }
     create_profile(&app, profile_body(json!({"issuerKeyId": "generated"}))).await;
@@ -300,7 +310,7 @@ async fn no_key_endpoint_ever_reveals_a_private_key() {
         );
     }
     // And every stored key is in the list, so the check covered them all.
-    assert_eq!(replies[5].body.as_array().unwrap().len(), 4);
+    assert_eq!(replies[5].body.as_array().unwrap().len(), 5);
 }
 
 #[tokio::test]
@@ -341,6 +351,7 @@ async fn the_jwks_lists_keys_in_use_by_profiles_and_nothing_else() {
                 "name": "Demo on a new key",
                 "credentialConfigurationId": "identity_credential",
                 "issuerKeyId": "for-profile",
+                "x5Chain": "development",
                 "credentialData": {"given_name": "Erika"}
             }),
         )

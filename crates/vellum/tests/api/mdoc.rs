@@ -118,12 +118,11 @@ async fn an_mdl_is_issued_as_issuer_signed_cbor_under_the_document_signer_chain(
         .map(|(_, v)| v)
         .expect("x5chain");
     let leaf = vellum_formats::x509::from_pem(&chain[0]).expect("pem");
-    let first = match x5chain {
-        Cbor::Bytes(single) => single.clone(),
-        Cbor::Array(many) => many[0].as_bytes().expect("bstr").clone(),
-        other => panic!("x5chain {other:?}"),
+    // The document signer alone: the IACA is the verifier's trust anchor, not part of x5chain.
+    let Cbor::Bytes(signer) = x5chain else {
+        panic!("x5chain is not the document signer alone: {x5chain:?}")
     };
-    assert_eq!(first, leaf);
+    assert_eq!(*signer, leaf);
     let Cbor::Tag(24, mso) = decode(issuer_auth[2].as_bytes().expect("payload")) else {
         panic!("MSO is not tag 24")
     };

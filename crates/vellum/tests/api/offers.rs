@@ -210,10 +210,27 @@ async fn a_runtime_issuer_key_signs_the_credential_and_joins_the_jwks() {
     let app = spawn_app().await;
     let key = generate_key(&app, json!({"id": "rotated-2025"})).await;
     assert!(!jwks_kids(&app).await.contains(&"rotated-2025".to_owned()));
+    // The profile's certificate chain certifies the demo key, not this one.
+    let (status, refused) = app
+        .api_json(
+            Method::POST,
+            "/api/v1/offers",
+            json!({"profileId": DEMO_PROFILE, "runtimeOverrides": {"issuerKeyId": "rotated-2025"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["code"], "invalid_override");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not certify issuerKeyId"),
+        "{refused}"
+    );
     let created = app
         .create_offer(json!({
             "profileId": DEMO_PROFILE,
-            "runtimeOverrides": {"issuerKeyId": "rotated-2025"}
+            "runtimeOverrides": {"issuerKeyId": "rotated-2025", "x5Chain": "development"}
         }))
         .await;
     assert!(

@@ -388,6 +388,125 @@ async fn issuer_did_and_x5_chain_together_are_rejected() {
 }
 
 #[tokio::test]
+async fn an_sd_jwt_vc_profile_needs_an_issuer_identity() {
+    let app = spawn_app().await;
+    let reply = post_profile(&app, profile_body(json!({"x5Chain": null}))).await;
+    reply.assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs an issuer identity"),
+        "{}",
+        reply.text
+    );
+    for chain in [json!("self-signed"), json!(5), json!([5])] {
+        let reply = post_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
+        reply.assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
+        assert!(reply.text.contains("x5Chain"), "{}", reply.text);
+    }
+}
+
+#[tokio::test]
+async fn an_sd_jwt_vc_chain_must_name_the_issuer_url() {
+    let app = spawn_app().await;
+    // A document signer certifies the key but names no issuer URL.
+    let chain = crate::support::x5_chain_for(&app, DEMO_KEY, "MDOC_DOCUMENT_SIGNER").await;
+    let reply = post_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
+    reply.assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("must name the issuer {}", app.url)),
+        "{}",
+        reply.text
+    );
+    // Vellum's SD-JWT signer certificates name it.
+    let chain = crate::support::x5_chain_for(&app, DEMO_KEY, "SD_JWT_SIGNER").await;
+    let leaf = vellum_formats::x509::from_pem(&chain[0]).unwrap();
+    assert_eq!(
+        vellum_formats::x509::alt_names(&leaf).unwrap(),
+        [vellum_formats::x509::AltName::Uri(app.url.clone())],
+        "127.0.0.1 is no DNS name, so the URI alone"
+    );
+    create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
+}
+
+#[tokio::test]
+async fn a_development_chain_is_made_once_and_is_the_same_after_a_restart() {
+    use vellum_formats::x509;
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let port = crate::support::free_port();
+    let config = json!({"http": {"port": port}});
+    let app = crate::helpers::spawn_app_in(dir.clone(), config.clone()).await;
+    let first = create_profile(&app, profile_body(json!({"id": "first"}))).await;
+    let second = create_profile(&app, profile_body(json!({"id": "second"}))).await;
+    let chain: Vec<String> = serde_json::from_value(first["x5Chain"].clone()).unwrap();
+    assert_eq!(first["x5Chain"], second["x5Chain"], "one key, one chain");
+    assert_eq!(chain.len(), 2, "{chain:?}");
+    let der: Vec<Vec<u8>> = chain
+        .iter()
+        .map(|pem| x509::from_pem(pem).unwrap())
+        .collect();
+    x509::verify_chain(&der, Some(crate::support::now_millis(&app) / 1000))
+        .expect("the chain verifies");
+    assert!(x509::is_self_issued(&der[1]).unwrap(), "the root is last");
+    let ca = app
+        .api_get(&format!(
+            "/api/v1/keys/{}",
+            vellum::keys::DEVELOPMENT_CA_KEY
+        ))
+        .await
+        .1;
+    let root_key = x509::leaf_public_jwk(&der[1]).unwrap().to_value();
+    for member in ["kty", "crv", "x", "y"] {
+        assert_eq!(ca["publicJwk"][member], root_key[member], "{ca}");
+    }
+    let demo = app.api_get("/api/v1/keys/demo-es256").await.1;
+    let leaf_key = x509::leaf_public_jwk(&der[0]).unwrap().to_value();
+    assert_eq!(demo["publicJwk"]["x"], leaf_key["x"]);
+    assert_eq!(
+        x509::alt_names(&der[0]).unwrap(),
+        [x509::AltName::Uri(app.url.clone())]
+    );
+    // The demo profile (from configuration) uses the same chain, and a restart, which expands
+    // the configured shorthand again, does not make a new version.
+    let demo_profile = app
+        .api_get(&format!("/api/v1/profiles/{DEMO_PROFILE}"))
+        .await
+        .1;
+    assert_eq!(demo_profile["x5Chain"], first["x5Chain"]);
+    drop(app);
+    // The restarted app needs the same port (the issuer URL is in the certificate).
+    for _ in 0..100 {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let app = crate::helpers::spawn_app_in(dir, config).await;
+    let again = app
+        .api_get(&format!("/api/v1/profiles/{DEMO_PROFILE}"))
+        .await
+        .1;
+    assert_eq!(again["version"], 1, "{again}");
+    assert_eq!(again["x5Chain"], first["x5Chain"]);
+
+    // The credential's x5c is the leaf alone: the root is the verifier's trust anchor.
+    let created = app.create_offer(json!({"profileId": "first"})).await;
+    let credential = Wallet::new().complete(&app, &created).await;
+    let checked = check_sd_jwt(&app, &credential).await;
+    use base64::Engine;
+    assert_eq!(
+        checked.header["x5c"],
+        json!([base64::engine::general_purpose::STANDARD.encode(&der[0])])
+    );
+    assert_eq!(checked.header["kid"], DEMO_KEY);
+    assert_eq!(checked.claims["iss"], app.url.as_str());
+}
+
+#[tokio::test]
 async fn bad_selective_disclosure_settings_are_rejected() {
     let app = spawn_app().await;
     let data = json!({"given_name": "Ada", "nationalities": ["GB"]});

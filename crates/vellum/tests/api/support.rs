@@ -168,17 +168,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A valid profile body for the demo configuration and key, with `overrides` merged in.
+/// A valid profile body for the demo configuration and key, with `overrides` merged in. Its
+/// issuer identity is a development chain unless `overrides` names one (`issuerDid` or
+/// `x5Chain`, null for none).
 pub fn profile_body(overrides: Value) -> Value {
     let mut body = json!({
         "name": "Test profile",
         "credentialConfigurationId": CONFIGURATION,
         "issuerKeyId": DEMO_KEY,
+        "x5Chain": "development",
         "credentialData": {"given_name": "Ada", "family_name": "Lovelace"},
     });
     let (Value::Object(base), Value::Object(overrides)) = (&mut body, overrides) else {
         panic!("objects")
     };
+    if overrides.contains_key("issuerDid") || overrides.contains_key("x5Chain") {
+        base.remove("x5Chain");
+    }
     for (name, value) in overrides {
         base.insert(name, value);
     }

@@ -215,6 +215,9 @@ pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
         .expect("jwk"),
     };
     jws.verify_with(&jwk).expect("issuer signature");
+    if let Some(x5c) = jws.header.get("x5c") {
+        check_x5c(x5c, &jwk, jws.payload["iss"].as_str().expect("iss"));
+    }
     let mut by_digest: std::collections::HashMap<String, Value> = parts
         .iter()
         .map(|d| {
@@ -282,4 +285,41 @@ fn restore(value: &mut Value, disclosures: &mut std::collections::HashMap<String
         }
         _ => {}
     }
+}
+
+/// An `x5c` header as SD-JWT VC and HAIP verifiers take it: the leaf certifies the signing key
+/// and names `iss`; each certificate is signed by the next; no self-signed root rides along.
+fn check_x5c(x5c: &Value, signer: &Jwk, iss: &str) {
+    use base64::Engine;
+    use vellum_formats::x509;
+    let chain: Vec<Vec<u8>> = x5c
+        .as_array()
+        .expect("x5c is an array")
+        .iter()
+        .map(|der| {
+            base64::engine::general_purpose::STANDARD
+                .decode(der.as_str().expect("base64 string"))
+                .expect("standard base64 DER")
+        })
+        .collect();
+    assert!(!chain.is_empty(), "x5c is empty");
+    assert_eq!(
+        x509::leaf_public_jwk(&chain[0])
+            .expect("leaf key")
+            .thumbprint(),
+        signer.thumbprint(),
+        "the x5c leaf certifies another key"
+    );
+    x509::verify_chain(&chain, None).expect("x5c chain verifies");
+    for der in &chain {
+        assert!(
+            !x509::is_self_issued(der).expect("parses"),
+            "x5c carries a self-signed certificate"
+        );
+    }
+    let names = x509::alt_names(&chain[0]).expect("alt names");
+    assert!(
+        names.contains(&x509::AltName::Uri(iss.to_owned())),
+        "the x5c leaf does not name iss {iss}: {names:?}"
+    );
 }
