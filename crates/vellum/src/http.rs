@@ -68,6 +68,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/.well-known/jwt-vc-issuer"),
     ("GET", "/.well-known/did.json"),
     ("GET", "/jwks"),
+    ("GET", "/did.json"),
     ("GET", "/health"),
     ("GET", "/credential-offer/{handle}"),
     ("POST", "/token"),

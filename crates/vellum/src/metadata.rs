@@ -113,18 +113,25 @@ pub async fn jwt_vc_issuer(ctx: &Context) -> Result<Value, Internal> {
     }))
 }
 
-/// Vellum's own `did:web` (host, with a port as `%3A`), when the issuer URL has no path: its
-/// document is then served at `/.well-known/did.json`.
+/// Vellum's own `did:web`: the issuer URL's host (a port as `%3A`), then each segment of its
+/// path after a colon. did:web resolution fetches its document from `/.well-known/did.json` for
+/// a bare host and from `<path>/did.json` otherwise; Vellum serves it at both `<issuer>/did.json`
+/// and (without a path) the well-known URI.
 pub fn did_web(ctx: &Context) -> Option<String> {
-    if !ctx.base_path.is_empty() {
-        return None;
-    }
     let url = url::Url::parse(&ctx.issuer_url).ok()?;
-    let host = url.host_str()?;
-    Some(match url.port() {
-        Some(port) => format!("did:web:{host}%3A{port}"),
-        None => format!("did:web:{host}"),
-    })
+    let mut did = format!("did:web:{}", url.host_str()?);
+    if let Some(port) = url.port() {
+        did.push_str(&format!("%3A{port}"));
+    }
+    for segment in ctx
+        .base_path
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+    {
+        did.push(':');
+        did.push_str(&segment.replace(':', "%3A"));
+    }
+    Some(did)
 }
 
 /// The DID document of [`did_web`]: every published key as a JsonWebKey2020 verification

@@ -347,7 +347,7 @@ async fn expand_issuer_did(
     let method = match definition.issuer_did.as_deref() {
         Some("did:web") => {
             let did = crate::metadata::did_web(ctx).ok_or_else(|| {
-                invalid("\"did:web\" needs an issuer URL without a path (public_url)")
+                invalid("\"did:web\" needs an issuer URL with a host name (public_url)")
             })?;
             definition.issuer_did = Some(did);
             return Ok(());

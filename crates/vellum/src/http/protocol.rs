@@ -17,6 +17,7 @@ use crate::{issuance, metadata, oauth, offers};
 pub fn router(ctx: &Context) -> Router<AppState> {
     Router::new()
         .route("/jwks", get(jwks))
+        .route("/did.json", get(did_document))
         .route("/health", get(health))
         .route("/credential-offer/{handle}", get(get_credential_offer))
         .route("/token", post(token))
@@ -28,7 +29,7 @@ pub fn router(ctx: &Context) -> Router<AppState> {
 /// RFC 8615 well-known URIs: the issuer's path goes after the well-known segment.
 pub fn well_known_router(ctx: &Context) -> Router<AppState> {
     let path = &ctx.base_path;
-    Router::new()
+    let router = Router::new()
         .route(
             &format!("/.well-known/openid-credential-issuer{path}"),
             get(credential_issuer_metadata),
@@ -40,8 +41,14 @@ pub fn well_known_router(ctx: &Context) -> Router<AppState> {
         .route(
             &format!("/.well-known/jwt-vc-issuer{path}"),
             get(jwt_vc_issuer_metadata),
-        )
-        .route("/.well-known/did.json", get(did_document))
+        );
+    // did:web resolves a DID without a path here, and one with a path to <path>/did.json (the
+    // protocol router's /did.json).
+    if path.is_empty() {
+        router.route("/.well-known/did.json", get(did_document))
+    } else {
+        router
+    }
 }
 
 async fn credential_issuer_metadata(State(ctx): State<AppState>) -> Response {
@@ -56,12 +63,12 @@ async fn jwt_vc_issuer_metadata(State(ctx): State<AppState>) -> Result<Response,
     Ok(Json(metadata::jwt_vc_issuer(&ctx).await?).into_response())
 }
 
-/// The did:web document, when the issuer URL has no path (else there is no did:web of ours).
+/// The document of Vellum's did:web.
 async fn did_document(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
     match metadata::did_document(&ctx).await? {
         Some(document) => Ok(Json(document).into_response()),
         None => Err(OAuthError::NotFound(
-            "this issuer has no did:web: its URL has a path".into(),
+            "this issuer URL has no host to make a did:web of".into(),
         )),
     }
 }

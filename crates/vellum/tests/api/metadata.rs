@@ -209,7 +209,26 @@ async fn an_issuer_url_with_a_path_serves_metadata_under_the_path_and_the_whole_
     );
     let sd_jwt = json_document(&app, "/.well-known/jwt-vc-issuer/tenant").await;
     assert_eq!(sd_jwt["issuer"], app.url.as_str());
+    // did:web puts the path into the DID, and resolves it to <path>/did.json.
+    let did = format!("did:web:127.0.0.1%3A{port}:tenant");
+    let document = get_origin(&app, "/tenant/did.json").await;
+    assert_eq!(document.status, StatusCode::OK, "{}", document.text);
+    assert_eq!(document.body["id"], did.as_str());
+    assert_eq!(
+        document.body["assertionMethod"][0],
+        format!("{did}#{}", crate::support::DEMO_KEY)
+    );
+    let (status, profile) = app
+        .api_json(
+            reqwest::Method::POST,
+            "/api/v1/profiles",
+            crate::support::profile_body(json!({"issuerDid": "did:web"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{profile}");
+    assert_eq!(profile["issuerDid"], did.as_str());
     for wrong in [
+        "/.well-known/did.json",
         "/.well-known/openid-credential-issuer",
         "/tenant/.well-known/openid-credential-issuer",
         "/.well-known/openid-credential-issuer/other",

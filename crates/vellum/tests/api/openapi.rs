@@ -711,6 +711,7 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         "/.well-known/oauth-authorization-server",
         "/.well-known/jwt-vc-issuer",
         "/.well-known/did.json",
+        "/did.json",
         "/jwks",
         "/health",
         DESCRIPTION,
