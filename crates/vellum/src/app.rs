@@ -7,13 +7,14 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, DatabaseUrl};
 use crate::context::Context;
 use crate::keys::{self, KeyCache};
 use crate::notifications::{DeliverySettings, dispatcher};
 use crate::profiles;
 use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
 use crate::sessions;
+use crate::store::postgres::{PoolOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::streams::LogTail;
@@ -69,8 +70,8 @@ impl App {
         );
         // TLS for https webhooks, on ring; a second install (tests start many apps) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let store = SqliteStore::open(&config.sqlite_path(), config.database.synchronous).await?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        let store = open_store(&config).await?;
+        check_master_key(&secrets, store.as_ref()).await?;
         let log_tail = LogTail::new(*store.watch_events().borrow());
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
         let ctx = Arc::new(Context {
@@ -104,19 +105,38 @@ impl App {
     }
 
     /// Serves until `shutdown` is cancelled; in-flight requests finish first.
+    /// The worker role runs the session sweeper and the webhook dispatcher; the api role serves
+    /// the endpoints (without it, only `/health`).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let sweeper = {
+        let roles = self.ctx.config.roles;
+        let mut workers = Vec::new();
+        if roles.worker {
             let ctx = self.ctx.clone();
-            let shutdown = shutdown.child_token();
-            tokio::spawn(async move { sessions::sweep_until_cancelled(&ctx, shutdown).await })
+            let stop = shutdown.child_token();
+            workers.push((
+                "session sweeper",
+                tokio::spawn(async move { sessions::sweep_until_cancelled(&ctx, stop).await }),
+            ));
+            workers.push((
+                "webhook dispatcher",
+                tokio::spawn(dispatcher::run(
+                    self.ctx.clone(),
+                    self.ctx.delivery.clone(),
+                    shutdown.child_token(),
+                )),
+            ));
+        }
+        let router = if roles.api {
+            crate::http::router(self.ctx.clone())
+        } else {
+            crate::http::health_router(self.ctx.clone())
         };
-        let delivering = tokio::spawn(dispatcher::run(
-            self.ctx.clone(),
-            self.ctx.delivery.clone(),
-            shutdown.child_token(),
-        ));
-        let router = crate::http::router(self.ctx.clone());
-        tracing::info!(issuer = %self.ctx.issuer_url, "Vellum is serving");
+        tracing::info!(
+            issuer = %self.ctx.issuer_url,
+            api = roles.api,
+            worker = roles.worker,
+            "Vellum is serving"
+        );
         let stopping = {
             let (shutdown, ctx) = (shutdown.clone(), self.ctx.clone());
             async move {
@@ -128,16 +148,45 @@ impl App {
             .with_graceful_shutdown(stopping)
             .await;
         shutdown.cancel();
-        for (task, handle) in [
-            ("session sweeper", sweeper),
-            ("webhook dispatcher", delivering),
-        ] {
+        for (task, handle) in workers {
             if let Err(error) = handle.await {
                 tracing::error!(%error, task, "background task ended abnormally");
             }
         }
         served
     }
+}
+
+/// The store `database.url` selects (validated with the configuration).
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(match config.database_url() {
+        Some(DatabaseUrl::Sqlite(path)) => {
+            Arc::new(SqliteStore::open(&path, config.database.synchronous).await?)
+        }
+        Some(DatabaseUrl::Postgres(url)) => {
+            let options = PoolOptions {
+                size: config.database.pool_size,
+                connect_timeout: config.database_connect_timeout(),
+            };
+            Arc::new(PostgresStore::open(&url, options).await?)
+        }
+        None => return Err(StartError::Setup("database.url: unsupported".into())),
+    })
+}
+
+/// Private keys in the database are sealed under the master key: an instance with another one
+/// (a second instance that generated its own) could neither use them nor the codes and tokens
+/// derived from it, so it must not start.
+async fn check_master_key(secrets: &Secrets, store: &dyn Store) -> Result<(), StartError> {
+    let fingerprint = secrets.fingerprint();
+    if store.init_setting("master_key_check", &fingerprint).await? != fingerprint {
+        return Err(StartError::Setup(
+            "master key: this database was set up with another master key; give every \
+             instance the same one (VELLUM_MASTER_KEY)"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The hash of the management API key: from configuration, or generated once and printed.

@@ -24,6 +24,7 @@ pub struct Config {
     pub master_key: String,
     pub master_key_file: PathBuf,
     pub demo: bool,
+    pub roles: RolesConfig,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub offers: OffersConfig,
@@ -49,11 +50,30 @@ pub struct HttpConfig {
     pub protocol_body_limit: usize,
 }
 
+/// What this instance does; several instances on one PostgreSQL database may split the work.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    /// The management API and the wallet-facing endpoints.
+    pub api: bool,
+    /// Webhook delivery and the session sweeper (expiry, retention).
+    pub worker: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
     pub synchronous: Synchronous,
+    pub pool_size: usize,
+    pub connect_timeout: String,
+}
+
+/// The store `database.url` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -205,7 +225,12 @@ impl Config {
         let env = || {
             Env::prefixed("VELLUM_")
                 .ignore(&["CONFIG", "LOG"])
-                .filter(|key| !key.as_str().starts_with("test_"))
+                // VELLUM_TEST_* steer the test suite, not the service.
+                .filter(|key| {
+                    !key.as_str()
+                        .get(..5)
+                        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("test_"))
+                })
                 .split("__")
         };
         // The demo layer sits under the operator's file, so whether it loads is decided first.
@@ -258,8 +283,33 @@ impl Config {
         if !self.api_key.is_empty() && self.api_key.len() < 32 {
             return fail("api_key", "must be at least 32 characters");
         }
-        if !self.database.url.starts_with("sqlite:") {
-            return fail("database.url", "only sqlite:// URLs are supported");
+        match self.database_url() {
+            Some(DatabaseUrl::Postgres(url)) => {
+                if url.parse::<tokio_postgres::Config>().is_err() {
+                    return fail("database.url", "is not a valid PostgreSQL connection URL");
+                }
+            }
+            Some(DatabaseUrl::Sqlite(path)) if path.as_os_str().is_empty() => {
+                return fail("database.url", "sqlite:// needs a file path");
+            }
+            Some(DatabaseUrl::Sqlite(_)) => {}
+            None => {
+                return fail(
+                    "database.url",
+                    "must be sqlite://PATH or postgres://USER@HOST:PORT/DATABASE",
+                );
+            }
+        }
+        if !(1..=1000).contains(&self.database.pool_size) {
+            return fail("database.pool_size", "must be between 1 and 1000");
+        }
+        match crate::notifications::parse_delay(&self.database.connect_timeout) {
+            Ok(delay) if !delay.is_zero() => {}
+            Ok(_) => return fail("database.connect_timeout", "must be positive"),
+            Err(why) => return fail("database.connect_timeout", &why),
+        }
+        if !self.roles.api && !self.roles.worker {
+            return fail("roles", "an instance needs at least one of api and worker");
         }
         if self.offers.default_expires_in_seconds == 0
             || self.offers.default_expires_in_seconds > self.offers.max_expires_in_seconds
@@ -366,10 +416,23 @@ impl Config {
         }
     }
 
-    /// The SQLite file of `database.url`.
-    pub fn sqlite_path(&self) -> PathBuf {
-        let rest = self.database.url.trim_start_matches("sqlite:");
-        PathBuf::from(rest.trim_start_matches("//"))
+    /// The store `database.url` names: `sqlite://PATH` or `postgres://...`
+    /// (`postgresql://` too); `None` for anything else (refused at start).
+    pub fn database_url(&self) -> Option<DatabaseUrl> {
+        let url = self.database.url.trim();
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            return Some(DatabaseUrl::Sqlite(PathBuf::from(
+                rest.trim_start_matches("//"),
+            )));
+        }
+        (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            .then(|| DatabaseUrl::Postgres(url.to_owned()))
+    }
+
+    /// How long opening a database connection may take (PostgreSQL).
+    pub fn database_connect_timeout(&self) -> std::time::Duration {
+        crate::notifications::parse_delay(&self.database.connect_timeout)
+            .unwrap_or(std::time::Duration::from_secs(5))
     }
 }
 
@@ -388,6 +451,39 @@ mod tests {
                 .credential_configurations
                 .contains_key("identity_credential")
         );
+    }
+
+    #[test]
+    fn database_url_selects_the_store() {
+        let with = |url: &str| Config::with_overrides(json!({"database": {"url": url}}), false);
+        assert_eq!(
+            with("sqlite://data/v.db").expect("valid").database_url(),
+            Some(DatabaseUrl::Sqlite(PathBuf::from("data/v.db")))
+        );
+        for url in [
+            "postgres://vellum@db.example:5433/vellum",
+            "postgresql://vellum:secret@127.0.0.1/vellum",
+        ] {
+            assert_eq!(
+                with(url).expect("valid").database_url(),
+                Some(DatabaseUrl::Postgres(url.to_owned()))
+            );
+        }
+        for url in ["mysql://db/v", "", "sqlite://", "postgres://db:notaport/v"] {
+            let error = with(url).expect_err("refused");
+            assert!(error.to_string().contains("database.url"), "{url}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_instance_needs_a_role() {
+        let error =
+            Config::with_overrides(json!({"roles": {"api": false, "worker": false}}), false)
+                .expect_err("refused");
+        assert!(error.to_string().contains("roles"), "{error}");
+        for roles in [json!({"api": false}), json!({"worker": false})] {
+            Config::with_overrides(json!({ "roles": roles }), false).expect("one role is enough");
+        }
     }
 
     #[test]

@@ -40,6 +40,22 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .with_state(ctx)
 }
 
+/// An instance without the api role: only `/health` (under the issuer URL's path).
+pub fn health_router(ctx: Arc<Context>) -> Router {
+    let health = protocol::health_router();
+    let health = if ctx.base_path.is_empty() {
+        health
+    } else {
+        Router::new().nest(&ctx.base_path, health)
+    };
+    Router::new()
+        .merge(health)
+        .fallback(|| async {
+            ApiError::NotFound("this instance serves no API (roles.api = false)".into())
+        })
+        .with_state(ctx)
+}
+
 /// One line per request, naming the route template, never the concrete path: offer handles
 /// and other secrets can sit in paths, and they must not reach logs.
 async fn log_request(request: Request, next: Next) -> Response {

@@ -573,12 +573,14 @@ pub async fn load_configured_profiles(ctx: &Context) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?
         {
-            None => {
-                insert(ctx, id.clone(), definition.clone())
-                    .await
-                    .map_err(fail)?;
-                tracing::info!(profile = %id, "created profile from configuration");
-            }
+            None => match insert(ctx, id.clone(), definition.clone()).await {
+                Ok(_) => tracing::info!(profile = %id, "created profile from configuration"),
+                // Another instance starting on the same database created it first.
+                Err(ApiError::Conflict { .. }) => {
+                    tracing::info!(profile = %id, "profile created by another instance");
+                }
+                Err(error) => return Err(fail(error)),
+            },
             Some(current) if !current.active => {
                 tracing::warn!(profile = %id, "configured profile is deactivated; left as is");
             }

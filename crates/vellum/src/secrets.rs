@@ -33,6 +33,7 @@ pub enum Purpose {
     TxCode,
     Nonce,
     StreamToken,
+    MasterKeyCheck,
 }
 
 impl Purpose {
@@ -44,6 +45,7 @@ impl Purpose {
             Purpose::TxCode => b"vellum/v1/tx-code",
             Purpose::Nonce => b"vellum/v1/nonce",
             Purpose::StreamToken => b"vellum/v1/stream-token",
+            Purpose::MasterKeyCheck => b"vellum/v1/master-key-check",
         }
     }
 }
@@ -103,6 +105,15 @@ impl Secrets {
             <HmacSha256 as Mac>::new_from_slice(self.master.as_ref()).expect("any key length");
         mac.update(purpose.label());
         Zeroizing::new(mac.finalize().into_bytes().into())
+    }
+
+    /// A value that identifies the master key without revealing it (hex), stored so that an
+    /// instance started with another master key notices.
+    pub fn fingerprint(&self) -> String {
+        self.mac(Purpose::MasterKeyCheck, &[])
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     /// HMAC-SHA256 under the key for `purpose`.

@@ -18,12 +18,17 @@ pub fn router(ctx: &Context) -> Router<AppState> {
     Router::new()
         .route("/jwks", get(jwks))
         .route("/did.json", get(did_document))
-        .route("/health", get(health))
         .route("/credential-offer/{handle}", get(get_credential_offer))
         .route("/token", post(token))
         .route("/nonce", post(nonce))
         .route("/credential", post(credential))
         .layer(DefaultBodyLimit::max(ctx.config.http.protocol_body_limit))
+        .merge(health_router())
+}
+
+/// Readiness, served by every instance whatever its roles.
+pub fn health_router() -> Router<AppState> {
+    Router::new().route("/health", get(health))
 }
 
 /// RFC 8615 well-known URIs: the issuer's path goes after the well-known segment.

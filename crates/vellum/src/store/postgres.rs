@@ -47,8 +47,21 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Connections in the pool.
-const POOL_SIZE: usize = 16;
+/// How many connections, and how long opening one may take.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub size: usize,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            size: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
 /// The LISTEN/NOTIFY channel announcing committed events.
 const EVENTS_CHANNEL: &str = "vellum_events";
 /// Advisory lock keys (one namespace for the whole service, chosen arbitrarily).
@@ -204,14 +217,15 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/database`), migrates, and starts listening
     /// for committed events.
-    pub async fn open(url: &str) -> StoreResult<PostgresStore> {
-        let config: Config = url
+    pub async fn open(url: &str, options: PoolOptions) -> StoreResult<PostgresStore> {
+        let mut config: Config = url
             .parse()
             .map_err(|error: tokio_postgres::Error| StoreError::Unavailable(error.to_string()))?;
+        config.connect_timeout(options.connect_timeout);
         let pool = Pool {
             config,
             idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(POOL_SIZE),
+            permits: Semaphore::new(options.size),
         };
         {
             let mut conn = pool.get().await?;

@@ -388,10 +388,10 @@ fn all_delivered(log: &HashMap<String, Value>) -> bool {
 async fn sigkill_during_a_burst_loses_no_webhook_and_duplicates_only_what_was_in_flight() {
     let started = Instant::now();
     crate::helpers::install_tls();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = crate::database::TestDir::new().await;
     let port = free_port();
     let (receiver, webhook) = Receiver::start().await;
-    let mut server = start(dir.path(), port, &server_env()).await;
+    let mut server = start(&dir, port, &server_env()).await;
     let (set_up, up) = watch::channel(true);
     let client = Client::builder()
         .timeout(Duration::from_secs(20))
@@ -421,7 +421,7 @@ async fn sigkill_during_a_burst_loses_no_webhook_and_duplicates_only_what_was_in
         set_up.send_replace(false);
         server.kill_9().await;
         receiver.next_generation().await;
-        server = start(dir.path(), port, &server_env()).await;
+        server = start(&dir, port, &server_env()).await;
         set_up.send_replace(true);
     }
     wait_until("the rest of the burst", || {

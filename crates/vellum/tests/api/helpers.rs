@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 use vellum::app::App;
 use vellum::clock::ManualClock;
 use vellum::config::Config;
 use vellum::context::Context;
+
+use crate::database::TestDir;
 
 pub const API_KEY: &str = "test-api-key-0123456789-abcdefghijklmnop";
 pub const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -27,7 +28,7 @@ pub struct TestApp {
     /// The app's clock: tests move it instead of sleeping.
     pub clock: ManualClock,
     pub ctx: Arc<Context>,
-    pub dir: Arc<TempDir>,
+    pub dir: Arc<TestDir>,
     shutdown: CancellationToken,
 }
 
@@ -37,13 +38,14 @@ impl Drop for TestApp {
     }
 }
 
-/// Merges `overrides` into the test defaults: port 0, a fresh SQLite file, fixed keys.
-pub fn test_config(dir: &TempDir, overrides: Value) -> Config {
+/// Merges `overrides` into the test defaults: port 0, the directory's database (a fresh SQLite
+/// file, or a PostgreSQL database of its own), fixed keys.
+pub fn test_config(dir: &TestDir, overrides: Value) -> Config {
     let mut base = json!({
         "api_key": API_KEY,
         "master_key": MASTER_KEY,
         "http": {"port": 0},
-        "database": {"url": format!("sqlite://{}", dir.path().join("vellum.db").display())},
+        "database": {"url": dir.database_url()},
         "sessions": {"sweep_interval_seconds": 3600},
     });
     merge(&mut base, overrides);
@@ -66,23 +68,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(overrides: Value) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let dir = Arc::new(TestDir::new().await);
     spawn_app_in(dir, overrides).await
 }
 
 /// Starts an app on an existing directory (its database survives from an earlier app).
-pub async fn spawn_app_in(dir: Arc<TempDir>, overrides: Value) -> TestApp {
+pub async fn spawn_app_in(dir: Arc<TestDir>, overrides: Value) -> TestApp {
     start(dir, overrides, ManualClock::starting_now()).await
 }
 
 /// An app whose clock runs in real time (still advanceable): for work that is scheduled,
 /// such as webhook retries.
 pub async fn spawn_running_app_with(overrides: Value) -> TestApp {
-    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let dir = Arc::new(TestDir::new().await);
     start(dir, overrides, ManualClock::running()).await
 }
 
-async fn start(dir: Arc<TempDir>, overrides: Value, clock: ManualClock) -> TestApp {
+async fn start(dir: Arc<TestDir>, overrides: Value, clock: ManualClock) -> TestApp {
     let config = test_config(&dir, overrides);
     let app = App::build_with_clock(config, Arc::new(clock.clone()))
         .await

@@ -376,6 +376,17 @@ async fn private_keys_are_sealed_at_rest() {
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let contains = |bytes: &[u8], needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    // On PostgreSQL the data at rest is the database: a dump of it joins the files.
+    if let Some(url) = app.dir.postgres_url() {
+        let dump = std::process::Command::new("pg_dump")
+            .arg("--data-only")
+            .arg("--file")
+            .arg(app.dir.path().join("database.sql"))
+            .arg(url)
+            .status()
+            .expect("runs pg_dump");
+        assert!(dump.success(), "pg_dump failed");
+    }
     let mut public_found = false;
     for entry in std::fs::read_dir(app.dir.path()).unwrap() {
         let path = entry.unwrap().path();
@@ -396,4 +407,25 @@ async fn private_keys_are_sealed_at_rest() {
         );
     }
     assert!(public_found, "the key was stored in the files searched");
+}
+
+/// Keys are sealed under the master key: an instance given another one (say a second instance
+/// that generated its own) must not start on the database, or it could use none of them.
+#[tokio::test]
+async fn an_instance_with_another_master_key_refuses_to_start_on_the_database() {
+    let app = spawn_app().await;
+    let dir = app.dir.clone();
+    drop(app);
+    let other = "ERERERERERERERERERERERERERERERERERERERERERE=";
+    let config = crate::helpers::test_config(&dir, json!({"master_key": other}));
+    let Err(error) = vellum::app::App::build(config).await else {
+        panic!("an app with another master key started")
+    };
+    assert!(error.to_string().contains("another master key"), "{error}");
+    // The right key still opens it.
+    let config = crate::helpers::test_config(&dir, json!({}));
+    vellum::app::App::build(config)
+        .await
+        .map_err(|error| error.to_string())
+        .expect("the original master key starts");
 }

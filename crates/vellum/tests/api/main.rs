@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test starts the real app on 127.0.0.1:0 with a fresh
 //! database (helpers::spawn_app) and talks HTTP to it.
 
+mod database;
 mod helpers;
 mod support;
 mod wallet;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use tokio::process::{Child, Command};
 
+use crate::database::TestDir;
 use crate::helpers::{API_KEY, MASTER_KEY};
 
 pub struct Server {
@@ -14,17 +15,18 @@ pub struct Server {
     pub url: String,
 }
 
-/// Starts `vellum serve` in `dir` on `port` with the test keys, plus `env`; waits until healthy.
-pub async fn start(dir: &std::path::Path, port: u16, env: &[(&str, String)]) -> Server {
+/// Starts `vellum serve` in `dir` on `port`, on the directory's database, with the test keys,
+/// plus `env`; waits until healthy.
+pub async fn start(dir: &TestDir, port: u16, env: &[(&str, String)]) -> Server {
     crate::helpers::install_tls();
     let mut command = Command::new(env!("CARGO_BIN_EXE_vellum"));
     command
         .arg("serve")
-        .current_dir(dir)
+        .current_dir(dir.path())
         .env("VELLUM_HTTP__PORT", port.to_string())
         .env("VELLUM_API_KEY", API_KEY)
         .env("VELLUM_MASTER_KEY", MASTER_KEY)
-        .env("VELLUM_DATABASE__URL", "sqlite://data/vellum.db")
+        .env("VELLUM_DATABASE__URL", dir.database_url())
         .env("VELLUM_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

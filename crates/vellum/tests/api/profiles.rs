@@ -436,7 +436,7 @@ async fn an_sd_jwt_vc_chain_must_name_the_issuer_url() {
 #[tokio::test]
 async fn a_development_chain_is_made_once_and_is_the_same_after_a_restart() {
     use vellum_formats::x509;
-    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let dir = std::sync::Arc::new(crate::database::TestDir::new().await);
     let port = crate::support::free_port();
     let config = json!({"http": {"port": port}});
     let app = crate::helpers::spawn_app_in(dir.clone(), config.clone()).await;

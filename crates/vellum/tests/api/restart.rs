@@ -36,20 +36,20 @@ async fn create_offer(client: &Client, url: &str) -> Value {
 #[tokio::test]
 async fn a_flow_survives_sigkill_between_every_step() {
     crate::helpers::install_tls();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = crate::database::TestDir::new().await;
     let port = free_port();
     let client = Client::new();
 
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     let created = create_offer(&client, &server.url).await;
     server.kill_9().await;
 
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     let offer_uri = created["credentialOfferUri"].as_str().expect("uri");
     let offer = json_ok(client.get(offer_uri).send().await.expect("resolve")).await;
     server.kill_9().await;
 
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     let code = offer["grants"][GRANT]["pre-authorized_code"]
         .as_str()
         .expect("code");
@@ -78,7 +78,7 @@ async fn a_flow_survives_sigkill_between_every_step() {
     server.kill_9().await;
 
     // The code was spent before the crash: it stays spent.
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     let replay = client
         .post(format!("{}/token", server.url))
         .form(&[
@@ -119,7 +119,7 @@ async fn a_flow_survives_sigkill_between_every_step() {
     );
     server.kill_9().await;
 
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     let id = created["offerId"].as_str().expect("offer id");
     let session = json_ok(
         client
@@ -163,9 +163,9 @@ async fn a_flow_survives_sigkill_between_every_step() {
 #[tokio::test]
 async fn every_offer_acknowledged_before_a_sigkill_exists_after_restart() {
     crate::helpers::install_tls();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = crate::database::TestDir::new().await;
     let port = free_port();
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     let client = Client::new();
 
     // Sixteen clients create offers back to back; the server is killed once 200 have been
@@ -213,7 +213,7 @@ async fn every_offer_acknowledged_before_a_sigkill_exists_after_restart() {
         acknowledged.len()
     );
 
-    let server = start(dir.path(), port, &[]).await;
+    let server = start(&dir, port, &[]).await;
     for id in &acknowledged {
         let response = client
             .get(format!("{}/api/v1/sessions/{id}", server.url))

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::database::TestDatabase;
 use serde_json::json;
 use vellum::clock::Millis;
 use vellum::config::Synchronous;
@@ -40,8 +41,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $behaviour() {
-                    let database = super::TestDatabase::create().await;
-                    let store = super::PostgresStore::open(&database.url)
+                    let database = crate::database::TestDatabase::create().await;
+                    let store = super::PostgresStore::open(&database.url, Default::default())
                         .await
                         .expect("open PostgreSQL");
                     super::$behaviour(&store).await;
@@ -72,67 +73,6 @@ conformance!(
     redeliver_reschedules_failed_and_gone_deliveries,
     watch_events_advances_after_a_commit_with_events,
 );
-
-/// The server the PostgreSQL half of the suite runs on.
-const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A database of its own on the server named by `VELLUM_TEST_DATABASE_URL` (default: the
-/// local server), dropped (even when the test panics) when this goes out of scope.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TestDatabase {
-    async fn create() -> TestDatabase {
-        let admin_url = std::env::var("VELLUM_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
-        let name = format!("vellum_test_{}", uuid::Uuid::new_v4().simple());
-        let mut url = url::Url::parse(&admin_url).expect("VELLUM_TEST_DATABASE_URL is a URL");
-        url.set_path(&name);
-        admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
-        TestDatabase {
-            admin_url,
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Drop runs outside async: a runtime of its own, on a thread of its own.
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(admin(
-                    &admin_url,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ));
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!("could not drop test database {}", self.name);
-        }
-    }
-}
-
-async fn admin(url: &str, sql: &str) {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect(
-            "connect to PostgreSQL (VELLUM_TEST_DATABASE_URL, default 127.0.0.1:5432): \
-             the store suite needs a server",
-        );
-    let driver = tokio::spawn(connection);
-    client.batch_execute(sql).await.expect(sql);
-    drop(client);
-    let _ = driver.await;
-}
 
 // ----- records ------------------------------------------------------------------------------
 
@@ -1272,8 +1212,12 @@ async fn watch_events_advances_after_a_commit_with_events(store: &dyn Store) {
 #[tokio::test]
 async fn postgres_instances_announce_each_others_events() {
     let database = TestDatabase::create().await;
-    let writer = PostgresStore::open(&database.url).await.expect("open");
-    let follower = PostgresStore::open(&database.url).await.expect("open");
+    let writer = PostgresStore::open(&database.url, Default::default())
+        .await
+        .expect("open");
+    let follower = PostgresStore::open(&database.url, Default::default())
+        .await
+        .expect("open");
     let mut watch = follower.watch_events();
     let s = session(10, None);
     create(&writer, &s).await;

@@ -1,0 +1,116 @@
+//! Where a test's data lives: a temporary directory and, when the suite runs on PostgreSQL
+//! (`VELLUM_TEST_BACKEND=postgres`), a database of its own on the server
+//! `VELLUM_TEST_DATABASE_URL` names (by default the local one at 127.0.0.1:5432), dropped with
+//! the directory. Without a reachable server the PostgreSQL tests fail; they never skip.
+
+use std::path::Path;
+
+use tempfile::TempDir;
+
+/// The server test databases are created on.
+const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The store the app-level tests run on: SQLite unless `VELLUM_TEST_BACKEND=postgres`.
+pub fn on_postgres() -> bool {
+    match std::env::var("VELLUM_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("VELLUM_TEST_BACKEND is sqlite or postgres, not {other:?}"),
+    }
+}
+
+/// A database of its own on the test server, dropped (even when the test panics) when this
+/// goes out of scope.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        let admin_url = std::env::var("VELLUM_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+        let name = format!("vellum_test_{}", uuid::Uuid::new_v4().simple());
+        let mut url = url::Url::parse(&admin_url).expect("VELLUM_TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        admin(&admin_url, &format!("CREATE DATABASE {name}")).await;
+        TestDatabase {
+            admin_url,
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async: a runtime of its own, on a thread of its own.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(admin(
+                    &admin_url,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ));
+        })
+        .join();
+        if dropped.is_err() {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+async fn admin(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect(
+            "connect to PostgreSQL (VELLUM_TEST_DATABASE_URL, default 127.0.0.1:5432): \
+             the tests need a server they may create databases on",
+        );
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.expect(sql);
+    drop(client);
+    let _ = driver.await;
+}
+
+/// A test's files and its database: an SQLite file in the directory, or (on PostgreSQL) a
+/// database of its own. Apps started one after the other on one `TestDir` share the data.
+pub struct TestDir {
+    temp: TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl TestDir {
+    pub async fn new() -> TestDir {
+        let database = if on_postgres() {
+            Some(TestDatabase::create().await)
+        } else {
+            None
+        };
+        TestDir {
+            temp: tempfile::tempdir().expect("temp dir"),
+            database,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// `database.url` for an app on this directory.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}", self.path().join("vellum.db").display()),
+        }
+    }
+
+    /// The PostgreSQL database, when the suite runs on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|database| database.url.as_str())
+    }
+}
