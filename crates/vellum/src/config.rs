@@ -107,6 +107,7 @@ pub struct NotificationsConfig {
     pub retry_jitter: f64,
     pub connect_timeout: String,
     pub timeout: String,
+    pub lease: String,
     pub max_response_bytes: usize,
     pub max_in_flight: usize,
     pub max_in_flight_per_url: usize,

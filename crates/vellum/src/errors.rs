@@ -24,6 +24,40 @@ impl From<StoreError> for Internal {
     }
 }
 
+impl Internal {
+    /// The database did not answer: every surface says 503 (retry later), not 500.
+    fn is_unavailable(&self) -> bool {
+        matches!(
+            self.0.downcast_ref::<StoreError>(),
+            Some(StoreError::Unavailable(_))
+        )
+    }
+}
+
+/// `From<Internal>` and `From<StoreError>` for a wire enum: an unreachable database becomes its
+/// `Unavailable`, whatever path the error took; anything else its `Internal`.
+macro_rules! internal_errors {
+    ($($surface:ident),*) => {$(
+        impl From<Internal> for $surface {
+            fn from(error: Internal) -> Self {
+                if error.is_unavailable() {
+                    $surface::Unavailable
+                } else {
+                    $surface::Internal(error)
+                }
+            }
+        }
+
+        impl From<StoreError> for $surface {
+            fn from(error: StoreError) -> Self {
+                Internal::from(error).into()
+            }
+        }
+    )*};
+}
+
+internal_errors!(ApiError, OAuthError, CredentialError);
+
 /// The management API: `{"code": ..., "detail": ...}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -44,7 +78,7 @@ pub enum ApiError {
     #[error("the database is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
-    Internal(#[from] Internal),
+    Internal(Internal),
 }
 
 impl ApiError {
@@ -69,15 +103,6 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(_) => ApiError::Unavailable,
-            other => ApiError::Internal(other.into()),
-        }
-    }
-}
-
 /// The token endpoint (RFC 6749 §5.2) and the other OAuth-style protocol endpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
@@ -93,7 +118,7 @@ pub enum OAuthError {
     #[error("the database is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
-    Internal(#[from] Internal),
+    Internal(Internal),
 }
 
 impl OAuthError {
@@ -104,15 +129,6 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::Unavailable => "temporarily_unavailable",
             OAuthError::Internal(_) => "server_error",
-        }
-    }
-}
-
-impl From<StoreError> for OAuthError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(_) => OAuthError::Unavailable,
-            other => OAuthError::Internal(other.into()),
         }
     }
 }
@@ -143,7 +159,7 @@ pub enum CredentialError {
     #[error("the database is unavailable; retry later")]
     Unavailable,
     #[error("internal error")]
-    Internal(#[from] Internal),
+    Internal(Internal),
 }
 
 impl CredentialError {
@@ -162,15 +178,6 @@ impl CredentialError {
             CredentialError::InvalidRequest(_) => "invalid_request",
             CredentialError::Unavailable => "temporarily_unavailable",
             CredentialError::Internal(_) => "server_error",
-        }
-    }
-}
-
-impl From<StoreError> for CredentialError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(_) => CredentialError::Unavailable,
-            other => CredentialError::Internal(other.into()),
         }
     }
 }

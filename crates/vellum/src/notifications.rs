@@ -282,6 +282,8 @@ pub struct DeliverySettings {
     pub retry_jitter: f64,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// How long a claimed delivery belongs to the instance that claimed it.
+    pub lease: Duration,
     pub max_response_bytes: usize,
     pub max_in_flight: usize,
     pub max_in_flight_per_url: usize,
@@ -341,11 +343,19 @@ impl DeliverySettings {
         if config.max_response_bytes == 0 {
             return Err("max_response_bytes: must be at least 1".into());
         }
+        let timeout = delay("timeout", &config.timeout)?;
+        let lease = delay("lease", &config.lease)?;
+        if lease <= timeout {
+            return Err(
+                "lease: must be longer than timeout (an attempt must end inside it)".into(),
+            );
+        }
         Ok(DeliverySettings {
             retry_schedule,
             retry_jitter: config.retry_jitter,
             connect_timeout: delay("connect_timeout", &config.connect_timeout)?,
-            timeout: delay("timeout", &config.timeout)?,
+            timeout,
+            lease,
             max_response_bytes: config.max_response_bytes,
             max_in_flight: config.max_in_flight,
             max_in_flight_per_url: config.max_in_flight_per_url,

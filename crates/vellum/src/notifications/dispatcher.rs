@@ -224,7 +224,7 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
             return;
         }
     };
-    let lease = settings.timeout + Duration::from_secs(30);
+    let lease = settings.lease;
     let per_url = u32::try_from(settings.max_in_flight_per_url).unwrap_or(u32::MAX);
     let mut in_flight: JoinSet<FinishedAttempt> = JoinSet::new();
     let mut finished = Vec::new();

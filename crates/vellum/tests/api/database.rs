@@ -85,15 +85,24 @@ pub struct TestDir {
 }
 
 impl TestDir {
+    /// On the suite's backend.
     pub async fn new() -> TestDir {
-        let database = if on_postgres() {
-            Some(TestDatabase::create().await)
+        if on_postgres() {
+            TestDir::postgres().await
         } else {
-            None
-        };
+            TestDir {
+                temp: tempfile::tempdir().expect("temp dir"),
+                database: None,
+            }
+        }
+    }
+
+    /// On PostgreSQL whatever the suite's backend: for what only PostgreSQL does (several
+    /// instances on one database).
+    pub async fn postgres() -> TestDir {
         TestDir {
             temp: tempfile::tempdir().expect("temp dir"),
-            database,
+            database: Some(TestDatabase::create().await),
         }
     }
 

@@ -561,5 +561,8 @@ fn server_env() -> Vec<(&'static str, String)> {
             "VELLUM_NOTIFICATIONS__MAX_IN_FLIGHT_PER_URL",
             MAX_IN_FLIGHT_PER_URL.to_string(),
         ),
+        // On PostgreSQL the restarted server waits for the killed one's leases to run out.
+        ("VELLUM_NOTIFICATIONS__TIMEOUT", "2s".to_owned()),
+        ("VELLUM_NOTIFICATIONS__LEASE", "3s".to_owned()),
     ]
 }

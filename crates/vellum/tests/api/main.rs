@@ -6,6 +6,7 @@ mod helpers;
 mod support;
 mod wallet;
 
+mod cluster;
 mod credential;
 mod durability;
 mod flow;

@@ -18,10 +18,10 @@ use crate::wallet::Wallet;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
-struct Received {
-    id: i64,
-    event: String,
-    data: Value,
+pub struct Received {
+    pub id: i64,
+    pub event: String,
+    pub data: Value,
 }
 
 #[derive(Debug)]
@@ -31,13 +31,13 @@ enum Frame {
 }
 
 /// A minimal SSE reader over a streaming response.
-struct EventStream {
+pub struct EventStream {
     response: Response,
     buffer: String,
 }
 
 impl EventStream {
-    fn new(response: Response) -> Self {
+    pub fn new(response: Response) -> Self {
         assert_eq!(response.status(), StatusCode::OK);
         let header = |name| {
             response
@@ -78,7 +78,7 @@ impl EventStream {
     }
 
     /// The next event, skipping heartbeats.
-    async fn event(&mut self) -> Received {
+    pub async fn event(&mut self) -> Received {
         loop {
             match self.frame().await.expect("the stream ended") {
                 Frame::Event(event) => return event,
