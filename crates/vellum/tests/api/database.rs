@@ -64,7 +64,8 @@ impl Drop for TestDatabase {
     }
 }
 
-async fn admin(url: &str, sql: &str) {
+/// Runs `sql` on the server at `url` (an administrative connection).
+pub async fn admin(url: &str, sql: &str) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect(

@@ -18,6 +18,7 @@ mod mdoc;
 mod metadata;
 mod offers;
 mod openapi;
+mod outage;
 mod process;
 mod profiles;
 mod restart;

@@ -18,15 +18,25 @@ pub struct Server {
 /// Starts `vellum serve` in `dir` on `port`, on the directory's database, with the test keys,
 /// plus `env`; waits until healthy.
 pub async fn start(dir: &TestDir, port: u16, env: &[(&str, String)]) -> Server {
+    start_on_database(dir.path(), &dir.database_url(), port, env).await
+}
+
+/// [`start`] in `dir`, on the database at `database_url`.
+pub async fn start_on_database(
+    dir: &std::path::Path,
+    database_url: &str,
+    port: u16,
+    env: &[(&str, String)],
+) -> Server {
     crate::helpers::install_tls();
     let mut command = Command::new(env!("CARGO_BIN_EXE_vellum"));
     command
         .arg("serve")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("VELLUM_HTTP__PORT", port.to_string())
         .env("VELLUM_API_KEY", API_KEY)
         .env("VELLUM_MASTER_KEY", MASTER_KEY)
-        .env("VELLUM_DATABASE__URL", dir.database_url())
+        .env("VELLUM_DATABASE__URL", database_url)
         .env("VELLUM_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
