@@ -78,8 +78,10 @@ fn db_error(error: tokio_postgres::Error) -> StoreError {
         None => true,
         Some(code) => {
             let class = &code.code()[..2];
-            // Connection exceptions, insufficient resources, operator intervention.
-            matches!(class, "08" | "53" | "57")
+            // Connection exceptions, transaction rollback (a deadlock or serialization victim:
+            // nothing was applied, a retry may succeed), insufficient resources, operator
+            // intervention (e.g. the server shutting down).
+            matches!(class, "08" | "40" | "53" | "57")
         }
     };
     if unavailable {
