@@ -1,6 +1,9 @@
 //! `vellum bench <what>`: load programs that print numbers (never timed tests). Each runs
 //! against a running server, on the same machine or another.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::bail;
 use clap::Subcommand;
 
 pub mod flows;
@@ -41,4 +44,107 @@ pub fn percentile(sorted: &[std::time::Duration], fraction: f64) -> std::time::D
 
 pub fn millis(duration: std::time::Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+/// The running instances a bench spreads its requests over: each `--url`, in the order given.
+/// Instances on one database behind one public URL serve any request, so which one answers
+/// is the bench's choice.
+pub struct Instances {
+    urls: Vec<String>,
+    turn: AtomicUsize,
+}
+
+impl Instances {
+    pub fn new(urls: &[String]) -> anyhow::Result<Self> {
+        if urls.is_empty() {
+            bail!("give at least one --url");
+        }
+        Ok(Instances {
+            urls: urls
+                .iter()
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .collect(),
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    /// The first instance's base URL, for requests that any instance answers alike.
+    pub fn first(&self) -> &str {
+        &self.urls[0]
+    }
+
+    /// Successive instances for successive steps of one piece of work, starting one further
+    /// along than the previous rotation did: with several instances no two consecutive steps
+    /// go to the same one, and the work as a whole spreads evenly.
+    pub fn rotation(&self) -> Rotation<'_> {
+        Rotation {
+            urls: &self.urls,
+            at: self.turn.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The next instance in turn, for requests spread one by one (round robin).
+    pub fn next_url(&self) -> &str {
+        self.rotation().next_url()
+    }
+
+    /// " over N instances" when there are several, for a report's first line; nothing for
+    /// one, so that the single-instance output stays as it was.
+    pub fn label(&self) -> String {
+        match self.urls.len() {
+            1 => String::new(),
+            count => format!(" over {count} instances"),
+        }
+    }
+}
+
+/// See [`Instances::rotation`].
+pub struct Rotation<'a> {
+    urls: &'a [String],
+    at: usize,
+}
+
+impl<'a> Rotation<'a> {
+    /// The base URL of the instance for the next step.
+    pub fn next_url(&mut self) -> &'a str {
+        let url = &self.urls[self.at % self.urls.len()];
+        self.at = self.at.wrapping_add(1);
+        url
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instances(urls: &[&str]) -> Instances {
+        let urls: Vec<String> = urls.iter().map(|url| (*url).to_owned()).collect();
+        Instances::new(&urls).expect("instances")
+    }
+
+    #[test]
+    fn a_rotation_visits_the_instances_in_turn_and_the_next_one_starts_further_along() {
+        let instances = instances(&["http://a/", "http://b", "http://c"]);
+        let mut first = instances.rotation();
+        let steps: Vec<&str> = (0..5).map(|_| first.next_url()).collect();
+        assert_eq!(
+            steps,
+            ["http://a", "http://b", "http://c", "http://a", "http://b"]
+        );
+        assert_eq!(instances.rotation().next_url(), "http://b");
+        assert_eq!(instances.next_url(), "http://c");
+        assert_eq!(instances.next_url(), "http://a");
+    }
+
+    #[test]
+    fn one_instance_answers_everything_and_is_not_labelled() {
+        let instances = instances(&["http://a"]);
+        let mut rotation = instances.rotation();
+        assert_eq!(
+            (rotation.next_url(), rotation.next_url()),
+            ("http://a", "http://a")
+        );
+        assert_eq!(instances.label(), "");
+        assert!(Instances::new(&[]).is_err());
+    }
 }

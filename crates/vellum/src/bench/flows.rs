@@ -1,6 +1,7 @@
 //! `vellum bench flows`: complete pre-authorized flows (create offer -> resolve -> token -> nonce ->
 //! credential) against a running issuer, at a given concurrency, with a fresh holder key per
-//! flow. Prints throughput and per-step latency percentiles.
+//! flow. Prints throughput and per-step latency percentiles. Given several instances (on one
+//! database, behind one public URL), each step of a flow goes to the next instance in turn.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,14 +12,19 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
-use super::{millis, percentile};
+use super::{Instances, millis, percentile};
 use crate::offers::PRE_AUTHORIZED_GRANT;
 
 #[derive(Debug, Clone, Args)]
 pub struct FlowOptions {
-    /// Base URL of the running issuer (its credential issuer identifier).
-    #[arg(long, default_value = "http://127.0.0.1:7005")]
-    pub url: String,
+    /// Base URL of the running issuer. Give it once per instance (`--url A --url B`) to send
+    /// the steps of every flow to the instances in turn.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7005"
+    )]
+    pub urls: Vec<String>,
     /// Management API key (also: VELLUM_API_KEY).
     #[arg(long, env = "VELLUM_API_KEY", hide_env_values = true)]
     pub api_key: String,
@@ -44,6 +50,15 @@ const STEPS: [&str; 6] = ["offer", "resolve", "token", "nonce", "credential", "f
 #[derive(Default)]
 struct Samples([Vec<Duration>; 6]);
 
+/// What every flow needs: the options, one HTTP client, the instances and the credential
+/// issuer identifier they share.
+struct Flows {
+    options: FlowOptions,
+    client: reqwest::Client,
+    instances: Instances,
+    issuer: String,
+}
+
 pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
     if options.concurrency == 0 || options.flows == 0 {
         bail!("--flows and --concurrency must be at least 1");
@@ -52,143 +67,206 @@ pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
         .pool_max_idle_per_host(options.concurrency)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let options = Arc::new(options);
-    if options.warmup > 0 {
-        drive(&client, &options, options.warmup).await?;
+    let instances = Instances::new(&options.urls)?;
+    let issuer = issuer_identifier(&client, instances.first()).await?;
+    let flows = Arc::new(Flows {
+        options,
+        client,
+        instances,
+        issuer,
+    });
+    if flows.options.warmup > 0 {
+        flows.drive(flows.options.warmup).await?;
     }
     let started = Instant::now();
-    let samples = drive(&client, &options, options.flows).await?;
+    let samples = flows.drive(flows.options.flows).await?;
     let elapsed = started.elapsed();
-    report(&options, &samples, elapsed);
+    flows.report(&samples, elapsed);
     Ok(())
 }
 
-async fn drive(
-    client: &reqwest::Client,
-    options: &Arc<FlowOptions>,
-    flows: usize,
-) -> anyhow::Result<Samples> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..options.concurrency.min(flows) {
-        let client = client.clone();
-        let options = options.clone();
-        let next = next.clone();
-        workers.push(tokio::spawn(async move {
-            let mut samples = Samples::default();
-            while next.fetch_add(1, Ordering::Relaxed) < flows {
-                let timings = one_flow(&client, &options).await?;
-                for (step, timing) in timings.into_iter().enumerate() {
-                    samples.0[step].push(timing);
-                }
-            }
-            anyhow::Ok(samples)
-        }));
-    }
-    let mut all = Samples::default();
-    for worker in workers {
-        let samples = worker.await??;
-        for (step, timings) in samples.0.into_iter().enumerate() {
-            all.0[step].extend(timings);
-        }
-    }
-    Ok(all)
+/// The credential issuer identifier, from the issuer metadata (RFC 8615: a path of the base URL
+/// goes after the well-known segment). Proofs are addressed to it, and offer URIs start with it,
+/// whichever instance made them.
+async fn issuer_identifier(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(base).with_context(|| format!("--url {base}"))?;
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("/.well-known/openid-credential-issuer{path}"));
+    let metadata = expect_ok(client.get(url).send().await?, "issuer metadata").await?;
+    metadata["credential_issuer"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the issuer metadata has no credential_issuer")
 }
 
-async fn one_flow(
-    client: &reqwest::Client,
-    options: &FlowOptions,
-) -> anyhow::Result<[Duration; 6]> {
-    let flow_started = Instant::now();
-    let mut timings = [Duration::ZERO; 6];
-    let mut step = Instant::now();
-    let mut lap = |index: usize, step: &mut Instant| {
-        timings[index] = step.elapsed();
-        *step = Instant::now();
-    };
-
-    let mut request = json!({"profileId": options.profile, "authMethod": "PRE_AUTHORIZED"});
-    if options.tx_code {
-        request["txCode"] = json!({"input_mode": "numeric", "length": 6});
+impl Flows {
+    async fn drive(self: &Arc<Self>, flows: usize) -> anyhow::Result<Samples> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..self.options.concurrency.min(flows) {
+            let (bench, next) = (self.clone(), next.clone());
+            workers.push(tokio::spawn(async move {
+                let mut samples = Samples::default();
+                while next.fetch_add(1, Ordering::Relaxed) < flows {
+                    let timings = bench.one_flow().await?;
+                    for (step, timing) in timings.into_iter().enumerate() {
+                        samples.0[step].push(timing);
+                    }
+                }
+                anyhow::Ok(samples)
+            }));
+        }
+        let mut all = Samples::default();
+        for worker in workers {
+            let samples = worker.await??;
+            for (step, timings) in samples.0.into_iter().enumerate() {
+                all.0[step].extend(timings);
+            }
+        }
+        Ok(all)
     }
-    let created: Value = expect_ok(
-        client
-            .post(format!("{}/api/v1/offers", options.url))
-            .bearer_auth(&options.api_key)
-            .json(&request)
-            .send()
-            .await?,
-        "create offer",
-    )
-    .await?;
-    lap(0, &mut step);
 
-    let offer_uri = created["credentialOfferUri"]
-        .as_str()
-        .context("the offer has no credentialOfferUri")?;
-    let offer: Value = expect_ok(client.get(offer_uri).send().await?, "resolve offer").await?;
-    lap(1, &mut step);
+    async fn one_flow(&self) -> anyhow::Result<[Duration; 6]> {
+        let (client, options) = (&self.client, &self.options);
+        // Each step on the next instance: what "any step on any instance" costs.
+        let mut instance = self.instances.rotation();
+        let flow_started = Instant::now();
+        let mut timings = [Duration::ZERO; 6];
+        let mut step = Instant::now();
+        let mut lap = |index: usize, step: &mut Instant| {
+            timings[index] = step.elapsed();
+            *step = Instant::now();
+        };
 
-    let code = offer["grants"][PRE_AUTHORIZED_GRANT]["pre-authorized_code"]
-        .as_str()
-        .context("no pre-authorized_code")?;
-    let mut form = vec![
-        ("grant_type", PRE_AUTHORIZED_GRANT),
-        ("pre-authorized_code", code),
-    ];
-    if let Some(tx_code) = created["txCodeValue"].as_str() {
-        form.push(("tx_code", tx_code));
-    }
-    let token: Value = expect_ok(
-        client
-            .post(format!("{}/token", options.url))
-            .form(&form)
-            .send()
-            .await?,
-        "token",
-    )
-    .await?;
-    lap(2, &mut step);
+        let mut request = json!({"profileId": options.profile, "authMethod": "PRE_AUTHORIZED"});
+        if options.tx_code {
+            request["txCode"] = json!({"input_mode": "numeric", "length": 6});
+        }
+        let created: Value = expect_ok(
+            client
+                .post(format!("{}/api/v1/offers", instance.next_url()))
+                .bearer_auth(&options.api_key)
+                .json(&request)
+                .send()
+                .await?,
+            "create offer",
+        )
+        .await?;
+        lap(0, &mut step);
 
-    let nonce: Value = expect_ok(
-        client.post(format!("{}/nonce", options.url)).send().await?,
-        "nonce",
-    )
-    .await?;
-    lap(3, &mut step);
-
-    let holder = SigningKey::generate(Algorithm::ES256);
-    let mut header = Map::new();
-    header.insert("typ".into(), Value::from("openid4vci-proof+jwt"));
-    header.insert("jwk".into(), holder.public_jwk().to_value());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let proof = jose::sign_compact(
-        header,
-        &json!({"aud": offer["credential_issuer"], "iat": now, "nonce": nonce["c_nonce"]}),
-        &holder,
-    );
-    let configuration = offer["credential_configuration_ids"][0].clone();
-    let credential: Value = expect_ok(
-        client
-            .post(format!("{}/credential", options.url))
-            .bearer_auth(token["access_token"].as_str().context("no access_token")?)
-            .json(
-                &json!({"credential_configuration_id": configuration, "proofs": {"jwt": [proof]}}),
+        let offer_uri = created["credentialOfferUri"]
+            .as_str()
+            .context("the offer has no credentialOfferUri")?;
+        // The URI names the public URL; resolve it on the instance whose turn it is.
+        let offer_path = offer_uri.strip_prefix(&self.issuer).with_context(|| {
+            format!(
+                "the offer URI {offer_uri} does not start with the issuer identifier {}",
+                self.issuer
             )
-            .send()
-            .await?,
-        "credential",
-    )
-    .await?;
-    lap(4, &mut step);
-    if credential["credentials"][0]["credential"]
-        .as_str()
-        .is_none()
-    {
-        bail!("credential response without a credential: {credential}");
+        })?;
+        let offer: Value = expect_ok(
+            client
+                .get(format!("{}{offer_path}", instance.next_url()))
+                .send()
+                .await?,
+            "resolve offer",
+        )
+        .await?;
+        lap(1, &mut step);
+
+        let code = offer["grants"][PRE_AUTHORIZED_GRANT]["pre-authorized_code"]
+            .as_str()
+            .context("no pre-authorized_code")?;
+        let mut form = vec![
+            ("grant_type", PRE_AUTHORIZED_GRANT),
+            ("pre-authorized_code", code),
+        ];
+        if let Some(tx_code) = created["txCodeValue"].as_str() {
+            form.push(("tx_code", tx_code));
+        }
+        let token: Value = expect_ok(
+            client
+                .post(format!("{}/token", instance.next_url()))
+                .form(&form)
+                .send()
+                .await?,
+            "token",
+        )
+        .await?;
+        lap(2, &mut step);
+
+        let nonce: Value = expect_ok(
+            client
+                .post(format!("{}/nonce", instance.next_url()))
+                .send()
+                .await?,
+            "nonce",
+        )
+        .await?;
+        lap(3, &mut step);
+
+        let holder = SigningKey::generate(Algorithm::ES256);
+        let mut header = Map::new();
+        header.insert("typ".into(), Value::from("openid4vci-proof+jwt"));
+        header.insert("jwk".into(), holder.public_jwk().to_value());
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let proof = jose::sign_compact(
+            header,
+            &json!({"aud": self.issuer, "iat": now, "nonce": nonce["c_nonce"]}),
+            &holder,
+        );
+        let configuration = offer["credential_configuration_ids"][0].clone();
+        let credential: Value = expect_ok(
+            client
+                .post(format!("{}/credential", instance.next_url()))
+                .bearer_auth(token["access_token"].as_str().context("no access_token")?)
+                .json(&json!({
+                    "credential_configuration_id": configuration,
+                    "proofs": {"jwt": [proof]}
+                }))
+                .send()
+                .await?,
+            "credential",
+        )
+        .await?;
+        lap(4, &mut step);
+        if credential["credentials"][0]["credential"]
+            .as_str()
+            .is_none()
+        {
+            bail!("credential response without a credential: {credential}");
+        }
+        timings[5] = flow_started.elapsed();
+        Ok(timings)
     }
-    timings[5] = flow_started.elapsed();
-    Ok(timings)
+
+    fn report(&self, samples: &Samples, elapsed: Duration) {
+        let flows = samples.0[5].len();
+        println!(
+            "{flows} complete flows at concurrency {}{} in {:.2} s: {:.0} flows/s ({:.0} HTTP requests/s)",
+            self.options.concurrency,
+            self.instances.label(),
+            elapsed.as_secs_f64(),
+            flows as f64 / elapsed.as_secs_f64(),
+            (flows * 5) as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "{:<11} {:>9} {:>9} {:>9} {:>9}",
+            "step", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        );
+        for (index, name) in STEPS.iter().enumerate() {
+            let mut sorted = samples.0[index].clone();
+            sorted.sort_unstable();
+            println!(
+                "{:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                name,
+                millis(percentile(&sorted, 0.50)),
+                millis(percentile(&sorted, 0.90)),
+                millis(percentile(&sorted, 0.99)),
+                millis(sorted.last().copied().unwrap_or_default()),
+            );
+        }
+    }
 }
 
 async fn expect_ok(response: reqwest::Response, step: &str) -> anyhow::Result<Value> {
@@ -198,31 +276,4 @@ async fn expect_ok(response: reqwest::Response, step: &str) -> anyhow::Result<Va
         bail!("{step} failed with {status}: {body}");
     }
     serde_json::from_str(&body).with_context(|| format!("{step}: response is not JSON"))
-}
-
-fn report(options: &FlowOptions, samples: &Samples, elapsed: Duration) {
-    let flows = samples.0[5].len();
-    println!(
-        "{flows} complete flows at concurrency {} in {:.2} s: {:.0} flows/s ({} HTTP requests/s)",
-        options.concurrency,
-        elapsed.as_secs_f64(),
-        flows as f64 / elapsed.as_secs_f64(),
-        (flows * 5) as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "{:<11} {:>9} {:>9} {:>9} {:>9}",
-        "step", "p50 ms", "p90 ms", "p99 ms", "max ms"
-    );
-    for (index, name) in STEPS.iter().enumerate() {
-        let mut sorted = samples.0[index].clone();
-        sorted.sort_unstable();
-        println!(
-            "{:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            name,
-            millis(percentile(&sorted, 0.50)),
-            millis(percentile(&sorted, 0.90)),
-            millis(percentile(&sorted, 0.99)),
-            millis(sorted.last().copied().unwrap_or_default()),
-        );
-    }
 }

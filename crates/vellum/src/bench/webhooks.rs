@@ -10,6 +10,8 @@
 //!    between arrival minus the moment the response returned (reported as "at least") and
 //!    arrival minus the moment the request was sent ("at most").
 //!
+//! Given several instances (on one database), the create-offer requests go to them in turn.
+//!
 //! The server must allow webhook targets on the receiver's address, e.g.
 //! `VELLUM_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS='["127.0.0.1/32"]'` for loopback.
 
@@ -28,13 +30,18 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use super::{millis, percentile};
+use super::{Instances, millis, percentile};
 
 #[derive(Debug, Clone, Args)]
 pub struct WebhookOptions {
-    /// Base URL of the running issuer.
-    #[arg(long, default_value = "http://127.0.0.1:7005")]
-    pub url: String,
+    /// Base URL of the running issuer. Give it once per instance (`--url A --url B`) to send
+    /// the create-offer requests to the instances in turn.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7005"
+    )]
+    pub urls: Vec<String>,
     /// Management API key (also: VELLUM_API_KEY).
     #[arg(long, env = "VELLUM_API_KEY", hide_env_values = true)]
     pub api_key: String,
@@ -107,6 +114,7 @@ async fn receive(
 struct Bench {
     options: WebhookOptions,
     client: reqwest::Client,
+    instances: Instances,
     webhook: String,
     arrivals: Arc<Arrivals>,
 }
@@ -138,6 +146,7 @@ pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
         .build()?;
     let bench = Arc::new(Bench {
         webhook: format!("http://{address}/webhook"),
+        instances: Instances::new(&options.urls)?,
         options,
         client,
         arrivals,
@@ -164,7 +173,7 @@ impl Bench {
         let sent = Instant::now();
         let response = self
             .client
-            .post(format!("{}/api/v1/offers", self.options.url))
+            .post(format!("{}/api/v1/offers", self.instances.next_url()))
             .bearer_auth(&self.options.api_key)
             .json(&json!({
                 "profileId": self.options.profile,
@@ -276,7 +285,7 @@ impl Bench {
             .client
             .get(format!(
                 "{}/api/v1/sessions/{session}/events",
-                self.options.url
+                self.instances.first()
             ))
             .bearer_auth(&self.options.api_key)
             .send()
@@ -310,9 +319,10 @@ async fn throughput(bench: &Arc<Bench>) -> anyhow::Result<()> {
     let mut create_times: Vec<Duration> = created.iter().map(|c| c.answered - c.sent).collect();
     create_times.sort_unstable();
     println!(
-        "throughput: {} events, create concurrency {}",
+        "throughput: {} events, create concurrency {}{}",
         created.len(),
-        options.concurrency
+        options.concurrency,
+        bench.instances.label()
     );
     println!(
         "  created   {:>8.0} events/s  ({:.2} s; create p50 {:.2} ms, p99 {:.2} ms)",
@@ -373,8 +383,9 @@ async fn latency(bench: &Arc<Bench>) -> anyhow::Result<()> {
     let mut create_times: Vec<Duration> = created.iter().map(|c| c.answered - c.sent).collect();
     create_times.sort_unstable();
     println!(
-        "latency: {total} events at {} events/s ({:.0} achieved over {:.2} s)",
+        "latency: {total} events at {} events/s{} ({:.0} achieved over {:.2} s)",
         options.rate,
+        bench.instances.label(),
         total as f64 / scheduled_in.as_secs_f64(),
         scheduled_in.as_secs_f64()
     );
