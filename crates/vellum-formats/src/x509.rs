@@ -341,17 +341,12 @@ pub fn verify_chain(chain: &[Vec<u8>], now: Option<i64>) -> Result<(), X509Error
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(now) = now {
+        valid_at(chain, now)?;
+    }
     for (index, certificate) in certificates.iter().enumerate() {
         let fail = |reason| X509Error::Chain { index, reason };
         let tbs = &certificate.tbs_certificate;
-        if let Some(now) = now {
-            let not_before = tbs.validity.not_before.to_unix_duration().as_secs();
-            let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
-            let inside = u64::try_from(now).is_ok_and(|t| not_before <= t && t <= not_after);
-            if !inside {
-                return Err(fail("not valid at the given time"));
-            }
-        }
         if certificate.signature_algorithm != tbs.signature {
             return Err(fail("outer and inner signature algorithms differ"));
         }
@@ -372,6 +367,22 @@ pub fn verify_chain(chain: &[Vec<u8>], now: Option<i64>) -> Result<(), X509Error
             .map_err(|_| fail("unsupported issuer key"))?;
         verify_signature(&chain[index], certificate, &issuer_key)
             .map_err(|_| fail("signature does not verify with the issuer's key"))?;
+    }
+    Ok(())
+}
+
+/// Whether every certificate of a chain (DER) is valid at `now` (unix seconds); nothing else is
+/// checked (see [`verify_chain`]).
+pub fn valid_at(chain: &[Vec<u8>], now: i64) -> Result<(), X509Error> {
+    for (index, der) in chain.iter().enumerate() {
+        let fail = |reason| X509Error::Chain { index, reason };
+        let certificate = Certificate::from_der(der).map_err(|_| fail("does not parse"))?;
+        let validity = &certificate.tbs_certificate.validity;
+        let not_before = validity.not_before.to_unix_duration().as_secs();
+        let not_after = validity.not_after.to_unix_duration().as_secs();
+        if !u64::try_from(now).is_ok_and(|t| not_before <= t && t <= not_after) {
+            return Err(fail("not valid at the given time"));
+        }
     }
     Ok(())
 }

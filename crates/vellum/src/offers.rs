@@ -189,9 +189,9 @@ pub async fn create_offer(
             )),
         })
         .transpose()?;
-    let mut definition = apply_overrides(base, overrides);
+    let mut definition = apply_overrides(base.clone(), overrides);
     profiles::expand_shorthands(ctx, &mut definition).await?;
-    profiles::validate(ctx, &definition)
+    profiles::validate(ctx, &definition, Some(&base))
         .await
         .map_err(|error| match error {
             ApiError::Invalid { code, detail } => ApiError::Invalid {

@@ -150,8 +150,14 @@ pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
 }
 
 /// Every rule a definition must meet before anything is issued from it, so that issuance
-/// itself cannot fail on the profile.
-pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(), ApiError> {
+/// itself cannot fail on the profile. `verified` is a definition that passed earlier (the
+/// profile version an offer is made from): a certificate chain it shares with `definition`, for
+/// the same key, had its signatures checked then, so only its validity period is checked again.
+pub async fn validate(
+    ctx: &Context,
+    definition: &ProfileDefinition,
+    verified: Option<&ProfileDefinition>,
+) -> Result<(), ApiError> {
     if definition.name.trim().is_empty() || definition.name.chars().count() > 200 {
         return Err(invalid("name must be 1-200 characters"));
     }
@@ -244,9 +250,17 @@ pub async fn validate(ctx: &Context, definition: &ProfileDefinition) -> Result<(
     if let Some(chain) = &definition.x5_chain {
         let issuer = Jwk::from_value(&key.public_jwk)
             .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
-        check_chain(chain, &issuer, ctx.clock.now()).map_err(invalid)?;
-        if sd_jwt {
-            check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
+        let unchanged = verified.is_some_and(|verified| {
+            verified.x5_chain.as_ref() == Some(chain)
+                && verified.issuer_key_id == definition.issuer_key_id
+        });
+        if unchanged {
+            still_valid(chain, ctx.clock.now()).map_err(invalid)?;
+        } else {
+            check_chain(chain, &issuer, ctx.clock.now()).map_err(invalid)?;
+            if sd_jwt {
+                check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
+            }
         }
     }
     for (what, object) in [
@@ -406,6 +420,13 @@ fn check_chain(chain: &[String], issuer: &Jwk, now: Millis) -> Result<(), String
     Ok(())
 }
 
+/// The validity periods of a chain whose signatures were verified before.
+fn still_valid(chain: &[String], now: Millis) -> Result<(), String> {
+    let der = x5_chain_der(chain)?;
+    x509::valid_at(&der, now.div_euclid(1000))
+        .map_err(|error| format!("x5Chain is no longer valid: {error}"))
+}
+
 /// SD-JWT VC verifiers accept an `x5c` key only when the leaf names the credential's `iss` (the
 /// issuer URL) as a URI subject alternative name, or its host as a DNS name.
 fn check_names_issuer(chain: &[String], issuer_url: &str) -> Result<(), String> {
@@ -468,7 +489,7 @@ async fn insert(
     mut definition: ProfileDefinition,
 ) -> Result<ProfileView, ApiError> {
     expand_shorthands(ctx, &mut definition).await?;
-    validate(ctx, &definition).await?;
+    validate(ctx, &definition, None).await?;
     let now = ctx.clock.now();
     let record = ProfileRecord {
         id,
@@ -511,7 +532,7 @@ async fn update(
     mut definition: ProfileDefinition,
 ) -> Result<ProfileView, ApiError> {
     expand_shorthands(ctx, &mut definition).await?;
-    validate(ctx, &definition).await?;
+    validate(ctx, &definition, None).await?;
     let value = serde_json::to_value(&definition).map_err(Internal::new)?;
     match ctx
         .store

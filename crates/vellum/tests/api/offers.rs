@@ -476,3 +476,31 @@ async fn an_issuer_did_override_replaces_the_profiles_x5_chain_for_that_offer() 
     assert_eq!(checked.claims["iss"], "did:web:issuer.example");
     assert!(checked.header.get("x5c").is_none(), "{:?}", checked.header);
 }
+
+/// A profile's chain is verified when the profile is stored; offers made from it later check
+/// that it is still valid, so no credential goes out under an expired certificate.
+#[tokio::test]
+async fn an_offer_from_a_profile_whose_certificate_has_expired_is_refused() {
+    let app = spawn_app().await;
+    let chain = crate::support::x5_chain_for(&app, "demo-es256", "SD_JWT_SIGNER").await;
+    let profile = create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
+    app.create_offer(json!({"profileId": profile["id"]})).await;
+    // The signer certificate is valid for 365 days.
+    app.clock.advance_seconds(366 * 86_400);
+    let (status, refused) = app
+        .api_json(
+            Method::POST,
+            "/api/v1/offers",
+            json!({"profileId": profile["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["code"], "invalid_profile");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("x5Chain is no longer valid"),
+        "{refused}"
+    );
+}
