@@ -16,6 +16,7 @@
 //! skipped, so the per-URL limit holds across instances) and row by row with
 //! `FOR UPDATE SKIP LOCKED`. Leases are never voided at open: other instances may hold them.
 
+use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +27,9 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Row, Transaction};
+use tokio_postgres::{
+    AsyncMessage, Client, Config, GenericClient, NoTls, Row, Statement, Transaction,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -121,15 +124,110 @@ fn advance(announce: &watch::Sender<i64>, seq: i64) {
 
 struct Pool {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<(Client, Arc<Statements>)>>,
     permits: Semaphore,
+}
+
+/// The statements prepared on one connection, by SQL text. tokio-postgres sends a statement
+/// given as text to be parsed and planned before every execution (a round trip of its own);
+/// prepared once per connection, each later call is one round trip and no parsing.
+#[derive(Default)]
+struct Statements(Mutex<HashMap<String, Statement>>);
+
+/// A connection or a transaction on it, with the connection's prepared statements: the store
+/// runs every statement through this.
+struct Db<'a, C> {
+    client: &'a C,
+    statements: &'a Statements,
+}
+
+impl<C> Clone for Db<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for Db<'_, C> {}
+
+impl<'a, C: GenericClient + Sync> Db<'a, C> {
+    fn new(client: &'a C, statements: &'a Statements) -> Self {
+        Db { client, statements }
+    }
+
+    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self
+            .statements
+            .0
+            .lock()
+            .ok()
+            .and_then(|statements| statements.get(sql).cloned());
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        if let Ok(mut statements) = self.statements.0.lock() {
+            statements.insert(sql.to_owned(), statement.clone());
+        }
+        Ok(statement)
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_one(&statement, params).await
+    }
+
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
 }
 
 /// A connection taken from the pool; it goes back when dropped (unless it has closed).
 struct Conn<'a> {
     client: Option<Client>,
+    statements: Arc<Statements>,
     pool: &'a Pool,
     _permit: SemaphorePermit<'a>,
+}
+
+impl Conn<'_> {
+    /// Statements outside a transaction.
+    fn db(&self) -> Db<'_, Client> {
+        Db::new(self, &self.statements)
+    }
+
+    /// Begins a transaction; returns it with the statements to run in it (`Db::new`).
+    async fn begin(&mut self) -> StoreResult<(Transaction<'_>, Arc<Statements>)> {
+        let statements = self.statements.clone();
+        let tx = self.transaction().await.map_err(db_error)?;
+        Ok((tx, statements))
+    }
 }
 
 impl Deref for Conn<'_> {
@@ -155,7 +253,7 @@ impl Drop for Conn<'_> {
             && !client.is_closed()
             && let Ok(mut idle) = self.pool.idle.lock()
         {
-            idle.push(client);
+            idle.push((client, self.statements.clone()));
         }
     }
 }
@@ -183,20 +281,21 @@ impl Pool {
                 .lock()
                 .map_err(|_| StoreError::Unavailable("the pool is poisoned".into()))?;
             let mut found = None;
-            while let Some(client) = idle.pop() {
+            while let Some((client, statements)) = idle.pop() {
                 if !client.is_closed() {
-                    found = Some(client);
+                    found = Some((client, statements));
                     break;
                 }
             }
             found
         };
-        let client = match reused {
-            Some(client) => client,
-            None => connect(&self.config).await?,
+        let (client, statements) = match reused {
+            Some(reused) => reused,
+            None => (connect(&self.config).await?, Arc::default()),
         };
         Ok(Conn {
             client: Some(client),
+            statements,
             pool: self,
             _permit: permit,
         })
@@ -262,12 +361,13 @@ impl PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<bool> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let changed = tx.execute(sql, params).await.map_err(db_error)?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let changed = db.execute(sql, params).await.map_err(db_error)?;
         if changed == 0 {
             return Ok(false);
         }
-        let newest = insert_events(&tx, events).await?;
+        let newest = insert_events(db, events).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
         Ok(true)
@@ -374,59 +474,69 @@ async fn follow(
 /// Appends events and, in the same transaction, one delivery per event for the session's
 /// webhook when it wants that event type (the transactional outbox). Returns the newest
 /// sequence written, to announce after COMMIT.
-async fn insert_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<Option<i64>> {
+///
+/// One statement: it takes the event-log lock (held until COMMIT, so that sequences become
+/// visible in order, see the module comment), inserts the events in order, their deliveries and
+/// the NOTIFY. Every instance's event-writing transactions queue on that lock, so it is taken
+/// as late as possible and held for this one round trip and the COMMIT's.
+async fn insert_events(
+    db: Db<'_, Transaction<'_>>,
+    events: &[NewEvent],
+) -> StoreResult<Option<i64>> {
     if events.is_empty() {
         return Ok(None);
     }
-    // Held until COMMIT: sequences become visible in order (see the module comment).
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOG_LOCK])
+    let ids: Vec<&str> = events.iter().map(|event| event.id.as_str()).collect();
+    let sessions: Vec<Option<String>> = events
+        .iter()
+        .map(|event| event.session_id.map(|id| id.to_string()))
+        .collect();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect();
+    let timestamps: Vec<Millis> = events.iter().map(|event| event.timestamp).collect();
+    let data: Vec<String> = events.iter().map(|event| event.data.to_string()).collect();
+    let row = db
+        .query_one(
+            "WITH locked AS (SELECT pg_advisory_xact_lock($1)), \
+             inserted AS ( \
+               INSERT INTO events (id, session_id, type, timestamp, data) \
+               SELECT e.id, e.session_id, e.type, e.timestamp, e.data \
+               FROM locked, unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
+                    WITH ORDINALITY AS e(id, session_id, type, timestamp, data, position) \
+               ORDER BY e.position \
+               RETURNING seq, session_id, type, timestamp), \
+             outbox AS ( \
+               INSERT INTO deliveries \
+                 (event_seq, session_id, url, status, next_attempt_at, created_at) \
+               SELECT i.seq, w.session_id, w.url, \
+                      CASE WHEN g.url IS NULL THEN 'PENDING' ELSE 'GONE' END, \
+                      i.timestamp, i.timestamp \
+               FROM inserted i JOIN webhooks w ON w.session_id = i.session_id \
+               LEFT JOIN gone_webhook_urls g ON g.url = w.url \
+               WHERE w.events IS NULL OR w.events @> jsonb_build_array(i.type)) \
+             SELECT MAX(seq), pg_notify($7, MAX(seq)::text)::text FROM inserted",
+            &[
+                &EVENT_LOG_LOCK,
+                &ids,
+                &sessions,
+                &types,
+                &timestamps,
+                &data,
+                &EVENTS_CHANNEL,
+            ],
+        )
         .await
         .map_err(db_error)?;
-    let mut newest = 0;
-    for event in events {
-        let session = event.session_id.map(|id| id.to_string());
-        let row = tx
-            .query_one(
-                "INSERT INTO events (id, session_id, type, timestamp, data) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-                &[
-                    &event.id,
-                    &session,
-                    &event.event_type,
-                    &event.timestamp,
-                    &event.data.to_string(),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        newest = row.get(0);
-        if let Some(session) = &session {
-            tx.execute(
-                "INSERT INTO deliveries \
-                 (event_seq, session_id, url, status, next_attempt_at, created_at) \
-                 SELECT $1::bigint, w.session_id, w.url, \
-                        CASE WHEN g.url IS NULL THEN 'PENDING' ELSE 'GONE' END, \
-                        $2::bigint, $2::bigint \
-                 FROM webhooks w LEFT JOIN gone_webhook_urls g ON g.url = w.url \
-                 WHERE w.session_id = $3 \
-                   AND (w.events IS NULL OR w.events @> jsonb_build_array($4::text))",
-                &[&newest, &event.timestamp, session, &event.event_type],
-            )
-            .await
-            .map_err(db_error)?;
-        }
-    }
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&EVENTS_CHANNEL, &newest.to_string()],
-    )
-    .await
-    .map_err(db_error)?;
-    Ok(Some(newest))
+    let newest: Option<i64> = row.try_get(0).map_err(db_error)?;
+    newest
+        .ok_or_else(|| corrupt("no event was written"))
+        .map(Some)
 }
 
-async fn publish_key(tx: &Transaction<'_>, key: &KeyId) -> StoreResult<()> {
-    tx.execute(
+async fn publish_key(db: Db<'_, Transaction<'_>>, key: &KeyId) -> StoreResult<()> {
+    db.execute(
         "UPDATE keys SET published = TRUE WHERE id = $1 AND NOT published",
         &[&key.as_str()],
     )
@@ -527,22 +637,22 @@ fn event_from_row(row: &Row) -> StoreResult<EventRecord> {
 }
 
 async fn collect<T>(
-    client: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     convert: fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
-    let rows = client.query(sql, params).await.map_err(db_error)?;
+    let rows = db.query(sql, params).await.map_err(db_error)?;
     rows.iter().map(convert).collect()
 }
 
 async fn first<T>(
-    client: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     convert: fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
-    let row = client.query_opt(sql, params).await.map_err(db_error)?;
+    let row = db.query_opt(sql, params).await.map_err(db_error)?;
     row.as_ref().map(convert).transpose()
 }
 
@@ -563,12 +673,12 @@ const SESSION_SELECT: &str = "SELECT sessions.*, w.url AS webhook_url, \
 const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
 
 async fn profile_version(
-    client: &impl GenericClient,
+    db: Db<'_, impl GenericClient + Sync>,
     id: &str,
     version: i64,
 ) -> StoreResult<Option<ProfileRecord>> {
     first(
-        client,
+        db,
         &format!("{PROFILE_SELECT} WHERE v.id = $1 AND v.version = $2"),
         &[&id, &version],
         profile_from_row,
@@ -576,9 +686,23 @@ async fn profile_version(
     .await
 }
 
+/// Whether any delivery is due and not leased: one cheap read before a claim transaction, since
+/// every commit anywhere wakes every instance's dispatcher and most have nothing to claim.
+async fn anything_due(db: Db<'_, Client>, now: Millis) -> StoreResult<bool> {
+    let row = db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE status = 'PENDING' \
+             AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1))",
+            &[&now],
+        )
+        .await
+        .map_err(db_error)?;
+    row.try_get(0).map_err(db_error)
+}
+
 /// Leases up to `limit` due deliveries (see `Store::claim_deliveries`).
 async fn claim(
-    tx: &Transaction<'_>,
+    db: Db<'_, Transaction<'_>>,
     now: Millis,
     lease_until: Millis,
     limit: u32,
@@ -587,7 +711,7 @@ async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let urls = tx
+    let urls = db
         .query(
             "SELECT DISTINCT url FROM deliveries WHERE status = 'PENDING' \
              AND (lease_until IS NULL OR lease_until <= $1) AND next_attempt_at <= $1 \
@@ -602,7 +726,7 @@ async fn claim(
     let mut candidates: Vec<(Millis, i64)> = Vec::new();
     for row in urls {
         let url: String = row.get(0);
-        let mine: bool = tx
+        let mine: bool = db
             .query_one(
                 "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
                 &[&CLAIM_LOCK_SPACE, &url],
@@ -613,7 +737,7 @@ async fn claim(
         if !mine {
             continue;
         }
-        let busy: i64 = tx
+        let busy: i64 = db
             .query_one(
                 "SELECT COUNT(*) FROM deliveries \
                  WHERE status = 'PENDING' AND url = $1 AND lease_until > $2",
@@ -626,7 +750,7 @@ async fn claim(
         if room <= 0 {
             continue;
         }
-        let due = tx
+        let due = db
             .query(
                 "SELECT next_attempt_at, id FROM deliveries \
                  WHERE status = 'PENDING' AND url = $1 \
@@ -644,7 +768,7 @@ async fn claim(
         return Ok(Vec::new());
     }
     let ids: Vec<i64> = candidates.iter().map(|(_, id)| *id).collect();
-    let rows = tx
+    let rows = db
         .query(
             "WITH leased AS (UPDATE deliveries SET lease_until = $1 WHERE id = ANY($2) \
                RETURNING id, event_seq, session_id, attempts, retry_step, next_attempt_at) \
@@ -683,13 +807,13 @@ async fn claim(
 
 /// Records an attempt and its consequence, and ends the lease.
 async fn record(
-    tx: &Transaction<'_>,
+    db: Db<'_, Transaction<'_>>,
     delivery: i64,
     attempt: &AttemptRecord,
     outcome: AttemptOutcome,
     now: Millis,
 ) -> StoreResult<()> {
-    let Some(row) = tx
+    let Some(row) = db
         .query_opt(
             "SELECT attempts, url FROM deliveries WHERE id = $1 FOR UPDATE",
             &[&delivery],
@@ -701,7 +825,7 @@ async fn record(
     };
     let attempts: i32 = row.get(0);
     let url: String = row.get(1);
-    tx.execute(
+    db.execute(
         "INSERT INTO delivery_attempts \
          (delivery_id, number, started_at, duration_ms, status_code, error, response) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -723,7 +847,7 @@ async fn record(
         AttemptOutcome::Failed => ("FAILED", None, 0),
         AttemptOutcome::Gone => ("GONE", None, 0),
     };
-    tx.execute(
+    db.execute(
         "UPDATE deliveries SET attempts = attempts + 1, status = $1::text, \
          next_attempt_at = COALESCE($2::bigint, next_attempt_at), \
          retry_step = retry_step + $3::integer, lease_until = NULL, \
@@ -735,7 +859,7 @@ async fn record(
     .map_err(db_error)?;
     if matches!(outcome, AttemptOutcome::RetryAt(_)) {
         // Its URL answered 410 to another delivery while this one was in flight.
-        tx.execute(
+        db.execute(
             "UPDATE deliveries SET status = 'GONE', finished_at = $1 WHERE id = $2 \
              AND url IN (SELECT url FROM gone_webhook_urls)",
             &[&now, &delivery],
@@ -744,14 +868,14 @@ async fn record(
         .map_err(db_error)?;
     }
     if outcome == AttemptOutcome::Gone {
-        tx.execute(
+        db.execute(
             "INSERT INTO gone_webhook_urls (url, gone_at) VALUES ($1, $2) \
              ON CONFLICT DO NOTHING",
             &[&url, &now],
         )
         .await
         .map_err(db_error)?;
-        tx.execute(
+        db.execute(
             "UPDATE deliveries SET status = 'GONE', finished_at = $1, lease_until = NULL \
              WHERE status = 'PENDING' AND url = $2",
             &[&now, &url],
@@ -777,6 +901,7 @@ impl Store for PostgresStore {
     async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
         let conn = self.pool.get().await?;
         let row = conn
+            .db()
             .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])
             .await
             .map_err(db_error)?;
@@ -785,14 +910,15 @@ impl Store for PostgresStore {
 
     async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        tx.execute(
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        db.execute(
             "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             &[&name, &value],
         )
         .await
         .map_err(db_error)?;
-        let row = tx
+        let row = db
             .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
             .await
             .map_err(db_error)?;
@@ -803,6 +929,7 @@ impl Store for PostgresStore {
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
         let conn = self.pool.get().await?;
         let result = conn
+            .db()
             .execute(
                 "INSERT INTO keys (id, algorithm, public_jwk, sealed_private, created_at) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -827,7 +954,7 @@ impl Store for PostgresStore {
     async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         let conn = self.pool.get().await?;
         first(
-            &*conn,
+            conn.db(),
             "SELECT * FROM keys WHERE id = $1",
             &[&id.as_str()],
             key_from_row,
@@ -838,7 +965,7 @@ impl Store for PostgresStore {
     async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
         let conn = self.pool.get().await?;
         collect(
-            &*conn,
+            conn.db(),
             "SELECT * FROM keys ORDER BY created_at, id",
             &[],
             key_from_row,
@@ -849,7 +976,7 @@ impl Store for PostgresStore {
     async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>> {
         let conn = self.pool.get().await?;
         collect(
-            &*conn,
+            conn.db(),
             "SELECT * FROM keys WHERE published ORDER BY created_at, id",
             &[],
             key_from_row,
@@ -859,8 +986,9 @@ impl Store for PostgresStore {
 
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let inserted = tx
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let inserted = db
             .execute(
                 "INSERT INTO profile_heads (id, version, active, created_at, updated_at) \
                  VALUES ($1, 1, TRUE, $2, $3) ON CONFLICT DO NOTHING",
@@ -875,7 +1003,7 @@ impl Store for PostgresStore {
         if inserted == 0 {
             return Err(StoreError::Conflict(format!("profile {}", profile.id)));
         }
-        tx.execute(
+        db.execute(
             "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
              VALUES ($1, 1, $2, $3, $4)",
             &[
@@ -887,7 +1015,7 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        publish_key(&tx, &profile.issuer_key_id).await?;
+        publish_key(db, &profile.issuer_key_id).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -899,8 +1027,9 @@ impl Store for PostgresStore {
         now: Millis,
     ) -> StoreResult<Option<ProfileRecord>> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let Some(row) = tx
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let Some(row) = db
             .query_opt(
                 "UPDATE profile_heads SET version = version + 1, updated_at = $1 \
                  WHERE id = $2 AND active RETURNING version",
@@ -912,7 +1041,7 @@ impl Store for PostgresStore {
             return Ok(None);
         };
         let version: i64 = row.get(0);
-        tx.execute(
+        db.execute(
             "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
             &[
@@ -925,8 +1054,8 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        publish_key(&tx, issuer_key_id).await?;
-        let profile = profile_version(&tx, id.as_str(), version).await?;
+        publish_key(db, issuer_key_id).await?;
+        let profile = profile_version(db, id.as_str(), version).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(profile)
     }
@@ -934,6 +1063,7 @@ impl Store for PostgresStore {
     async fn deactivate_profile(&self, id: &ProfileId, now: Millis) -> StoreResult<bool> {
         let conn = self.pool.get().await?;
         let changed = conn
+            .db()
             .execute(
                 "UPDATE profile_heads SET active = FALSE, \
                  updated_at = CASE WHEN active THEN $1 ELSE updated_at END WHERE id = $2",
@@ -951,10 +1081,10 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<ProfileRecord>> {
         let conn = self.pool.get().await?;
         match version {
-            Some(version) => profile_version(&*conn, id.as_str(), version).await,
+            Some(version) => profile_version(conn.db(), id.as_str(), version).await,
             None => {
                 first(
-                    &*conn,
+                    conn.db(),
                     &format!("{PROFILE_SELECT} WHERE v.id = $1 AND v.version = h.version"),
                     &[&id.as_str()],
                     profile_from_row,
@@ -967,7 +1097,7 @@ impl Store for PostgresStore {
     async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>> {
         let conn = self.pool.get().await?;
         collect(
-            &*conn,
+            conn.db(),
             &format!("{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"),
             &[],
             profile_from_row,
@@ -978,10 +1108,11 @@ impl Store for PostgresStore {
     async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()> {
         let s = session;
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
         let failures =
             i32::try_from(s.tx_code_failures).map_err(|_| corrupt("tx_code_failures"))?;
-        tx.execute(
+        db.execute(
             &format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
                  $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
@@ -1014,9 +1145,9 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        publish_key(&tx, &s.issuer_key_id).await?;
+        publish_key(db, &s.issuer_key_id).await?;
         if let Some(webhook) = &s.webhook {
-            tx.execute(
+            db.execute(
                 "INSERT INTO webhooks (session_id, url, bearer_token, secret, events) \
                  VALUES ($1, $2, $3, $4, $5::text::jsonb)",
                 &[
@@ -1033,7 +1164,7 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         }
-        let newest = insert_events(&tx, std::slice::from_ref(event)).await?;
+        let newest = insert_events(db, std::slice::from_ref(event)).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
         Ok(())
@@ -1042,7 +1173,7 @@ impl Store for PostgresStore {
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let conn = self.pool.get().await?;
         first(
-            &*conn,
+            conn.db(),
             &format!("{SESSION_SELECT} WHERE sessions.id = $1"),
             &[&id.to_string()],
             session_from_row,
@@ -1058,7 +1189,7 @@ impl Store for PostgresStore {
         };
         let conn = self.pool.get().await?;
         first(
-            &*conn,
+            conn.db(),
             &format!("{SESSION_SELECT} WHERE sessions.{column} = $1"),
             &[&hash],
             session_from_row,
@@ -1073,7 +1204,7 @@ impl Store for PostgresStore {
             .unwrap_or((None, None));
         let conn = self.pool.get().await?;
         collect(
-            &*conn,
+            conn.db(),
             &format!(
                 "{SESSION_SELECT} \
                  WHERE ($1::text IS NULL OR status = $1) \
@@ -1101,15 +1232,16 @@ impl Store for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        tx.execute(
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        db.execute(
             "UPDATE sessions SET resolved_at = COALESCE(resolved_at, $1), updated_at = $1 \
              WHERE id = $2",
             &[&now, &id.to_string()],
         )
         .await
         .map_err(db_error)?;
-        let newest = insert_events(&tx, events).await?;
+        let newest = insert_events(db, events).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
         Ok(())
@@ -1176,10 +1308,11 @@ impl Store for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<IssuanceCommit> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
         // Lock the session while checking it: a concurrent completion waits, then sees it
         // finished.
-        let active = tx
+        let active = db
             .query_opt(
                 "SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE' \
                  AND code_state = 'REDEEMED' AND token_expires_at > $2 FOR UPDATE",
@@ -1190,7 +1323,7 @@ impl Store for PostgresStore {
         if active.is_none() {
             return Ok(IssuanceCommit::SessionNotActive);
         }
-        let fresh = tx
+        let fresh = db
             .execute(
                 "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES ($1, $2) \
                  ON CONFLICT DO NOTHING",
@@ -1201,14 +1334,14 @@ impl Store for PostgresStore {
         if fresh == 0 {
             return Ok(IssuanceCommit::NonceAlreadyUsed);
         }
-        tx.execute(
+        db.execute(
             "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = $1, updated_at = $1 \
              WHERE id = $2",
             &[&now, &id.to_string()],
         )
         .await
         .map_err(db_error)?;
-        let newest = insert_events(&tx, events).await?;
+        let newest = insert_events(db, events).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
         Ok(IssuanceCommit::Issued)
@@ -1216,8 +1349,9 @@ impl Store for PostgresStore {
 
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let newest = insert_events(&tx, events).await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let newest = insert_events(db, events).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
         Ok(())
@@ -1230,6 +1364,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<SessionId>> {
         let conn = self.pool.get().await?;
         let rows = conn
+            .db()
             .query(
                 "SELECT id FROM sessions WHERE status = 'ACTIVE' AND expires_at <= $1 LIMIT $2",
                 &[&now, &count(limit)],
@@ -1261,7 +1396,8 @@ impl Store for PostgresStore {
         const FINISHED: &str =
             "SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1";
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
         for statement in [
             format!("DELETE FROM events WHERE session_id IN ({FINISHED})"),
             format!(
@@ -1271,18 +1407,18 @@ impl Store for PostgresStore {
             format!("DELETE FROM deliveries WHERE session_id IN ({FINISHED})"),
             format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
         ] {
-            tx.execute(&statement, &[&finished_before])
+            db.execute(&statement, &[&finished_before])
                 .await
                 .map_err(db_error)?;
         }
-        let sessions = tx
+        let sessions = db
             .execute(
                 "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1",
                 &[&finished_before],
             )
             .await
             .map_err(db_error)?;
-        tx.execute("DELETE FROM used_nonces WHERE expires_at < $1", &[&now])
+        db.execute("DELETE FROM used_nonces WHERE expires_at < $1", &[&now])
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
@@ -1299,7 +1435,7 @@ impl Store for PostgresStore {
         match session {
             Some(id) => {
                 collect(
-                    &*conn,
+                    conn.db(),
                     &format!(
                         "SELECT {EVENT_COLUMNS} FROM events \
                          WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -1311,7 +1447,7 @@ impl Store for PostgresStore {
             }
             None => {
                 collect(
-                    &*conn,
+                    conn.db(),
                     &format!(
                         "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
                     ),
@@ -1335,8 +1471,12 @@ impl Store for PostgresStore {
         per_url: u32,
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        let due = claim(&tx, now, lease_until, limit, per_url).await?;
+        if limit == 0 || !anything_due(conn.db(), now).await? {
+            return Ok(Vec::new());
+        }
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let due = claim(db, now, lease_until, limit, per_url).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(due)
     }
@@ -1349,8 +1489,9 @@ impl Store for PostgresStore {
         now: Millis,
     ) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
-        record(&tx, delivery, attempt, outcome, now).await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        record(db, delivery, attempt, outcome, now).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -1362,13 +1503,19 @@ impl Store for PostgresStore {
         limit: u32,
         per_url: u32,
     ) -> StoreResult<Vec<DueDelivery>> {
+        if finished.is_empty() {
+            return self
+                .claim_deliveries(now, lease_until, limit, per_url)
+                .await;
+        }
         // Row locks in one order, so two instances recording at once cannot deadlock on them.
         finished.sort_by_key(|attempt| attempt.delivery);
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
         for attempt in &finished {
             record(
-                &tx,
+                db,
                 attempt.delivery,
                 &attempt.record,
                 attempt.outcome,
@@ -1376,7 +1523,7 @@ impl Store for PostgresStore {
             )
             .await?;
         }
-        let due = claim(&tx, now, lease_until, limit, per_url).await?;
+        let due = claim(db, now, lease_until, limit, per_url).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(due)
     }
@@ -1384,6 +1531,7 @@ impl Store for PostgresStore {
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
         let conn = self.pool.get().await?;
         let rows = conn
+            .db()
             .query(
                 "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
                  WHERE session_id = $1 ORDER BY event_seq, id",
@@ -1408,6 +1556,7 @@ impl Store for PostgresStore {
             .collect();
         let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
         let attempts = conn
+            .db()
             .query(
                 "SELECT delivery_id, started_at, duration_ms, status_code, error, response \
                  FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, number",
@@ -1441,10 +1590,11 @@ impl Store for PostgresStore {
         now: Millis,
     ) -> StoreResult<u64> {
         let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await.map_err(db_error)?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
         // One event's deliveries (whatever their state), or the session's FAILED/GONE ones;
         // never one that is in flight. Locked, so that no claim leases them meanwhile.
-        let rows = tx
+        let rows = db
             .query(
                 "SELECT id FROM deliveries WHERE session_id = $1 \
                  AND (lease_until IS NULL OR status <> 'PENDING') \
@@ -1459,14 +1609,14 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(0);
         }
-        tx.execute(
+        db.execute(
             "DELETE FROM gone_webhook_urls WHERE url IN \
              (SELECT url FROM deliveries WHERE id = ANY($1))",
             &[&ids],
         )
         .await
         .map_err(db_error)?;
-        let changed = tx
+        let changed = db
             .execute(
                 "UPDATE deliveries SET status = 'PENDING', next_attempt_at = $1, \
                  retry_step = 0, finished_at = NULL WHERE id = ANY($2)",
