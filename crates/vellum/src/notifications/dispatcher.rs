@@ -212,6 +212,9 @@ pub fn outcome(
     AttemptOutcome::RetryAt(now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
 }
 
+/// How long commits gather after a claim that found nothing (see `run`).
+const CLAIM_COALESCE: Duration = Duration::from_millis(20);
+
 /// Delivers until `shutdown`; in-flight attempts finish (bounded by the timeout) before it returns.
 ///
 /// Bookkeeping is batched: the attempts that finished since the last round are recorded and the
@@ -229,6 +232,11 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
     let mut in_flight: JoinSet<FinishedAttempt> = JoinSet::new();
     let mut finished = Vec::new();
     let mut newest = ctx.store.watch_events();
+    // When a claim found nothing due with room to spare (every due delivery's URL is at its
+    // limit, or leased elsewhere), the next commits are let gather for a moment: one claim per
+    // burst instead of one per commit, which with several instances on PostgreSQL is most of
+    // the database's work during a backlog.
+    let mut came_up_empty: Option<Instant> = None;
     loop {
         while let Some(done) = in_flight.try_join_next() {
             collect(&mut finished, done);
@@ -239,6 +247,7 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
             let now = ctx.clock.now();
             let lease_until = now + i64::try_from(lease.as_millis()).unwrap_or(60_000);
             let recorded = std::mem::take(&mut finished);
+            let recorded_nothing = recorded.is_empty();
             match ctx
                 .store
                 .record_and_claim(
@@ -252,6 +261,7 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
             {
                 Ok(due) => {
                     claimed = due.len();
+                    came_up_empty = (claimed == 0 && recorded_nothing).then(Instant::now);
                     for delivery in due {
                         let (ctx, settings, client) =
                             (ctx.clone(), settings.clone(), client.clone());
@@ -272,7 +282,16 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = newest.changed() => {}
+            _ = newest.changed() => {
+                if let Some(at) = came_up_empty {
+                    tokio::select! {
+                        () = tokio::time::sleep_until((at + CLAIM_COALESCE).into()) => {}
+                        Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                            collect(&mut finished, done);
+                        }
+                    }
+                }
+            }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 collect(&mut finished, done);
             }

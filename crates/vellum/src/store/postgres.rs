@@ -711,56 +711,65 @@ async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
+    // The URLs with pending deliveries, by a skip scan over the pending index (one seek per
+    // URL, however deep the backlog).
     let urls = db
         .query(
-            "SELECT DISTINCT url FROM deliveries WHERE status = 'PENDING' \
-             AND (lease_until IS NULL OR lease_until <= $1) AND next_attempt_at <= $1 \
-             ORDER BY url",
-            &[&now],
+            "WITH RECURSIVE urls(url) AS ( \
+               SELECT MIN(url) FROM deliveries WHERE status = 'PENDING' \
+               UNION ALL \
+               SELECT (SELECT MIN(d.url) FROM deliveries d \
+                       WHERE d.status = 'PENDING' AND d.url > urls.url) \
+               FROM urls WHERE urls.url IS NOT NULL) \
+             SELECT url FROM urls WHERE url IS NOT NULL",
+            &[],
         )
         .await
         .map_err(db_error)?;
     // Per URL: skip it if another claimer holds it (until that one commits), count what it has
     // in flight, and take its first due deliveries up to its room, so the per-URL limit holds
-    // within this claim and across claimers. Then the earliest due across URLs, up to `limit`.
+    // within this claim and across claimers: never leased ones, then ones whose lease ran out
+    // (each in index order, so neither sorts the backlog). Then the earliest due across URLs,
+    // up to `limit`.
     let mut candidates: Vec<(Millis, i64)> = Vec::new();
     for row in urls {
         let url: String = row.get(0);
-        let mine: bool = db
+        let lock = db
             .query_one(
-                "SELECT pg_try_advisory_xact_lock($1, hashtext($2))",
-                &[&CLAIM_LOCK_SPACE, &url],
-            )
-            .await
-            .map_err(db_error)?
-            .get(0);
-        if !mine {
-            continue;
-        }
-        let busy: i64 = db
-            .query_one(
-                "SELECT COUNT(*) FROM deliveries \
-                 WHERE status = 'PENDING' AND url = $1 AND lease_until > $2",
-                &[&url, &now],
-            )
-            .await
-            .map_err(db_error)?
-            .get(0);
-        let room = count(per_url) - busy;
-        if room <= 0 {
-            continue;
-        }
-        let due = db
-            .query(
-                "SELECT next_attempt_at, id FROM deliveries \
-                 WHERE status = 'PENDING' AND url = $1 \
-                   AND (lease_until IS NULL OR lease_until <= $2) AND next_attempt_at <= $2 \
-                 ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-                &[&url, &now, &room],
+                "SELECT pg_try_advisory_xact_lock($1, hashtext($2)), \
+                        (SELECT COUNT(*) FROM deliveries \
+                         WHERE status = 'PENDING' AND url = $2 AND lease_until > $3)",
+                &[&CLAIM_LOCK_SPACE, &url, &now],
             )
             .await
             .map_err(db_error)?;
-        candidates.extend(due.iter().map(|row| (row.get(0), row.get(1))));
+        let (mine, busy): (bool, i64) = (lock.get(0), lock.get(1));
+        if !mine {
+            continue;
+        }
+        let mut room = count(per_url) - busy;
+        for leases in [
+            "lease_until IS NULL",
+            "lease_until IS NOT NULL AND lease_until <= $2",
+        ] {
+            if room <= 0 {
+                break;
+            }
+            let due = db
+                .query(
+                    &format!(
+                        "SELECT next_attempt_at, id FROM deliveries \
+                         WHERE status = 'PENDING' AND url = $1 AND {leases} \
+                           AND next_attempt_at <= $2 \
+                         ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+                    ),
+                    &[&url, &now, &room],
+                )
+                .await
+                .map_err(db_error)?;
+            room -= i64::try_from(due.len()).unwrap_or(i64::MAX);
+            candidates.extend(due.iter().map(|row| (row.get(0), row.get(1))));
+        }
     }
     candidates.sort_unstable();
     candidates.truncate(limit as usize);
@@ -813,50 +822,45 @@ async fn record(
     outcome: AttemptOutcome,
     now: Millis,
 ) -> StoreResult<()> {
-    let Some(row) = db
-        .query_opt(
-            "SELECT attempts, url FROM deliveries WHERE id = $1 FOR UPDATE",
-            &[&delivery],
-        )
-        .await
-        .map_err(db_error)?
-    else {
-        return Ok(());
-    };
-    let attempts: i32 = row.get(0);
-    let url: String = row.get(1);
-    db.execute(
-        "INSERT INTO delivery_attempts \
-         (delivery_id, number, started_at, duration_ms, status_code, error, response) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &delivery,
-            &(attempts + 1),
-            &attempt.started_at,
-            &attempt.duration_ms,
-            &attempt.status_code.map(i32::from),
-            &attempt.error,
-            &attempt.response,
-        ],
-    )
-    .await
-    .map_err(db_error)?;
     let (status, next, step): (&str, Option<Millis>, i32) = match outcome {
         AttemptOutcome::Delivered => ("DELIVERED", None, 0),
         AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
         AttemptOutcome::Failed => ("FAILED", None, 0),
         AttemptOutcome::Gone => ("GONE", None, 0),
     };
-    db.execute(
-        "UPDATE deliveries SET attempts = attempts + 1, status = $1::text, \
-         next_attempt_at = COALESCE($2::bigint, next_attempt_at), \
-         retry_step = retry_step + $3::integer, lease_until = NULL, \
-         finished_at = CASE WHEN $1::text = 'PENDING' THEN NULL ELSE $4::bigint END \
-         WHERE id = $5",
-        &[&status, &next, &step, &now, &delivery],
-    )
-    .await
-    .map_err(db_error)?;
+    // The attempt and its consequence in one statement, the delivery locked while it runs.
+    let Some(row) = db
+        .query_opt(
+            "WITH target AS ( \
+               SELECT id, attempts FROM deliveries WHERE id = $1 FOR UPDATE), \
+             attempt AS ( \
+               INSERT INTO delivery_attempts \
+                 (delivery_id, number, started_at, duration_ms, status_code, error, response) \
+               SELECT id, attempts + 1, $2, $3, $4, $5, $6 FROM target) \
+             UPDATE deliveries d SET attempts = target.attempts + 1, status = $7::text, \
+               next_attempt_at = COALESCE($8::bigint, d.next_attempt_at), \
+               retry_step = d.retry_step + $9::integer, lease_until = NULL, \
+               finished_at = CASE WHEN $7::text = 'PENDING' THEN NULL ELSE $10::bigint END \
+             FROM target WHERE d.id = target.id RETURNING d.url",
+            &[
+                &delivery,
+                &attempt.started_at,
+                &attempt.duration_ms,
+                &attempt.status_code.map(i32::from),
+                &attempt.error,
+                &attempt.response,
+                &status,
+                &next,
+                &step,
+                &now,
+            ],
+        )
+        .await
+        .map_err(db_error)?
+    else {
+        return Ok(());
+    };
+    let url: String = row.get(0);
     if matches!(outcome, AttemptOutcome::RetryAt(_)) {
         // Its URL answered 410 to another delivery while this one was in flight.
         db.execute(

@@ -3,10 +3,15 @@
 //! identifier a load balancer would answer on). Any step of a flow may land on any instance;
 //! codes, nonces and sessions are used once even when instances race; each event is delivered
 //! by one instance, and by another after a crash once the lease has run out; a stream on one
-//! instance sees what another committed; roles split serving from delivering.
+//! instance sees what another committed; roles split serving from delivering; and the
+//! third-party wallet redeems an offer through a load balancer that spreads its requests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use axum::extract::State;
 
 use futures_util::future::join_all;
 use reqwest::{Client, StatusCode};
@@ -575,4 +580,132 @@ async fn roles_split_serving_from_delivering() {
     );
     let _worker = cluster.another(&[("VELLUM_ROLES__API", "false")]).await;
     receiver.wait_for(5).await;
+}
+
+/// A reverse proxy on the public URL that sends each request to the next instance in turn, and
+/// notes which instance got which request.
+struct LoadBalancer {
+    routed: Arc<Mutex<Vec<(usize, String)>>>,
+}
+
+#[derive(Clone)]
+struct Balancing {
+    backends: Arc<Vec<String>>,
+    turn: Arc<AtomicUsize>,
+    routed: Arc<Mutex<Vec<(usize, String)>>>,
+    client: Client,
+}
+
+async fn forward(
+    State(lb): State<Balancing>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let index = lb.turn.fetch_add(1, Ordering::SeqCst) % lb.backends.len();
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path| path.as_str())
+        .to_owned();
+    lb.routed
+        .lock()
+        .expect("lock")
+        .push((index, format!("{} {}", parts.method, parts.uri.path())));
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .expect("request body");
+    let mut headers = parts.headers.clone();
+    headers.remove(reqwest::header::HOST);
+    let answer = lb
+        .client
+        .request(parts.method, format!("{}{path}", lb.backends[index]))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .expect("the instance answers");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let body = answer.bytes().await.expect("response body");
+    let mut response = (status, body).into_response();
+    for (name, value) in &headers {
+        if name != reqwest::header::CONTENT_LENGTH && name != reqwest::header::TRANSFER_ENCODING {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
+impl LoadBalancer {
+    /// Serves the cluster's public URL, in front of `backends`.
+    async fn start(cluster: &Cluster, backends: &[&Server]) -> LoadBalancer {
+        let address = cluster.public_url.trim_start_matches("http://");
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .expect("bind the public URL");
+        let routed = Arc::new(Mutex::new(Vec::new()));
+        let balancing = Balancing {
+            backends: Arc::new(backends.iter().map(|server| server.url.clone()).collect()),
+            turn: Arc::default(),
+            routed: routed.clone(),
+            client: cluster.client.clone(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(balancing);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        LoadBalancer { routed }
+    }
+}
+
+/// The third-party wallet, through a load balancer that sends each of its requests to another
+/// instance, redeems an offer and verifies the credential: the issuer behind one address.
+#[tokio::test]
+async fn the_oid4vc_ts_wallet_redeems_an_offer_through_a_round_robin_load_balancer() {
+    let cluster = Cluster::new().await;
+    let (a, b, c) = tokio::join!(
+        cluster.another(&[]),
+        cluster.another(&[]),
+        cluster.another(&[])
+    );
+    let balancer = LoadBalancer::start(&cluster, &[&a, &b, &c]).await;
+    let response = cluster
+        .client
+        .post(format!("{}/api/v1/offers", cluster.public_url))
+        .bearer_auth(API_KEY)
+        .json(&json!({"profileId": DEMO_PROFILE, "txCode": {}}))
+        .send()
+        .await
+        .expect("create offer");
+    let (status, created) = json_of(response).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+
+    let wallet = crate::interop::wallet_redeems(&created, "credential_offer_uri").await;
+    assert_eq!(wallet["claims"]["iss"], cluster.public_url.as_str());
+
+    let routed = balancer.routed.lock().expect("lock").clone();
+    let instances_for = |step: &str| -> Vec<usize> {
+        routed
+            .iter()
+            .filter(|(_, request)| request.starts_with(step))
+            .map(|(index, _)| *index)
+            .collect()
+    };
+    for step in ["POST /token", "POST /credential", "GET /credential-offer/"] {
+        assert!(!instances_for(step).is_empty(), "no {step} in {routed:?}");
+    }
+    let used: std::collections::BTreeSet<usize> = routed.iter().map(|(index, _)| *index).collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "every instance served part of the flow: {routed:?}"
+    );
+    let session = created["offerId"].as_str().expect("offerId");
+    let (_, state) = cluster
+        .api(
+            &b,
+            reqwest::Method::GET,
+            &format!("/api/v1/sessions/{session}"),
+        )
+        .await;
+    assert_eq!(state["status"], "SUCCESSFUL", "{state}");
 }
