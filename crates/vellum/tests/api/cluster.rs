@@ -284,13 +284,7 @@ async fn each_step_of_a_flow_can_land_on_another_instance() {
     assert_eq!(state["status"], "SUCCESSFUL", "{state}");
     assert_eq!(
         types(&cluster.events(&a, &session).await),
-        [
-            "credential_offer_created",
-            "resolved_credential_offer",
-            "requested_token",
-            "sdjwt_issue",
-            "issuance_status_changed"
-        ]
+        crate::support::SD_JWT_FLOW_EVENTS
     );
 }
 

@@ -44,13 +44,7 @@ async fn demo_profile_issues_an_sd_jwt_vc_bound_to_the_proof_key() {
     assert_eq!(
         app.event_types(created["offerId"].as_str().expect("id"))
             .await,
-        [
-            "credential_offer_created",
-            "resolved_credential_offer",
-            "requested_token",
-            "sdjwt_issue",
-            "issuance_status_changed"
-        ]
+        crate::support::SD_JWT_FLOW_EVENTS
     );
 }
 

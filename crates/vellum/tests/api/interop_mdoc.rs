@@ -212,22 +212,28 @@ async fn oid4vc_ts_wallet_redeems_an_mdl_by_reference_offer_with_tx_code_and_pym
     assert_eq!(generated[0]["data"]["mdoc"], hex);
 }
 
+/// The oid4vc-ts wallet redeems an offer of `profile` (without tx_code) and verifies the mdoc
+/// against `iaca`; what it printed.
+async fn wallet_redeems_mdl(app: &TestApp, profile: &Value, iaca: &Path) -> Value {
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    stdout_json(
+        &oid4vc_ts_mdoc_wallet(
+            created["credentialOffer"].as_str().expect("uri"),
+            None,
+            iaca,
+        )
+        .await,
+        "the oid4vc-ts wallet",
+    )
+}
+
 /// An mDL under a fresh chain, redeemed by the oid4vc-ts wallet (without tx_code): the IACA
 /// file, the credential, and the profile it came from.
 async fn redeemed_mdl(app: &TestApp) -> (PathBuf, String, Value) {
     let chain = x5_chain_for(app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
     let iaca = iaca_file(app, &chain);
     let profile = create_profile(app, mdl_profile(&chain)).await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
-    let wallet = stdout_json(
-        &oid4vc_ts_mdoc_wallet(
-            created["credentialOffer"].as_str().expect("uri"),
-            None,
-            &iaca,
-        )
-        .await,
-        "the oid4vc-ts wallet",
-    );
+    let wallet = wallet_redeems_mdl(app, &profile, &iaca).await;
     let credential = wallet["credential"]
         .as_str()
         .expect("credential")
@@ -401,16 +407,7 @@ async fn an_mdl_under_a_development_chain_verifies_against_the_development_iaca(
     let chain: Vec<String> = serde_json::from_value(profile["x5Chain"].clone()).expect("chain");
     assert_eq!(chain.len(), 2, "document signer, then the development IACA");
     let iaca = iaca_file(&app, &chain);
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
-    let wallet = stdout_json(
-        &oid4vc_ts_mdoc_wallet(
-            created["credentialOffer"].as_str().expect("uri"),
-            None,
-            &iaca,
-        )
-        .await,
-        "the oid4vc-ts wallet",
-    );
+    let wallet = wallet_redeems_mdl(&app, &profile, &iaca).await;
     assert_eq!(wallet["verified"], true, "{wallet}");
     assert_mdl_elements(&wallet["claims"], "@auth0/mdl");
     let credential = wallet["credential"].as_str().expect("credential");

@@ -13,6 +13,15 @@ pub const CONFIGURATION: &str = "identity_credential";
 pub const DEMO_PROFILE: &str = "demo-identity";
 pub const DEMO_KEY: &str = "demo-es256";
 
+/// The events of a complete SD-JWT VC flow, in order.
+pub const SD_JWT_FLOW_EVENTS: [&str; 5] = [
+    "credential_offer_created",
+    "resolved_credential_offer",
+    "requested_token",
+    "sdjwt_issue",
+    "issuance_status_changed",
+];
+
 /// A response taken apart: status, headers, raw text and JSON (`Null` when empty or not JSON).
 pub struct Reply {
     pub status: StatusCode,

@@ -283,13 +283,7 @@ async fn a_full_flow_reaches_the_webhook_with_the_seed_envelope_and_bearer_token
     let received = receiver.wait_for(5).await;
     let mut got = types(&received);
     got.sort();
-    let mut expected = vec![
-        "credential_offer_created",
-        "resolved_credential_offer",
-        "requested_token",
-        "sdjwt_issue",
-        "issuance_status_changed",
-    ];
+    let mut expected = crate::support::SD_JWT_FLOW_EVENTS.to_vec();
     expected.sort_unstable();
     assert_eq!(got, expected);
     let offer_id = created["offerId"].as_str().expect("id");
