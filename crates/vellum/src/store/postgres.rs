@@ -383,13 +383,19 @@ async fn newest_seq(client: &impl GenericClient) -> StoreResult<i64> {
 }
 
 async fn migrate(client: &mut Client) -> StoreResult<()> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations \
-             (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
+    // Under the lock too: instances starting together on an empty database would otherwise race
+    // on creating the table (CREATE TABLE IF NOT EXISTS is not safe against itself).
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(db_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations \
+         (name TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
     for (name, sql) in MIGRATIONS {
         let tx = client.transaction().await.map_err(db_error)?;
         // Instances starting together migrate one after the other.

@@ -703,3 +703,35 @@ async fn the_oid4vc_ts_wallet_redeems_an_offer_through_a_round_robin_load_balanc
         .await;
     assert_eq!(state["status"], "SUCCESSFUL", "{state}");
 }
+
+/// Three instances started at the same moment on an empty database all start, and set it up
+/// once: one demo key, one development CA key, one version of the demo profile.
+#[tokio::test]
+async fn instances_started_together_on_an_empty_database_set_it_up_once() {
+    let cluster = Cluster::new().await;
+    let (a, b, c) = tokio::join!(
+        cluster.another(&[]),
+        cluster.another(&[]),
+        cluster.another(&[])
+    );
+    for server in [&a, &b, &c] {
+        let (status, profile) = cluster
+            .api(
+                server,
+                reqwest::Method::GET,
+                &format!("/api/v1/profiles/{DEMO_PROFILE}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{profile}");
+        assert_eq!(profile["version"], 1, "{profile}");
+    }
+    let (_, keys) = cluster.api(&c, reqwest::Method::GET, "/api/v1/keys").await;
+    let mut ids: Vec<&str> = keys
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|key| key["id"].as_str().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["demo-es256", vellum::keys::DEVELOPMENT_CA_KEY]);
+}

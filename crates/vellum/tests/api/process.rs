@@ -39,24 +39,43 @@ pub async fn start_on_database(
         .env("VELLUM_DATABASE__URL", database_url)
         .env("VELLUM_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(dir, port))
         .kill_on_drop(true);
     for (name, value) in env {
         command.env(name, value);
     }
-    let child = command.spawn().expect("spawn vellum");
+    let mut child = command.spawn().expect("spawn vellum");
     let url = format!("http://127.0.0.1:{port}");
     let client = Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let log =
+        || std::fs::read_to_string(dir.join(format!("vellum-{port}.log"))).unwrap_or_default();
     loop {
         if let Ok(response) = client.get(format!("{url}/health")).send().await
             && response.status() == StatusCode::OK
         {
             return Server { child, url };
         }
-        assert!(Instant::now() < deadline, "vellum did not become healthy");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "vellum exited ({status}) before it was healthy; its log:\n{}",
+                log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vellum did not become healthy; its log:\n{}",
+            log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Where an instance's log goes: a file per port in its directory, shown when it fails.
+fn log_file(dir: &std::path::Path, port: u16) -> Stdio {
+    std::fs::File::create(dir.join(format!("vellum-{port}.log")))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
 }
 
 impl Server {
