@@ -24,14 +24,9 @@ pub type AppState = Arc<Context>;
 /// well-known documents at `/.well-known/<name><path>` as RFC 8615 and OID4VCI require.
 pub fn router(ctx: Arc<Context>) -> Router {
     let endpoints = protocol::router(&ctx).merge(management::router(&ctx));
-    let endpoints = if ctx.base_path.is_empty() {
-        endpoints
-    } else {
-        Router::new().nest(&ctx.base_path, endpoints)
-    };
     Router::new()
         .merge(protocol::well_known_router(&ctx))
-        .merge(endpoints)
+        .merge(under_issuer_path(&ctx, endpoints))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
@@ -42,18 +37,21 @@ pub fn router(ctx: Arc<Context>) -> Router {
 
 /// An instance without the api role: only `/health` (under the issuer URL's path).
 pub fn health_router(ctx: Arc<Context>) -> Router {
-    let health = protocol::health_router();
-    let health = if ctx.base_path.is_empty() {
-        health
-    } else {
-        Router::new().nest(&ctx.base_path, health)
-    };
     Router::new()
-        .merge(health)
+        .merge(under_issuer_path(&ctx, protocol::health_router()))
         .fallback(|| async {
             ApiError::NotFound("this instance serves no API (roles.api = false)".into())
         })
         .with_state(ctx)
+}
+
+/// `endpoints` under the issuer URL's path (e.g. `/tenant/token`), or at the root without one.
+fn under_issuer_path(ctx: &Context, endpoints: Router<AppState>) -> Router<AppState> {
+    if ctx.base_path.is_empty() {
+        endpoints
+    } else {
+        Router::new().nest(&ctx.base_path, endpoints)
+    }
 }
 
 /// One line per request, naming the route template, never the concrete path: offer handles

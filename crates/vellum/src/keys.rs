@@ -334,7 +334,8 @@ fn positive_serial(mut serial: [u8; 16]) -> [u8; 16] {
     serial
 }
 
-fn public_jwk(record: &KeyRecord) -> Result<Jwk, Internal> {
+/// A stored key's public JWK.
+pub(crate) fn public_jwk(record: &KeyRecord) -> Result<Jwk, Internal> {
     Jwk::from_value(&record.public_jwk)
         .map_err(|error| Internal::msg(format!("key {}: {error}", record.id)))
 }

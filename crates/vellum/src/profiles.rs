@@ -237,8 +237,7 @@ pub async fn validate(
         if did.starts_with("did:jwk:") || did.starts_with("did:key:") {
             let carried = did::jwk_from_did(did)
                 .map_err(|error| invalid(format!("issuerDid {did:?}: {error}")))?;
-            let issuer = Jwk::from_value(&key.public_jwk)
-                .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
+            let issuer = keys::public_jwk(&key)?;
             if carried.thumbprint() != issuer.thumbprint() {
                 return Err(invalid(format!(
                     "issuerDid {did:?} is not a DID of key {}",
@@ -248,8 +247,6 @@ pub async fn validate(
         }
     }
     if let Some(chain) = &definition.x5_chain {
-        let issuer = Jwk::from_value(&key.public_jwk)
-            .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
         let unchanged = verified.is_some_and(|verified| {
             verified.x5_chain.as_ref() == Some(chain)
                 && verified.issuer_key_id == definition.issuer_key_id
@@ -257,10 +254,11 @@ pub async fn validate(
         if unchanged {
             still_valid(chain, ctx.clock.now()).map_err(invalid)?;
         } else {
-            check_chain(chain, &issuer, ctx.clock.now()).map_err(invalid)?;
-            if sd_jwt {
-                check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
-            }
+            check_chain(chain, &keys::public_jwk(&key)?, ctx.clock.now()).map_err(invalid)?;
+        }
+        // Also for an unchanged chain: the issuer URL may have changed since (public_url).
+        if sd_jwt {
+            check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
         }
     }
     for (what, object) in [
@@ -375,8 +373,7 @@ async fn expand_issuer_did(
             format!("no key {}", definition.issuer_key_id),
         ));
     };
-    let jwk = Jwk::from_value(&key.public_jwk)
-        .map_err(|error| Internal::msg(format!("key {}: {error}", key.id)))?;
+    let jwk = keys::public_jwk(&key)?;
     definition.issuer_did = Some(if method == "did:jwk" {
         did::did_jwk(&jwk)
     } else {
