@@ -9,6 +9,10 @@ use crate::jose::{self, SigningKey};
 pub const CONTEXT_V1: &str = "https://www.w3.org/2018/credentials/v1";
 pub const CONTEXT_V2: &str = "https://www.w3.org/ns/credentials/v2";
 
+/// Members the issuer sets at the top of every credential (the JWT claims of both data models,
+/// and the holder binding a VCDM 2.0 payload would carry): credential data may not.
+pub const ISSUER_CLAIMS: &[&str] = &["iss", "sub", "jti", "iat", "cnf", "vc"];
+
 /// Which data model a credential follows: 2.0 when its first context is the 2.0 one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataModel {

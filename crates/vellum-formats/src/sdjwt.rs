@@ -29,6 +29,52 @@ pub const NEVER_DISCLOSED: &[&str] = &[
     "...",
 ];
 
+/// Members only SD-JWT itself writes: the digests of concealed members (`_sd`) and of concealed
+/// array elements (`...`). Data that carried one, at any depth, would let whoever wrote that
+/// data make verifiers accept a disclosure the issuer never made.
+pub const DIGEST_MEMBERS: &[&str] = &["_sd", "..."];
+
+/// Claims the issuer sets in every SD-JWT VC: credential data may not.
+pub const ISSUER_CLAIMS: &[&str] = &[
+    "iss",
+    "vct",
+    "vct#integrity",
+    "cnf",
+    "iat",
+    "status",
+    "_sd_alg",
+];
+
+/// The path (`address._sd`, `list[2]....`) of the first member of `data` that only the issuer
+/// may write: one of `issuer_claims` at the top level, or a [`DIGEST_MEMBERS`] member at any
+/// depth, array elements included.
+pub fn reserved_member(data: &Map<String, Value>, issuer_claims: &[&str]) -> Option<String> {
+    fn walk(value: &Value, path: String) -> Option<String> {
+        match value {
+            Value::Object(object) => object.iter().find_map(|(name, member)| {
+                let path = format!("{path}.{name}");
+                if DIGEST_MEMBERS.contains(&name.as_str()) {
+                    Some(path)
+                } else {
+                    walk(member, path)
+                }
+            }),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(index, item)| walk(item, format!("{path}[{index}]"))),
+            _ => None,
+        }
+    }
+    data.iter().find_map(|(name, member)| {
+        if issuer_claims.contains(&name.as_str()) || DIGEST_MEMBERS.contains(&name.as_str()) {
+            Some(name.clone())
+        } else {
+            walk(member, name.clone())
+        }
+    })
+}
+
 /// Which claims become disclosures, in the shape operators write in a credential profile.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -365,6 +411,32 @@ mod tests {
         let (payload, disclosures) = issue_with(json!({"a": 1}), &sd);
         assert_eq!(disclosures.len(), 1);
         assert_eq!(payload["_sd"].as_array().map(Vec::len), Some(4));
+    }
+
+    #[test]
+    fn digest_members_are_found_at_any_depth_and_issuer_claims_at_the_top() {
+        let data = |value: Value| match value {
+            Value::Object(object) => object,
+            _ => panic!("object"),
+        };
+        let found = |value: Value| reserved_member(&data(value), ISSUER_CLAIMS);
+        assert_eq!(found(json!({"a": {"b": 1}, "list": [1, {"x": 2}]})), None);
+        assert_eq!(found(json!({"cnf": {}})).as_deref(), Some("cnf"));
+        assert_eq!(found(json!({"_sd": []})).as_deref(), Some("_sd"));
+        assert_eq!(
+            found(json!({"address": {"street": "x", "_sd": ["forged"]}})).as_deref(),
+            Some("address._sd")
+        );
+        assert_eq!(
+            found(json!({"list": [1, {"...": "forged"}]})).as_deref(),
+            Some("list[1]....")
+        );
+        assert_eq!(
+            found(json!({"a": [[{"b": {"_sd": []}}]]})).as_deref(),
+            Some("a[0][0].b._sd")
+        );
+        // Issuer claims are the issuer's at the top level only: nested, they are data.
+        assert_eq!(found(json!({"holder": {"iss": "x", "cnf": 1}})), None);
     }
 
     #[test]

@@ -133,7 +133,7 @@ async fn issue(
         }
         (Some(_), None) => {}
     }
-    let template: IssuanceTemplate = serde_json::from_value(session.template.clone())
+    let template: IssuanceTemplate = serde_json::from_str(&session.template)
         .map_err(|error| Internal::msg(format!("session {}: {error}", session.id)))?;
     let proof = single_jwt_proof(request)?;
     let proven = verify_proof(ctx, &session.credential_configuration_id, proof, now)?;

@@ -131,7 +131,7 @@ pub async fn get_key(ctx: &Context, id: &KeyId) -> Result<KeyView, ApiError> {
 }
 
 pub async fn list_keys(ctx: &Context) -> Result<Vec<KeyView>, ApiError> {
-    let records = ctx.store.keys().await?;
+    let records = ctx.store.keys().await?.logged("key");
     Ok(records.iter().map(view).collect::<Result<_, _>>()?)
 }
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ids;
 pub mod issuance;
 pub mod keys;
+pub mod limits;
 pub mod mapping;
 pub mod metadata;
 pub mod notifications;

@@ -92,7 +92,7 @@ pub fn authorization_server(ctx: &Context) -> Value {
 
 /// Every key a profile or offer ever signed with, so verifiers can always resolve `kid`.
 pub async fn jwks(ctx: &Context) -> Result<Value, Internal> {
-    let keys = ctx.store.published_keys().await?;
+    let keys = ctx.store.published_keys().await?.logged("key");
     let keys: Vec<Value> = keys
         .iter()
         .map(|record| {

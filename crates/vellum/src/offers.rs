@@ -244,7 +244,7 @@ pub async fn create_offer(
                     .webhook
                     .target(ctx.delivery.signing_secret.as_ref())
             }),
-        template: serde_json::to_value(&template).map_err(Internal::new)?,
+        template: serde_json::to_string(&template).map_err(Internal::new)?,
         created_at: now,
         updated_at: now,
         expires_at,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vellum_formats::jose::Jwk;
 use vellum_formats::sdjwt::{self, SelectiveDisclosure};
-use vellum_formats::{did, x509};
+use vellum_formats::{did, jwt_vc, x509};
 
 use crate::clock::Millis;
 use crate::config::CredentialFormat;
@@ -16,6 +16,7 @@ use crate::errors::{ApiError, Internal};
 use crate::events;
 use crate::ids::{KeyId, ProfileId};
 use crate::keys;
+use crate::limits;
 use crate::mapping::{self, DataFunction};
 use crate::notifications::Notifications;
 use crate::store::{ProfileRecord, StoreError};
@@ -71,11 +72,6 @@ pub(crate) fn x5_chain_or_shorthand<'de, D: serde::Deserializer<'de>>(
         ))),
     }
 }
-
-/// Claims the issuer sets itself; data and mappings may not.
-const ISSUER_CLAIMS: &[&str] = &[
-    "iss", "vct", "cnf", "iat", "status", "_sd", "_sd_alg", "...",
-];
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -261,19 +257,7 @@ pub async fn validate(
             check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
         }
     }
-    for (what, object) in [
-        ("credentialData", &definition.credential_data),
-        ("mapping", &definition.mapping),
-    ] {
-        if let Some(claim) = ISSUER_CLAIMS
-            .iter()
-            .find(|claim| object.contains_key(**claim))
-        {
-            return Err(invalid(format!(
-                "{what} must not set {claim:?}: the issuer sets it"
-            )));
-        }
-    }
+    check_data(definition, configuration.format)?;
     let functions = mapping::validate(&definition.mapping).map_err(invalid)?;
     if functions.contains(&DataFunction::IssuerDid) && definition.issuer_did.is_none() {
         return Err(invalid(
@@ -310,12 +294,40 @@ pub async fn validate(
             .await
             .map_err(|why| ApiError::invalid("invalid_webhook", why))?;
     }
-    if definition
-        .credential_status
-        .as_ref()
-        .is_some_and(|status| !status.is_object())
-    {
-        return Err(invalid("credentialStatus must be an object"));
+    Ok(())
+}
+
+/// The data a credential is built from: within the JSON limits at every depth, and free of
+/// the members only the issuer writes (its claims at the top, and SD-JWT digests at any depth,
+/// whatever the format, so that no data source can plant a disclosure digest).
+fn check_data(definition: &ProfileDefinition, format: CredentialFormat) -> Result<(), ApiError> {
+    let issuer_claims = match format {
+        CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy => sdjwt::ISSUER_CLAIMS,
+        CredentialFormat::JwtVcJson => jwt_vc::ISSUER_CLAIMS,
+        CredentialFormat::MsoMdoc => &[],
+    };
+    let status = match &definition.credential_status {
+        Some(Value::Object(status)) => Some(status),
+        Some(_) => return Err(invalid("credentialStatus must be an object")),
+        None => None,
+    };
+    let parts = [
+        (
+            "credentialData",
+            Some(&definition.credential_data),
+            issuer_claims,
+        ),
+        ("mapping", Some(&definition.mapping), issuer_claims),
+        ("credentialStatus", status, &[][..]),
+    ];
+    for (what, members, issuer_claims) in parts {
+        let Some(members) = members else { continue };
+        limits::check_members(what, members).map_err(|error| invalid(error.to_string()))?;
+        if let Some(path) = sdjwt::reserved_member(members, issuer_claims) {
+            return Err(invalid(format!(
+                "{what}.{path} is reserved: the issuer writes it"
+            )));
+        }
     }
     Ok(())
 }
@@ -567,7 +579,7 @@ pub async fn get_profile(
 }
 
 pub async fn list_profiles(ctx: &Context) -> Result<Vec<ProfileView>, ApiError> {
-    let records = ctx.store.profiles().await?;
+    let records = ctx.store.profiles().await?.logged("profile");
     Ok(records.into_iter().map(view).collect::<Result<_, _>>()?)
 }
 

@@ -13,7 +13,8 @@ use crate::errors::ApiError;
 use crate::events;
 use crate::ids::{ProfileId, SessionId};
 use crate::store::{
-    DeliveryRecord, EventRecord, NewEvent, SessionFilter, SessionRecord, SessionStatus, StoreError,
+    DeliveryRecord, EventRecord, Listing, NewEvent, SessionFilter, SessionRecord, SessionStatus,
+    StoreError, Unreadable,
 };
 
 #[derive(Debug, Serialize)]
@@ -82,6 +83,9 @@ pub struct SessionQuery {
 #[serde(rename_all = "camelCase")]
 pub struct SessionPage {
     pub items: Vec<SessionView>,
+    /// Sessions that matched but cannot be read (damaged data), by id, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
@@ -134,19 +138,32 @@ pub async fn list_sessions(ctx: &Context, query: SessionQuery) -> Result<Session
         before,
         limit: limit + 1,
     };
-    let mut records = ctx.store.sessions(&filter).await?;
-    let next_cursor = if records.len() > limit as usize {
-        records.truncate(limit as usize);
-        records
-            .last()
-            .map(|last| format!("{}_{}", last.created_at, last.id))
+    let Listing { mut rows } = ctx.store.sessions(&filter).await?;
+    // One row more than the page was read, to learn whether another page follows.
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().and_then(|last| match last {
+            Ok(session) => Some(format!("{}_{}", session.created_at, session.id)),
+            Err(row) => row.created_at.map(|at| format!("{at}_{}", row.id)),
+        })
     } else {
         None
     };
-    Ok(SessionPage {
-        items: records.into_iter().map(SessionView::from).collect(),
+    let mut page = SessionPage {
+        items: Vec::with_capacity(rows.len()),
+        unreadable: Vec::new(),
         next_cursor,
-    })
+    };
+    for row in rows {
+        match row {
+            Ok(session) => page.items.push(session.into()),
+            Err(row) => {
+                tracing::error!(session = %row.id, reason = %row.reason, "an unreadable session was listed");
+                page.unreadable.push(row);
+            }
+        }
+    }
+    Ok(page)
 }
 
 pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {

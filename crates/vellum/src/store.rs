@@ -26,6 +26,40 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What a listing read, in order: each row, or why it could not be read. One damaged row
+/// never hides the others.
+#[derive(Debug)]
+pub struct Listing<T> {
+    pub rows: Vec<Result<T, Unreadable>>,
+}
+
+impl<T> Listing<T> {
+    /// The readable rows; each unreadable one is logged (it is damaged data the operator must
+    /// see, not something a request did).
+    pub fn logged(self, what: &str) -> Vec<T> {
+        self.rows
+            .into_iter()
+            .filter_map(|row| {
+                row.map_err(|row| {
+                    tracing::error!(what, id = %row.id, reason = %row.reason,
+                        "an unreadable row was left out of a listing");
+                })
+                .ok()
+            })
+            .collect()
+    }
+}
+
+/// A row a listing could not read: its `id`, and its `created_at` when that column could be
+/// read (the position of the row, for paging).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unreadable {
+    pub id: String,
+    pub reason: String,
+    #[serde(skip)]
+    pub created_at: Option<Millis>,
+}
+
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub id: KeyId,
@@ -121,8 +155,9 @@ pub struct SessionRecord {
     pub token_hash: Option<String>,
     pub token_expires_at: Option<Millis>,
     pub by_value: bool,
-    /// Everything issuance needs, fixed when the offer was made (profile version + overrides).
-    pub template: Value,
+    /// Everything issuance needs, fixed when the offer was made (profile version + overrides),
+    /// as JSON text: only issuance reads it, so nothing else depends on it being readable.
+    pub template: String,
     /// Where this session's events are delivered, if anywhere.
     pub webhook: Option<WebhookTarget>,
     pub issuer_key_id: KeyId,
@@ -282,9 +317,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
     async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
-    async fn keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    async fn keys(&self) -> StoreResult<Listing<KeyRecord>>;
     /// Keys any profile or offer has ever used to sign: the issuer's JWKS.
-    async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>>;
+    async fn published_keys(&self) -> StoreResult<Listing<KeyRecord>>;
 
     /// Version 1 of a new profile; `Conflict` if the id is taken. Publishes its key.
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()>;
@@ -304,13 +339,13 @@ pub trait Store: Send + Sync + 'static {
         id: &ProfileId,
         version: Option<i64>,
     ) -> StoreResult<Option<ProfileRecord>>;
-    async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>>;
+    async fn profiles(&self) -> StoreResult<Listing<ProfileRecord>>;
 
     /// A new ACTIVE session (the offer), with its first event. Publishes its issuer key.
     async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()>;
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>>;
-    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>>;
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>>;
 
     /// Marks the offer as fetched by a wallet (first time only) and appends the events.
     async fn record_offer_resolved(

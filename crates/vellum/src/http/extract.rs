@@ -1,16 +1,18 @@
 //! Extractors whose rejections speak each surface's error format.
 
-use axum::extract::rejection::{FormRejection, JsonRejection, QueryRejection};
+use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
+use crate::limits;
 use crate::secrets::hash_secret;
 use crate::streams::{self, Access};
 
@@ -22,39 +24,49 @@ fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
     }
 }
 
-/// JSON for the management API; failures are `{code, detail}`.
+/// JSON for the management API; failures are `{code, detail}`. The body is read as a JSON
+/// value first, so that the limits of [`limits`] hold at every depth (naming the member that
+/// breaks one) and integral numbers such as `5.0` count as integers, as the OpenAPI
+/// description says; then it becomes `T`, whose errors name the field.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(match rejection.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => {
-                    ApiError::PayloadTooLarge(state.config.http.management_body_limit)
-                }
-                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                    ApiError::UnsupportedMediaType("send Content-Type: application/json".into())
-                }
-                _ => ApiError::invalid("invalid_request", json_detail(rejection)),
-            }),
-        }
+        let mut value = match axum::Json::<Value>::from_request(request, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => {
+                return Err(match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::PayloadTooLarge(state.config.http.management_body_limit)
+                    }
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        ApiError::UnsupportedMediaType("send Content-Type: application/json".into())
+                    }
+                    _ => ApiError::invalid("invalid_request", rejection.body_text()),
+                });
+            }
+        };
+        limits::check("", &value)
+            .map_err(|error| ApiError::invalid("invalid_request", error.to_string()))?;
+        limits::normalize_integers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let detail = if path == "." {
+                    error.inner().to_string()
+                } else {
+                    format!("{path}: {}", error.inner())
+                };
+                ApiError::invalid("invalid_request", detail)
+            })
     }
 }
 
-fn json_detail(rejection: JsonRejection) -> String {
-    match rejection {
-        // serde's message names the field and what was expected.
-        JsonRejection::JsonDataError(error) => {
-            std::error::Error::source(&error).map_or_else(|| error.body_text(), |s| s.to_string())
-        }
-        other => other.body_text(),
-    }
-}
-
-/// Query strings for the management API.
+/// Query strings for the management API. A parameter given empty (`cursor=`) counts as not
+/// given.
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
@@ -62,14 +74,16 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|rejection: QueryRejection| {
-                ApiError::invalid("invalid_query", rejection.body_text())
-            })
+        let given = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .filter(|(_, value)| !value.is_empty());
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(given)
+            .finish();
+        serde_urlencoded::from_str(&query)
+            .map(ApiQuery)
+            .map_err(|error| ApiError::invalid("invalid_query", error.to_string()))
     }
 }
 
@@ -165,7 +179,7 @@ impl FromRequest<AppState> for TokenForm {
 /// passed on as its error, so that the token is checked first and the failure is recorded.
 pub struct CredentialRequest {
     pub access_token: Option<String>,
-    pub body: Result<serde_json::Value, CredentialError>,
+    pub body: Result<Value, CredentialError>,
 }
 
 impl FromRequest<AppState> for CredentialRequest {
@@ -196,10 +210,12 @@ impl FromRequest<AppState> for CredentialRequest {
             .into_response());
         }
         let access_token = bearer(request.headers()).map(str::to_owned);
-        match axum::Json::<serde_json::Value>::from_request(request, state).await {
+        match axum::Json::<Value>::from_request(request, state).await {
             Ok(axum::Json(body)) => Ok(CredentialRequest {
                 access_token,
-                body: Ok(body),
+                body: limits::check("", &body)
+                    .map(|()| body)
+                    .map_err(|error| CredentialError::InvalidCredentialRequest(error.to_string())),
             }),
             Err(rejection) => {
                 let status = rejection.status();

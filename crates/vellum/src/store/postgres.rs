@@ -607,7 +607,7 @@ fn session_from_row(row: &Row) -> StoreResult<SessionRecord> {
         token_hash: row.try_get("token_hash").map_err(db_error)?,
         token_expires_at: row.try_get("token_expires_at").map_err(db_error)?,
         by_value: row.try_get("by_value").map_err(db_error)?,
-        template: json(&get_text("template")?)?,
+        template: get_text("template")?,
         webhook: match webhook_url {
             None => None,
             Some(url) => Some(WebhookTarget {
@@ -650,6 +650,27 @@ async fn collect<T>(
 ) -> StoreResult<Vec<T>> {
     let rows = db.query(sql, params).await.map_err(db_error)?;
     rows.iter().map(convert).collect()
+}
+
+/// [`collect`] for listings: a row that does not convert is reported by its `id`, not fatal.
+async fn listing<T>(
+    db: Db<'_, impl GenericClient + Sync>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    convert: fn(&Row) -> StoreResult<T>,
+) -> StoreResult<Listing<T>> {
+    let rows = db.query(sql, params).await.map_err(db_error)?;
+    let rows = rows
+        .iter()
+        .map(|row| {
+            convert(row).map_err(|error| Unreadable {
+                id: row.try_get::<_, String>("id").unwrap_or_default(),
+                reason: error.to_string(),
+                created_at: row.try_get("created_at").ok(),
+            })
+        })
+        .collect();
+    Ok(Listing { rows })
 }
 
 async fn first<T>(
@@ -972,9 +993,9 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+    async fn keys(&self) -> StoreResult<Listing<KeyRecord>> {
         let conn = self.pool.get().await?;
-        collect(
+        listing(
             conn.db(),
             "SELECT * FROM keys ORDER BY created_at, id",
             &[],
@@ -983,9 +1004,9 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+    async fn published_keys(&self) -> StoreResult<Listing<KeyRecord>> {
         let conn = self.pool.get().await?;
-        collect(
+        listing(
             conn.db(),
             "SELECT * FROM keys WHERE published ORDER BY created_at, id",
             &[],
@@ -1104,9 +1125,9 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>> {
+    async fn profiles(&self) -> StoreResult<Listing<ProfileRecord>> {
         let conn = self.pool.get().await?;
-        collect(
+        listing(
             conn.db(),
             &format!("{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"),
             &[],
@@ -1143,7 +1164,7 @@ impl Store for PostgresStore {
                 &s.token_hash,
                 &s.token_expires_at,
                 &s.by_value,
-                &s.template.to_string(),
+                &s.template,
                 &s.issuer_key_id.as_str(),
                 &s.created_at,
                 &s.updated_at,
@@ -1207,13 +1228,13 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>> {
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>> {
         let (before_at, before_id) = filter
             .before
             .map(|(at, id)| (Some(at), Some(id.to_string())))
             .unwrap_or((None, None));
         let conn = self.pool.get().await?;
-        collect(
+        listing(
             conn.db(),
             &format!(
                 "{SESSION_SELECT} \

@@ -493,7 +493,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord
             token_hash: record.6,
             token_expires_at: record.7,
             by_value: record.8,
-            template: json(&template)?,
+            template,
             webhook: match webhook_url {
                 None => None,
                 Some(url) => Some(WebhookTarget {
@@ -550,6 +550,30 @@ fn collect<T>(
     let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
     let rows = statement.query_map(params, convert).map_err(db_error)?;
     rows.map(|row| row.map_err(db_error)?).collect()
+}
+
+/// [`collect`] for listings: a row that does not convert is reported by its `id`, not fatal.
+fn listing<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    convert: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
+) -> StoreResult<Listing<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
+    let mut rows = statement.query(params).map_err(db_error)?;
+    let mut listing = Listing { rows: Vec::new() };
+    while let Some(row) = rows.next().map_err(db_error)? {
+        let converted = match convert(row) {
+            Ok(converted) => converted,
+            Err(error) => Err(db_error(error)),
+        };
+        listing.rows.push(converted.map_err(|error| Unreadable {
+            id: row.get::<_, String>("id").unwrap_or_default(),
+            reason: error.to_string(),
+            created_at: row.get("created_at").ok(),
+        }));
+    }
+    Ok(listing)
 }
 
 fn first<T>(
@@ -872,9 +896,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn keys(&self) -> StoreResult<Vec<KeyRecord>> {
+    async fn keys(&self) -> StoreResult<Listing<KeyRecord>> {
         self.read(|conn| {
-            collect(
+            listing(
                 conn,
                 "SELECT * FROM keys ORDER BY created_at, id",
                 [],
@@ -884,9 +908,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn published_keys(&self) -> StoreResult<Vec<KeyRecord>> {
+    async fn published_keys(&self) -> StoreResult<Listing<KeyRecord>> {
         self.read(|conn| {
-            collect(
+            listing(
                 conn,
                 "SELECT * FROM keys WHERE published = 1 ORDER BY created_at, id",
                 [],
@@ -991,9 +1015,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn profiles(&self) -> StoreResult<Vec<ProfileRecord>> {
+    async fn profiles(&self) -> StoreResult<Listing<ProfileRecord>> {
         self.read(|conn| {
-            collect(
+            listing(
                 conn,
                 &format!(
                     "{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"
@@ -1029,7 +1053,7 @@ impl Store for SqliteStore {
                     s.token_hash,
                     s.token_expires_at,
                     s.by_value,
-                    s.template.to_string(),
+                    s.template,
                     s.issuer_key_id.as_str(),
                     s.created_at,
                     s.updated_at,
@@ -1081,14 +1105,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<SessionRecord>> {
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>> {
         let filter = filter.clone();
         self.read(move |conn| {
             let (before_at, before_id) = filter
                 .before
                 .map(|(at, id)| (Some(at), Some(id.to_string())))
                 .unwrap_or((None, None));
-            collect(
+            listing(
                 conn,
                 &format!(
                     "{SESSION_SELECT} \
@@ -1500,7 +1524,7 @@ mod tests {
             token_hash: None,
             token_expires_at: None,
             by_value: false,
-            template: Value::Null,
+            template: "null".into(),
             webhook: Some(WebhookTarget {
                 url: url.into(),
                 bearer_token: None,

@@ -119,6 +119,26 @@ impl TestDir {
         }
     }
 
+    /// Runs `sql` directly on this directory's database, bypassing the app: how a test damages
+    /// a row as a failing disk or a careless operator would.
+    pub async fn execute_sql(&self, sql: &str) {
+        match &self.database {
+            Some(database) => admin(&database.url, sql).await,
+            None => {
+                let path = self.path().join("vellum.db");
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).expect("open the SQLite file");
+                    conn.busy_timeout(std::time::Duration::from_secs(5))
+                        .expect("busy timeout");
+                    conn.execute_batch(&sql).expect("run the SQL");
+                })
+                .await
+                .expect("SQL task");
+            }
+        }
+    }
+
     /// The PostgreSQL database, when the suite runs on PostgreSQL.
     pub fn postgres_url(&self) -> Option<&str> {
         self.database.as_ref().map(|database| database.url.as_str())

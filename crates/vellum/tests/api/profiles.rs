@@ -349,6 +349,125 @@ async fn claims_the_issuer_sets_cannot_come_from_data_or_mapping() {
     .assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
 }
 
+/// Digests planted in data would let whoever wrote the data add a disclosure of their own that
+/// a verifier then accepts as the issuer's: refused at any depth, in arrays too, wherever data
+/// enters (profile data, mapping, status, an offer's overrides).
+#[tokio::test]
+async fn sd_jwt_digest_members_are_refused_at_any_depth_wherever_data_enters() {
+    let app = spawn_app().await;
+    let planted = [
+        (
+            json!({"credentialData": {"address": {"street": "x", "_sd": ["forged"]}}}),
+            "credentialData.address._sd",
+        ),
+        (
+            json!({"credentialData": {"nationalities": ["DE", {"...": "forged"}]}}),
+            "credentialData.nationalities[1]....",
+        ),
+        (
+            json!({"credentialData": {"a": [[{"b": {"_sd": []}}]]}}),
+            "credentialData.a[0][0].b._sd",
+        ),
+        (
+            json!({"mapping": {"holder": {"_sd": "<uuid>"}}}),
+            "mapping.holder._sd",
+        ),
+        (
+            json!({"credentialStatus": {"status_list": {"...": "x"}}}),
+            "credentialStatus.status_list....",
+        ),
+    ];
+    for (overrides, path) in &planted {
+        let reply = post_profile(&app, profile_body(overrides.clone())).await;
+        reply.assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
+        let detail = reply.body["detail"].as_str().expect("detail");
+        assert!(detail.contains(path), "{path}: {detail}");
+    }
+    for (overrides, path) in &planted {
+        let (status, body) = app
+            .api_json(
+                Method::POST,
+                "/api/v1/offers",
+                json!({"profileId": DEMO_PROFILE, "runtimeOverrides": overrides}),
+            )
+            .await;
+        crate::helpers::assert_api_error(
+            status,
+            &body,
+            StatusCode::BAD_REQUEST,
+            "invalid_override",
+        );
+        assert!(
+            body["detail"].as_str().expect("detail").contains(path),
+            "{body}"
+        );
+    }
+    // Nested, the issuer's top-level claim names are ordinary data.
+    let created = create_profile(
+        &app,
+        profile_body(json!({"credentialData": {"employer": {"iss": "ACME", "status": "ok"}}})),
+    )
+    .await;
+    let offer = app.create_offer(json!({"profileId": created["id"]})).await;
+    let claims = issue(&app, &offer).await;
+    assert_eq!(claims["employer"], json!({"iss": "ACME", "status": "ok"}));
+}
+
+/// `{"a": {"a": ... {}}}` with `depth` objects.
+fn nested(depth: usize) -> Value {
+    (1..depth).fold(json!({}), |inner, _| json!({ "a": inner }))
+}
+
+/// Stored documents wrap what was sent a few levels deeper, and a JSON reader has a recursion
+/// limit: a profile nested too deep was once accepted, and then no session made from it (nor
+/// the session listing) could be read. It is refused where it enters, naming the member.
+#[tokio::test]
+async fn json_nested_deeper_than_32_levels_is_refused_and_what_was_accepted_stays_readable() {
+    let app = spawn_app().await;
+    let reply = post_profile(
+        &app,
+        profile_body(json!({"credentialData": {"given_name": "Ada", "deep": nested(125)}})),
+    )
+    .await;
+    reply.assert_api_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let detail = reply.body["detail"].as_str().expect("detail");
+    assert!(detail.starts_with("credentialData.deep.a.a"), "{detail}");
+    assert!(detail.contains("deeper than 32"), "{detail}");
+    let (status, body) = app
+        .api_json(
+            Method::POST,
+            "/api/v1/offers",
+            json!({"profileId": DEMO_PROFILE,
+                   "runtimeOverrides": {"credentialData": {"deep": nested(30)}}}),
+        )
+        .await;
+    crate::helpers::assert_api_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("detail")
+            .starts_with("runtimeOverrides.credentialData.deep.a"),
+        "{body}"
+    );
+
+    // At the limit (the body is level 1, credentialData 2, deep 3): stored, listed, read,
+    // resolved and issued.
+    let profile = create_profile(
+        &app,
+        profile_body(json!({"credentialData": {"given_name": "Ada", "deep": nested(30)}})),
+    )
+    .await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let id = offer_id(&created);
+    let (status, page) = app.api_get("/api/v1/sessions").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.get("unreadable").is_none(), "{page}");
+    assert_eq!(app.session(&id).await["status"], "ACTIVE");
+    let claims = issue(&app, &created).await;
+    assert_eq!(claims["deep"], nested(30));
+    assert_eq!(app.session(&id).await["status"], "SUCCESSFUL");
+}
+
 #[tokio::test]
 async fn issuer_did_and_x5_chain_together_are_rejected() {
     let app = spawn_app().await;

@@ -423,3 +423,39 @@ async fn reading_a_session_past_its_expiry_shows_it_expired_without_waiting_for_
         1
     );
 }
+
+#[tokio::test]
+async fn one_unreadable_session_is_reported_and_the_others_are_listed() {
+    let app = spawn_app().await;
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(offer_id(
+            &app.create_offer(json!({"profileId": DEMO_PROFILE})).await,
+        ));
+    }
+    let damaged = &created[1];
+    app.dir
+        .execute_sql(&format!(
+            "UPDATE sessions SET status = 'NO-SUCH-STATUS' WHERE id = '{damaged}'"
+        ))
+        .await;
+    let page = list(&app, "").await;
+    assert_eq!(
+        sorted(ids(&page)),
+        sorted(vec![created[0].clone(), created[2].clone()])
+    );
+    assert_eq!(page["unreadable"][0]["id"], damaged.as_str(), "{page}");
+    assert!(page["unreadable"][0]["reason"].is_string(), "{page}");
+    // Paging still visits every readable session.
+    let first = list(&app, "?limit=1").await;
+    let cursor = first["nextCursor"].as_str().expect("a next page");
+    let rest = list(&app, &format!("?limit=5&cursor={cursor}")).await;
+    let mut seen = ids(&first);
+    seen.extend(ids(&rest));
+    assert_eq!(
+        sorted(seen),
+        sorted(vec![created[0].clone(), created[2].clone()])
+    );
+    // The others stay readable one by one.
+    assert_eq!(app.session(&created[2]).await["status"], "ACTIVE");
+}

@@ -128,7 +128,7 @@ fn session(created_at: Millis, webhook: Option<WebhookTarget>) -> SessionRecord 
         token_hash: None,
         token_expires_at: None,
         by_value: false,
-        template: json!({"claims": {"given_name": "Ada"}}),
+        template: json!({"claims": {"given_name": "Ada"}}).to_string(),
         webhook,
         issuer_key_id: KeyId::parse("kid").expect("key id"),
         created_at,
@@ -230,17 +230,30 @@ async fn keys_are_inserted_once_and_published_when_used(store: &dyn Store) {
             .map(|k| k.id.to_string())
             .collect::<Vec<_>>()
     };
-    assert_eq!(ids(store.keys().await.expect("keys")), ["other", "kid"]);
-    assert!(store.published_keys().await.expect("keys").is_empty());
+    assert_eq!(
+        ids(store.keys().await.expect("keys").logged("key")),
+        ["other", "kid"]
+    );
+    assert!(
+        store
+            .published_keys()
+            .await
+            .expect("keys")
+            .logged("key")
+            .is_empty()
+    );
 
     store
         .create_profile(&profile("pid", "other", 5))
         .await
         .expect("profile");
-    assert_eq!(ids(store.published_keys().await.expect("keys")), ["other"]);
+    assert_eq!(
+        ids(store.published_keys().await.expect("keys").logged("key")),
+        ["other"]
+    );
     create(store, &session(10, None)).await;
     assert_eq!(
-        ids(store.published_keys().await.expect("keys")),
+        ids(store.published_keys().await.expect("keys").logged("key")),
         ["other", "kid"]
     );
 }
@@ -298,11 +311,12 @@ async fn profiles_are_created_once_versioned_and_deactivated(store: &dyn Store) 
         .profiles()
         .await
         .expect("list")
+        .logged("profile")
         .into_iter()
         .map(|p| (p.id.to_string(), p.version))
         .collect();
     assert_eq!(listed, [("pid".to_owned(), 2), ("second".to_owned(), 1)]);
-    let published = store.published_keys().await.expect("keys");
+    let published = store.published_keys().await.expect("keys").logged("key");
     assert_eq!(published.len(), 2);
 
     assert!(store.deactivate_profile(&id, 30).await.expect("deactivate"));
@@ -427,6 +441,7 @@ async fn sessions_are_filtered_and_paged_newest_first(store: &dyn Store) {
             .sessions(&filter)
             .await
             .expect("list")
+            .logged("session")
             .into_iter()
             .map(|s| (s.created_at, s.id.to_string()))
             .collect::<Vec<_>>()
