@@ -189,8 +189,14 @@ fn single_jwt_proof(request: &Map<String, Value>) -> Result<&str, CredentialErro
         .and_then(Value::as_object)
         .ok_or_else(|| CredentialError::InvalidProof("proofs is missing".into()))?;
     if let Some(other) = proofs.keys().find(|name| name.as_str() != "jwt") {
+        // Named only when it is one OID4VCI defines: a failure event must not carry what a
+        // client made up.
+        let named = ["di_vp", "attestation"]
+            .into_iter()
+            .find(|known| known == other)
+            .map_or_else(String::new, |known| format!(" {known}"));
         return Err(CredentialError::InvalidProof(format!(
-            "proof type {other:?} is not supported; use jwt"
+            "the proof type{named} is not supported; use jwt"
         )));
     }
     match proofs
@@ -230,9 +236,13 @@ fn verify_proof(
     if jws.header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
         return Err(invalid(format!("the proof's typ must be {PROOF_TYP}")));
     }
-    let algorithm = jws
-        .algorithm()
-        .map_err(|error| invalid(error.to_string()))?;
+    let algorithm = jws.algorithm().map_err(|error| match error {
+        // The client's alg is not repeated into the failure event.
+        jose::JoseError::UnsupportedAlgorithm(_) => {
+            invalid("the proof's alg is not one this issuer supports".into())
+        }
+        other => invalid(other.to_string()),
+    })?;
     let allowed = ctx
         .config
         .credential_configurations

@@ -32,7 +32,7 @@ pub struct Notifications {
 pub struct Webhook {
     pub url: WebhookUrl,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<BearerToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<WebhookSecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,7 +44,7 @@ impl Webhook {
     pub fn target(&self, default_secret: Option<&WebhookSecret>) -> WebhookTarget {
         WebhookTarget {
             url: self.url.as_str().to_owned(),
-            bearer_token: self.bearer_token.clone(),
+            bearer_token: self.bearer_token.as_ref().map(|token| token.0.clone()),
             secret: self
                 .secret
                 .as_ref()
@@ -91,6 +91,31 @@ impl<'de> Deserialize<'de> for WebhookUrl {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         WebhookUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a webhook sends as `Authorization: Bearer`: 1-4096 visible ASCII characters, so that
+/// it is a valid header value (and storable anywhere) before it is accepted, not at delivery.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct BearerToken(String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken([redacted])")
+    }
+}
+
+impl<'de> Deserialize<'de> for BearerToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if (1..=4096).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(BearerToken(text))
+        } else {
+            Err(serde::de::Error::custom(
+                "a bearer token is 1-4096 visible ASCII characters (no spaces)",
+            ))
+        }
     }
 }
 

@@ -50,32 +50,88 @@ impl From<crate::store::StoreError> for Failure {
     }
 }
 
+/// The token request's parameters that this issuer reads (RFC 6749 §4.1.3 and OID4VCI 1.0
+/// §6.1). Anything else a client sends is ignored and never recorded.
+pub struct TokenRequest {
+    pub grant_type: String,
+    pub pre_authorized_code: String,
+    pub tx_code: Option<String>,
+    pub client_id: Option<String>,
+}
+
+impl TokenRequest {
+    /// From the form's pairs, in order. A parameter may appear once (RFC 6749 §3.2).
+    pub fn parse(form: Vec<(String, String)>) -> Result<TokenRequest, OAuthError> {
+        let mut known: [Option<String>; 4] = Default::default();
+        for (name, value) in form {
+            let Some(index) = PARAMETERS.iter().position(|known| *known == name) else {
+                continue;
+            };
+            if known[index].replace(value).is_some() {
+                return Err(OAuthError::InvalidRequest(format!(
+                    "parameter {} is repeated",
+                    PARAMETERS[index]
+                )));
+            }
+        }
+        let [grant_type, code, tx_code, client_id] = known;
+        let grant_type =
+            grant_type.ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
+        if grant_type != PRE_AUTHORIZED_GRANT {
+            // The value is not repeated back: it is the client's, and it reaches the event log.
+            return Err(OAuthError::UnsupportedGrantType(format!(
+                "this grant_type is not supported; use {PRE_AUTHORIZED_GRANT}"
+            )));
+        }
+        let pre_authorized_code = code
+            .ok_or_else(|| OAuthError::InvalidRequest("pre-authorized_code is missing".into()))?;
+        // RFC 6749 Appendix A.1: a client_id is visible ASCII and spaces.
+        if let Some(client_id) = &client_id
+            && (client_id.is_empty()
+                || client_id.len() > 255
+                || !client_id.bytes().all(|byte| (0x20..=0x7e).contains(&byte)))
+        {
+            return Err(OAuthError::InvalidRequest(
+                "client_id must be 1-255 printable ASCII characters".into(),
+            ));
+        }
+        Ok(TokenRequest {
+            grant_type,
+            pre_authorized_code,
+            tx_code,
+            client_id,
+        })
+    }
+
+    /// What the `requested_token` event records: the parameters read, secrets redacted.
+    fn recorded(&self) -> Value {
+        let mut recorded = Map::new();
+        recorded.insert("grant_type".into(), Value::from(self.grant_type.as_str()));
+        recorded.insert("pre-authorized_code".into(), Value::from(events::REDACTED));
+        if self.tx_code.is_some() {
+            recorded.insert("tx_code".into(), Value::from(events::REDACTED));
+        }
+        if let Some(client_id) = &self.client_id {
+            recorded.insert("client_id".into(), Value::from(client_id.as_str()));
+        }
+        Value::Object(recorded)
+    }
+}
+
+/// The parameters [`TokenRequest`] reads, in the order of its fields.
+const PARAMETERS: [&str; 4] = ["grant_type", "pre-authorized_code", "tx_code", "client_id"];
+
 /// `POST /token`, form-encoded.
 pub async fn token(
     ctx: &Context,
     form: Vec<(String, String)>,
 ) -> Result<TokenResponse, OAuthError> {
-    let mut fields = Map::new();
-    for (name, value) in form {
-        if fields.insert(name.clone(), Value::from(value)).is_some() {
-            return Err(OAuthError::InvalidRequest(format!(
-                "parameter {name} is repeated"
-            )));
-        }
-    }
-    let field = |name: &str| fields.get(name).and_then(Value::as_str);
-    let grant_type = field("grant_type")
-        .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
-    if grant_type != PRE_AUTHORIZED_GRANT {
-        return Err(OAuthError::UnsupportedGrantType(format!(
-            "grant_type {grant_type:?} is not supported; use {PRE_AUTHORIZED_GRANT}"
-        )));
-    }
-    let code = field("pre-authorized_code")
-        .ok_or_else(|| OAuthError::InvalidRequest("pre-authorized_code is missing".into()))?;
+    let request = TokenRequest::parse(form)?;
     let Some(session) = ctx
         .store
-        .session_by(SessionLookup::PreAuthorizedCode(&hash_secret(code)))
+        .session_by(SessionLookup::PreAuthorizedCode(&hash_secret(
+            &request.pre_authorized_code,
+        )))
         .await?
     else {
         return Err(OAuthError::InvalidGrant(
@@ -83,7 +139,7 @@ pub async fn token(
         ));
     };
     let now = ctx.clock.now();
-    match redeem(ctx, session.clone(), field("tx_code"), &fields, now).await {
+    match redeem(ctx, session.clone(), &request, now).await {
         Ok(response) => Ok(response),
         Err(Failure { error, recorded }) => {
             if !recorded && !matches!(error, OAuthError::Internal(_) | OAuthError::Unavailable) {
@@ -108,10 +164,10 @@ fn failed(session: &SessionRecord, error: &OAuthError, now: Millis) -> crate::st
 async fn redeem(
     ctx: &Context,
     mut session: SessionRecord,
-    tx_code: Option<&str>,
-    fields: &Map<String, Value>,
+    request: &TokenRequest,
     now: Millis,
 ) -> Result<TokenResponse, Failure> {
+    let tx_code = request.tx_code.as_deref();
     let max_attempts = ctx.config.protocol.max_tx_code_attempts;
     loop {
         check_redeemable(&session)?;
@@ -186,7 +242,7 @@ async fn redeem(
             session.id,
             events::REQUESTED_TOKEN,
             now,
-            serde_json::json!({ "tokenRequest": events::redact(&Value::Object(fields.clone())) }),
+            serde_json::json!({ "tokenRequest": request.recorded() }),
         );
         return match ctx
             .store

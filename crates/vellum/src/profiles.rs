@@ -140,9 +140,16 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::invalid("invalid_profile", detail)
 }
 
-/// Parses a request body into a definition, with serde's message (which names the field).
+/// Parses a request body into a definition; a failure names the member.
 pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
-    serde_json::from_value(body).map_err(|error| invalid(error.to_string()))
+    serde_path_to_error::deserialize(body).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            invalid(error.inner().to_string())
+        } else {
+            invalid(format!("{path}: {}", error.inner()))
+        }
+    })
 }
 
 /// Every rule a definition must meet before anything is issued from it, so that issuance

@@ -148,8 +148,23 @@ async fn send(
             Ok(None) | Err(_) => break,
         }
     }
-    let text: String = String::from_utf8_lossy(&kept).chars().take(512).collect();
-    Ok((status, text, retry_after))
+    Ok((status, kept_text(&kept), retry_after))
+}
+
+/// The first 512 characters of a receiver's answer, as the operator sees them: not UTF-8 becomes
+/// U+FFFD, and so do control characters (a NUL could not even be stored in PostgreSQL text).
+fn kept_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .take(512)
+        .map(|c| {
+            if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn header(value: &str) -> Result<HeaderValue, String> {

@@ -536,6 +536,75 @@ async fn no_event_carries_the_pre_authorized_code_the_tx_code_or_the_access_toke
     assert_eq!(request["tx_code"], "[redacted]");
 }
 
+/// Wallets send more than the grant needs: oid4vc-ts repeats the tx_code as `user_pin` (an
+/// older draft's name). The event records only the parameters the issuer reads, secrets
+/// redacted; nothing else a client sends reaches the log, and neither do values it chose.
+#[tokio::test]
+async fn the_event_records_only_known_parameters_so_a_tx_code_sent_as_user_pin_never_leaks() {
+    let app = spawn_app().await;
+    let (created, _, code) = offer_with_code(&app, with_tx_code()).await;
+    let id = offer_id(&created);
+    let tx_code = created["txCodeValue"].as_str().expect("tx code");
+    let mut form = token_form(&code, Some(tx_code));
+    form.extend([
+        ("user_pin", tx_code),
+        ("pin", tx_code),
+        ("client_id", "wallet-7"),
+        (
+            "authorization_details",
+            "[{\"type\":\"openid_credential\"}]",
+        ),
+        ("x-unknown", "Unrecorded-Value-42"),
+    ]);
+    let reply = token_reply(&app, &form).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let requested = events_of(&app, &id, "requested_token").await;
+    assert_eq!(
+        requested[0]["data"]["tokenRequest"],
+        json!({
+            "grant_type": PRE_AUTHORIZED_GRANT,
+            "pre-authorized_code": "[redacted]",
+            "tx_code": "[redacted]",
+            "client_id": "wallet-7",
+        })
+    );
+    let text = serde_json::to_string(&events(&app, &id).await).expect("JSON");
+    for leaked in [tx_code, code.as_str(), "Unrecorded-Value-42", "user_pin"] {
+        assert!(
+            !text.contains(leaked),
+            "{leaked} reached the events: {text}"
+        );
+    }
+
+    // A value the client chose is not echoed into a failure event either.
+    let (created, _, code) = offer_with_code(&app, without_tx_code()).await;
+    let id = offer_id(&created);
+    let form = [
+        ("grant_type", PRE_AUTHORIZED_GRANT),
+        ("pre-authorized_code", code.as_str()),
+        ("client_id", "bad\u{7f}id"),
+    ];
+    token_reply(&app, &form)
+        .await
+        .assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let reply = token_reply(
+        &app,
+        &[
+            ("grant_type", "Chosen-Grant-Type-9"),
+            ("pre-authorized_code", code.as_str()),
+        ],
+    )
+    .await;
+    reply.assert_oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    assert!(
+        !reply.text.contains("Chosen-Grant-Type-9"),
+        "{}",
+        reply.text
+    );
+    let text = serde_json::to_string(&events(&app, &id).await).expect("JSON");
+    assert!(!text.contains("Chosen-Grant-Type-9"), "{text}");
+}
+
 #[tokio::test]
 async fn the_attempt_limit_and_token_lifetime_follow_the_configuration() {
     let app = crate::helpers::spawn_app_with(json!({

@@ -696,6 +696,40 @@ async fn create_with_webhook(app: &TestApp, webhook: Value) -> [(reqwest::Status
     [profile, offer]
 }
 
+/// A bearer token is sent as a header: one that could not be (a space, a control character)
+/// is refused when the webhook is set, not found out at every delivery.
+#[tokio::test]
+async fn a_bearer_token_that_is_no_valid_header_value_is_refused_at_creation() {
+    let app = webhook_app(json!({})).await;
+    let url = "http://127.0.0.1:9/webhook";
+    for token in [
+        "",
+        "two words",
+        "tab\there",
+        "nul\u{0}byte",
+        "é",
+        &"x".repeat(4097),
+    ] {
+        let [profile, offer] =
+            create_with_webhook(&app, json!({"url": url, "bearerToken": token})).await;
+        for ((status, body), code) in [(profile, "invalid_profile"), (offer, "invalid_request")] {
+            crate::helpers::assert_api_error(status, &body, StatusCode::BAD_REQUEST, code);
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .expect("detail")
+                    .contains("bearerToken"),
+                "{body}"
+            );
+        }
+    }
+    for (status, body) in
+        create_with_webhook(&app, json!({"url": url, "bearerToken": "abc.DEF-123_~+/="})).await
+    {
+        assert!(status.is_success(), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn webhook_urls_pointing_at_private_or_special_addresses_are_refused_at_creation() {
     let app = webhook_app(json!({})).await;
@@ -860,6 +894,26 @@ async fn a_huge_response_body_is_read_only_up_to_max_response_bytes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pulled = served.load(Ordering::SeqCst);
     assert!(pulled < TOTAL / 2, "{pulled} of {TOTAL} bytes were served");
+}
+
+/// A receiver's answer is kept for the operator; bytes that are not text (a NUL, which
+/// PostgreSQL text cannot hold, or invalid UTF-8) must not stop the attempt being recorded.
+#[tokio::test]
+async fn a_response_body_with_nul_and_invalid_utf8_is_recorded_as_text() {
+    let receiver =
+        Receiver::answering(|| now(Response::new(Body::from(&b"ok\0done\xff\x01\nend"[..])))).await;
+    let app = webhook_app(json!({})).await;
+    let created = app
+        .create_offer(offer_to(
+            json!({"url": receiver.url, "events": ["credential_offer_created"]}),
+        ))
+        .await;
+    let items = wait_for_events(&app, &offer_id(&created), "delivered", all_delivered).await;
+    assert_eq!(attempt_codes(&items[0]), [Some(200)]);
+    assert_eq!(
+        delivery(&items[0])["attempts"][0]["response"],
+        "ok\u{fffd}done\u{fffd}\u{fffd}\nend"
+    );
 }
 
 #[tokio::test]
