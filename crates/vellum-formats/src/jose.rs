@@ -383,6 +383,13 @@ impl UnverifiedJws {
             return Err(JoseError::Malformed("expected three dot-separated parts"));
         };
         let header = json_object(&b64_decode(header)?, "header is not a JSON object")?;
+        // RFC 7515 §4.1.11: a recipient must refuse a JWS whose `crit` names an extension it
+        // does not understand, and Vellum understands none.
+        if header.contains_key("crit") {
+            return Err(JoseError::Malformed(
+                "the header has critical extensions (crit) this verifier does not understand",
+            ));
+        }
         let payload_object = json_object(&b64_decode(payload)?, "payload is not a JSON object")?;
         Ok(UnverifiedJws {
             header,
@@ -486,6 +493,15 @@ mod tests {
             Err(JoseError::BadSignature)
         );
         assert!(UnverifiedJws::parse("a.b").is_err());
+        for crit in [json!(["exp"]), json!([]), json!("b64")] {
+            let mut header = Map::new();
+            header.insert("crit".into(), crit);
+            let token = sign_compact(header, &json!({"a": 1}), &key);
+            assert!(
+                matches!(UnverifiedJws::parse(&token), Err(JoseError::Malformed(_))),
+                "crit must be refused"
+            );
+        }
         assert!(UnverifiedJws::parse("a.b.c.d").is_err());
         let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64("{}"));
         let jws = UnverifiedJws::parse(&none).expect("parses");

@@ -168,6 +168,26 @@ async fn a_proof_with_the_wrong_typ_is_rejected_with_invalid_proof() {
     expect_credential(&app, &wallet, &token).await;
 }
 
+/// RFC 7515 §4.1.11: a JWS whose `crit` names extensions the recipient does not understand
+/// must be refused; this issuer understands none.
+#[tokio::test]
+async fn a_proof_with_critical_header_extensions_is_rejected_with_invalid_proof() {
+    let app = spawn_app().await;
+    let (session, token) = demo_session_with_token(&app).await;
+    let wallet = Wallet::new();
+    for crit in [json!(["exp"]), json!(["b64"]), json!([])] {
+        let nonce = wallet.nonce(&app).await;
+        let proof = signed(
+            json!({"typ": PROOF_TYP, "jwk": wallet.key.public_jwk().to_value(),
+                   "crit": crit, "exp": 1, "b64": true}),
+            &proof_payload(&app, &nonce),
+            &wallet.key,
+        );
+        expect_error(&app, &session, &token, &body(&proof), "invalid_proof").await;
+    }
+    expect_credential(&app, &wallet, &token).await;
+}
+
 #[tokio::test]
 async fn a_proof_with_alg_none_or_an_unknown_alg_is_rejected_with_invalid_proof() {
     let app = spawn_app().await;
