@@ -32,6 +32,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::map_response(nosniff))
         .with_state(ctx)
 }
 
@@ -42,7 +43,18 @@ pub fn health_router(ctx: Arc<Context>) -> Router {
         .fallback(|| async {
             ApiError::NotFound("this instance serves no API (roles.api = false)".into())
         })
+        .layer(middleware::map_response(nosniff))
         .with_state(ctx)
+}
+
+/// Every response: browsers must take the content type as given, never guess one (a JSON
+/// error that echoes input must not become a page).
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// `endpoints` under the issuer URL's path (e.g. `/tenant/token`), or at the root without one.

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::extract::{ApiJson, ApiKey, ApiQuery, StreamAuth};
+use super::responses::no_store;
 use super::sse;
 use crate::context::Context;
 use crate::errors::ApiError;
@@ -50,7 +51,12 @@ pub fn router(ctx: &Context) -> Router<AppState> {
         )
         // Unknown paths under /api/v1 still need the key: nothing is learned without it.
         .fallback(|_: ApiKey| async { ApiError::NotFound("no such endpoint".into()) })
-        .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit));
+        .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit))
+        // Offers carry tx codes and codes, stream tokens are credentials, and everything else
+        // is the issuer's business: no cache, shared or private, keeps any of it.
+        .layer(axum::middleware::map_response(|response: Response| async {
+            no_store(response)
+        }));
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .nest("/api/v1", authenticated)

@@ -48,7 +48,7 @@ impl EventStream {
                 .to_owned()
         };
         assert!(header(CONTENT_TYPE).starts_with("text/event-stream"));
-        assert_eq!(header(CACHE_CONTROL), "no-cache");
+        assert_eq!(header(CACHE_CONTROL), "no-store");
         assert_eq!(
             header(reqwest::header::HeaderName::from_static(
                 "x-accel-buffering"
