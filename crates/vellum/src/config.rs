@@ -114,6 +114,7 @@ pub struct NotificationsConfig {
     pub poll_interval: String,
     pub signing_secret: String,
     pub allow_private_targets: Vec<String>,
+    pub proxy: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -315,6 +315,8 @@ pub struct DeliverySettings {
     pub poll_interval: Duration,
     pub signing_secret: Option<WebhookSecret>,
     pub policy: AddressPolicy,
+    /// `notifications.proxy`: every delivery goes through it (no proxy unless named).
+    pub proxy: Option<Url>,
 }
 
 /// `250ms`, `5s`, `5m`, `2h`, `1d`.
@@ -394,6 +396,18 @@ impl DeliverySettings {
                 )
             },
             policy: AddressPolicy::new(&config.allow_private_targets)?,
+            proxy: if config.proxy.is_empty() {
+                None
+            } else {
+                Some(
+                    Url::parse(&config.proxy)
+                        .ok()
+                        .filter(|url| {
+                            matches!(url.scheme(), "http" | "https") && url.host_str().is_some()
+                        })
+                        .ok_or("proxy: must be an http(s) URL such as http://egress:3128")?,
+                )
+            },
         })
     }
 }

@@ -64,6 +64,7 @@ pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
         bail!("--flows and --concurrency must be at least 1");
     }
     let client = reqwest::Client::builder()
+        .no_proxy()
         .pool_max_idle_per_host(options.concurrency)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;

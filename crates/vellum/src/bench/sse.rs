@@ -59,6 +59,7 @@ pub async fn run(options: SseOptions) -> anyhow::Result<()> {
         bail!("--subscribers, --events and --rate must be positive");
     }
     let client = reqwest::Client::builder()
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let after = newest_sequence(&client, &options).await?;

@@ -141,6 +141,7 @@ pub async fn run(options: WebhookOptions) -> anyhow::Result<()> {
         .with_state(arrivals.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let client = reqwest::Client::builder()
+        .no_proxy()
         .pool_max_idle_per_host(options.concurrency.max(64))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;

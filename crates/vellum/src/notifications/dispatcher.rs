@@ -48,8 +48,15 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// The webhook client. Proxy variables in the environment (`HTTP_PROXY`, ...) are ignored: a
+/// proxy would resolve target names itself, past the resolver below, and receive every
+/// bearer token. Only `notifications.proxy` names one.
 pub fn client(settings: &DeliverySettings) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    let builder = match &settings.proxy {
+        Some(proxy) => reqwest::Client::builder().proxy(reqwest::Proxy::all(proxy.as_str())?),
+        None => reqwest::Client::builder().no_proxy(),
+    };
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(settings.connect_timeout)
         .dns_resolver(Arc::new(GuardedResolver {

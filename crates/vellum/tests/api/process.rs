@@ -79,6 +79,11 @@ fn log_file(dir: &std::path::Path, port: u16) -> Stdio {
 }
 
 impl Server {
+    /// A client that talks to the server directly, whatever proxy the environment names.
+    pub fn client(&self) -> Client {
+        Client::builder().no_proxy().build().expect("client")
+    }
+
     pub async fn kill_9(mut self) {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reaped");

@@ -675,6 +675,67 @@ async fn a_redirect_is_recorded_and_never_followed_to_an_internal_address() {
     }
 }
 
+/// A proxy from the environment would resolve target names past the address check and see
+/// every bearer token: the real binary, started with every proxy variable set, still delivers
+/// straight to the receiver, and the proxy is never contacted.
+#[tokio::test]
+async fn proxy_variables_in_the_environment_are_ignored() {
+    let proxy = ConnectionCounter::start("127.0.0.1:0").await;
+    let receiver = Receiver::start(Vec::new()).await;
+    let dir = crate::database::TestDir::new().await;
+    let proxy_url = format!("http://{}", proxy.address);
+    let mut env: Vec<(&str, String)> = [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|name| (name, proxy_url.clone()))
+    .collect();
+    env.push((
+        "VELLUM_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS",
+        "[\"127.0.0.1/32\"]".into(),
+    ));
+    let server = crate::process::start(&dir, crate::support::free_port(), &env).await;
+    let created = server
+        .client()
+        .post(format!("{}/api/v1/offers", server.url))
+        .bearer_auth(crate::helpers::API_KEY)
+        .json(&offer_to(
+            json!({"url": receiver.url, "bearerToken": "proxy-must-not-see-this"}),
+        ))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let received = receiver.wait_for(1).await;
+    assert_eq!(received[0].body["type"], "credential_offer_created");
+    assert_eq!(proxy.count(), 0, "the proxy was contacted");
+}
+
+/// `notifications.proxy` is the one way to send through a proxy: then every delivery does.
+#[tokio::test]
+async fn a_configured_proxy_carries_every_delivery() {
+    // An axum receiver understands the proxy's absolute-form request line as its own path.
+    let proxy = Receiver::start(Vec::new()).await;
+    let proxy_address = proxy.url.trim_end_matches("/webhook/issuance").to_owned();
+    let target = Receiver::start(Vec::new()).await;
+    let app = webhook_app(json!({"notifications": {"proxy": proxy_address}})).await;
+    app.create_offer(offer_to(
+        json!({"url": target.url, "events": ["credential_offer_created"]}),
+    ))
+    .await;
+    let through = proxy.wait_for(1).await;
+    assert_eq!(through[0].body["type"], "credential_offer_created");
+    assert!(
+        target.received().is_empty(),
+        "a delivery went around the proxy"
+    );
+}
+
 /// POSTs a profile and an offer with `url` as webhook; returns both answers.
 async fn create_with_webhook(app: &TestApp, webhook: Value) -> [(reqwest::StatusCode, Value); 2] {
     let notifications = json!({"webhook": webhook});
