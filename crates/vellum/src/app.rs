@@ -144,16 +144,18 @@ impl App {
                 ctx.stopping.cancel();
             }
         };
-        let served = axum::serve(self.listener, router)
-            .with_graceful_shutdown(stopping)
-            .await;
+        let limits = crate::http::server::ConnectionLimits {
+            header_read_timeout: self.ctx.config.http.header_read_timeout,
+            max_connections: self.ctx.config.http.max_connections,
+        };
+        crate::http::server::serve(self.listener, router, limits, stopping).await;
         shutdown.cancel();
         for (task, handle) in workers {
             if let Err(error) = handle.await {
                 tracing::error!(%error, task, "background task ended abnormally");
             }
         }
-        served
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -48,6 +49,13 @@ pub struct HttpConfig {
     pub port: u16,
     pub management_body_limit: usize,
     pub protocol_body_limit: usize,
+    /// For a request's headers, from the moment the connection waits for one.
+    #[serde(deserialize_with = "delay")]
+    pub header_read_timeout: Duration,
+    /// For a request's body and its answer (a stream: until it starts).
+    #[serde(deserialize_with = "delay")]
+    pub request_timeout: Duration,
+    pub max_connections: usize,
 }
 
 /// What this instance does; several instances on one PostgreSQL database may split the work.
@@ -126,8 +134,7 @@ pub struct StreamsConfig {
 impl StreamsConfig {
     /// The heartbeat interval; validated at start, so the fallback is never used.
     pub fn heartbeat_interval(&self) -> std::time::Duration {
-        crate::notifications::parse_delay(&self.heartbeat)
-            .unwrap_or(std::time::Duration::from_secs(15))
+        parse_delay(&self.heartbeat).unwrap_or(std::time::Duration::from_secs(15))
     }
 }
 
@@ -206,6 +213,36 @@ pub struct KeyDeclaration {
     pub algorithm: String,
 }
 
+/// `250ms`, `5s`, `5m`, `2h`, `1d`.
+pub fn parse_delay(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{text:?} is not a delay such as 250ms, 5s, 5m, 2h or 1d");
+    let (number, unit_ms) = if let Some(number) = text.strip_suffix("ms") {
+        (number, 1)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1000)
+    } else if let Some(number) = text.strip_suffix('m') {
+        (number, 60_000)
+    } else if let Some(number) = text.strip_suffix('h') {
+        (number, 3_600_000)
+    } else if let Some(number) = text.strip_suffix('d') {
+        (number, 86_400_000)
+    } else {
+        return Err(invalid());
+    };
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    number
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= 7 * 86_400_000)
+        .map(Duration::from_millis)
+        .ok_or_else(invalid)
+}
+
+/// A [`parse_delay`] text as a `Duration`, for settings read once at start.
+fn delay<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_delay(&text).map_err(serde::de::Error::custom)
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
@@ -282,6 +319,28 @@ impl Config {
                 _ => return fail("public_url", "must be an http(s) URL without query"),
             }
         }
+        for (key, limit) in [
+            (
+                "http.management_body_limit",
+                self.http.management_body_limit,
+            ),
+            ("http.protocol_body_limit", self.http.protocol_body_limit),
+        ] {
+            if !(4096..=64 << 20).contains(&limit) {
+                return fail(key, "must be between 4096 and 67108864 bytes");
+            }
+        }
+        for (key, timeout) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.request_timeout", self.http.request_timeout),
+        ] {
+            if timeout.is_zero() {
+                return fail(key, "must be positive");
+            }
+        }
+        if !(1..=1_000_000).contains(&self.http.max_connections) {
+            return fail("http.max_connections", "must be between 1 and 1000000");
+        }
         if !self.api_key.is_empty() && self.api_key.len() < 32 {
             return fail("api_key", "must be at least 32 characters");
         }
@@ -305,7 +364,7 @@ impl Config {
         if !(1..=1000).contains(&self.database.pool_size) {
             return fail("database.pool_size", "must be between 1 and 1000");
         }
-        match crate::notifications::parse_delay(&self.database.connect_timeout) {
+        match parse_delay(&self.database.connect_timeout) {
             Ok(delay) if !delay.is_zero() => {}
             Ok(_) => return fail("database.connect_timeout", "must be positive"),
             Err(why) => return fail("database.connect_timeout", &why),
@@ -341,7 +400,7 @@ impl Config {
         }
         crate::notifications::DeliverySettings::from_config(&self.notifications)
             .map_err(|why| ConfigError(format!("notifications.{why}")))?;
-        match crate::notifications::parse_delay(&self.streams.heartbeat) {
+        match parse_delay(&self.streams.heartbeat) {
             Ok(delay) if !delay.is_zero() => {}
             Ok(_) => return fail("streams.heartbeat", "must be positive"),
             Err(why) => return fail("streams.heartbeat", &why),
@@ -433,8 +492,7 @@ impl Config {
 
     /// How long opening a database connection may take (PostgreSQL).
     pub fn database_connect_timeout(&self) -> std::time::Duration {
-        crate::notifications::parse_delay(&self.database.connect_timeout)
-            .unwrap_or(std::time::Duration::from_secs(5))
+        parse_delay(&self.database.connect_timeout).unwrap_or(std::time::Duration::from_secs(5))
     }
 }
 
@@ -453,6 +511,14 @@ mod tests {
                 .credential_configurations
                 .contains_key("identity_credential")
         );
+    }
+
+    #[test]
+    fn delays_parse_with_units() {
+        assert_eq!(parse_delay("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_delay("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_delay("5").is_err());
+        assert!(parse_delay("30d").is_err());
     }
 
     #[test]

@@ -5,17 +5,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::context::Context;
-use crate::errors::ApiError;
+use crate::errors::{ApiError, OAuthError};
 
 mod extract;
 mod management;
 mod protocol;
 mod responses;
+pub mod server;
 mod sse;
 
 pub type AppState = Arc<Context>;
@@ -31,9 +33,41 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            request_deadline,
+        ))
         .layer(middleware::from_fn(log_request))
         .layer(middleware::map_response(nosniff))
         .with_state(ctx)
+}
+
+/// `http.request_timeout` over receiving a request's body and answering it, so that a client
+/// that sends its body slowly (or never) cannot hold a connection: 408 in the surface's error
+/// format. A stream's response has started when the handler returns, so it is not cut.
+async fn request_deadline(State(ctx): State<AppState>, request: Request, next: Next) -> Response {
+    let management = request
+        .uri()
+        .path()
+        .strip_prefix(ctx.base_path.as_str())
+        .is_some_and(|path| path.starts_with("/api/v1"));
+    let timeout = ctx.config.http.request_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let detail = format!(
+                "the request was not received and answered within {} ms (http.request_timeout)",
+                timeout.as_millis()
+            );
+            let mut response = if management {
+                ApiError::invalid("request_timeout", detail).into_response()
+            } else {
+                OAuthError::InvalidRequest(detail).into_response()
+            };
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            response
+        }
+    }
 }
 
 /// An instance without the api role: only `/health` (under the issuer URL's path).

@@ -7,6 +7,7 @@ mod support;
 mod wallet;
 
 mod cluster;
+mod connections;
 mod credential;
 mod durability;
 mod flow;
