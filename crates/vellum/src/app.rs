@@ -19,21 +19,54 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 use crate::streams::LogTail;
 
+/// Why the service did not start: one line that names the setting to look at. (No variant
+/// has a `source`: the message already holds the cause, and a chain would repeat it.)
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("database: {0}")]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Secrets(#[from] SecretsError),
+    #[error("{0}")]
+    Config(String),
+    #[error("http.host, http.port: cannot listen on {address}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error("database.url: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Secrets(String),
     #[error("{0}")]
     Setup(String),
+}
+
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        StartError::Config(error.to_string())
+    }
+}
+
+impl From<StoreError> for StartError {
+    fn from(error: StoreError) -> Self {
+        StartError::Store(one_line(&error))
+    }
+}
+
+impl From<SecretsError> for StartError {
+    fn from(error: SecretsError) -> Self {
+        StartError::Secrets(one_line(&error))
+    }
+}
+
+/// An error and its causes on one line, each said once (drivers often repeat their cause in
+/// their own message).
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 pub struct App {
@@ -50,27 +83,35 @@ impl App {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<App, StartError> {
+        // What needs neither disk nor network is checked first: a bad setting stops the start
+        // before a master key, a database or a key has been made.
+        profiles::check_configured(&config).map_err(StartError::Setup)?;
         let address = format!("{}:{}", config.http.host, config.http.port);
+        let listen_error = |address: &str, error: std::io::Error| StartError::Listen {
+            address: address.to_owned(),
+            reason: one_line(&error),
+        };
         let listener = TcpListener::bind(&address)
             .await
-            .map_err(|source| StartError::Listen { address, source })?;
-        let port = listener.local_addr().map_err(|source| StartError::Listen {
-            address: config.http.host.clone(),
-            source,
-        })?;
+            .map_err(|error| listen_error(&address, error))?;
+        let port = listener
+            .local_addr()
+            .map_err(|error| listen_error(&address, error))?;
         let issuer_url = config.issuer_url(port.port());
         let base_path = Url::parse(&issuer_url)
             .map(|url| url.path().trim_end_matches('/').to_owned())
             .map_err(|error| StartError::Setup(format!("public_url: {error}")))?;
 
-        let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
         let delivery = Arc::new(
             DeliverySettings::from_config(&config.notifications)
                 .map_err(|why| StartError::Setup(format!("notifications.{why}")))?,
         );
         // TLS for https webhooks, on ring; a second install (tests start many apps) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // The database before the master key file: a database that cannot be reached leaves no
+        // new master key behind.
         let store = open_store(&config).await?;
+        let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
         check_master_key(&secrets, store.as_ref()).await?;
         let log_tail = LogTail::new(*store.watch_events().borrow());
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
@@ -172,7 +213,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             };
             Arc::new(PostgresStore::open(&url, options).await?)
         }
-        None => return Err(StartError::Setup("database.url: unsupported".into())),
+        None => return Err(StartError::Store("unsupported".into())),
     })
 }
 
@@ -183,7 +224,7 @@ async fn check_master_key(secrets: &Secrets, store: &dyn Store) -> Result<(), St
     let fingerprint = secrets.fingerprint();
     if store.init_setting("master_key_check", &fingerprint).await? != fingerprint {
         return Err(StartError::Setup(
-            "master key: this database was set up with another master key; give every \
+            "master_key: this database was set up with another master key; give every \
              instance the same one (VELLUM_MASTER_KEY)"
                 .into(),
         ));

@@ -247,6 +247,50 @@ fn delay<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, 
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+impl ConfigError {
+    /// figment's message on one line, naming the key as the file spells it (`http.port`, not
+    /// the environment's `HTTP.PORT` or figment's `default.http.port`). A TOML syntax error
+    /// comes with a source excerpt on lines of their own, which are dropped: the message
+    /// names line and column.
+    fn from_figment(error: figment::Error) -> ConfigError {
+        let messages: Vec<String> = error
+            .into_iter()
+            .map(|error| {
+                let from = error
+                    .metadata
+                    .as_ref()
+                    .map(|metadata| match &metadata.source {
+                        Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                        _ => format!(" (in {})", metadata.name),
+                    });
+                if !error.path.is_empty() {
+                    let key = error.path.join(".").to_lowercase();
+                    return format!("{key}: {}{}", error.kind, from.unwrap_or_default());
+                }
+                let text = error.to_string();
+                let mut lines = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .filter(|line| {
+                        !line
+                            .trim_start_matches(|c: char| c.is_ascii_digit())
+                            .trim_start()
+                            .starts_with('|')
+                    });
+                let first = lines.next().unwrap_or_default().to_owned();
+                let rest: Vec<&str> = lines.collect();
+                if rest.is_empty() {
+                    first
+                } else {
+                    format!("{first}: {}", rest.join(" "))
+                }
+            })
+            .collect();
+        ConfigError(messages.join("; "))
+    }
+}
+
 impl Config {
     /// Loads the layers. `file` is an optional operator file; `VELLUM_CONFIG` names one too.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -280,7 +324,7 @@ impl Config {
         let demo: bool = probe
             .merge(env())
             .extract_inner("demo")
-            .map_err(|error| ConfigError(error.to_string()))?;
+            .map_err(ConfigError::from_figment)?;
         if demo {
             layers.push(Toml::string(DEMO));
         }
@@ -304,9 +348,7 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment
-            .extract()
-            .map_err(|error| ConfigError(error.to_string()))?;
+        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
         config.validate()?;
         Ok(config)
     }
@@ -315,8 +357,34 @@ impl Config {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if !self.public_url.is_empty() {
             match Url::parse(&self.public_url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
-                _ => return fail("public_url", "must be an http(s) URL without query"),
+                // Published in metadata, offers and credentials: no credentials in it, nothing
+                // after the path.
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host_str().is_some()
+                        && url.username().is_empty()
+                        && url.password().is_none()
+                        && url.query().is_none()
+                        && url.fragment().is_none() => {}
+                _ => {
+                    return fail(
+                        "public_url",
+                        "must be an http(s) URL with a host and no user info, query or fragment",
+                    );
+                }
+            }
+        }
+        if !valid_host(&self.http.host) {
+            return fail(
+                "http.host",
+                "must be an IP address (such as 0.0.0.0 or ::) or a host name",
+            );
+        }
+        if !self.master_key.is_empty() {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(self.master_key.trim());
+            if decoded.map(|key| key.len()) != Ok(32) {
+                return fail("master_key", "must be 32 random bytes in base64");
             }
         }
         for (key, limit) in [
@@ -404,6 +472,12 @@ impl Config {
             Ok(delay) if !delay.is_zero() => {}
             Ok(_) => return fail("streams.heartbeat", "must be positive"),
             Err(why) => return fail("streams.heartbeat", &why),
+        }
+        if !(1..=100 * 366 * 86_400).contains(&self.credentials.default_validity_seconds) {
+            return fail(
+                "credentials.default_validity_seconds",
+                "must be between 1 second and 100 years",
+            );
         }
         if self.sessions.sweep_interval_seconds == 0 {
             return fail("sessions.sweep_interval_seconds", "must be greater than 0");
@@ -494,6 +568,23 @@ impl Config {
     pub fn database_connect_timeout(&self) -> std::time::Duration {
         parse_delay(&self.database.connect_timeout).unwrap_or(std::time::Duration::from_secs(5))
     }
+}
+
+/// An IP address, or a host name of DNS labels.
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 #[cfg(test)]

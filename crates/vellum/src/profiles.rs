@@ -10,7 +10,7 @@ use vellum_formats::sdjwt::{self, SelectiveDisclosure};
 use vellum_formats::{did, jwt_vc, x509};
 
 use crate::clock::Millis;
-use crate::config::CredentialFormat;
+use crate::config::{Config, CredentialConfiguration, CredentialFormat};
 use crate::context::Context;
 use crate::errors::{ApiError, Internal};
 use crate::events;
@@ -153,34 +153,16 @@ pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
 }
 
 /// Every rule a definition must meet before anything is issued from it, so that issuance
-/// itself cannot fail on the profile. `verified` is a definition that passed earlier (the
-/// profile version an offer is made from): a certificate chain it shares with `definition`, for
-/// the same key, had its signatures checked then, so only its validity period is checked again.
+/// itself cannot fail on the profile: [`check_rules`], then what needs the issuer key and the
+/// network. `verified` is a definition that passed earlier (the profile version an offer is
+/// made from): a certificate chain it shares with `definition`, for the same key, had its
+/// signatures checked then, so only its validity period is checked again.
 pub async fn validate(
     ctx: &Context,
     definition: &ProfileDefinition,
     verified: Option<&ProfileDefinition>,
 ) -> Result<(), ApiError> {
-    if definition.name.trim().is_empty() || definition.name.chars().count() > 200 {
-        return Err(invalid("name must be 1-200 characters"));
-    }
-    let Some(configuration) = ctx
-        .config
-        .credential_configurations
-        .get(&definition.credential_configuration_id)
-    else {
-        return Err(ApiError::invalid(
-            "unknown_credential_configuration",
-            format!(
-                "no credential configuration {:?}; configured: {:?}",
-                definition.credential_configuration_id,
-                ctx.config
-                    .credential_configurations
-                    .keys()
-                    .collect::<Vec<_>>()
-            ),
-        ));
-    };
+    let configuration = check_rules(&ctx.config, definition)?;
     let Some(key) = ctx.store.key(&definition.issuer_key_id).await? else {
         return Err(ApiError::invalid(
             "unknown_key",
@@ -200,13 +182,79 @@ pub async fn validate(
             configuration.credential_signing_alg_values_supported
         )));
     }
+    // A DID that carries its key must carry the issuer key, or verifiers would reject every
+    // credential.
+    if let Some(did) = &definition.issuer_did
+        && (did.starts_with("did:jwk:") || did.starts_with("did:key:"))
+    {
+        let carried = did::jwk_from_did(did)
+            .map_err(|error| invalid(format!("issuerDid {did:?}: {error}")))?;
+        let issuer = keys::public_jwk(&key)?;
+        if carried.thumbprint() != issuer.thumbprint() {
+            return Err(invalid(format!(
+                "issuerDid {did:?} is not a DID of key {}",
+                definition.issuer_key_id
+            )));
+        }
+    }
+    if let Some(chain) = &definition.x5_chain {
+        let unchanged = verified.is_some_and(|verified| {
+            verified.x5_chain.as_ref() == Some(chain)
+                && verified.issuer_key_id == definition.issuer_key_id
+        });
+        if unchanged {
+            still_valid(chain, ctx.clock.now()).map_err(invalid)?;
+        } else {
+            check_chain(chain, &keys::public_jwk(&key)?, ctx.clock.now()).map_err(invalid)?;
+        }
+        // Also for an unchanged chain: the issuer URL may have changed since (public_url).
+        if is_sd_jwt(configuration.format) {
+            check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
+        }
+    }
+    if let Some(notifications) = &definition.notifications {
+        crate::notifications::check_target(&ctx.delivery.policy, &notifications.webhook.url)
+            .await
+            .map_err(|why| ApiError::invalid("invalid_webhook", why))?;
+    }
+    Ok(())
+}
+
+fn is_sd_jwt(format: CredentialFormat) -> bool {
+    matches!(
+        format,
+        CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy
+    )
+}
+
+/// The rules that need neither the store nor the network, so that the profiles of the
+/// configuration file are checked before anything is created at start. The identity
+/// shorthands (`"did:jwk"`, `x5Chain: "development"`, ...) pass here; they are expanded before
+/// [`validate`]. Returns the profile's credential configuration.
+pub fn check_rules<'c>(
+    config: &'c Config,
+    definition: &ProfileDefinition,
+) -> Result<&'c CredentialConfiguration, ApiError> {
+    if definition.name.trim().is_empty() || definition.name.chars().count() > 200 {
+        return Err(invalid("name must be 1-200 characters"));
+    }
+    let Some(configuration) = config
+        .credential_configurations
+        .get(&definition.credential_configuration_id)
+    else {
+        return Err(ApiError::invalid(
+            "unknown_credential_configuration",
+            format!(
+                "no credential configuration {:?}; configured: {:?}",
+                definition.credential_configuration_id,
+                config.credential_configurations.keys().collect::<Vec<_>>()
+            ),
+        ));
+    };
     if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
         return Err(invalid("give issuerDid or x5Chain, not both"));
     }
-    let sd_jwt = matches!(
-        configuration.format,
-        CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy
-    );
+    let sd_jwt = is_sd_jwt(configuration.format);
     if sd_jwt && definition.issuer_did.is_none() && definition.x5_chain.is_none() {
         return Err(invalid(format!(
             "an SD-JWT VC credential needs an issuer identity: issuerDid (e.g. \"did:jwk\") or \
@@ -232,36 +280,8 @@ pub async fn validate(
         let well_formed = parts.next() == Some("did")
             && parts.next().is_some_and(|method| !method.is_empty())
             && parts.next().is_some_and(|rest| !rest.is_empty());
-        if !well_formed {
+        if !well_formed && !DID_SHORTHANDS.contains(&did.as_str()) {
             return Err(invalid(format!("issuerDid {did:?} is not a DID")));
-        }
-        // A DID that carries its key must carry the issuer key, or verifiers would reject
-        // every credential.
-        if did.starts_with("did:jwk:") || did.starts_with("did:key:") {
-            let carried = did::jwk_from_did(did)
-                .map_err(|error| invalid(format!("issuerDid {did:?}: {error}")))?;
-            let issuer = keys::public_jwk(&key)?;
-            if carried.thumbprint() != issuer.thumbprint() {
-                return Err(invalid(format!(
-                    "issuerDid {did:?} is not a DID of key {}",
-                    definition.issuer_key_id
-                )));
-            }
-        }
-    }
-    if let Some(chain) = &definition.x5_chain {
-        let unchanged = verified.is_some_and(|verified| {
-            verified.x5_chain.as_ref() == Some(chain)
-                && verified.issuer_key_id == definition.issuer_key_id
-        });
-        if unchanged {
-            still_valid(chain, ctx.clock.now()).map_err(invalid)?;
-        } else {
-            check_chain(chain, &keys::public_jwk(&key)?, ctx.clock.now()).map_err(invalid)?;
-        }
-        // Also for an unchanged chain: the issuer URL may have changed since (public_url).
-        if sd_jwt {
-            check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
         }
     }
     check_data(definition, configuration.format)?;
@@ -296,10 +316,18 @@ pub async fn validate(
             .and_then(|()| sdjwt::validate_against(disclosure, &definition.credential_data))
             .map_err(|error| invalid(format!("selectiveDisclosure: {error}")))?;
     }
-    if let Some(notifications) = &definition.notifications {
-        crate::notifications::check_target(&ctx.delivery.policy, &notifications.webhook.url)
-            .await
-            .map_err(|why| ApiError::invalid("invalid_webhook", why))?;
+    Ok(configuration)
+}
+
+/// The `issuerDid` values [`expand_shorthands`] replaces with a full DID.
+const DID_SHORTHANDS: [&str; 3] = ["did:jwk", "did:key", "did:web"];
+
+/// The profiles of the configuration file against [`check_rules`], before anything exists: a
+/// bad one stops the start with one line naming it.
+pub fn check_configured(config: &Config) -> Result<(), String> {
+    for (id, definition) in &config.profiles {
+        ProfileId::parse(id).map_err(|error| format!("profiles.{id}: {error}"))?;
+        check_rules(config, definition).map_err(|error| format!("profiles.{id}: {error}"))?;
     }
     Ok(())
 }

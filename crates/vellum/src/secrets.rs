@@ -18,7 +18,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
-    #[error("master key: {0}")]
+    /// The message names the setting: `master_key` or `master_key_file`.
+    #[error("{0}")]
     MasterKey(String),
     #[error("sealed data cannot be opened with this master key")]
     Unseal,
@@ -63,38 +64,36 @@ impl std::fmt::Debug for Secrets {
 impl Secrets {
     /// From `master_key` (base64) if set, else from `file`, creating it on first start.
     pub fn load(master_key: &str, file: &Path) -> Result<Secrets, SecretsError> {
-        let encoded = if !master_key.is_empty() {
-            Zeroizing::new(master_key.trim().to_owned())
+        let in_file = |why: String| {
+            SecretsError::MasterKey(format!("master_key_file {}: {why}", file.display()))
+        };
+        let (encoded, from) = if !master_key.is_empty() {
+            (
+                Zeroizing::new(master_key.trim().to_owned()),
+                "master_key".to_owned(),
+            )
         } else if file.exists() {
-            Zeroizing::new(
-                std::fs::read_to_string(file)
-                    .map_err(|error| {
-                        SecretsError::MasterKey(format!("{}: {error}", file.display()))
-                    })?
-                    .trim()
-                    .to_owned(),
+            let text = std::fs::read_to_string(file).map_err(|error| in_file(error.to_string()))?;
+            (
+                Zeroizing::new(text.trim().to_owned()),
+                format!("master_key_file {}", file.display()),
             )
         } else {
             let mut key = Zeroizing::new([0u8; 32]);
             OsRng.fill_bytes(key.as_mut());
             let encoded = Zeroizing::new(STANDARD.encode(key.as_ref()));
             write_private_file(file, encoded.as_bytes())
-                .map_err(|error| SecretsError::MasterKey(format!("{}: {error}", file.display())))?;
+                .map_err(|error| in_file(error.to_string()))?;
             tracing::warn!(
                 file = %file.display(),
                 "generated a new master key; set VELLUM_MASTER_KEY from a secret store in production"
             );
-            encoded
+            (encoded, format!("master_key_file {}", file.display()))
         };
-        let bytes = Zeroizing::new(
-            STANDARD
-                .decode(encoded.as_bytes())
-                .map_err(|_| SecretsError::MasterKey("not base64".into()))?,
-        );
-        let master: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| SecretsError::MasterKey("must be 32 bytes".into()))?;
+        let invalid =
+            || SecretsError::MasterKey(format!("{from}: must be 32 random bytes in base64"));
+        let bytes = Zeroizing::new(STANDARD.decode(encoded.as_bytes()).map_err(|_| invalid())?);
+        let master: [u8; 32] = bytes.as_slice().try_into().map_err(|_| invalid())?;
         Ok(Secrets {
             master: Zeroizing::new(master),
         })

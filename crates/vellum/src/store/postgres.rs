@@ -88,7 +88,12 @@ fn db_error(error: tokio_postgres::Error) -> StoreError {
         }
     };
     if unavailable {
-        StoreError::Unavailable(error.to_string())
+        // The driver's message ("error connecting to server") leaves the why to its source.
+        let mut text = error.to_string();
+        if let Some(cause) = std::error::Error::source(&error) {
+            text = format!("{text}: {cause}");
+        }
+        StoreError::Unavailable(text)
     } else {
         StoreError::Database(Box::new(error))
     }

@@ -25,6 +25,7 @@ mod process;
 mod profiles;
 mod restart;
 mod sessions;
+mod startup;
 mod store;
 mod streams;
 mod token;
