@@ -33,11 +33,16 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("VELLUM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let filter = EnvFilter::try_from_env("VELLUM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // The PostgreSQL driver logs each statement's parameters at debug level, webhook bearer
+        // tokens among them: never, whatever VELLUM_LOG asks for.
+        .add_directive(
+            "tokio_postgres::query=info"
+                .parse()
+                .expect("a valid directive"),
+        );
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     // TLS (webhooks, bench against https) on ring; App::build installs it too, for tests.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match Cli::parse().command {

@@ -13,6 +13,8 @@ use crate::helpers::{API_KEY, MASTER_KEY};
 pub struct Server {
     child: Child,
     pub url: String,
+    /// The file its output goes to.
+    pub log: std::path::PathBuf,
 }
 
 /// Starts `vellum serve` in `dir` on `port`, on the directory's database, with the test keys,
@@ -38,7 +40,7 @@ pub async fn start_on_database(
         .env("VELLUM_MASTER_KEY", MASTER_KEY)
         .env("VELLUM_DATABASE__URL", database_url)
         .env("VELLUM_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(log_file(dir, port))
         .stderr(log_file(dir, port))
         .kill_on_drop(true);
     for (name, value) in env {
@@ -48,13 +50,16 @@ pub async fn start_on_database(
     let url = format!("http://127.0.0.1:{port}");
     let client = Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let log =
-        || std::fs::read_to_string(dir.join(format!("vellum-{port}.log"))).unwrap_or_default();
+    let log = || std::fs::read_to_string(log_path(dir, port)).unwrap_or_default();
     loop {
         if let Ok(response) = client.get(format!("{url}/health")).send().await
             && response.status() == StatusCode::OK
         {
-            return Server { child, url };
+            return Server {
+                child,
+                url,
+                log: log_path(dir, port),
+            };
         }
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
@@ -71,11 +76,19 @@ pub async fn start_on_database(
     }
 }
 
-/// Where an instance's log goes: a file per port in its directory, shown when it fails.
+/// Where an instance's output goes (its log on stdout, a failure to start on stderr): one file
+/// per port in its directory, appended to by both, shown when it fails.
 fn log_file(dir: &std::path::Path, port: u16) -> Stdio {
-    std::fs::File::create(dir.join(format!("vellum-{port}.log")))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir, port))
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
+}
+
+pub fn log_path(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    dir.join(format!("vellum-{port}.log"))
 }
 
 impl Server {
