@@ -13,14 +13,15 @@ use crate::context::Context;
 use crate::errors::{CredentialError, Internal};
 use crate::events;
 use crate::mapping::{self, Inputs};
-use crate::oauth;
+use crate::oauth::nonces;
 use crate::offers::IssuanceTemplate;
 use crate::profiles;
+use crate::protocol::PROOF_TYP;
 use crate::secrets::hash_secret;
 use crate::sessions;
-use crate::store::{IssuanceCommit, NewEvent, SessionLookup, SessionRecord, SessionStatus};
-
-pub const PROOF_TYP: &str = "openid4vci-proof+jwt";
+use crate::store::{
+    Issuance, IssuanceCommit, IssuedCredentialRecord, NewEvent, SessionRecord, SessionStatus,
+};
 
 #[derive(Debug, Serialize)]
 pub struct CredentialResponse {
@@ -42,19 +43,20 @@ pub async fn request_credential(
     let token = bearer.ok_or_else(|| {
         CredentialError::InvalidToken("an access token is required (Authorization: Bearer)".into())
     })?;
-    let session = ctx
+    let token_hash = hash_secret(token);
+    let (token, session) = ctx
         .store
-        .session_by(SessionLookup::AccessToken(&hash_secret(token)))
+        .token_session(&token_hash)
         .await?
         .ok_or_else(|| CredentialError::InvalidToken("unknown access token".into()))?;
     let now = ctx.clock.now();
-    if session.token_expires_at.is_none_or(|at| at <= now) {
+    if token.expires_at <= now {
         return Err(CredentialError::InvalidToken(
             "the access token has expired".into(),
         ));
     }
     let issued = match body {
-        Ok(body) => issue(ctx, &session, &body, now).await,
+        Ok(body) => issue(ctx, &session, token_hash, &body, now).await,
         Err(error) => Err(error),
     };
     match issued {
@@ -81,6 +83,7 @@ pub async fn request_credential(
 async fn issue(
     ctx: &Context,
     session: &SessionRecord,
+    token_hash: String,
     body: &Value,
     now: Millis,
 ) -> Result<CredentialResponse, CredentialError> {
@@ -144,25 +147,40 @@ async fn issue(
             "the proof is not signed by the key this offer is bound to".into(),
         ));
     }
-    let (credential, issued) = build(ctx, session, &template, &proven.jwk, now).await?;
-    let status = events::status_changed(
-        session.id,
-        SessionStatus::Active,
-        SessionStatus::Successful,
-        None,
-        now,
-    );
-    match ctx
-        .store
-        .complete_issuance(
+    let (credential, issued, expires_at) = build(ctx, session, &template, &proven.jwk, now).await?;
+    let record = IssuedCredentialRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        session_id: session.id,
+        credential_configuration_id: session.credential_configuration_id.clone(),
+        format: format_name(ctx, &session.credential_configuration_id),
+        holder: proven.jwk.thumbprint(),
+        issued_at: now,
+        expires_at: expires_at.saturating_mul(1000),
+        status: template.definition.credential_status.clone(),
+    };
+    // An offer names one credential configuration: its credential completes the session.
+    let finish = true;
+    let mut events = vec![issued];
+    if finish {
+        events.push(events::status_changed(
             session.id,
-            &hash_secret(&proven.nonce),
-            proven.nonce_expires_at,
+            SessionStatus::Active,
+            SessionStatus::Successful,
+            None,
             now,
-            &[issued, status],
-        )
-        .await?
-    {
+        ));
+    }
+    let issuance = Issuance {
+        session: session.id,
+        token_hash,
+        nonce_hash: hash_secret(&proven.nonce),
+        nonce_expires_at: proven.nonce_expires_at,
+        credentials: vec![record],
+        finish,
+        now,
+        events,
+    };
+    match ctx.store.complete_issuance(&issuance).await? {
         IssuanceCommit::Issued => Ok(CredentialResponse {
             credentials: vec![IssuedCredential { credential }],
         }),
@@ -298,8 +316,8 @@ fn verify_proof(
     let nonce = claims.get("nonce").and_then(Value::as_str).ok_or_else(|| {
         invalid("the proof has no nonce; fetch one from the nonce endpoint".into())
     })?;
-    let nonce_expires_at =
-        oauth::check_nonce(ctx, nonce).map_err(|why| CredentialError::InvalidNonce(why.into()))?;
+    let nonce_expires_at = nonces::check(&ctx.secrets, nonce, now)
+        .map_err(|why| CredentialError::InvalidNonce(why.into()))?;
     Ok(ProvenKey {
         jwk,
         nonce: nonce.to_owned(),
@@ -307,15 +325,24 @@ fn verify_proof(
     })
 }
 
-/// The session's credential, in its configuration's format, and the event announcing it (the
-/// contract's `sdjwt_issue {sdjwt}` or `jwt_issue {jwt}`).
+/// The format name (as metadata gives it) of a credential configuration.
+fn format_name(ctx: &Context, configuration_id: &str) -> String {
+    ctx.config
+        .credential_configurations
+        .get(configuration_id)
+        .map(|configuration| configuration.format.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+/// The session's credential, in its configuration's format, the event announcing it (the
+/// contract's `sdjwt_issue {sdjwt}` or `jwt_issue {jwt}`) and its expiry (Unix seconds).
 async fn build(
     ctx: &Context,
     session: &SessionRecord,
     template: &IssuanceTemplate,
     holder: &Jwk,
     now: Millis,
-) -> Result<(String, NewEvent), Internal> {
+) -> Result<(String, NewEvent, i64), Internal> {
     let definition = &template.definition;
     let configuration = ctx
         .config
@@ -451,11 +478,11 @@ async fn build(
                 now,
                 json!({ "mdoc": hex }),
             );
-            return Ok((jose::b64(&issuer_signed), event));
+            return Ok((jose::b64(&issuer_signed), event, exp));
         }
     };
     let event = events::new(session.id, event_type, now, json!({ member: credential }));
-    Ok((credential, event))
+    Ok((credential, event, exp))
 }
 
 /// The DID URL of the issuer's signing key: `#0` for did:jwk, the multibase key for did:key,

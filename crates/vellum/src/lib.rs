@@ -19,6 +19,7 @@ pub mod notifications;
 pub mod oauth;
 pub mod offers;
 pub mod profiles;
+pub mod protocol;
 pub mod secrets;
 pub mod sessions;
 pub mod store;

@@ -8,7 +8,7 @@ use crate::config::CredentialFormat;
 use crate::context::Context;
 use crate::errors::Internal;
 use crate::keys;
-use crate::offers::PRE_AUTHORIZED_GRANT;
+use crate::protocol::PRE_AUTHORIZED_GRANT;
 
 /// OID4VCI 1.0 §12.2: everything advertised here works.
 pub fn credential_issuer(ctx: &Context) -> Value {

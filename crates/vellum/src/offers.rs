@@ -1,11 +1,9 @@
 //! Credential offers: made by the operator from a profile (plus per-offer overrides), fetched by
 //! wallets by reference. Creating an offer creates its issuance session.
 
-use rand::Rng;
-use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use vellum_formats::jose::{self, Jwk};
+use vellum_formats::jose::Jwk;
 use vellum_formats::sdjwt::SelectiveDisclosure;
 
 use crate::clock::Millis;
@@ -15,12 +13,12 @@ use crate::events;
 use crate::ids::{KeyId, ProfileId, SessionId};
 use crate::mapping;
 use crate::notifications::Notifications;
+use crate::oauth::pre_authorized::{self, TxCodeSpec};
 use crate::profiles::{self, ProfileDefinition};
-use crate::secrets::{Purpose, hash_secret};
+use crate::protocol::PRE_AUTHORIZED_GRANT;
+use crate::secrets::hash_secret;
 use crate::sessions;
-use crate::store::{CodeState, SessionLookup, SessionRecord, SessionStatus};
-
-pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+use crate::store::{GrantState, SessionLookup, SessionRecord, SessionStatus};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -37,30 +35,6 @@ pub enum ValueMode {
     ByReference,
     ByValue,
 }
-
-/// The offer's `tx_code` object (OID4VCI 1.0 §4.1.1), as wallets see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TxCodeSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_mode: Option<InputMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputMode {
-    #[default]
-    Numeric,
-    Text,
-}
-
-/// Text tx_codes avoid characters people confuse (0/O, 1/I/L).
-const TEXT_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
-const DEFAULT_TX_CODE_LENGTH: u32 = 6;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -168,7 +142,7 @@ pub async fn create_offer(
             format!("expiresInSeconds must be between 1 and {max}"),
         ));
     }
-    let tx_code = tx_code(request.tx_code, request.tx_code_value)?;
+    let tx_code = pre_authorized::tx_code(request.tx_code, request.tx_code_value)?;
 
     let base: ProfileDefinition = serde_json::from_value(profile.definition.clone())
         .map_err(|error| Internal::msg(format!("profile {}: {error}", profile.id)))?;
@@ -221,18 +195,7 @@ pub async fn create_offer(
         credential_configuration_id: template.definition.credential_configuration_id.clone(),
         status: SessionStatus::Active,
         status_reason: None,
-        offer_handle_hash: hash_secret(&offer_handle(ctx, id)),
-        code_hash: hash_secret(&pre_authorized_code(ctx, id)),
-        code_state: CodeState::Unused,
-        tx_code_mac: tx_code
-            .as_ref()
-            .map(|(_, value)| tx_code_mac(ctx, id, value)),
-        tx_code: tx_code
-            .as_ref()
-            .map(|(spec, _)| serde_json::to_value(spec).unwrap_or(Value::Null)),
-        tx_code_failures: 0,
-        token_hash: None,
-        token_expires_at: None,
+        offer_handle_hash: hash_secret(&pre_authorized::offer_handle(&ctx.secrets, id)),
         by_value: request.value_mode == ValueMode::ByValue,
         issuer_key_id: template.definition.issuer_key_id.clone(),
         webhook: template
@@ -251,7 +214,9 @@ pub async fn create_offer(
         resolved_at: None,
         token_issued_at: None,
         finished_at: None,
+        pre_authorized: None,
     };
+    let grant = pre_authorized::new_grant(&ctx.secrets, id, tx_code.as_ref());
     let event = events::new(
         id,
         events::CREDENTIAL_OFFER_CREATED,
@@ -266,18 +231,21 @@ pub async fn create_offer(
             "expiresAt": expires_at,
         }),
     );
-    ctx.store.create_session(&session, &event).await?;
+    ctx.store
+        .create_session(&session, Some(&grant), &event)
+        .await?;
 
     let (credential_offer, credential_offer_uri) = match request.value_mode {
         ValueMode::ByValue => (
             format!(
                 "openid-credential-offer://?credential_offer={}",
-                encode(&offer_json(ctx, &session).to_string())
+                encode(&offer_json(ctx, &session, grant.tx_code.as_ref()).to_string())
             ),
             None,
         ),
         ValueMode::ByReference => {
-            let uri = ctx.endpoint(&format!("/credential-offer/{}", offer_handle(ctx, id)));
+            let handle = pre_authorized::offer_handle(&ctx.secrets, id);
+            let uri = ctx.endpoint(&format!("/credential-offer/{handle}"));
             (
                 format!(
                     "openid-credential-offer://?credential_offer_uri={}",
@@ -295,7 +263,7 @@ pub async fn create_offer(
         value_mode: request.value_mode,
         credential_offer,
         credential_offer_uri,
-        tx_code_value: tx_code.map(|(_, value)| value),
+        tx_code_value: tx_code.map(|tx_code| tx_code.value),
         expires_at,
     })
 }
@@ -338,106 +306,10 @@ fn apply_overrides(
     definition
 }
 
-/// Validates the offer's tx_code settings and returns the spec wallets see plus the value.
-fn tx_code(
-    spec: Option<TxCodeSpec>,
-    value: Option<String>,
-) -> Result<Option<(TxCodeSpec, String)>, ApiError> {
-    let bad = |detail: String| invalid("invalid_tx_code", detail);
-    let mut spec = match (spec, &value) {
-        (None, None) => return Ok(None),
-        (Some(spec), _) => spec,
-        (None, Some(value)) => TxCodeSpec {
-            input_mode: Some(if value.bytes().all(|b| b.is_ascii_digit()) {
-                InputMode::Numeric
-            } else {
-                InputMode::Text
-            }),
-            ..TxCodeSpec::default()
-        },
-    };
-    let mode = *spec.input_mode.get_or_insert(InputMode::Numeric);
-    if let Some(description) = &spec.description
-        && description.chars().count() > 300
-    {
-        return Err(bad(
-            "txCode.description must be at most 300 characters".into()
-        ));
-    }
-    if let Some(length) = spec.length
-        && !(4..=32).contains(&length)
-    {
-        return Err(bad("txCode.length must be between 4 and 32".into()));
-    }
-    let value = match value {
-        Some(value) => {
-            let length = u32::try_from(value.chars().count()).unwrap_or(u32::MAX);
-            if !(4..=32).contains(&length) {
-                return Err(bad("txCodeValue must be 4-32 characters".into()));
-            }
-            if spec.length.is_some_and(|expected| expected != length) {
-                return Err(bad(
-                    "txCodeValue does not have txCode.length characters".into()
-                ));
-            }
-            let fits = match mode {
-                InputMode::Numeric => value.bytes().all(|b| b.is_ascii_digit()),
-                InputMode::Text => value.bytes().all(|b| b.is_ascii_graphic()),
-            };
-            if !fits {
-                return Err(bad(format!(
-                    "txCodeValue does not fit input_mode {}",
-                    if mode == InputMode::Numeric {
-                        "numeric"
-                    } else {
-                        "text"
-                    }
-                )));
-            }
-            value
-        }
-        None => {
-            let length = spec.length.unwrap_or(DEFAULT_TX_CODE_LENGTH);
-            let alphabet: &[u8] = match mode {
-                InputMode::Numeric => b"0123456789",
-                InputMode::Text => TEXT_ALPHABET,
-            };
-            (0..length)
-                .map(|_| char::from(alphabet[OsRng.gen_range(0..alphabet.len())]))
-                .collect()
-        }
-    };
-    spec.length = Some(u32::try_from(value.chars().count()).unwrap_or(u32::MAX));
-    Ok(Some((spec, value)))
-}
-
-/// The pre-authorized code, derived from the session id under a server secret: unguessable,
-/// and never stored (only its hash is).
-pub fn pre_authorized_code(ctx: &Context, id: SessionId) -> String {
-    jose::b64(
-        ctx.secrets
-            .mac(Purpose::PreAuthorizedCode, &[id.as_bytes()]),
-    )
-}
-
-/// The last path segment of `credential_offer_uri`, derived the same way.
-fn offer_handle(ctx: &Context, id: SessionId) -> String {
-    jose::b64(ctx.secrets.mac(Purpose::OfferHandle, &[id.as_bytes()]))
-}
-
-pub fn tx_code_mac(ctx: &Context, id: SessionId, value: &str) -> String {
-    jose::b64(
-        ctx.secrets
-            .mac(Purpose::TxCode, &[id.as_bytes(), value.as_bytes()]),
-    )
-}
-
-/// The credential offer object (OID4VCI 1.0 §4.1.1).
-pub fn offer_json(ctx: &Context, session: &SessionRecord) -> Value {
-    let mut grant = json!({ "pre-authorized_code": pre_authorized_code(ctx, session.id) });
-    if let Some(tx_code) = &session.tx_code {
-        grant["tx_code"] = tx_code.clone();
-    }
+/// The credential offer object (OID4VCI 1.0 §4.1.1), with the pre-authorized grant and its
+/// `tx_code` object.
+fn offer_json(ctx: &Context, session: &SessionRecord, tx_code: Option<&Value>) -> Value {
+    let grant = pre_authorized::offer_grant(&ctx.secrets, session.id, tx_code);
     json!({
         "credential_issuer": ctx.issuer_url,
         "credential_configuration_ids": [session.credential_configuration_id],
@@ -454,14 +326,21 @@ pub async fn resolve_offer(ctx: &Context, handle: &str) -> Result<Value, OAuthEr
         .await?
         .ok_or_else(gone)?;
     let now = ctx.clock.now();
-    if session.status != SessionStatus::Active || session.code_state != CodeState::Unused {
+    let Some(grant) = session
+        .pre_authorized
+        .as_ref()
+        .filter(|grant| grant.state == GrantState::Unused)
+    else {
+        return Err(gone());
+    };
+    if session.status != SessionStatus::Active {
         return Err(gone());
     }
     if session.expires_at <= now {
         sessions::expire(ctx, &session, Vec::new()).await?;
         return Err(gone());
     }
-    let offer = offer_json(ctx, &session);
+    let offer = offer_json(ctx, &session, grant.tx_code.as_ref());
     let event = events::new(
         session.id,
         events::RESOLVED_CREDENTIAL_OFFER,
@@ -472,51 +351,4 @@ pub async fn resolve_offer(ctx: &Context, handle: &str) -> Result<Value, OAuthEr
         .record_offer_resolved(session.id, now, &[event])
         .await?;
     Ok(offer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_tx_codes_follow_mode_and_length() {
-        let (spec, value) = tx_code(Some(TxCodeSpec::default()), None)
-            .expect("ok")
-            .expect("some");
-        assert_eq!(spec.input_mode, Some(InputMode::Numeric));
-        assert_eq!(spec.length, Some(6));
-        assert!(value.len() == 6 && value.bytes().all(|b| b.is_ascii_digit()));
-        let text = TxCodeSpec {
-            input_mode: Some(InputMode::Text),
-            length: Some(8),
-            description: None,
-        };
-        let (_, value) = tx_code(Some(text), None).expect("ok").expect("some");
-        assert!(value.bytes().all(|b| TEXT_ALPHABET.contains(&b)) && value.len() == 8);
-    }
-
-    #[test]
-    fn given_tx_codes_are_checked_against_the_spec() {
-        let numeric = TxCodeSpec {
-            input_mode: Some(InputMode::Numeric),
-            length: Some(4),
-            description: None,
-        };
-        assert!(tx_code(Some(numeric.clone()), Some("12a4".into())).is_err());
-        assert!(tx_code(Some(numeric.clone()), Some("12345".into())).is_err());
-        assert!(tx_code(Some(numeric), Some("1234".into())).is_ok());
-        let (spec, _) = tx_code(None, Some("493536".into()))
-            .expect("ok")
-            .expect("some");
-        assert_eq!(
-            (spec.input_mode, spec.length),
-            (Some(InputMode::Numeric), Some(6))
-        );
-        let long = TxCodeSpec {
-            description: Some("x".repeat(301)),
-            ..TxCodeSpec::default()
-        };
-        assert!(tx_code(Some(long), None).is_err());
-        assert!(tx_code(None, Some("12".into())).is_err());
-    }
 }

@@ -41,6 +41,7 @@ pub struct SessionView {
 
 impl From<SessionRecord> for SessionView {
     fn from(record: SessionRecord) -> Self {
+        let grant = record.pre_authorized.as_ref();
         SessionView {
             id: record.id,
             profile_id: record.profile_id,
@@ -54,8 +55,8 @@ impl From<SessionRecord> for SessionView {
             } else {
                 "BY_REFERENCE"
             },
-            tx_code_required: record.tx_code.is_some(),
-            tx_code_failures: record.tx_code_failures,
+            tx_code_required: grant.is_some_and(|grant| grant.tx_code.is_some()),
+            tx_code_failures: grant.map_or(0, |grant| grant.tx_code_failures),
             created_at: record.created_at,
             updated_at: record.updated_at,
             expires_at: record.expires_at,

@@ -1,5 +1,7 @@
-//! The only place that knows SQL. `Store` is shaped by use case: each method is one transaction,
-//! and every state change that announces itself writes its events in that same transaction.
+//! The only place that knows SQL. `Store` is shaped by use case, one trait per concern
+//! (settings, keys, profiles, sessions and grants, issued credentials, the event log, the
+//! outbox): each method is one transaction, and every state change that announces itself
+//! writes its events in that same transaction.
 //! Conditional updates ("only if still ACTIVE and the code unused") make races safe: the caller
 //! learns it lost and answers accordingly; nothing is done twice.
 
@@ -10,6 +12,7 @@ use crate::clock::Millis;
 use crate::ids::{KeyId, ProfileId, SessionId};
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]
@@ -89,53 +92,80 @@ pub enum SessionStatus {
     Expired,
 }
 
-impl SessionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionStatus::Active => "ACTIVE",
-            SessionStatus::Successful => "SUCCESSFUL",
-            SessionStatus::Unsuccessful => "UNSUCCESSFUL",
-            SessionStatus::Expired => "EXPIRED",
-        }
-    }
+/// A closed set of states stored as text: one spelling for both stores.
+macro_rules! stored_names {
+    ($name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
 
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            SessionStatus::Active,
-            SessionStatus::Successful,
-            SessionStatus::Unsuccessful,
-            SessionStatus::Expired,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
-    }
+            pub fn parse(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-/// The pre-authorized code's life: unused, exchanged for a token, or dead after too many
-/// wrong tx_codes.
+stored_names!(SessionStatus {
+    Active => "ACTIVE",
+    Successful => "SUCCESSFUL",
+    Unsuccessful => "UNSUCCESSFUL",
+    Expired => "EXPIRED",
+});
+
+/// What a grant lets a wallet obtain an access token with. Only the pre-authorized code today;
+/// the authorization code and refresh tokens take their place beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeState {
+pub enum GrantKind {
+    PreAuthorizedCode,
+}
+
+stored_names!(GrantKind {
+    PreAuthorizedCode => "PRE_AUTHORIZED_CODE",
+});
+
+/// A grant's life: unused, exchanged for an access token, or dead after too many wrong
+/// tx_codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantState {
     Unused,
     Redeemed,
     Locked,
 }
 
-impl CodeState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CodeState::Unused => "UNUSED",
-            CodeState::Redeemed => "REDEEMED",
-            CodeState::Locked => "LOCKED",
-        }
-    }
+stored_names!(GrantState {
+    Unused => "UNUSED",
+    Redeemed => "REDEEMED",
+    Locked => "LOCKED",
+});
 
-    pub fn parse(text: &str) -> Option<Self> {
-        [CodeState::Unused, CodeState::Redeemed, CodeState::Locked]
-            .into_iter()
-            .find(|state| state.as_str() == text)
-    }
+/// A webhook delivery's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// The retry schedule is exhausted.
+    Failed,
+    /// The URL answered 410: nothing more goes there until a redelivery.
+    Gone,
 }
 
+stored_names!(DeliveryStatus {
+    Pending => "PENDING",
+    Delivered => "DELIVERED",
+    Failed => "FAILED",
+    Gone => "GONE",
+});
+
+/// One issuance session: the offer, what it was made from, and where it stands. Its grants
+/// and access tokens are records of their own.
 #[derive(Debug, Clone)]
 pub struct SessionRecord {
     pub id: SessionId,
@@ -144,16 +174,8 @@ pub struct SessionRecord {
     pub credential_configuration_id: String,
     pub status: SessionStatus,
     pub status_reason: Option<String>,
-    /// SHA-256 of the credential_offer_uri handle, of the pre-authorized code, of the token.
+    /// SHA-256 of the credential_offer_uri handle.
     pub offer_handle_hash: String,
-    pub code_hash: String,
-    pub code_state: CodeState,
-    /// The offer's `tx_code` object, and a MAC of the expected value (never the value).
-    pub tx_code: Option<Value>,
-    pub tx_code_mac: Option<String>,
-    pub tx_code_failures: u32,
-    pub token_hash: Option<String>,
-    pub token_expires_at: Option<Millis>,
     pub by_value: bool,
     /// Everything issuance needs, fixed when the offer was made (profile version + overrides),
     /// as JSON text: only issuance reads it, so nothing else depends on it being readable.
@@ -165,8 +187,78 @@ pub struct SessionRecord {
     pub updated_at: Millis,
     pub expires_at: Millis,
     pub resolved_at: Option<Millis>,
+    /// When its first access token was issued.
     pub token_issued_at: Option<Millis>,
     pub finished_at: Option<Millis>,
+    /// The offer's pre-authorized code grant, when it has one (read with the session).
+    pub pre_authorized: Option<GrantRecord>,
+}
+
+/// A grant, as read: never its secret (only a hash of it is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: i64,
+    pub kind: GrantKind,
+    pub state: GrantState,
+    /// The offer's `tx_code` object, and a MAC of the expected value (never the value).
+    pub tx_code: Option<Value>,
+    pub tx_code_mac: Option<String>,
+    pub tx_code_failures: u32,
+    pub created_at: Millis,
+    pub redeemed_at: Option<Millis>,
+}
+
+/// A grant written with its session.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub kind: GrantKind,
+    /// SHA-256 of the code.
+    pub secret_hash: String,
+    pub tx_code: Option<Value>,
+    pub tx_code_mac: Option<String>,
+}
+
+/// An access token: what the credential endpoint accepts, until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessTokenRecord {
+    pub session_id: SessionId,
+    /// The grant it was obtained with.
+    pub grant_id: i64,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// A credential as issued: what it is and whom it is bound to, never the credential itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCredentialRecord {
+    /// `urn:uuid:...`-free UUID, chosen by the issuer.
+    pub id: String,
+    pub session_id: SessionId,
+    pub credential_configuration_id: String,
+    /// The format's name as metadata gives it (`dc+sd-jwt`, `jwt_vc_json`, `mso_mdoc`, ...).
+    pub format: String,
+    /// The holder key it is bound to: its RFC 7638 thumbprint, or a DID.
+    pub holder: String,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    /// Where its status is published (a status list reference), when it has one.
+    pub status: Option<Value>,
+}
+
+/// A credential request that succeeded, committed at once: the access token it used (still
+/// valid, of a session still ACTIVE), the proof's nonce (used once), the credentials issued,
+/// whether the session is now finished, and the events.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    pub session: SessionId,
+    pub token_hash: String,
+    pub nonce_hash: String,
+    pub nonce_expires_at: Millis,
+    pub credentials: Vec<IssuedCredentialRecord>,
+    /// Whether this completes the session (SUCCESSFUL).
+    pub finish: bool,
+    pub now: Millis,
+    pub events: Vec<NewEvent>,
 }
 
 /// A webhook as the dispatcher needs it.
@@ -241,7 +333,7 @@ pub struct DeliveryRecord {
     pub id: i64,
     pub event_seq: i64,
     pub url: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub next_attempt_at: Option<Millis>,
     pub attempts: Vec<AttemptRecord>,
 }
@@ -266,11 +358,13 @@ pub struct EventRecord {
     pub data: Value,
 }
 
+/// How a wallet's request names its session: by a hash of a secret it holds.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionLookup<'a> {
+    /// The handle of the offer's `credential_offer_uri`.
     OfferHandle(&'a str),
-    PreAuthorizedCode(&'a str),
-    AccessToken(&'a str),
+    /// A grant's code: the session comes with that grant as `pre_authorized`.
+    Grant(&'a str),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -294,6 +388,7 @@ pub enum Applied {
 pub enum IssuanceCommit {
     Issued,
     NonceAlreadyUsed,
+    /// The session finished or expired meanwhile, or the access token did.
     SessionNotActive,
 }
 
@@ -306,21 +401,27 @@ pub struct TxCodeFailure {
     pub locks: bool,
 }
 
+/// Settings the service keeps for itself, and the database's pulse.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SettingsStore: Send + Sync {
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
-
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
     /// Stores `value` unless `name` already has one; returns whichever value is now stored.
     async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String>;
+}
 
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()>;
     async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     async fn keys(&self) -> StoreResult<Listing<KeyRecord>>;
     /// Keys any profile or offer has ever used to sign: the issuer's JWKS.
     async fn published_keys(&self) -> StoreResult<Listing<KeyRecord>>;
+}
 
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
     /// Version 1 of a new profile; `Conflict` if the id is taken. Publishes its key.
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()>;
     /// Appends a version to an active profile; `None` if it does not exist or is inactive.
@@ -340,11 +441,26 @@ pub trait Store: Send + Sync + 'static {
         version: Option<i64>,
     ) -> StoreResult<Option<ProfileRecord>>;
     async fn profiles(&self) -> StoreResult<Listing<ProfileRecord>>;
+}
 
-    /// A new ACTIVE session (the offer), with its first event. Publishes its issuer key.
-    async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()>;
+/// Sessions, their grants and access tokens.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// A new ACTIVE session (the offer) with its grant, webhook and first event. Publishes its
+    /// issuer key.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        grant: Option<&NewGrant>,
+        event: &NewEvent,
+    ) -> StoreResult<()>;
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>>;
+    /// The access token with this hash and its session.
+    async fn token_session(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(AccessTokenRecord, SessionRecord)>>;
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>>;
 
     /// Marks the offer as fetched by a wallet (first time only) and appends the events.
@@ -354,33 +470,27 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<()>;
+    /// Counts a wrong tx_code against an unused grant of an ACTIVE session, if its count is
+    /// still the one seen; when it locks the grant, the session ends UNSUCCESSFUL.
     async fn record_tx_code_failure(
         &self,
-        id: SessionId,
+        session: SessionId,
+        grant: i64,
         failure: &TxCodeFailure,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied>;
-    /// Exchanges the unused code of an ACTIVE session for an access token.
-    async fn redeem_pre_authorized_code(
+    /// Exchanges an unused grant of an ACTIVE, unexpired session for an access token; the
+    /// session lives at least as long as the token.
+    async fn redeem_grant(
         &self,
-        id: SessionId,
+        session: SessionId,
+        grant: i64,
         token_hash: &str,
         token_expires_at: Millis,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied>;
-    /// Consumes the proof's nonce and finishes the session as SUCCESSFUL, or neither.
-    async fn complete_issuance(
-        &self,
-        id: SessionId,
-        nonce_hash: &str,
-        nonce_expires_at: Millis,
-        now: Millis,
-        events: &[NewEvent],
-    ) -> StoreResult<IssuanceCommit>;
-    /// Events that change no state (a failed request on a session that stays ACTIVE).
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
 
     async fn sessions_due_for_expiry(&self, now: Millis, limit: u32)
     -> StoreResult<Vec<SessionId>>;
@@ -391,10 +501,29 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<bool>;
-    /// Deletes sessions finished before `finished_before` (and their events), and nonces that
-    /// can no longer be replayed. Returns the number of sessions removed.
+    /// Deletes sessions finished before `finished_before` with everything they own (events,
+    /// deliveries, webhook, grants, access tokens), records of credentials that expired before
+    /// it, and nonces that can no longer be replayed. Returns the number of sessions removed.
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64>;
+}
 
+/// Issued credentials.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Commits a successful credential request (see [`Issuance`]), or nothing.
+    async fn complete_issuance(&self, issuance: &Issuance) -> StoreResult<IssuanceCommit>;
+    /// The credentials a session issued, oldest first.
+    async fn issued_credentials(
+        &self,
+        session: SessionId,
+    ) -> StoreResult<Vec<IssuedCredentialRecord>>;
+}
+
+/// The event log.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Events that change no state (a failed request on a session that stays ACTIVE).
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()>;
     /// Events after `after_seq` in order: one session's, or the whole issuer's.
     async fn events(
         &self,
@@ -405,7 +534,12 @@ pub trait Store: Send + Sync + 'static {
     /// The sequence number of the newest committed event, updated after every commit that
     /// wrote events: the wake-up for the dispatcher and for live streams.
     fn watch_events(&self) -> tokio::sync::watch::Receiver<i64>;
+}
 
+/// The webhook outbox: deliveries written with their events, claimed and recorded by the
+/// dispatcher.
+#[async_trait]
+pub trait Outbox: Send + Sync {
     /// Leases up to `limit` due deliveries, skipping URLs that already have `per_url` in flight.
     async fn claim_deliveries(
         &self,
@@ -442,4 +576,29 @@ pub trait Store: Send + Sync + 'static {
         event_id: Option<&str>,
         now: Millis,
     ) -> StoreResult<u64>;
+}
+
+/// The whole store, one trait per concern; both stores implement every one.
+pub trait Store:
+    SettingsStore
+    + KeyStore
+    + ProfileStore
+    + SessionStore
+    + CredentialStore
+    + EventLog
+    + Outbox
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: SettingsStore
+        + KeyStore
+        + ProfileStore
+        + SessionStore
+        + CredentialStore
+        + EventLog
+        + Outbox
+        + 'static
+{
 }

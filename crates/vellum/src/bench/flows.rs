@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
 use super::{Instances, millis, percentile};
-use crate::offers::PRE_AUTHORIZED_GRANT;
+use crate::protocol::PRE_AUTHORIZED_GRANT;
 
 #[derive(Debug, Clone, Args)]
 pub struct FlowOptions {

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
 use crate::limits;
+use crate::oauth;
 use crate::secrets::hash_secret;
 use crate::streams::{self, Access};
 
@@ -147,15 +148,35 @@ fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// The token endpoint's form, as ordered pairs so repeated parameters can be refused.
-pub struct TokenForm(pub Vec<(String, String)>);
+/// A token request: the form (read as ordered pairs, so that a repeated parameter is refused),
+/// typed, and the headers grants and client authentication read.
+pub struct Token {
+    pub request: oauth::TokenRequest,
+    pub headers: oauth::TokenHeaders,
+}
 
-impl FromRequest<AppState> for TokenForm {
+impl FromRequest<AppState> for Token {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let headers = {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            };
+            oauth::TokenHeaders {
+                dpop: header("dpop"),
+                client_attestation: header("oauth-client-attestation"),
+                client_attestation_pop: header("oauth-client-attestation-pop"),
+            }
+        };
         match axum::Form::<Vec<(String, String)>>::from_request(request, state).await {
-            Ok(axum::Form(pairs)) => Ok(TokenForm(pairs)),
+            Ok(axum::Form(pairs)) => oauth::TokenRequest::parse(pairs)
+                .map(|request| Token { request, headers })
+                .map_err(IntoResponse::into_response),
             Err(rejection) => {
                 let status = rejection.status();
                 let text = match &rejection {

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::AppState;
-use super::extract::{CredentialRequest, TokenForm};
+use super::extract::{CredentialRequest, Token};
 use super::responses::json_no_store;
 use crate::context::Context;
 use crate::errors::{CredentialError, OAuthError};
@@ -111,13 +111,13 @@ async fn get_credential_offer(
 
 async fn token(
     State(ctx): State<AppState>,
-    TokenForm(form): TokenForm,
+    Token { request, headers }: Token,
 ) -> Result<Response, OAuthError> {
-    Ok(json_no_store(oauth::token(&ctx, form).await?))
+    Ok(json_no_store(oauth::token(&ctx, request, &headers).await?))
 }
 
 async fn nonce(State(ctx): State<AppState>) -> Response {
-    json_no_store(oauth::issue_nonce(&ctx))
+    json_no_store(oauth::nonce(&ctx))
 }
 
 async fn credential(

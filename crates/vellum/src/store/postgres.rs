@@ -32,6 +32,10 @@ use tokio_postgres::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::rows::{
+    self, Columns, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, PROFILE_SELECT, SESSION_COLUMNS,
+    SESSION_FIELDS, SESSION_JOINS, TOKEN_FIELDS, corrupt,
+};
 use super::*;
 
 /// Migrations in order; file names match `migrations/sqlite/` (checked by a test).
@@ -47,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_deliveries_pending.sql",
         include_str!("../../migrations/postgres/0003_deliveries_pending.sql"),
+    ),
+    (
+        "0004_grants_and_issued_credentials.sql",
+        include_str!("../../migrations/postgres/0004_grants_and_issued_credentials.sql"),
     ),
 ];
 
@@ -101,14 +109,6 @@ fn db_error(error: tokio_postgres::Error) -> StoreError {
 
 fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::UNIQUE_VIOLATION)
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
-}
-
-fn json(text: &str) -> StoreResult<Value> {
-    serde_json::from_str(text).map_err(|_| corrupt("JSON column"))
 }
 
 fn count(value: u32) -> i64 {
@@ -556,105 +556,47 @@ async fn publish_key(db: Db<'_, Transaction<'_>>, key: &KeyId) -> StoreResult<()
     Ok(())
 }
 
-fn key_from_row(row: &Row) -> StoreResult<KeyRecord> {
-    let id: String = row.try_get("id").map_err(db_error)?;
-    let public_jwk: String = row.try_get("public_jwk").map_err(db_error)?;
-    Ok(KeyRecord {
-        id: KeyId::parse(&id).map_err(|_| corrupt("key id"))?,
-        algorithm: row.try_get("algorithm").map_err(db_error)?,
-        public_jwk: json(&public_jwk)?,
-        sealed_private: row.try_get("sealed_private").map_err(db_error)?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-    })
+impl Columns for Row {
+    fn text(&self, name: &str) -> StoreResult<String> {
+        self.try_get(name).map_err(|error| column(name, error))
+    }
+    fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
+        self.try_get(name).map_err(|error| column(name, error))
+    }
+    /// BIGINT, or INTEGER (the counters).
+    fn int(&self, name: &str) -> StoreResult<i64> {
+        self.try_get::<_, i64>(name)
+            .or_else(|_| self.try_get::<_, i32>(name).map(i64::from))
+            .map_err(|error| column(name, error))
+    }
+    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.try_get::<_, Option<i64>>(name)
+            .or_else(|_| {
+                self.try_get::<_, Option<i32>>(name)
+                    .map(|value| value.map(i64::from))
+            })
+            .map_err(|error| column(name, error))
+    }
+    fn flag(&self, name: &str) -> StoreResult<bool> {
+        self.try_get(name).map_err(|error| column(name, error))
+    }
+    fn blob(&self, name: &str) -> StoreResult<Vec<u8>> {
+        self.try_get(name).map_err(|error| column(name, error))
+    }
 }
 
-fn profile_from_row(row: &Row) -> StoreResult<ProfileRecord> {
-    let id: String = row.try_get("id").map_err(db_error)?;
-    let key: String = row.try_get("issuer_key_id").map_err(db_error)?;
-    let definition: String = row.try_get("definition").map_err(db_error)?;
-    Ok(ProfileRecord {
-        id: ProfileId::parse(&id).map_err(|_| corrupt("profile id"))?,
-        version: row.try_get("version").map_err(db_error)?,
-        active: row.try_get("active").map_err(db_error)?,
-        definition: json(&definition)?,
-        issuer_key_id: KeyId::parse(&key).map_err(|_| corrupt("key id"))?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-    })
-}
-
-fn webhook_events(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
-    text.as_deref()
-        .map(|text| serde_json::from_str(text).map_err(|_| corrupt("webhook events")))
-        .transpose()
-}
-
-fn session_from_row(row: &Row) -> StoreResult<SessionRecord> {
-    let get_text = |name: &str| row.try_get::<_, String>(name).map_err(db_error);
-    let webhook_url: Option<String> = row.try_get("webhook_url").map_err(db_error)?;
-    let tx_code: Option<String> = row.try_get("tx_code").map_err(db_error)?;
-    let failures: i32 = row.try_get("tx_code_failures").map_err(db_error)?;
-    Ok(SessionRecord {
-        id: SessionId::parse(&get_text("id")?).ok_or_else(|| corrupt("session id"))?,
-        profile_id: ProfileId::parse(&get_text("profile_id")?)
-            .map_err(|_| corrupt("profile id"))?,
-        profile_version: row.try_get("profile_version").map_err(db_error)?,
-        credential_configuration_id: get_text("credential_configuration_id")?,
-        status: SessionStatus::parse(&get_text("status")?).ok_or_else(|| corrupt("status"))?,
-        status_reason: row.try_get("status_reason").map_err(db_error)?,
-        offer_handle_hash: get_text("offer_handle_hash")?,
-        code_hash: get_text("code_hash")?,
-        code_state: CodeState::parse(&get_text("code_state")?)
-            .ok_or_else(|| corrupt("code state"))?,
-        tx_code: tx_code.as_deref().map(json).transpose()?,
-        tx_code_mac: row.try_get("tx_code_mac").map_err(db_error)?,
-        tx_code_failures: u32::try_from(failures).map_err(|_| corrupt("tx_code_failures"))?,
-        token_hash: row.try_get("token_hash").map_err(db_error)?,
-        token_expires_at: row.try_get("token_expires_at").map_err(db_error)?,
-        by_value: row.try_get("by_value").map_err(db_error)?,
-        template: get_text("template")?,
-        webhook: match webhook_url {
-            None => None,
-            Some(url) => Some(WebhookTarget {
-                url,
-                bearer_token: row.try_get("webhook_bearer_token").map_err(db_error)?,
-                secret: row.try_get("webhook_secret").map_err(db_error)?,
-                events: webhook_events(row.try_get("webhook_events").map_err(db_error)?)?,
-            }),
-        },
-        issuer_key_id: KeyId::parse(&get_text("issuer_key_id")?).map_err(|_| corrupt("key id"))?,
-        created_at: row.try_get("created_at").map_err(db_error)?,
-        updated_at: row.try_get("updated_at").map_err(db_error)?,
-        expires_at: row.try_get("expires_at").map_err(db_error)?,
-        resolved_at: row.try_get("resolved_at").map_err(db_error)?,
-        token_issued_at: row.try_get("token_issued_at").map_err(db_error)?,
-        finished_at: row.try_get("finished_at").map_err(db_error)?,
-    })
-}
-
-fn event_from_row(row: &Row) -> StoreResult<EventRecord> {
-    let session: Option<String> = row.try_get("session_id").map_err(db_error)?;
-    let data: String = row.try_get("data").map_err(db_error)?;
-    Ok(EventRecord {
-        seq: row.try_get("seq").map_err(db_error)?,
-        id: row.try_get("id").map_err(db_error)?,
-        session_id: session
-            .map(|text| SessionId::parse(&text).ok_or_else(|| corrupt("session id")))
-            .transpose()?,
-        event_type: row.try_get("type").map_err(db_error)?,
-        timestamp: row.try_get("timestamp").map_err(db_error)?,
-        data: json(&data)?,
-    })
+fn column(name: &str, error: tokio_postgres::Error) -> StoreError {
+    corrupt(format!("column {name}: {error}"))
 }
 
 async fn collect<T>(
     db: Db<'_, impl GenericClient + Sync>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-    convert: fn(&Row) -> StoreResult<T>,
+    convert: fn(&dyn Columns) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
     let rows = db.query(sql, params).await.map_err(db_error)?;
-    rows.iter().map(convert).collect()
+    rows.iter().map(|row| convert(row)).collect()
 }
 
 /// [`collect`] for listings: a row that does not convert is reported by its `id`, not fatal.
@@ -662,7 +604,7 @@ async fn listing<T>(
     db: Db<'_, impl GenericClient + Sync>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-    convert: fn(&Row) -> StoreResult<T>,
+    convert: fn(&dyn Columns) -> StoreResult<T>,
 ) -> StoreResult<Listing<T>> {
     let rows = db.query(sql, params).await.map_err(db_error)?;
     let rows = rows
@@ -682,27 +624,25 @@ async fn first<T>(
     db: Db<'_, impl GenericClient + Sync>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-    convert: fn(&Row) -> StoreResult<T>,
+    convert: fn(&dyn Columns) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
     let row = db.query_opt(sql, params).await.map_err(db_error)?;
-    row.as_ref().map(convert).transpose()
+    row.as_ref().map(|row| convert(row)).transpose()
 }
 
-const SESSION_COLUMNS: &str = "id, profile_id, profile_version, credential_configuration_id, \
-    status, status_reason, offer_handle_hash, code_hash, code_state, tx_code, tx_code_mac, \
-    tx_code_failures, token_hash, token_expires_at, by_value, template, issuer_key_id, \
-    created_at, updated_at, expires_at, resolved_at, token_issued_at, finished_at";
-
-const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, v.issuer_key_id, \
-    h.created_at, CASE WHEN v.version = h.version THEN h.updated_at ELSE v.created_at END \
-    AS updated_at FROM profile_versions v JOIN profile_heads h ON h.id = v.id";
-
-/// Sessions with their webhook (columns of `webhooks` do not clash with those of `sessions`).
-const SESSION_SELECT: &str = "SELECT sessions.*, w.url AS webhook_url, \
-    w.bearer_token AS webhook_bearer_token, w.secret AS webhook_secret, \
-    w.events::text AS webhook_events FROM sessions LEFT JOIN webhooks w ON w.session_id = sessions.id";
-
-const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
+async fn session_where(
+    db: Db<'_, impl GenericClient + Sync>,
+    condition: &str,
+    value: &str,
+) -> StoreResult<Option<SessionRecord>> {
+    first(
+        db,
+        &format!("SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} WHERE {condition}"),
+        &[&value],
+        rows::session,
+    )
+    .await
+}
 
 async fn profile_version(
     db: Db<'_, impl GenericClient + Sync>,
@@ -713,7 +653,7 @@ async fn profile_version(
         db,
         &format!("{PROFILE_SELECT} WHERE v.id = $1 AND v.version = $2"),
         &[&id, &version],
-        profile_from_row,
+        rows::profile,
     )
     .await
 }
@@ -815,7 +755,7 @@ async fn claim(
                RETURNING id, event_seq, session_id, attempts, retry_step, next_attempt_at) \
              SELECT d.id AS delivery_id, d.attempts, d.retry_step, \
                     e.seq, e.id, e.session_id, e.type, e.timestamp, e.data, \
-                    w.url, w.bearer_token, w.secret, w.events::text AS webhook_events \
+                    w.url, w.bearer_token, w.secret, CAST(w.events AS TEXT) AS webhook_events \
              FROM leased d JOIN events e ON e.seq = d.event_seq \
              JOIN webhooks w ON w.session_id = d.session_id \
              ORDER BY d.next_attempt_at, d.id",
@@ -826,24 +766,7 @@ async fn claim(
     if rows.len() != ids.len() {
         return Err(corrupt("delivery without event or webhook"));
     }
-    rows.iter()
-        .map(|row| {
-            let attempts: i32 = row.try_get("attempts").map_err(db_error)?;
-            let retry_step: i32 = row.try_get("retry_step").map_err(db_error)?;
-            Ok(DueDelivery {
-                id: row.try_get("delivery_id").map_err(db_error)?,
-                attempt: u32::try_from(attempts).map_err(|_| corrupt("attempts"))? + 1,
-                retry_step: u32::try_from(retry_step).map_err(|_| corrupt("retry_step"))?,
-                event: event_from_row(row)?,
-                webhook: WebhookTarget {
-                    url: row.try_get("url").map_err(db_error)?,
-                    bearer_token: row.try_get("bearer_token").map_err(db_error)?,
-                    secret: row.try_get("secret").map_err(db_error)?,
-                    events: webhook_events(row.try_get("webhook_events").map_err(db_error)?)?,
-                },
-            })
-        })
-        .collect()
+    rows.iter().map(|row| rows::due_delivery(row)).collect()
 }
 
 /// Records an attempt and its consequence, and ends the lease.
@@ -854,12 +777,8 @@ async fn record(
     outcome: AttemptOutcome,
     now: Millis,
 ) -> StoreResult<()> {
-    let (status, next, step): (&str, Option<Millis>, i32) = match outcome {
-        AttemptOutcome::Delivered => ("DELIVERED", None, 0),
-        AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
-        AttemptOutcome::Failed => ("FAILED", None, 0),
-        AttemptOutcome::Gone => ("GONE", None, 0),
-    };
+    let (status, next, step) = rows::consequence(outcome);
+    let (status, step) = (status.as_str(), i32::try_from(step).unwrap_or(0));
     // The attempt and its consequence in one statement, the delivery locked while it runs.
     let Some(row) = db
         .query_opt(
@@ -923,7 +842,7 @@ async fn record(
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl SettingsStore for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
         self.pool
             .get()
@@ -961,7 +880,10 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(db_error)?;
         Ok(row.get(0))
     }
+}
 
+#[async_trait]
+impl KeyStore for PostgresStore {
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
         let conn = self.pool.get().await?;
         let result = conn
@@ -993,7 +915,7 @@ impl Store for PostgresStore {
             conn.db(),
             "SELECT * FROM keys WHERE id = $1",
             &[&id.as_str()],
-            key_from_row,
+            rows::key,
         )
         .await
     }
@@ -1004,7 +926,7 @@ impl Store for PostgresStore {
             conn.db(),
             "SELECT * FROM keys ORDER BY created_at, id",
             &[],
-            key_from_row,
+            rows::key,
         )
         .await
     }
@@ -1015,11 +937,14 @@ impl Store for PostgresStore {
             conn.db(),
             "SELECT * FROM keys WHERE published ORDER BY created_at, id",
             &[],
-            key_from_row,
+            rows::key,
         )
         .await
     }
+}
 
+#[async_trait]
+impl ProfileStore for PostgresStore {
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
@@ -1123,7 +1048,7 @@ impl Store for PostgresStore {
                     conn.db(),
                     &format!("{PROFILE_SELECT} WHERE v.id = $1 AND v.version = h.version"),
                     &[&id.as_str()],
-                    profile_from_row,
+                    rows::profile,
                 )
                 .await
             }
@@ -1136,22 +1061,28 @@ impl Store for PostgresStore {
             conn.db(),
             &format!("{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"),
             &[],
-            profile_from_row,
+            rows::profile,
         )
         .await
     }
+}
 
-    async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()> {
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        grant: Option<&NewGrant>,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
         let s = session;
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
-        let failures =
-            i32::try_from(s.tx_code_failures).map_err(|_| corrupt("tx_code_failures"))?;
         db.execute(
             &format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                 $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+                 $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             ),
             &[
                 &s.id.to_string(),
@@ -1161,13 +1092,6 @@ impl Store for PostgresStore {
                 &s.status.as_str(),
                 &s.status_reason,
                 &s.offer_handle_hash,
-                &s.code_hash,
-                &s.code_state.as_str(),
-                &s.tx_code.as_ref().map(Value::to_string),
-                &s.tx_code_mac,
-                &failures,
-                &s.token_hash,
-                &s.token_expires_at,
                 &s.by_value,
                 &s.template,
                 &s.issuer_key_id.as_str(),
@@ -1181,6 +1105,22 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(db_error)?;
+        if let Some(grant) = grant {
+            db.execute(
+                "INSERT INTO grants (session_id, kind, secret_hash, state, tx_code, tx_code_mac, \
+                 created_at) VALUES ($1, $2, $3, 'UNUSED', $4, $5, $6)",
+                &[
+                    &s.id.to_string(),
+                    &grant.kind.as_str(),
+                    &grant.secret_hash,
+                    &grant.tx_code.as_ref().map(Value::to_string),
+                    &grant.tx_code_mac,
+                    &s.created_at,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
         publish_key(db, &s.issuer_key_id).await?;
         if let Some(webhook) = &s.webhook {
             db.execute(
@@ -1208,27 +1148,32 @@ impl Store for PostgresStore {
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let conn = self.pool.get().await?;
-        first(
-            conn.db(),
-            &format!("{SESSION_SELECT} WHERE sessions.id = $1"),
-            &[&id.to_string()],
-            session_from_row,
-        )
-        .await
+        session_where(conn.db(), "s.id = $1", &id.to_string()).await
     }
 
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>> {
-        let (column, hash) = match lookup {
-            SessionLookup::OfferHandle(hash) => ("offer_handle_hash", hash),
-            SessionLookup::PreAuthorizedCode(hash) => ("code_hash", hash),
-            SessionLookup::AccessToken(hash) => ("token_hash", hash),
+        let (condition, hash) = match lookup {
+            SessionLookup::OfferHandle(hash) => ("s.offer_handle_hash = $1", hash),
+            SessionLookup::Grant(hash) => ("g.secret_hash = $1", hash),
         };
+        let conn = self.pool.get().await?;
+        session_where(conn.db(), condition, hash).await
+    }
+
+    async fn token_session(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(AccessTokenRecord, SessionRecord)>> {
         let conn = self.pool.get().await?;
         first(
             conn.db(),
-            &format!("{SESSION_SELECT} WHERE sessions.{column} = $1"),
-            &[&hash],
-            session_from_row,
+            &format!(
+                "SELECT {TOKEN_FIELDS}, {SESSION_FIELDS} FROM access_tokens t \
+                 JOIN sessions s ON s.id = t.session_id {SESSION_JOINS} \
+                 WHERE t.token_hash = $1"
+            ),
+            &[&token_hash],
+            rows::token_session,
         )
         .await
     }
@@ -1242,12 +1187,12 @@ impl Store for PostgresStore {
         listing(
             conn.db(),
             &format!(
-                "{SESSION_SELECT} \
-                 WHERE ($1::text IS NULL OR status = $1) \
-                   AND ($2::text IS NULL OR profile_id = $2) \
-                   AND ($3::bigint IS NULL OR created_at < $3 \
-                        OR (created_at = $3 AND sessions.id < $4::text)) \
-                 ORDER BY created_at DESC, sessions.id DESC LIMIT $5"
+                "SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} \
+                 WHERE ($1::text IS NULL OR s.status = $1) \
+                   AND ($2::text IS NULL OR s.profile_id = $2) \
+                   AND ($3::bigint IS NULL OR s.created_at < $3 \
+                        OR (s.created_at = $3 AND s.id < $4::text)) \
+                 ORDER BY s.created_at DESC, s.id DESC LIMIT $5"
             ),
             &[
                 &filter.status.map(SessionStatus::as_str),
@@ -1256,7 +1201,7 @@ impl Store for PostgresStore {
                 &before_id,
                 &count(filter.limit),
             ],
-            session_from_row,
+            rows::session,
         )
         .await
     }
@@ -1285,112 +1230,107 @@ impl Store for PostgresStore {
 
     async fn record_tx_code_failure(
         &self,
-        id: SessionId,
+        session: SessionId,
+        grant: i64,
         failure: &TxCodeFailure,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
-        let sql = if failure.locks {
-            "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, code_state = 'LOCKED', \
-             status = 'UNSUCCESSFUL', status_reason = 'tx_code_attempts_exhausted', \
-             finished_at = $1, updated_at = $1 \
-             WHERE id = $2 AND tx_code_failures = $3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
-        } else {
-            "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, updated_at = $1 \
-             WHERE id = $2 AND tx_code_failures = $3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
-        };
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        // The session is locked first, as every transition on it does, so a concurrent expiry
+        // or redemption waits and then sees this one's outcome.
         let seen = i32::try_from(failure.seen_failures).unwrap_or(i32::MAX);
-        let applied = self
-            .transition(sql, &[&now, &id.to_string(), &seen], events)
-            .await?;
-        Ok(if applied {
-            Applied::Yes
+        let active = db
+            .query_opt(
+                "SELECT 1 FROM sessions s JOIN grants g ON g.session_id = s.id \
+                 WHERE s.id = $1 AND s.status = 'ACTIVE' AND g.id = $2 AND g.state = 'UNUSED' \
+                 AND g.tx_code_failures = $3 FOR UPDATE",
+                &[&session.to_string(), &grant, &seen],
+            )
+            .await
+            .map_err(db_error)?;
+        if active.is_none() {
+            return Ok(Applied::Stale);
+        }
+        db.execute(
+            "UPDATE grants SET tx_code_failures = tx_code_failures + 1, \
+             state = CASE WHEN $1 THEN 'LOCKED' ELSE state END WHERE id = $2",
+            &[&failure.locks, &grant],
+        )
+        .await
+        .map_err(db_error)?;
+        let finish = if failure.locks {
+            "UPDATE sessions SET status = 'UNSUCCESSFUL', \
+             status_reason = 'tx_code_attempts_exhausted', finished_at = $1, updated_at = $1 \
+             WHERE id = $2"
         } else {
-            Applied::Stale
-        })
+            "UPDATE sessions SET updated_at = $1 WHERE id = $2"
+        };
+        db.execute(finish, &[&now, &session.to_string()])
+            .await
+            .map_err(db_error)?;
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
     }
 
-    async fn redeem_pre_authorized_code(
+    async fn redeem_grant(
         &self,
-        id: SessionId,
+        session: SessionId,
+        grant: i64,
         token_hash: &str,
         token_expires_at: Millis,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
-        let redeemed = self
-            .transition(
-                "UPDATE sessions SET code_state = 'REDEEMED', token_hash = $1, \
-                 token_expires_at = $2, token_issued_at = $3, updated_at = $3, \
-                 expires_at = GREATEST(expires_at, $2) \
-                 WHERE id = $4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > $3",
-                &[&token_hash, &token_expires_at, &now, &id.to_string()],
-                events,
-            )
-            .await?;
-        Ok(if redeemed {
-            Applied::Yes
-        } else {
-            Applied::Stale
-        })
-    }
-
-    async fn complete_issuance(
-        &self,
-        id: SessionId,
-        nonce_hash: &str,
-        nonce_expires_at: Millis,
-        now: Millis,
-        events: &[NewEvent],
-    ) -> StoreResult<IssuanceCommit> {
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
-        // Lock the session while checking it: a concurrent completion waits, then sees it
-        // finished.
         let active = db
             .query_opt(
-                "SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE' \
-                 AND code_state = 'REDEEMED' AND token_expires_at > $2 FOR UPDATE",
-                &[&id.to_string(), &now],
+                "SELECT 1 FROM sessions s JOIN grants g ON g.session_id = s.id \
+                 WHERE s.id = $1 AND s.status = 'ACTIVE' AND s.expires_at > $2 AND g.id = $3 \
+                 AND g.state = 'UNUSED' FOR UPDATE",
+                &[&session.to_string(), &now, &grant],
             )
             .await
             .map_err(db_error)?;
         if active.is_none() {
-            return Ok(IssuanceCommit::SessionNotActive);
-        }
-        let fresh = db
-            .execute(
-                "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT DO NOTHING",
-                &[&nonce_hash, &nonce_expires_at],
-            )
-            .await
-            .map_err(db_error)?;
-        if fresh == 0 {
-            return Ok(IssuanceCommit::NonceAlreadyUsed);
+            return Ok(Applied::Stale);
         }
         db.execute(
-            "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = $1, updated_at = $1 \
-             WHERE id = $2",
-            &[&now, &id.to_string()],
+            "UPDATE grants SET state = 'REDEEMED', redeemed_at = $1 WHERE id = $2",
+            &[&now, &grant],
+        )
+        .await
+        .map_err(db_error)?;
+        db.execute(
+            "INSERT INTO access_tokens (token_hash, session_id, grant_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &token_hash,
+                &session.to_string(),
+                &grant,
+                &now,
+                &token_expires_at,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        db.execute(
+            "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, $1), \
+             updated_at = $1, expires_at = GREATEST(expires_at, $2) WHERE id = $3",
+            &[&now, &token_expires_at, &session.to_string()],
         )
         .await
         .map_err(db_error)?;
         let newest = insert_events(db, events).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
-        Ok(IssuanceCommit::Issued)
-    }
-
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
-        let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
-        self.committed(newest);
-        Ok(())
+        Ok(Applied::Yes)
     }
 
     async fn sessions_due_for_expiry(
@@ -1442,6 +1382,10 @@ impl Store for PostgresStore {
             ),
             format!("DELETE FROM deliveries WHERE session_id IN ({FINISHED})"),
             format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
+            format!("DELETE FROM access_tokens WHERE session_id IN ({FINISHED})"),
+            format!("DELETE FROM grants WHERE session_id IN ({FINISHED})"),
+            // Records of credentials outlive their session, until they have expired.
+            "DELETE FROM issued_credentials WHERE expires_at < $1".to_owned(),
         ] {
             db.execute(&statement, &[&finished_before])
                 .await
@@ -1460,6 +1404,104 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(db_error)?;
         Ok(sessions)
     }
+}
+
+#[async_trait]
+impl CredentialStore for PostgresStore {
+    async fn complete_issuance(&self, issuance: &Issuance) -> StoreResult<IssuanceCommit> {
+        let session = issuance.session.to_string();
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        // Lock the session while checking it: a concurrent completion waits, then sees it
+        // finished.
+        let active = db
+            .query_opt(
+                "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
+                 WHERE s.id = $1 AND s.status = 'ACTIVE' AND t.token_hash = $2 \
+                 AND t.expires_at > $3 FOR UPDATE OF s",
+                &[&session, &issuance.token_hash, &issuance.now],
+            )
+            .await
+            .map_err(db_error)?;
+        if active.is_none() {
+            return Ok(IssuanceCommit::SessionNotActive);
+        }
+        let fresh = db
+            .execute(
+                "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&issuance.nonce_hash, &issuance.nonce_expires_at],
+            )
+            .await
+            .map_err(db_error)?;
+        if fresh == 0 {
+            return Ok(IssuanceCommit::NonceAlreadyUsed);
+        }
+        for credential in &issuance.credentials {
+            db.execute(
+                &format!(
+                    "INSERT INTO issued_credentials ({ISSUED_CREDENTIAL_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ),
+                &[
+                    &credential.id,
+                    &credential.session_id.to_string(),
+                    &credential.credential_configuration_id,
+                    &credential.format,
+                    &credential.holder,
+                    &credential.issued_at,
+                    &credential.expires_at,
+                    &credential.status.as_ref().map(Value::to_string),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        let update = if issuance.finish {
+            "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = $1, updated_at = $1 \
+             WHERE id = $2"
+        } else {
+            "UPDATE sessions SET updated_at = $1 WHERE id = $2"
+        };
+        db.execute(update, &[&issuance.now, &session])
+            .await
+            .map_err(db_error)?;
+        let newest = insert_events(db, &issuance.events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(IssuanceCommit::Issued)
+    }
+
+    async fn issued_credentials(
+        &self,
+        session: SessionId,
+    ) -> StoreResult<Vec<IssuedCredentialRecord>> {
+        let conn = self.pool.get().await?;
+        collect(
+            conn.db(),
+            &format!(
+                "SELECT {ISSUED_CREDENTIAL_COLUMNS} FROM issued_credentials \
+                 WHERE session_id = $1 ORDER BY issued_at, id"
+            ),
+            &[&session.to_string()],
+            rows::issued_credential,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for PostgresStore {
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(())
+    }
 
     async fn events(
         &self,
@@ -1477,7 +1519,7 @@ impl Store for PostgresStore {
                          WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
                     ),
                     &[&id.to_string(), &after_seq, &count(limit)],
-                    event_from_row,
+                    rows::event,
                 )
                 .await
             }
@@ -1488,7 +1530,7 @@ impl Store for PostgresStore {
                         "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
                     ),
                     &[&after_seq, &count(limit)],
-                    event_from_row,
+                    rows::event,
                 )
                 .await
             }
@@ -1498,7 +1540,10 @@ impl Store for PostgresStore {
     fn watch_events(&self) -> watch::Receiver<i64> {
         self.newest_event.clone()
     }
+}
 
+#[async_trait]
+impl Outbox for PostgresStore {
     async fn claim_deliveries(
         &self,
         now: Millis,
@@ -1566,30 +1611,14 @@ impl Store for PostgresStore {
 
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
         let conn = self.pool.get().await?;
-        let rows = conn
-            .db()
-            .query(
-                "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
-                 WHERE session_id = $1 ORDER BY event_seq, id",
-                &[&id.to_string()],
-            )
-            .await
-            .map_err(db_error)?;
-        let mut records: Vec<DeliveryRecord> = rows
-            .iter()
-            .map(|row| {
-                let status: String = row.get(3);
-                let next: i64 = row.get(4);
-                DeliveryRecord {
-                    id: row.get(0),
-                    event_seq: row.get(1),
-                    url: row.get(2),
-                    next_attempt_at: (status == "PENDING").then_some(next),
-                    status,
-                    attempts: Vec::new(),
-                }
-            })
-            .collect();
+        let mut records = collect(
+            conn.db(),
+            "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
+             WHERE session_id = $1 ORDER BY event_seq, id",
+            &[&id.to_string()],
+            rows::delivery,
+        )
+        .await?;
         let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
         let attempts = conn
             .db()
@@ -1600,20 +1629,10 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db_error)?;
-        for row in attempts {
-            let delivery: i64 = row.get(0);
-            let status_code: Option<i32> = row.get(3);
-            let attempt = AttemptRecord {
-                started_at: row.get(1),
-                duration_ms: row.get(2),
-                status_code: status_code
-                    .map(|code| u16::try_from(code).map_err(|_| corrupt("status code")))
-                    .transpose()?,
-                error: row.get(4),
-                response: row.get(5),
-            };
+        for row in &attempts {
+            let delivery = row.int("delivery_id")?;
             if let Some(record) = records.iter_mut().find(|record| record.id == delivery) {
-                record.attempts.push(attempt);
+                record.attempts.push(rows::attempt(row)?);
             }
         }
         Ok(records)

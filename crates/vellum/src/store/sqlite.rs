@@ -22,6 +22,10 @@ use rusqlite::{
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
+use super::rows::{
+    self, Columns, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, PROFILE_SELECT, SESSION_COLUMNS,
+    SESSION_FIELDS, SESSION_JOINS, TOKEN_FIELDS, corrupt,
+};
 use super::*;
 use crate::config::Synchronous;
 
@@ -38,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0003_deliveries_pending.sql",
         include_str!("../../migrations/sqlite/0003_deliveries_pending.sql"),
+    ),
+    (
+        "0004_grants_and_issued_credentials.sql",
+        include_str!("../../migrations/sqlite/0004_grants_and_issued_credentials.sql"),
     ),
 ];
 
@@ -118,14 +126,6 @@ fn db_error(error: rusqlite::Error) -> StoreError {
 
 fn is_unique_violation(error: &rusqlite::Error) -> bool {
     matches!(error, rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::ConstraintViolation)
-}
-
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
-}
-
-fn json(text: &str) -> StoreResult<Value> {
-    serde_json::from_str(text).map_err(|_| corrupt("JSON column"))
 }
 
 fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
@@ -404,152 +404,47 @@ fn publish_key(conn: &Connection, key: &KeyId) -> StoreResult<()> {
     Ok(())
 }
 
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<KeyRecord>> {
-    let id: String = row.get("id")?;
-    let public_jwk: String = row.get("public_jwk")?;
-    let algorithm = row.get("algorithm")?;
-    let sealed_private = row.get("sealed_private")?;
-    let created_at = row.get("created_at")?;
-    Ok((|| {
-        Ok(KeyRecord {
-            id: KeyId::parse(&id).map_err(|_| corrupt("key id"))?,
-            algorithm,
-            public_jwk: json(&public_jwk)?,
-            sealed_private,
-            created_at,
-        })
-    })())
+impl Columns for Row<'_> {
+    fn text(&self, name: &str) -> StoreResult<String> {
+        self.get(name).map_err(|error| column(name, error))
+    }
+    fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
+        self.get(name).map_err(|error| column(name, error))
+    }
+    fn int(&self, name: &str) -> StoreResult<i64> {
+        self.get(name).map_err(|error| column(name, error))
+    }
+    fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
+        self.get(name).map_err(|error| column(name, error))
+    }
+    fn flag(&self, name: &str) -> StoreResult<bool> {
+        self.get(name).map_err(|error| column(name, error))
+    }
+    fn blob(&self, name: &str) -> StoreResult<Vec<u8>> {
+        self.get(name).map_err(|error| column(name, error))
+    }
 }
 
-fn profile_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<ProfileRecord>> {
-    let id: String = row.get("id")?;
-    let key: String = row.get("issuer_key_id")?;
-    let definition: String = row.get("definition")?;
-    let version = row.get("version")?;
-    let active: bool = row.get("active")?;
-    let created_at = row.get("created_at")?;
-    let updated_at = row.get("updated_at")?;
-    Ok((|| {
-        Ok(ProfileRecord {
-            id: ProfileId::parse(&id).map_err(|_| corrupt("profile id"))?,
-            version,
-            active,
-            definition: json(&definition)?,
-            issuer_key_id: KeyId::parse(&key).map_err(|_| corrupt("key id"))?,
-            created_at,
-            updated_at,
-        })
-    })())
+fn column(name: &str, error: rusqlite::Error) -> StoreError {
+    corrupt(format!("column {name}: {error}"))
 }
 
-fn session_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<SessionRecord>> {
-    let webhook_url: Option<String> = row.get("webhook_url")?;
-    let webhook_events: Option<String> = row.get("webhook_events")?;
-    let webhook_parts = (
-        row.get::<_, Option<String>>("webhook_bearer_token")?,
-        row.get::<_, Option<String>>("webhook_secret")?,
-    );
-    let id: String = row.get("id")?;
-    let profile_id: String = row.get("profile_id")?;
-    let status: String = row.get("status")?;
-    let code_state: String = row.get("code_state")?;
-    let tx_code: Option<String> = row.get("tx_code")?;
-    let template: String = row.get("template")?;
-    let issuer_key_id: String = row.get("issuer_key_id")?;
-    let failures: i64 = row.get("tx_code_failures")?;
-    let record = (
-        row.get("profile_version")?,
-        row.get("credential_configuration_id")?,
-        row.get("status_reason")?,
-        row.get("offer_handle_hash")?,
-        row.get("code_hash")?,
-        row.get("tx_code_mac")?,
-        row.get("token_hash")?,
-        row.get("token_expires_at")?,
-        row.get("by_value")?,
-    );
-    let times = (
-        row.get("created_at")?,
-        row.get("updated_at")?,
-        row.get("expires_at")?,
-        row.get("resolved_at")?,
-        row.get("token_issued_at")?,
-        row.get("finished_at")?,
-    );
-    Ok((|| {
-        Ok(SessionRecord {
-            id: SessionId::parse(&id).ok_or_else(|| corrupt("session id"))?,
-            profile_id: ProfileId::parse(&profile_id).map_err(|_| corrupt("profile id"))?,
-            profile_version: record.0,
-            credential_configuration_id: record.1,
-            status: SessionStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-            status_reason: record.2,
-            offer_handle_hash: record.3,
-            code_hash: record.4,
-            code_state: CodeState::parse(&code_state).ok_or_else(|| corrupt("code state"))?,
-            tx_code: tx_code.as_deref().map(json).transpose()?,
-            tx_code_mac: record.5,
-            tx_code_failures: u32::try_from(failures).map_err(|_| corrupt("tx_code_failures"))?,
-            token_hash: record.6,
-            token_expires_at: record.7,
-            by_value: record.8,
-            template,
-            webhook: match webhook_url {
-                None => None,
-                Some(url) => Some(WebhookTarget {
-                    url,
-                    bearer_token: webhook_parts.0,
-                    secret: webhook_parts.1,
-                    events: webhook_events
-                        .as_deref()
-                        .map(|text| {
-                            serde_json::from_str(text).map_err(|_| corrupt("webhook events"))
-                        })
-                        .transpose()?,
-                }),
-            },
-            issuer_key_id: KeyId::parse(&issuer_key_id).map_err(|_| corrupt("key id"))?,
-            created_at: times.0,
-            updated_at: times.1,
-            expires_at: times.2,
-            resolved_at: times.3,
-            token_issued_at: times.4,
-            finished_at: times.5,
-        })
-    })())
-}
-
-fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoreResult<EventRecord>> {
-    let session: Option<String> = row.get("session_id")?;
-    let data: String = row.get("data")?;
-    let seq = row.get("seq")?;
-    let id = row.get("id")?;
-    let event_type = row.get("type")?;
-    let timestamp = row.get("timestamp")?;
-    Ok((|| {
-        Ok(EventRecord {
-            seq,
-            id,
-            session_id: session
-                .map(|text| SessionId::parse(&text).ok_or_else(|| corrupt("session id")))
-                .transpose()?,
-            event_type,
-            timestamp,
-            data: json(&data)?,
-        })
-    })())
-}
+type Convert<T> = fn(&dyn Columns) -> StoreResult<T>;
 
 /// Runs a query and converts every row, surfacing both SQL and conversion errors.
 fn collect<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    convert: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
+    convert: Convert<T>,
 ) -> StoreResult<Vec<T>> {
     let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
-    let rows = statement.query_map(params, convert).map_err(db_error)?;
-    rows.map(|row| row.map_err(db_error)?).collect()
+    let mut rows = statement.query(params).map_err(db_error)?;
+    let mut items = Vec::new();
+    while let Some(row) = rows.next().map_err(db_error)? {
+        items.push(convert(row)?);
+    }
+    Ok(items)
 }
 
 /// [`collect`] for listings: a row that does not convert is reported by its `id`, not fatal.
@@ -557,17 +452,13 @@ fn listing<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    convert: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
+    convert: Convert<T>,
 ) -> StoreResult<Listing<T>> {
     let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
     let mut rows = statement.query(params).map_err(db_error)?;
     let mut listing = Listing { rows: Vec::new() };
     while let Some(row) = rows.next().map_err(db_error)? {
-        let converted = match convert(row) {
-            Ok(converted) => converted,
-            Err(error) => Err(db_error(error)),
-        };
-        listing.rows.push(converted.map_err(|error| Unreadable {
+        listing.rows.push(convert(row).map_err(|error| Unreadable {
             id: row.get::<_, String>("id").unwrap_or_default(),
             reason: error.to_string(),
             created_at: row.get("created_at").ok(),
@@ -580,40 +471,26 @@ fn first<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    convert: fn(&Row<'_>) -> rusqlite::Result<StoreResult<T>>,
+    convert: Convert<T>,
 ) -> StoreResult<Option<T>> {
     let mut statement = conn.prepare_cached(sql).map_err(db_error)?;
-    statement
-        .query_row(params, convert)
-        .optional()
-        .map_err(db_error)?
-        .transpose()
+    let mut rows = statement.query(params).map_err(db_error)?;
+    match rows.next().map_err(db_error)? {
+        Some(row) => convert(row).map(Some),
+        None => Ok(None),
+    }
 }
 
-const SESSION_COLUMNS: &str = "id, profile_id, profile_version, credential_configuration_id, \
-    status, status_reason, offer_handle_hash, code_hash, code_state, tx_code, tx_code_mac, \
-    tx_code_failures, token_hash, token_expires_at, by_value, template, issuer_key_id, \
-    created_at, updated_at, expires_at, resolved_at, token_issued_at, finished_at";
-
-const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, v.issuer_key_id, \
-    h.created_at, CASE WHEN v.version = h.version THEN h.updated_at ELSE v.created_at END \
-    AS updated_at FROM profile_versions v JOIN profile_heads h ON h.id = v.id";
-
-/// Sessions with their webhook (columns of `webhooks` do not clash with those of `sessions`).
-const SESSION_SELECT: &str = "SELECT sessions.*, w.url AS webhook_url, \
-    w.bearer_token AS webhook_bearer_token, w.secret AS webhook_secret, \
-    w.events AS webhook_events FROM sessions LEFT JOIN webhooks w ON w.session_id = sessions.id";
-
-fn session_by_column(
+fn session_where(
     conn: &Connection,
-    column: &str,
+    condition: &str,
     value: &str,
 ) -> StoreResult<Option<SessionRecord>> {
     first(
         conn,
-        &format!("{SESSION_SELECT} WHERE sessions.{column} = ?"),
+        &format!("SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} WHERE {condition}"),
         [value],
-        session_from_row,
+        rows::session,
     )
 }
 
@@ -626,7 +503,7 @@ fn profile_version(
         conn,
         &format!("{PROFILE_SELECT} WHERE v.id = ? AND v.version = ?"),
         params![id, version],
-        profile_from_row,
+        rows::profile,
     )
 }
 
@@ -693,66 +570,24 @@ fn claim(
     candidates.sort_unstable();
     candidates.truncate(limit as usize);
     let mut lease = conn
-        .prepare_cached(
-            "UPDATE deliveries SET lease_until = ?1 WHERE id = ?2 \
-             RETURNING id, event_seq, session_id, attempts, retry_step",
-        )
+        .prepare_cached("UPDATE deliveries SET lease_until = ?1 WHERE id = ?2")
         .map_err(db_error)?;
-    let mut claimed: Vec<(i64, i64, String, u32, u32)> = Vec::with_capacity(candidates.len());
+    let mut due = Vec::with_capacity(candidates.len());
     for (_, id) in candidates {
-        claimed.push(
-            lease
-                .query_row(params![lease_until, id], |row| {
-                    Ok((
-                        row.get(0)?,
-                        row.get(1)?,
-                        row.get(2)?,
-                        row.get(3)?,
-                        row.get(4)?,
-                    ))
-                })
-                .map_err(db_error)?,
+        lease.execute(params![lease_until, id]).map_err(db_error)?;
+        due.push(
+            first(
+                conn,
+                "SELECT d.id AS delivery_id, d.attempts, d.retry_step, \
+                        e.seq, e.id, e.session_id, e.type, e.timestamp, e.data, \
+                        w.url, w.bearer_token, w.secret, w.events AS webhook_events \
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                 JOIN webhooks w ON w.session_id = d.session_id WHERE d.id = ?",
+                [id],
+                rows::due_delivery,
+            )?
+            .ok_or_else(|| corrupt("delivery without event or webhook"))?,
         );
-    }
-    let mut due = Vec::with_capacity(claimed.len());
-    for (id, seq, session, attempts, retry_step) in claimed {
-        let event = first(
-            conn,
-            "SELECT seq, id, session_id, type, timestamp, data FROM events WHERE seq = ?",
-            [seq],
-            event_from_row,
-        )?
-        .ok_or_else(|| corrupt("delivery without event"))?;
-        let webhook = conn
-            .prepare_cached(
-                "SELECT url, bearer_token, secret, events FROM webhooks WHERE session_id = ?",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_row([&session], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })
-                    .optional()
-            })
-            .map_err(db_error)?
-            .ok_or_else(|| corrupt("delivery without webhook"))?;
-        let (url, bearer_token, secret, events): (_, _, _, Option<String>) = webhook;
-        let webhook = WebhookTarget {
-            url,
-            bearer_token,
-            secret,
-            events: events
-                .as_deref()
-                .map(|text| serde_json::from_str(text).map_err(|_| corrupt("webhook events")))
-                .transpose()?,
-        };
-        due.push(DueDelivery {
-            id,
-            attempt: attempts + 1,
-            retry_step,
-            event,
-            webhook,
-        });
     }
     Ok(due)
 }
@@ -781,12 +616,8 @@ fn record(
         ])
     })
     .map_err(db_error)?;
-    let (status, next, step) = match outcome {
-        AttemptOutcome::Delivered => ("DELIVERED", None, 0),
-        AttemptOutcome::RetryAt(at) => ("PENDING", Some(at), 1),
-        AttemptOutcome::Failed => ("FAILED", None, 0),
-        AttemptOutcome::Gone => ("GONE", None, 0),
-    };
+    let (status, next, step) = rows::consequence(outcome);
+    let status = status.as_str();
     conn.prepare_cached(
         "UPDATE deliveries SET attempts = attempts + 1, status = ?1, \
          next_attempt_at = COALESCE(?2, next_attempt_at), retry_step = retry_step + ?3, \
@@ -822,7 +653,7 @@ fn record(
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl SettingsStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error))
             .await
@@ -857,7 +688,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: &KeyRecord) -> StoreResult<()> {
         let key = key.clone();
         self.write(move |conn| {
@@ -890,7 +724,7 @@ impl Store for SqliteStore {
                 conn,
                 "SELECT * FROM keys WHERE id = ?",
                 [id.as_str()],
-                key_from_row,
+                rows::key,
             )
         })
         .await
@@ -902,7 +736,7 @@ impl Store for SqliteStore {
                 conn,
                 "SELECT * FROM keys ORDER BY created_at, id",
                 [],
-                key_from_row,
+                rows::key,
             )
         })
         .await
@@ -914,12 +748,15 @@ impl Store for SqliteStore {
                 conn,
                 "SELECT * FROM keys WHERE published = 1 ORDER BY created_at, id",
                 [],
-                key_from_row,
+                rows::key,
             )
         })
         .await
     }
+}
 
+#[async_trait]
+impl ProfileStore for SqliteStore {
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
         let profile = profile.clone();
         self.write(move |conn| {
@@ -1009,7 +846,7 @@ impl Store for SqliteStore {
                 conn,
                 &format!("{PROFILE_SELECT} WHERE v.id = ? AND v.version = h.version"),
                 [id.as_str()],
-                profile_from_row,
+                rows::profile,
             ),
         })
         .await
@@ -1023,18 +860,26 @@ impl Store for SqliteStore {
                     "{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"
                 ),
                 [],
-                profile_from_row,
+                rows::profile,
             )
         })
         .await
     }
+}
 
-    async fn create_session(&self, session: &SessionRecord, event: &NewEvent) -> StoreResult<()> {
-        let (s, event) = (session.clone(), event.clone());
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        grant: Option<&NewGrant>,
+        event: &NewEvent,
+    ) -> StoreResult<()> {
+        let (s, grant, event) = (session.clone(), grant.cloned(), event.clone());
         self.write(move |conn| {
             conn.prepare_cached(&format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES \
-                 (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                 (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -1045,13 +890,6 @@ impl Store for SqliteStore {
                     s.status.as_str(),
                     s.status_reason,
                     s.offer_handle_hash,
-                    s.code_hash,
-                    s.code_state.as_str(),
-                    s.tx_code.as_ref().map(Value::to_string),
-                    s.tx_code_mac,
-                    s.tx_code_failures,
-                    s.token_hash,
-                    s.token_expires_at,
                     s.by_value,
                     s.template,
                     s.issuer_key_id.as_str(),
@@ -1064,6 +902,23 @@ impl Store for SqliteStore {
                 ])
             })
             .map_err(db_error)?;
+            if let Some(grant) = &grant {
+                conn.prepare_cached(
+                    "INSERT INTO grants (session_id, kind, secret_hash, state, tx_code, \
+                     tx_code_mac, created_at) VALUES (?, ?, ?, 'UNUSED', ?, ?, ?)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        s.id.to_string(),
+                        grant.kind.as_str(),
+                        grant.secret_hash,
+                        grant.tx_code.as_ref().map(Value::to_string),
+                        grant.tx_code_mac,
+                        s.created_at,
+                    ])
+                })
+                .map_err(db_error)?;
+            }
             publish_key(conn, &s.issuer_key_id)?;
             if let Some(webhook) = &s.webhook {
                 conn.prepare_cached(
@@ -1090,19 +945,38 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
-        self.read(move |conn| session_by_column(conn, "id", &id.to_string()))
+        self.read(move |conn| session_where(conn, "s.id = ?", &id.to_string()))
             .await
     }
 
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>> {
-        let (column, hash) = match lookup {
-            SessionLookup::OfferHandle(hash) => ("offer_handle_hash", hash),
-            SessionLookup::PreAuthorizedCode(hash) => ("code_hash", hash),
-            SessionLookup::AccessToken(hash) => ("token_hash", hash),
+        let (condition, hash) = match lookup {
+            SessionLookup::OfferHandle(hash) => ("s.offer_handle_hash = ?", hash),
+            SessionLookup::Grant(hash) => ("g.secret_hash = ?", hash),
         };
         let hash = hash.to_owned();
-        self.read(move |conn| session_by_column(conn, column, &hash))
+        self.read(move |conn| session_where(conn, condition, &hash))
             .await
+    }
+
+    async fn token_session(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(AccessTokenRecord, SessionRecord)>> {
+        let hash = token_hash.to_owned();
+        self.read(move |conn| {
+            first(
+                conn,
+                &format!(
+                    "SELECT {TOKEN_FIELDS}, {SESSION_FIELDS} FROM access_tokens t \
+                     JOIN sessions s ON s.id = t.session_id {SESSION_JOINS} \
+                     WHERE t.token_hash = ?"
+                ),
+                [hash],
+                rows::token_session,
+            )
+        })
+        .await
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>> {
@@ -1115,10 +989,10 @@ impl Store for SqliteStore {
             listing(
                 conn,
                 &format!(
-                    "{SESSION_SELECT} \
-                     WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR profile_id = ?2) \
-                     AND (?3 IS NULL OR created_at < ?3 OR (created_at = ?3 AND id < ?4)) \
-                     ORDER BY created_at DESC, id DESC LIMIT ?5"
+                    "SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} \
+                     WHERE (?1 IS NULL OR s.status = ?1) AND (?2 IS NULL OR s.profile_id = ?2) \
+                     AND (?3 IS NULL OR s.created_at < ?3 OR (s.created_at = ?3 AND s.id < ?4)) \
+                     ORDER BY s.created_at DESC, s.id DESC LIMIT ?5"
                 ),
                 params![
                     filter.status.map(SessionStatus::as_str),
@@ -1127,7 +1001,7 @@ impl Store for SqliteStore {
                     before_id,
                     filter.limit
                 ],
-                session_from_row,
+                rows::session,
             )
         })
         .await
@@ -1154,35 +1028,59 @@ impl Store for SqliteStore {
 
     async fn record_tx_code_failure(
         &self,
-        id: SessionId,
+        session: SessionId,
+        grant: i64,
         failure: &TxCodeFailure,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
         let (failure, events) = (failure.clone(), events.to_vec());
         self.write(move |conn| {
-            let sql = if failure.locks {
-                "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, code_state = 'LOCKED', \
-                 status = 'UNSUCCESSFUL', status_reason = 'tx_code_attempts_exhausted', \
-                 finished_at = ?1, updated_at = ?1 \
-                 WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
+            // The writer is the only one: what is read here cannot change before the writes.
+            let active: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT 1 FROM sessions s JOIN grants g ON g.session_id = s.id \
+                     WHERE s.id = ?1 AND s.status = 'ACTIVE' AND g.id = ?2 \
+                     AND g.state = 'UNUSED' AND g.tx_code_failures = ?3",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(
+                            params![session.to_string(), grant, failure.seen_failures],
+                            |row| row.get(0),
+                        )
+                        .optional()
+                })
+                .map_err(db_error)?;
+            if active.is_none() {
+                return Ok(Applied::Stale);
+            }
+            conn.prepare_cached(
+                "UPDATE grants SET tx_code_failures = tx_code_failures + 1, \
+                 state = CASE WHEN ?1 THEN 'LOCKED' ELSE state END WHERE id = ?2",
+            )
+            .and_then(|mut statement| statement.execute(params![failure.locks, grant]))
+            .map_err(db_error)?;
+            let finish = if failure.locks {
+                "UPDATE sessions SET status = 'UNSUCCESSFUL', \
+                 status_reason = 'tx_code_attempts_exhausted', finished_at = ?1, updated_at = ?1 \
+                 WHERE id = ?2"
             } else {
-                "UPDATE sessions SET tx_code_failures = tx_code_failures + 1, updated_at = ?1 \
-                 WHERE id = ?2 AND tx_code_failures = ?3 AND code_state = 'UNUSED' AND status = 'ACTIVE'"
+                "UPDATE sessions SET updated_at = ?1 WHERE id = ?2"
             };
-            let params = params![now, id.to_string(), failure.seen_failures];
-            Ok(if transition(conn, sql, params, &events)? {
-                Applied::Yes
-            } else {
-                Applied::Stale
-            })
+            conn.prepare_cached(finish)
+                .and_then(|mut statement| statement.execute(params![now, session.to_string()]))
+                .map_err(db_error)?;
+            insert_events(conn, &events)?;
+            Ok(Applied::Yes)
         })
         .await
     }
 
-    async fn redeem_pre_authorized_code(
+    async fn redeem_grant(
         &self,
-        id: SessionId,
+        session: SessionId,
+        grant: i64,
         token_hash: &str,
         token_expires_at: Millis,
         now: Millis,
@@ -1190,74 +1088,46 @@ impl Store for SqliteStore {
     ) -> StoreResult<Applied> {
         let (token_hash, events) = (token_hash.to_owned(), events.to_vec());
         self.write(move |conn| {
-            let redeemed = transition(
-                conn,
-                "UPDATE sessions SET code_state = 'REDEEMED', token_hash = ?1, \
-                 token_expires_at = ?2, token_issued_at = ?3, updated_at = ?3, \
-                 expires_at = MAX(expires_at, ?2) \
-                 WHERE id = ?4 AND code_state = 'UNUSED' AND status = 'ACTIVE' AND expires_at > ?3",
-                params![token_hash, token_expires_at, now, id.to_string()],
-                &events,
-            )?;
-            Ok(if redeemed {
-                Applied::Yes
-            } else {
-                Applied::Stale
-            })
-        })
-        .await
-    }
-
-    async fn complete_issuance(
-        &self,
-        id: SessionId,
-        nonce_hash: &str,
-        nonce_expires_at: Millis,
-        now: Millis,
-        events: &[NewEvent],
-    ) -> StoreResult<IssuanceCommit> {
-        let (nonce_hash, events) = (nonce_hash.to_owned(), events.to_vec());
-        self.write(move |conn| {
-            // Check before writing: the writer is the only one, so nothing can come between.
-            let active: Option<i64> = conn
+            let redeemed = conn
                 .prepare_cached(
-                    "SELECT 1 FROM sessions WHERE id = ?1 AND status = 'ACTIVE' \
-                     AND code_state = 'REDEEMED' AND token_expires_at > ?2",
+                    "UPDATE grants SET state = 'REDEEMED', redeemed_at = ?1 \
+                     WHERE id = ?2 AND session_id = ?3 AND state = 'UNUSED' AND EXISTS \
+                     (SELECT 1 FROM sessions WHERE id = ?3 AND status = 'ACTIVE' \
+                      AND expires_at > ?1)",
                 )
                 .and_then(|mut statement| {
-                    statement
-                        .query_row(params![id.to_string(), now], |row| row.get(0))
-                        .optional()
+                    statement.execute(params![now, grant, session.to_string()])
                 })
                 .map_err(db_error)?;
-            if active.is_none() {
-                return Ok(IssuanceCommit::SessionNotActive);
-            }
-            let fresh = conn
-                .prepare_cached(
-                    "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .and_then(|mut statement| statement.execute(params![nonce_hash, nonce_expires_at]))
-                .map_err(db_error)?;
-            if fresh == 0 {
-                return Ok(IssuanceCommit::NonceAlreadyUsed);
+            if redeemed == 0 {
+                return Ok(Applied::Stale);
             }
             conn.prepare_cached(
-                "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = ?1, updated_at = ?1 \
-                 WHERE id = ?2",
+                "INSERT INTO access_tokens (token_hash, session_id, grant_id, issued_at, \
+                 expires_at) VALUES (?, ?, ?, ?, ?)",
             )
-            .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    token_hash,
+                    session.to_string(),
+                    grant,
+                    now,
+                    token_expires_at
+                ])
+            })
+            .map_err(db_error)?;
+            conn.prepare_cached(
+                "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, ?1), \
+                 updated_at = ?1, expires_at = MAX(expires_at, ?2) WHERE id = ?3",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![now, token_expires_at, session.to_string()])
+            })
             .map_err(db_error)?;
             insert_events(conn, &events)?;
-            Ok(IssuanceCommit::Issued)
+            Ok(Applied::Yes)
         })
         .await
-    }
-
-    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
-        let events = events.to_vec();
-        self.write(move |conn| insert_events(conn, &events)).await
     }
 
     async fn sessions_due_for_expiry(
@@ -1305,26 +1175,22 @@ impl Store for SqliteStore {
 
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
         self.write(move |conn| {
-            conn.execute(
-                "DELETE FROM events WHERE session_id IN \
-                 (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
-                [finished_before],
-            )
-            .map_err(db_error)?;
-            conn.execute(
-                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT d.id FROM deliveries d \
-                 JOIN sessions s ON s.id = d.session_id \
-                 WHERE s.finished_at IS NOT NULL AND s.finished_at < ?)",
-                [finished_before],
-            )
-            .map_err(db_error)?;
+            const FINISHED: &str =
+                "SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?1";
             for statement in [
-                "DELETE FROM deliveries WHERE session_id IN \
-                 (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
-                "DELETE FROM webhooks WHERE session_id IN \
-                 (SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?)",
+                format!("DELETE FROM events WHERE session_id IN ({FINISHED})"),
+                format!(
+                    "DELETE FROM delivery_attempts WHERE delivery_id IN \
+                     (SELECT id FROM deliveries WHERE session_id IN ({FINISHED}))"
+                ),
+                format!("DELETE FROM deliveries WHERE session_id IN ({FINISHED})"),
+                format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
+                format!("DELETE FROM access_tokens WHERE session_id IN ({FINISHED})"),
+                format!("DELETE FROM grants WHERE session_id IN ({FINISHED})"),
+                // Records of credentials outlive their session, until they have expired.
+                "DELETE FROM issued_credentials WHERE expires_at < ?1".to_owned(),
             ] {
-                conn.execute(statement, [finished_before])
+                conn.execute(&statement, [finished_before])
                     .map_err(db_error)?;
             }
             let sessions = conn
@@ -1339,6 +1205,111 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl CredentialStore for SqliteStore {
+    async fn complete_issuance(&self, issuance: &Issuance) -> StoreResult<IssuanceCommit> {
+        let issuance = issuance.clone();
+        self.write(move |conn| {
+            let Issuance {
+                session,
+                token_hash,
+                nonce_hash,
+                nonce_expires_at,
+                credentials,
+                finish,
+                now,
+                events,
+            } = issuance;
+            // Check before writing: the writer is the only one, so nothing can come between.
+            let active: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
+                     WHERE s.id = ?1 AND s.status = 'ACTIVE' AND t.token_hash = ?2 \
+                     AND t.expires_at > ?3",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![session.to_string(), token_hash, now], |row| {
+                            row.get(0)
+                        })
+                        .optional()
+                })
+                .map_err(db_error)?;
+            if active.is_none() {
+                return Ok(IssuanceCommit::SessionNotActive);
+            }
+            let fresh = conn
+                .prepare_cached(
+                    "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut statement| statement.execute(params![nonce_hash, nonce_expires_at]))
+                .map_err(db_error)?;
+            if fresh == 0 {
+                return Ok(IssuanceCommit::NonceAlreadyUsed);
+            }
+            let mut insert = conn
+                .prepare_cached(&format!(
+                    "INSERT INTO issued_credentials ({ISSUED_CREDENTIAL_COLUMNS}) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .map_err(db_error)?;
+            for credential in &credentials {
+                insert
+                    .execute(params![
+                        credential.id,
+                        credential.session_id.to_string(),
+                        credential.credential_configuration_id,
+                        credential.format,
+                        credential.holder,
+                        credential.issued_at,
+                        credential.expires_at,
+                        credential.status.as_ref().map(Value::to_string),
+                    ])
+                    .map_err(db_error)?;
+            }
+            let update = if finish {
+                "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = ?1, updated_at = ?1 \
+                 WHERE id = ?2"
+            } else {
+                "UPDATE sessions SET updated_at = ?1 WHERE id = ?2"
+            };
+            conn.prepare_cached(update)
+                .and_then(|mut statement| statement.execute(params![now, session.to_string()]))
+                .map_err(db_error)?;
+            insert_events(conn, &events)?;
+            Ok(IssuanceCommit::Issued)
+        })
+        .await
+    }
+
+    async fn issued_credentials(
+        &self,
+        session: SessionId,
+    ) -> StoreResult<Vec<IssuedCredentialRecord>> {
+        self.read(move |conn| {
+            collect(
+                conn,
+                &format!(
+                    "SELECT {ISSUED_CREDENTIAL_COLUMNS} FROM issued_credentials \
+                     WHERE session_id = ? ORDER BY issued_at, id"
+                ),
+                [session.to_string()],
+                rows::issued_credential,
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
+        let events = events.to_vec();
+        self.write(move |conn| insert_events(conn, &events)).await
+    }
 
     async fn events(
         &self,
@@ -1349,17 +1320,18 @@ impl Store for SqliteStore {
         self.read(move |conn| match session {
             Some(id) => collect(
                 conn,
-                "SELECT seq, id, session_id, type, timestamp, data FROM events \
-                 WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events \
+                     WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+                ),
                 params![id.to_string(), after_seq, limit],
-                event_from_row,
+                rows::event,
             ),
             None => collect(
                 conn,
-                "SELECT seq, id, session_id, type, timestamp, data FROM events \
-                 WHERE seq > ? ORDER BY seq LIMIT ?",
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"),
                 params![after_seq, limit],
-                event_from_row,
+                rows::event,
             ),
         })
         .await
@@ -1368,7 +1340,10 @@ impl Store for SqliteStore {
     fn watch_events(&self) -> watch::Receiver<i64> {
         self.newest_event.clone()
     }
+}
 
+#[async_trait]
+impl Outbox for SqliteStore {
     async fn claim_deliveries(
         &self,
         now: Millis,
@@ -1417,48 +1392,21 @@ impl Store for SqliteStore {
 
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
         self.read(move |conn| {
-            let mut deliveries = conn
-                .prepare_cached(
-                    "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
-                     WHERE session_id = ? ORDER BY event_seq, id",
-                )
-                .map_err(db_error)?;
-            let mut records: Vec<DeliveryRecord> = deliveries
-                .query_map([id.to_string()], |row| {
-                    let status: String = row.get(3)?;
-                    let next: i64 = row.get(4)?;
-                    Ok(DeliveryRecord {
-                        id: row.get(0)?,
-                        event_seq: row.get(1)?,
-                        url: row.get(2)?,
-                        next_attempt_at: (status == "PENDING").then_some(next),
-                        status,
-                        attempts: Vec::new(),
-                    })
-                })
-                .map_err(db_error)?
-                .collect::<Result<_, _>>()
-                .map_err(db_error)?;
-            let mut attempts = conn
-                .prepare_cached(
+            let mut records = collect(
+                conn,
+                "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
+                 WHERE session_id = ? ORDER BY event_seq, id",
+                [id.to_string()],
+                rows::delivery,
+            )?;
+            for record in &mut records {
+                record.attempts = collect(
+                    conn,
                     "SELECT started_at, duration_ms, status_code, error, response \
                      FROM delivery_attempts WHERE delivery_id = ? ORDER BY number",
-                )
-                .map_err(db_error)?;
-            for record in &mut records {
-                record.attempts = attempts
-                    .query_map([record.id], |row| {
-                        Ok(AttemptRecord {
-                            started_at: row.get(0)?,
-                            duration_ms: row.get(1)?,
-                            status_code: row.get(2)?,
-                            error: row.get(3)?,
-                            response: row.get(4)?,
-                        })
-                    })
-                    .map_err(db_error)?
-                    .collect::<Result<_, _>>()
-                    .map_err(db_error)?;
+                    [record.id],
+                    rows::attempt,
+                )?;
             }
             Ok(records)
         })
@@ -1516,13 +1464,6 @@ mod tests {
             status: SessionStatus::Active,
             status_reason: None,
             offer_handle_hash: format!("h-{id}"),
-            code_hash: format!("c-{id}"),
-            code_state: CodeState::Unused,
-            tx_code: None,
-            tx_code_mac: None,
-            tx_code_failures: 0,
-            token_hash: None,
-            token_expires_at: None,
             by_value: false,
             template: "null".into(),
             webhook: Some(WebhookTarget {
@@ -1538,6 +1479,7 @@ mod tests {
             resolved_at: None,
             token_issued_at: None,
             finished_at: None,
+            pre_authorized: None,
         }
     }
 
@@ -1560,7 +1502,7 @@ mod tests {
         for url in ["http://slow.example/", "http://fast.example/"] {
             let session = session(url);
             store
-                .create_session(&session, &event(session.id))
+                .create_session(&session, None, &event(session.id))
                 .await
                 .expect("session");
             let more: Vec<NewEvent> = (0..19).map(|_| event(session.id)).collect();

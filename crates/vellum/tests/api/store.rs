@@ -13,9 +13,10 @@ use vellum::ids::{KeyId, ProfileId, SessionId};
 use vellum::store::postgres::PostgresStore;
 use vellum::store::sqlite::SqliteStore;
 use vellum::store::{
-    Applied, AttemptOutcome, AttemptRecord, CodeState, FinishedAttempt, IssuanceCommit, KeyRecord,
-    NewEvent, ProfileRecord, SessionFilter, SessionLookup, SessionRecord, SessionStatus, Store,
-    StoreError, TxCodeFailure, WebhookTarget,
+    Applied, AttemptOutcome, AttemptRecord, DeliveryStatus, EventLog, FinishedAttempt, GrantKind,
+    GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord, KeyRecord, NewEvent, NewGrant,
+    ProfileRecord, SessionFilter, SessionLookup, SessionRecord, SessionStatus, Store, StoreError,
+    TxCodeFailure, WebhookTarget,
 };
 
 /// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
@@ -120,13 +121,6 @@ fn session(created_at: Millis, webhook: Option<WebhookTarget>) -> SessionRecord 
         status: SessionStatus::Active,
         status_reason: None,
         offer_handle_hash: format!("handle-{id}"),
-        code_hash: format!("code-{id}"),
-        code_state: CodeState::Unused,
-        tx_code: Some(json!({"length": 4, "input_mode": "numeric"})),
-        tx_code_mac: Some(format!("mac-{id}")),
-        tx_code_failures: 0,
-        token_hash: None,
-        token_expires_at: None,
         by_value: false,
         template: json!({"claims": {"given_name": "Ada"}}).to_string(),
         webhook,
@@ -137,6 +131,17 @@ fn session(created_at: Millis, webhook: Option<WebhookTarget>) -> SessionRecord 
         resolved_at: None,
         token_issued_at: None,
         finished_at: None,
+        pre_authorized: None,
+    }
+}
+
+/// The pre-authorized grant a session is created with.
+fn grant(session: &SessionRecord) -> NewGrant {
+    NewGrant {
+        kind: GrantKind::PreAuthorizedCode,
+        secret_hash: format!("code-{}", session.id),
+        tx_code: Some(json!({"length": 4, "input_mode": "numeric"})),
+        tx_code_mac: Some(format!("mac-{}", session.id)),
     }
 }
 
@@ -154,6 +159,7 @@ async fn create(store: &dyn Store, session: &SessionRecord) {
     store
         .create_session(
             session,
+            Some(&grant(session)),
             &event(
                 Some(session.id),
                 "credential_offer_created",
@@ -172,17 +178,65 @@ async fn reload(store: &dyn Store, id: SessionId) -> SessionRecord {
         .expect("session exists")
 }
 
+/// The session's pre-authorized grant, as stored.
+async fn stored_grant(store: &dyn Store, id: SessionId) -> vellum::store::GrantRecord {
+    reload(store, id).await.pre_authorized.expect("a grant")
+}
+
+fn token_hash(session: SessionId) -> String {
+    format!("token-{session}")
+}
+
 async fn redeem(store: &dyn Store, session: &SessionRecord, now: Millis) -> Applied {
+    let grant = stored_grant(store, session.id).await.id;
     store
-        .redeem_pre_authorized_code(
+        .redeem_grant(
             session.id,
-            &format!("token-{}", session.id),
+            grant,
+            &token_hash(session.id),
             now + 500,
             now,
             &[event(Some(session.id), "token_issued", now)],
         )
         .await
         .expect("redeem")
+}
+
+/// What a session issues in a test: one credential, valid until `expires_at`.
+fn credential(session: SessionId, issued_at: Millis, expires_at: Millis) -> IssuedCredentialRecord {
+    IssuedCredentialRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        session_id: session,
+        credential_configuration_id: "config".into(),
+        format: "dc+sd-jwt".into(),
+        holder: "holder-thumbprint".into(),
+        issued_at,
+        expires_at,
+        status: Some(json!({"status_list": {"idx": 7, "uri": "https://i/statuslists/1"}})),
+    }
+}
+
+/// Completes issuance with the session's access token and one credential.
+async fn complete(
+    store: &dyn Store,
+    id: SessionId,
+    nonce: &str,
+    nonce_expires_at: Millis,
+    now: Millis,
+) -> IssuanceCommit {
+    store
+        .complete_issuance(&Issuance {
+            session: id,
+            token_hash: token_hash(id),
+            nonce_hash: nonce.to_owned(),
+            nonce_expires_at,
+            credentials: vec![credential(id, now, now + 10_000)],
+            finish: true,
+            now,
+            events: vec![event(Some(id), "credential_issued", now)],
+        })
+        .await
+        .expect("complete")
 }
 
 fn ok_attempt(at: Millis, status: u16) -> AttemptRecord {
@@ -361,11 +415,21 @@ async fn sessions_are_stored_with_their_webhook_and_found_by_hash(store: &dyn St
 
     let stored = reload(store, with_hook.id).await;
     assert_eq!(stored.webhook, with_hook.webhook);
-    assert_eq!(stored.tx_code, with_hook.tx_code);
+    let stored_grant = stored.pre_authorized.clone().expect("its grant");
+    assert_eq!(stored_grant.tx_code, grant(&with_hook).tx_code);
+    assert_eq!(stored_grant.tx_code_mac, grant(&with_hook).tx_code_mac);
+    assert_eq!(
+        (
+            stored_grant.kind,
+            stored_grant.tx_code_failures,
+            stored_grant.created_at
+        ),
+        (GrantKind::PreAuthorizedCode, 0, 10)
+    );
     assert_eq!(stored.template, with_hook.template);
     assert_eq!(
-        (stored.status, stored.code_state, stored.expires_at),
-        (SessionStatus::Active, CodeState::Unused, 1_010)
+        (stored.status, stored_grant.state, stored.expires_at),
+        (SessionStatus::Active, GrantState::Unused, 1_010)
     );
     assert_eq!(reload(store, without.id).await.webhook, None);
     assert!(
@@ -384,23 +448,25 @@ async fn sessions_are_stored_with_their_webhook_and_found_by_hash(store: &dyn St
             .map(|s| s.id)
     };
     let handle = with_hook.offer_handle_hash.clone();
-    let code = with_hook.code_hash.clone();
+    let code = grant(&with_hook).secret_hash;
     assert_eq!(
         by(SessionLookup::OfferHandle(&handle)).await,
         Some(with_hook.id)
     );
-    assert_eq!(
-        by(SessionLookup::PreAuthorizedCode(&code)).await,
-        Some(with_hook.id)
-    );
-    let token = format!("token-{}", with_hook.id);
-    assert_eq!(by(SessionLookup::AccessToken(&token)).await, None);
+    assert_eq!(by(SessionLookup::Grant(&code)).await, Some(with_hook.id));
+    let token = token_hash(with_hook.id);
+    let by_token = |token: String| async move {
+        store
+            .token_session(&token)
+            .await
+            .expect("lookup")
+            .map(|(token, session)| (token.session_id, session.id))
+    };
+    assert_eq!(by_token(token.clone()).await, None);
     assert_eq!(redeem(store, &with_hook, 20).await, Applied::Yes);
-    assert_eq!(
-        by(SessionLookup::AccessToken(&token)).await,
-        Some(with_hook.id)
-    );
+    assert_eq!(by_token(token).await, Some((with_hook.id, with_hook.id)));
     assert_eq!(by(SessionLookup::OfferHandle("nope")).await, None);
+    assert_eq!(by(SessionLookup::Grant("nope")).await, None);
 
     store
         .record_offer_resolved(
@@ -498,10 +564,12 @@ async fn a_tx_code_failure_applies_only_to_the_count_it_saw(store: &dyn Store) {
         seen_failures,
         locks,
     };
+    let grant = stored_grant(store, s.id).await.id;
     let fail = |failure: TxCodeFailure, now| async move {
         store
             .record_tx_code_failure(
                 s.id,
+                grant,
                 &failure,
                 now,
                 &[event(Some(s.id), "token_request_failed", now)],
@@ -513,13 +581,18 @@ async fn a_tx_code_failure_applies_only_to_the_count_it_saw(store: &dyn Store) {
     assert_eq!(fail(failure(0, false), 21).await, Applied::Stale);
     let counted = reload(store, s.id).await;
     assert_eq!(
-        (counted.tx_code_failures, counted.status, counted.updated_at),
+        (
+            counted.pre_authorized.expect("grant").tx_code_failures,
+            counted.status,
+            counted.updated_at
+        ),
         (1, SessionStatus::Active, 20)
     );
     assert_eq!(fail(failure(1, true), 30).await, Applied::Yes);
     let locked = reload(store, s.id).await;
-    assert_eq!(locked.tx_code_failures, 2);
-    assert_eq!(locked.code_state, CodeState::Locked);
+    let locked_grant = locked.pre_authorized.clone().expect("grant");
+    assert_eq!(locked_grant.tx_code_failures, 2);
+    assert_eq!(locked_grant.state, GrantState::Locked);
     assert_eq!(locked.status, SessionStatus::Unsuccessful);
     assert_eq!(
         locked.status_reason.as_deref(),
@@ -538,15 +611,24 @@ async fn a_code_is_redeemed_once(store: &dyn Store) {
     create(store, &s).await;
     assert_eq!(redeem(store, &s, 900).await, Applied::Yes);
     let redeemed = reload(store, s.id).await;
-    assert_eq!(redeemed.code_state, CodeState::Redeemed);
-    assert_eq!(redeemed.token_hash, Some(format!("token-{}", s.id)));
+    let redeemed_grant = redeemed.pre_authorized.clone().expect("grant");
+    assert_eq!(
+        (redeemed_grant.state, redeemed_grant.redeemed_at),
+        (GrantState::Redeemed, Some(900))
+    );
+    let (token, _) = store
+        .token_session(&token_hash(s.id))
+        .await
+        .expect("lookup")
+        .expect("the token");
+    assert_eq!(token.grant_id, redeemed_grant.id);
     assert_eq!(
         (
-            redeemed.token_expires_at,
+            token.expires_at,
             redeemed.token_issued_at,
             redeemed.expires_at
         ),
-        (Some(1_400), Some(900), 1_400),
+        (1_400, Some(900), 1_400),
         "the session lives at least as long as its token"
     );
     assert_eq!(redeem(store, &s, 901).await, Applied::Stale);
@@ -576,16 +658,7 @@ async fn ten_concurrent_redemptions_apply_exactly_once(store: &dyn Store) {
 
 async fn issuance_completes_once_and_a_nonce_is_used_once(store: &dyn Store) {
     let complete = |id: SessionId, nonce: &'static str, now: Millis| async move {
-        store
-            .complete_issuance(
-                id,
-                nonce,
-                now + 300,
-                now,
-                &[event(Some(id), "credential_issued", now)],
-            )
-            .await
-            .expect("complete")
+        complete(store, id, nonce, now + 300, now).await
     };
     let s = session(10, None);
     create(store, &s).await;
@@ -668,18 +741,8 @@ async fn purge_removes_finished_sessions_with_everything_they_own(store: &dyn St
         create(store, s).await;
         assert_eq!(redeem(store, s, 20).await, Applied::Yes);
     }
-    let complete = |id, nonce: &'static str, now| async move {
-        store
-            .complete_issuance(
-                id,
-                nonce,
-                100,
-                now,
-                &[event(Some(id), "credential_issued", now)],
-            )
-            .await
-            .expect("complete")
-    };
+    let complete =
+        |id, nonce: &'static str, now| async move { complete(store, id, nonce, 100, now).await };
     assert_eq!(complete(old.id, "nonce", 30).await, IssuanceCommit::Issued);
     assert_eq!(
         complete(recent.id, "fresh", 60).await,
@@ -1034,7 +1097,7 @@ async fn attempts_are_recorded_with_their_consequence(store: &dyn Store) {
         .await
         .expect("record");
     let deliveries = store.session_deliveries(s.id).await.expect("deliveries");
-    assert_eq!(deliveries[1].status, "DELIVERED");
+    assert_eq!(deliveries[1].status, DeliveryStatus::Delivered);
     assert_eq!(deliveries[1].attempts.len(), 2);
     assert_eq!(deliveries[1].attempts[1], ok_attempt(501, 200));
 }
@@ -1078,13 +1141,13 @@ async fn gone_stops_every_pending_delivery_to_the_url(store: &dyn Store) {
         .expect("record retry");
     for id in [first.id, second.id] {
         let deliveries = store.session_deliveries(id).await.expect("deliveries");
-        assert_eq!(deliveries[0].status, "GONE", "{id}");
+        assert_eq!(deliveries[0].status, DeliveryStatus::Gone, "{id}");
     }
     let other = store
         .session_deliveries(elsewhere.id)
         .await
         .expect("deliveries");
-    assert_eq!(other[0].status, "PENDING");
+    assert_eq!(other[0].status, DeliveryStatus::Pending);
 
     // New events for that URL are written as GONE; other URLs are unaffected.
     store
@@ -1098,7 +1161,7 @@ async fn gone_stops_every_pending_delivery_to_the_url(store: &dyn Store) {
         .session_deliveries(first.id)
         .await
         .expect("deliveries");
-    assert_eq!(deliveries[1].status, "GONE");
+    assert_eq!(deliveries[1].status, DeliveryStatus::Gone);
     let claimed = store
         .claim_deliveries(1_000, 2_000, 10, 10)
         .await
@@ -1154,7 +1217,7 @@ async fn redeliver_reschedules_failed_and_gone_deliveries(store: &dyn Store) {
         .session_deliveries(later.id)
         .await
         .expect("deliveries");
-    assert_eq!(deliveries[0].status, "PENDING");
+    assert_eq!(deliveries[0].status, DeliveryStatus::Pending);
 
     // One event's deliveries, whatever their state, but never one in flight.
     let events = store.events(Some(s.id), 0, 10).await.expect("events");

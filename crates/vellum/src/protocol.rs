@@ -1,0 +1,8 @@
+//! Names the protocols fix (OID4VCI 1.0, RFC 6749): grant types and JOSE types. A leaf: every
+//! layer may use it.
+
+/// The pre-authorized code grant type (OID4VCI 1.0 §4.1.1).
+pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+
+/// The `typ` of a JWT key proof (OID4VCI 1.0 Appendix F.1).
+pub const PROOF_TYP: &str = "openid4vci-proof+jwt";
