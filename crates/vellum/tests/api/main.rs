@@ -30,6 +30,7 @@ mod startup;
 mod store;
 mod streams;
 mod token;
+mod upgrade;
 mod w3c;
 mod webhooks;
 mod webhooks_interop;

@@ -63,6 +63,7 @@ conformance!(
     a_code_is_redeemed_once,
     ten_concurrent_redemptions_apply_exactly_once,
     issuance_completes_once_and_a_nonce_is_used_once,
+    issued_credentials_are_recorded_and_outlive_their_session_until_they_expire,
     sessions_expire_once_when_due,
     purge_removes_finished_sessions_with_everything_they_own,
     events_are_listed_in_order_after_a_sequence,
@@ -694,6 +695,69 @@ async fn issuance_completes_once_and_a_nonce_is_used_once(store: &dyn Store) {
     );
     let events = store.events(Some(other.id), 0, 100).await.expect("events");
     assert_eq!(events.len(), 2, "no event for a commit that did not happen");
+}
+
+async fn issued_credentials_are_recorded_and_outlive_their_session_until_they_expire(
+    store: &dyn Store,
+) {
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(redeem(store, &s, 20).await, Applied::Yes);
+    let issue = |nonce: &str, now: Millis, finish: bool| {
+        let issuance = Issuance {
+            session: s.id,
+            token_hash: token_hash(s.id),
+            nonce_hash: nonce.to_owned(),
+            nonce_expires_at: 400,
+            credentials: vec![credential(s.id, now, 5_000)],
+            finish,
+            now,
+            events: vec![event(Some(s.id), "credential_issued", now)],
+        };
+        async move { store.complete_issuance(&issuance).await.expect("complete") }
+    };
+    // A credential that does not finish the session leaves it ACTIVE for the next one.
+    assert_eq!(issue("n1", 30, false).await, IssuanceCommit::Issued);
+    assert_eq!(reload(store, s.id).await.status, SessionStatus::Active);
+    assert_eq!(issue("n2", 40, true).await, IssuanceCommit::Issued);
+    let finished = reload(store, s.id).await;
+    assert_eq!(
+        (finished.status, finished.finished_at),
+        (SessionStatus::Successful, Some(40))
+    );
+    let issued = store.issued_credentials(s.id).await.expect("records");
+    assert_eq!(issued.len(), 2);
+    assert_eq!(
+        issued
+            .iter()
+            .map(|record| record.issued_at)
+            .collect::<Vec<_>>(),
+        [30, 40]
+    );
+    assert_eq!(issued[0].status, credential(s.id, 0, 0).status);
+    assert_eq!(
+        (
+            issued[1].format.as_str(),
+            issued[1].holder.as_str(),
+            issued[1].expires_at
+        ),
+        ("dc+sd-jwt", "holder-thumbprint", 5_000)
+    );
+    // The session is purged; the records stay while the credentials are valid.
+    assert_eq!(store.purge(100, 100).await.expect("purge"), 1);
+    assert!(store.session(s.id).await.expect("read").is_none());
+    assert_eq!(
+        store.issued_credentials(s.id).await.expect("records").len(),
+        2
+    );
+    store.purge(5_001, 5_001).await.expect("purge");
+    assert!(
+        store
+            .issued_credentials(s.id)
+            .await
+            .expect("records")
+            .is_empty()
+    );
 }
 
 async fn sessions_expire_once_when_due(store: &dyn Store) {
