@@ -13,6 +13,7 @@ use crate::ids::{KeyId, ProfileId, SessionId};
 
 pub mod postgres;
 mod rows;
+mod sql;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

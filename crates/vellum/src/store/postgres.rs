@@ -32,10 +32,8 @@ use tokio_postgres::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{
-    self, Columns, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, PROFILE_SELECT, SESSION_COLUMNS,
-    SESSION_FIELDS, SESSION_JOINS, TOKEN_FIELDS, corrupt,
-};
+use super::rows::{self, Columns, PROFILE_SELECT, SESSION_FIELDS, SESSION_JOINS, corrupt};
+use super::sql;
 use super::*;
 
 /// Migrations in order; file names match `migrations/sqlite/` (checked by a test).
@@ -381,7 +379,7 @@ impl PostgresStore {
 
 async fn newest_seq(client: &impl GenericClient) -> StoreResult<i64> {
     let row = client
-        .query_one("SELECT COALESCE(MAX(seq), 0) FROM events", &[])
+        .query_one(sql::NEWEST_EVENT, &[])
         .await
         .map_err(db_error)?;
     Ok(row.get(0))
@@ -635,13 +633,7 @@ async fn session_where(
     condition: &str,
     value: &str,
 ) -> StoreResult<Option<SessionRecord>> {
-    first(
-        db,
-        &format!("SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} WHERE {condition}"),
-        &[&value],
-        rows::session,
-    )
-    .await
+    first(db, &sql::session_where(condition), &[&value], rows::session).await
 }
 
 async fn profile_version(
@@ -814,13 +806,9 @@ async fn record(
     let url: String = row.get(0);
     if matches!(outcome, AttemptOutcome::RetryAt(_)) {
         // Its URL answered 410 to another delivery while this one was in flight.
-        db.execute(
-            "UPDATE deliveries SET status = 'GONE', finished_at = $1 WHERE id = $2 \
-             AND url IN (SELECT url FROM gone_webhook_urls)",
-            &[&now, &delivery],
-        )
-        .await
-        .map_err(db_error)?;
+        db.execute(sql::GONE_MEANWHILE, &[&now, &delivery])
+            .await
+            .map_err(db_error)?;
     }
     if outcome == AttemptOutcome::Gone {
         db.execute(
@@ -857,7 +845,7 @@ impl SettingsStore for PostgresStore {
         let conn = self.pool.get().await?;
         let row = conn
             .db()
-            .query_opt("SELECT value FROM settings WHERE name = $1", &[&name])
+            .query_opt(sql::SETTING, &[&name])
             .await
             .map_err(db_error)?;
         Ok(row.map(|row| row.get(0)))
@@ -867,14 +855,11 @@ impl SettingsStore for PostgresStore {
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
-        db.execute(
-            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&name, &value],
-        )
-        .await
-        .map_err(db_error)?;
+        db.execute(sql::INIT_SETTING, &[&name, &value])
+            .await
+            .map_err(db_error)?;
         let row = db
-            .query_one("SELECT value FROM settings WHERE name = $1", &[&name])
+            .query_one(sql::SETTING, &[&name])
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
@@ -889,8 +874,7 @@ impl KeyStore for PostgresStore {
         let result = conn
             .db()
             .execute(
-                "INSERT INTO keys (id, algorithm, public_jwk, sealed_private, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                sql::INSERT_KEY,
                 &[
                     &key.id.as_str(),
                     &key.algorithm,
@@ -911,24 +895,12 @@ impl KeyStore for PostgresStore {
 
     async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         let conn = self.pool.get().await?;
-        first(
-            conn.db(),
-            "SELECT * FROM keys WHERE id = $1",
-            &[&id.as_str()],
-            rows::key,
-        )
-        .await
+        first(conn.db(), sql::KEY, &[&id.as_str()], rows::key).await
     }
 
     async fn keys(&self) -> StoreResult<Listing<KeyRecord>> {
         let conn = self.pool.get().await?;
-        listing(
-            conn.db(),
-            "SELECT * FROM keys ORDER BY created_at, id",
-            &[],
-            rows::key,
-        )
-        .await
+        listing(conn.db(), sql::KEYS, &[], rows::key).await
     }
 
     async fn published_keys(&self) -> StoreResult<Listing<KeyRecord>> {
@@ -965,10 +937,10 @@ impl ProfileStore for PostgresStore {
             return Err(StoreError::Conflict(format!("profile {}", profile.id)));
         }
         db.execute(
-            "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
-             VALUES ($1, 1, $2, $3, $4)",
+            sql::INSERT_PROFILE_VERSION,
             &[
                 &profile.id.as_str(),
+                &1_i64,
                 &profile.definition.to_string(),
                 &profile.issuer_key_id.as_str(),
                 &profile.created_at,
@@ -1003,8 +975,7 @@ impl ProfileStore for PostgresStore {
         };
         let version: i64 = row.get(0);
         db.execute(
-            "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            sql::INSERT_PROFILE_VERSION,
             &[
                 &id.as_str(),
                 &version,
@@ -1080,10 +1051,7 @@ impl SessionStore for PostgresStore {
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
         db.execute(
-            &format!(
-                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, \
-                 $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            ),
+            &sql::INSERT_SESSION,
             &[
                 &s.id.to_string(),
                 &s.profile_id.as_str(),
@@ -1107,8 +1075,7 @@ impl SessionStore for PostgresStore {
         .map_err(db_error)?;
         if let Some(grant) = grant {
             db.execute(
-                "INSERT INTO grants (session_id, kind, secret_hash, state, tx_code, tx_code_mac, \
-                 created_at) VALUES ($1, $2, $3, 'UNUSED', $4, $5, $6)",
+                sql::INSERT_GRANT,
                 &[
                     &s.id.to_string(),
                     &grant.kind.as_str(),
@@ -1167,11 +1134,7 @@ impl SessionStore for PostgresStore {
         let conn = self.pool.get().await?;
         first(
             conn.db(),
-            &format!(
-                "SELECT {TOKEN_FIELDS}, {SESSION_FIELDS} FROM access_tokens t \
-                 JOIN sessions s ON s.id = t.session_id {SESSION_JOINS} \
-                 WHERE t.token_hash = $1"
-            ),
+            &sql::TOKEN_SESSION,
             &[&token_hash],
             rows::token_session,
         )
@@ -1215,13 +1178,9 @@ impl SessionStore for PostgresStore {
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
-        db.execute(
-            "UPDATE sessions SET resolved_at = COALESCE(resolved_at, $1), updated_at = $1 \
-             WHERE id = $2",
-            &[&now, &id.to_string()],
-        )
-        .await
-        .map_err(db_error)?;
+        db.execute(sql::RESOLVED, &[&now, &id.to_string()])
+            .await
+            .map_err(db_error)?;
         let newest = insert_events(db, events).await?;
         tx.commit().await.map_err(db_error)?;
         self.committed(newest);
@@ -1254,19 +1213,13 @@ impl SessionStore for PostgresStore {
         if active.is_none() {
             return Ok(Applied::Stale);
         }
-        db.execute(
-            "UPDATE grants SET tx_code_failures = tx_code_failures + 1, \
-             state = CASE WHEN $1 THEN 'LOCKED' ELSE state END WHERE id = $2",
-            &[&failure.locks, &grant],
-        )
-        .await
-        .map_err(db_error)?;
+        db.execute(sql::COUNT_TX_CODE_FAILURE, &[&failure.locks, &grant])
+            .await
+            .map_err(db_error)?;
         let finish = if failure.locks {
-            "UPDATE sessions SET status = 'UNSUCCESSFUL', \
-             status_reason = 'tx_code_attempts_exhausted', finished_at = $1, updated_at = $1 \
-             WHERE id = $2"
+            sql::LOCKED_OUT
         } else {
-            "UPDATE sessions SET updated_at = $1 WHERE id = $2"
+            sql::TOUCHED
         };
         db.execute(finish, &[&now, &session.to_string()])
             .await
@@ -1308,8 +1261,7 @@ impl SessionStore for PostgresStore {
         .await
         .map_err(db_error)?;
         db.execute(
-            "INSERT INTO access_tokens (token_hash, session_id, grant_id, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            sql::INSERT_ACCESS_TOKEN,
             &[
                 &token_hash,
                 &session.to_string(),
@@ -1341,10 +1293,7 @@ impl SessionStore for PostgresStore {
         let conn = self.pool.get().await?;
         let rows = conn
             .db()
-            .query(
-                "SELECT id FROM sessions WHERE status = 'ACTIVE' AND expires_at <= $1 LIMIT $2",
-                &[&now, &count(limit)],
-            )
+            .query(sql::DUE_FOR_EXPIRY, &[&now, &count(limit)])
             .await
             .map_err(db_error)?;
         rows.iter()
@@ -1358,47 +1307,24 @@ impl SessionStore for PostgresStore {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<bool> {
-        self.transition(
-            "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
-             finished_at = $1, updated_at = $1 \
-             WHERE id = $2 AND status = 'ACTIVE' AND expires_at <= $1",
-            &[&now, &id.to_string()],
-            events,
-        )
-        .await
+        self.transition(sql::EXPIRED, &[&now, &id.to_string()], events)
+            .await
     }
 
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
-        const FINISHED: &str =
-            "SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1";
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
-        for statement in [
-            format!("DELETE FROM events WHERE session_id IN ({FINISHED})"),
-            format!(
-                "DELETE FROM delivery_attempts WHERE delivery_id IN \
-                 (SELECT id FROM deliveries WHERE session_id IN ({FINISHED}))"
-            ),
-            format!("DELETE FROM deliveries WHERE session_id IN ({FINISHED})"),
-            format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
-            format!("DELETE FROM access_tokens WHERE session_id IN ({FINISHED})"),
-            format!("DELETE FROM grants WHERE session_id IN ({FINISHED})"),
-            // Records of credentials outlive their session, until they have expired.
-            "DELETE FROM issued_credentials WHERE expires_at < $1".to_owned(),
-        ] {
-            db.execute(&statement, &[&finished_before])
+        for statement in sql::PURGE.iter() {
+            db.execute(statement, &[&finished_before])
                 .await
                 .map_err(db_error)?;
         }
         let sessions = db
-            .execute(
-                "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1",
-                &[&finished_before],
-            )
+            .execute(sql::PURGE_SESSIONS, &[&finished_before])
             .await
             .map_err(db_error)?;
-        db.execute("DELETE FROM used_nonces WHERE expires_at < $1", &[&now])
+        db.execute(sql::PURGE_NONCES, &[&now])
             .await
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
@@ -1429,8 +1355,7 @@ impl CredentialStore for PostgresStore {
         }
         let fresh = db
             .execute(
-                "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES ($1, $2) \
-                 ON CONFLICT DO NOTHING",
+                sql::USE_NONCE,
                 &[&issuance.nonce_hash, &issuance.nonce_expires_at],
             )
             .await
@@ -1440,10 +1365,7 @@ impl CredentialStore for PostgresStore {
         }
         for credential in &issuance.credentials {
             db.execute(
-                &format!(
-                    "INSERT INTO issued_credentials ({ISSUED_CREDENTIAL_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ),
+                &sql::INSERT_ISSUED_CREDENTIAL,
                 &[
                     &credential.id,
                     &credential.session_id.to_string(),
@@ -1459,10 +1381,9 @@ impl CredentialStore for PostgresStore {
             .map_err(db_error)?;
         }
         let update = if issuance.finish {
-            "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = $1, updated_at = $1 \
-             WHERE id = $2"
+            sql::SUCCEEDED
         } else {
-            "UPDATE sessions SET updated_at = $1 WHERE id = $2"
+            sql::TOUCHED
         };
         db.execute(update, &[&issuance.now, &session])
             .await
@@ -1480,10 +1401,7 @@ impl CredentialStore for PostgresStore {
         let conn = self.pool.get().await?;
         collect(
             conn.db(),
-            &format!(
-                "SELECT {ISSUED_CREDENTIAL_COLUMNS} FROM issued_credentials \
-                 WHERE session_id = $1 ORDER BY issued_at, id"
-            ),
+            &sql::ISSUED_CREDENTIALS,
             &[&session.to_string()],
             rows::issued_credential,
         )
@@ -1514,10 +1432,7 @@ impl EventLog for PostgresStore {
             Some(id) => {
                 collect(
                     conn.db(),
-                    &format!(
-                        "SELECT {EVENT_COLUMNS} FROM events \
-                         WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                    ),
+                    &sql::SESSION_EVENTS,
                     &[&id.to_string(), &after_seq, &count(limit)],
                     rows::event,
                 )
@@ -1526,9 +1441,7 @@ impl EventLog for PostgresStore {
             None => {
                 collect(
                     conn.db(),
-                    &format!(
-                        "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
-                    ),
+                    &sql::EVENTS,
                     &[&after_seq, &count(limit)],
                     rows::event,
                 )
@@ -1613,8 +1526,7 @@ impl Outbox for PostgresStore {
         let conn = self.pool.get().await?;
         let mut records = collect(
             conn.db(),
-            "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
-             WHERE session_id = $1 ORDER BY event_seq, id",
+            sql::SESSION_DELIVERIES,
             &[&id.to_string()],
             rows::delivery,
         )

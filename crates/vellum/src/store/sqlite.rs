@@ -22,10 +22,8 @@ use rusqlite::{
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use super::rows::{
-    self, Columns, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, PROFILE_SELECT, SESSION_COLUMNS,
-    SESSION_FIELDS, SESSION_JOINS, TOKEN_FIELDS, corrupt,
-};
+use super::rows::{self, Columns, PROFILE_SELECT, SESSION_FIELDS, SESSION_JOINS, corrupt};
+use super::sql;
 use super::*;
 use crate::config::Synchronous;
 
@@ -179,9 +177,7 @@ impl SqliteStore {
             )
             .map_err(db_error)?;
         let newest: i64 = writer_conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
-                row.get(0)
-            })
+            .query_row(sql::NEWEST_EVENT, [], |row| row.get(0))
             .map_err(db_error)?;
         let (announce, newest_event) = watch::channel(newest);
         let (writer, jobs) = mpsc::channel::<Box<dyn WriteJob>>();
@@ -299,9 +295,7 @@ fn write_loop(
             job.finish(&committed);
         }
         if committed.is_ok() && WROTE_EVENTS.with(std::cell::Cell::get) {
-            match conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
-                row.get(0)
-            }) {
+            match conn.query_row(sql::NEWEST_EVENT, [], |row| row.get(0)) {
                 Ok(newest) => {
                     announce.send_replace(newest);
                 }
@@ -486,12 +480,7 @@ fn session_where(
     condition: &str,
     value: &str,
 ) -> StoreResult<Option<SessionRecord>> {
-    first(
-        conn,
-        &format!("SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} WHERE {condition}"),
-        [value],
-        rows::session,
-    )
+    first(conn, &sql::session_where(condition), [value], rows::session)
 }
 
 fn profile_version(
@@ -628,12 +617,8 @@ fn record(
     .map_err(db_error)?;
     if matches!(outcome, AttemptOutcome::RetryAt(_)) {
         // Its URL answered 410 to another delivery while this one was in flight.
-        conn.execute(
-            "UPDATE deliveries SET status = 'GONE', finished_at = ?1 WHERE id = ?2 \
-             AND url IN (SELECT url FROM gone_webhook_urls)",
-            params![now, delivery],
-        )
-        .map_err(db_error)?;
+        conn.execute(sql::GONE_MEANWHILE, params![now, delivery])
+            .map_err(db_error)?;
     }
     if outcome == AttemptOutcome::Gone {
         conn.execute(
@@ -662,11 +647,9 @@ impl SettingsStore for SqliteStore {
     async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
         let name = name.to_owned();
         self.read(move |conn| {
-            conn.query_row("SELECT value FROM settings WHERE name = ?", [name], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(db_error)
+            conn.query_row(sql::SETTING, [name], |row| row.get(0))
+                .optional()
+                .map_err(db_error)
         })
         .await
     }
@@ -674,17 +657,10 @@ impl SettingsStore for SqliteStore {
     async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         let (name, value) = (name.to_owned(), value.to_owned());
         self.write(move |conn| {
-            conn.execute(
-                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                [&name, &value],
-            )
-            .map_err(db_error)?;
-            conn.query_row(
-                "SELECT value FROM settings WHERE name = ?",
-                [&name],
-                |row| row.get(0),
-            )
-            .map_err(db_error)
+            conn.execute(sql::INIT_SETTING, [&name, &value])
+                .map_err(db_error)?;
+            conn.query_row(sql::SETTING, [&name], |row| row.get(0))
+                .map_err(db_error)
         })
         .await
     }
@@ -696,8 +672,7 @@ impl KeyStore for SqliteStore {
         let key = key.clone();
         self.write(move |conn| {
             let result = conn.execute(
-                "INSERT INTO keys (id, algorithm, public_jwk, sealed_private, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                sql::INSERT_KEY,
                 params![
                     key.id.as_str(),
                     key.algorithm,
@@ -719,27 +694,13 @@ impl KeyStore for SqliteStore {
 
     async fn key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         let id = id.clone();
-        self.read(move |conn| {
-            first(
-                conn,
-                "SELECT * FROM keys WHERE id = ?",
-                [id.as_str()],
-                rows::key,
-            )
-        })
-        .await
+        self.read(move |conn| first(conn, sql::KEY, [id.as_str()], rows::key))
+            .await
     }
 
     async fn keys(&self) -> StoreResult<Listing<KeyRecord>> {
-        self.read(|conn| {
-            listing(
-                conn,
-                "SELECT * FROM keys ORDER BY created_at, id",
-                [],
-                rows::key,
-            )
-        })
-        .await
+        self.read(|conn| listing(conn, sql::KEYS, [], rows::key))
+            .await
     }
 
     async fn published_keys(&self) -> StoreResult<Listing<KeyRecord>> {
@@ -771,10 +732,10 @@ impl ProfileStore for SqliteStore {
                 return Err(StoreError::Conflict(format!("profile {}", profile.id)));
             }
             conn.execute(
-                "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
-                 VALUES (?, 1, ?, ?, ?)",
+                sql::INSERT_PROFILE_VERSION,
                 params![
                     profile.id.as_str(),
+                    1,
                     profile.definition.to_string(),
                     profile.issuer_key_id.as_str(),
                     profile.created_at
@@ -808,8 +769,7 @@ impl ProfileStore for SqliteStore {
                 return Ok(None);
             };
             conn.execute(
-                "INSERT INTO profile_versions (id, version, definition, issuer_key_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                sql::INSERT_PROFILE_VERSION,
                 params![id.as_str(), version, definition, key.as_str(), now],
             )
             .map_err(db_error)?;
@@ -877,47 +837,41 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<()> {
         let (s, grant, event) = (session.clone(), grant.cloned(), event.clone());
         self.write(move |conn| {
-            conn.prepare_cached(&format!(
-                "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES \
-                 (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    s.id.to_string(),
-                    s.profile_id.as_str(),
-                    s.profile_version,
-                    s.credential_configuration_id,
-                    s.status.as_str(),
-                    s.status_reason,
-                    s.offer_handle_hash,
-                    s.by_value,
-                    s.template,
-                    s.issuer_key_id.as_str(),
-                    s.created_at,
-                    s.updated_at,
-                    s.expires_at,
-                    s.resolved_at,
-                    s.token_issued_at,
-                    s.finished_at,
-                ])
-            })
-            .map_err(db_error)?;
-            if let Some(grant) = &grant {
-                conn.prepare_cached(
-                    "INSERT INTO grants (session_id, kind, secret_hash, state, tx_code, \
-                     tx_code_mac, created_at) VALUES (?, ?, ?, 'UNUSED', ?, ?, ?)",
-                )
+            conn.prepare_cached(&sql::INSERT_SESSION)
                 .and_then(|mut statement| {
                     statement.execute(params![
                         s.id.to_string(),
-                        grant.kind.as_str(),
-                        grant.secret_hash,
-                        grant.tx_code.as_ref().map(Value::to_string),
-                        grant.tx_code_mac,
+                        s.profile_id.as_str(),
+                        s.profile_version,
+                        s.credential_configuration_id,
+                        s.status.as_str(),
+                        s.status_reason,
+                        s.offer_handle_hash,
+                        s.by_value,
+                        s.template,
+                        s.issuer_key_id.as_str(),
                         s.created_at,
+                        s.updated_at,
+                        s.expires_at,
+                        s.resolved_at,
+                        s.token_issued_at,
+                        s.finished_at,
                     ])
                 })
                 .map_err(db_error)?;
+            if let Some(grant) = &grant {
+                conn.prepare_cached(sql::INSERT_GRANT)
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            s.id.to_string(),
+                            grant.kind.as_str(),
+                            grant.secret_hash,
+                            grant.tx_code.as_ref().map(Value::to_string),
+                            grant.tx_code_mac,
+                            s.created_at,
+                        ])
+                    })
+                    .map_err(db_error)?;
             }
             publish_key(conn, &s.issuer_key_id)?;
             if let Some(webhook) = &s.webhook {
@@ -945,14 +899,14 @@ impl SessionStore for SqliteStore {
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
-        self.read(move |conn| session_where(conn, "s.id = ?", &id.to_string()))
+        self.read(move |conn| session_where(conn, "s.id = $1", &id.to_string()))
             .await
     }
 
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>> {
         let (condition, hash) = match lookup {
-            SessionLookup::OfferHandle(hash) => ("s.offer_handle_hash = ?", hash),
-            SessionLookup::Grant(hash) => ("g.secret_hash = ?", hash),
+            SessionLookup::OfferHandle(hash) => ("s.offer_handle_hash = $1", hash),
+            SessionLookup::Grant(hash) => ("g.secret_hash = $1", hash),
         };
         let hash = hash.to_owned();
         self.read(move |conn| session_where(conn, condition, &hash))
@@ -964,19 +918,8 @@ impl SessionStore for SqliteStore {
         token_hash: &str,
     ) -> StoreResult<Option<(AccessTokenRecord, SessionRecord)>> {
         let hash = token_hash.to_owned();
-        self.read(move |conn| {
-            first(
-                conn,
-                &format!(
-                    "SELECT {TOKEN_FIELDS}, {SESSION_FIELDS} FROM access_tokens t \
-                     JOIN sessions s ON s.id = t.session_id {SESSION_JOINS} \
-                     WHERE t.token_hash = ?"
-                ),
-                [hash],
-                rows::token_session,
-            )
-        })
-        .await
+        self.read(move |conn| first(conn, &sql::TOKEN_SESSION, [hash], rows::token_session))
+            .await
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>> {
@@ -1015,12 +958,9 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<()> {
         let events = events.to_vec();
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE sessions SET resolved_at = COALESCE(resolved_at, ?1), updated_at = ?1 \
-                 WHERE id = ?2",
-            )
-            .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
-            .map_err(db_error)?;
+            conn.prepare_cached(sql::RESOLVED)
+                .and_then(|mut statement| statement.execute(params![now, id.to_string()]))
+                .map_err(db_error)?;
             insert_events(conn, &events)
         })
         .await
@@ -1055,18 +995,13 @@ impl SessionStore for SqliteStore {
             if active.is_none() {
                 return Ok(Applied::Stale);
             }
-            conn.prepare_cached(
-                "UPDATE grants SET tx_code_failures = tx_code_failures + 1, \
-                 state = CASE WHEN ?1 THEN 'LOCKED' ELSE state END WHERE id = ?2",
-            )
-            .and_then(|mut statement| statement.execute(params![failure.locks, grant]))
-            .map_err(db_error)?;
+            conn.prepare_cached(sql::COUNT_TX_CODE_FAILURE)
+                .and_then(|mut statement| statement.execute(params![failure.locks, grant]))
+                .map_err(db_error)?;
             let finish = if failure.locks {
-                "UPDATE sessions SET status = 'UNSUCCESSFUL', \
-                 status_reason = 'tx_code_attempts_exhausted', finished_at = ?1, updated_at = ?1 \
-                 WHERE id = ?2"
+                sql::LOCKED_OUT
             } else {
-                "UPDATE sessions SET updated_at = ?1 WHERE id = ?2"
+                sql::TOUCHED
             };
             conn.prepare_cached(finish)
                 .and_then(|mut statement| statement.execute(params![now, session.to_string()]))
@@ -1102,20 +1037,17 @@ impl SessionStore for SqliteStore {
             if redeemed == 0 {
                 return Ok(Applied::Stale);
             }
-            conn.prepare_cached(
-                "INSERT INTO access_tokens (token_hash, session_id, grant_id, issued_at, \
-                 expires_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    token_hash,
-                    session.to_string(),
-                    grant,
-                    now,
-                    token_expires_at
-                ])
-            })
-            .map_err(db_error)?;
+            conn.prepare_cached(sql::INSERT_ACCESS_TOKEN)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        token_hash,
+                        session.to_string(),
+                        grant,
+                        now,
+                        token_expires_at
+                    ])
+                })
+                .map_err(db_error)?;
             conn.prepare_cached(
                 "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, ?1), \
                  updated_at = ?1, expires_at = MAX(expires_at, ?2) WHERE id = ?3",
@@ -1136,11 +1068,7 @@ impl SessionStore for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<SessionId>> {
         self.read(move |conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT id FROM sessions WHERE status = 'ACTIVE' AND expires_at <= ? LIMIT ?",
-                )
-                .map_err(db_error)?;
+            let mut statement = conn.prepare_cached(sql::DUE_FOR_EXPIRY).map_err(db_error)?;
             let ids = statement
                 .query_map(params![now, limit], |row| row.get::<_, String>(0))
                 .map_err(db_error)?;
@@ -1161,46 +1089,21 @@ impl SessionStore for SqliteStore {
     ) -> StoreResult<bool> {
         let events = events.to_vec();
         self.write(move |conn| {
-            transition(
-                conn,
-                "UPDATE sessions SET status = 'EXPIRED', status_reason = 'expired', \
-                 finished_at = ?1, updated_at = ?1 \
-                 WHERE id = ?2 AND status = 'ACTIVE' AND expires_at <= ?1",
-                params![now, id.to_string()],
-                &events,
-            )
+            transition(conn, sql::EXPIRED, params![now, id.to_string()], &events)
         })
         .await
     }
 
     async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
         self.write(move |conn| {
-            const FINISHED: &str =
-                "SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?1";
-            for statement in [
-                format!("DELETE FROM events WHERE session_id IN ({FINISHED})"),
-                format!(
-                    "DELETE FROM delivery_attempts WHERE delivery_id IN \
-                     (SELECT id FROM deliveries WHERE session_id IN ({FINISHED}))"
-                ),
-                format!("DELETE FROM deliveries WHERE session_id IN ({FINISHED})"),
-                format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
-                format!("DELETE FROM access_tokens WHERE session_id IN ({FINISHED})"),
-                format!("DELETE FROM grants WHERE session_id IN ({FINISHED})"),
-                // Records of credentials outlive their session, until they have expired.
-                "DELETE FROM issued_credentials WHERE expires_at < ?1".to_owned(),
-            ] {
-                conn.execute(&statement, [finished_before])
+            for statement in sql::PURGE.iter() {
+                conn.execute(statement, [finished_before])
                     .map_err(db_error)?;
             }
             let sessions = conn
-                .execute(
-                    "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < ?",
-                    [finished_before],
-                )
+                .execute(sql::PURGE_SESSIONS, [finished_before])
                 .map_err(db_error)?;
-            conn.execute("DELETE FROM used_nonces WHERE expires_at < ?", [now])
-                .map_err(db_error)?;
+            conn.execute(sql::PURGE_NONCES, [now]).map_err(db_error)?;
             Ok(sessions as u64)
         })
         .await
@@ -1241,20 +1144,14 @@ impl CredentialStore for SqliteStore {
                 return Ok(IssuanceCommit::SessionNotActive);
             }
             let fresh = conn
-                .prepare_cached(
-                    "INSERT INTO used_nonces (nonce_hash, expires_at) VALUES (?, ?) \
-                     ON CONFLICT DO NOTHING",
-                )
+                .prepare_cached(sql::USE_NONCE)
                 .and_then(|mut statement| statement.execute(params![nonce_hash, nonce_expires_at]))
                 .map_err(db_error)?;
             if fresh == 0 {
                 return Ok(IssuanceCommit::NonceAlreadyUsed);
             }
             let mut insert = conn
-                .prepare_cached(&format!(
-                    "INSERT INTO issued_credentials ({ISSUED_CREDENTIAL_COLUMNS}) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                ))
+                .prepare_cached(&sql::INSERT_ISSUED_CREDENTIAL)
                 .map_err(db_error)?;
             for credential in &credentials {
                 insert
@@ -1270,12 +1167,7 @@ impl CredentialStore for SqliteStore {
                     ])
                     .map_err(db_error)?;
             }
-            let update = if finish {
-                "UPDATE sessions SET status = 'SUCCESSFUL', finished_at = ?1, updated_at = ?1 \
-                 WHERE id = ?2"
-            } else {
-                "UPDATE sessions SET updated_at = ?1 WHERE id = ?2"
-            };
+            let update = if finish { sql::SUCCEEDED } else { sql::TOUCHED };
             conn.prepare_cached(update)
                 .and_then(|mut statement| statement.execute(params![now, session.to_string()]))
                 .map_err(db_error)?;
@@ -1292,10 +1184,7 @@ impl CredentialStore for SqliteStore {
         self.read(move |conn| {
             collect(
                 conn,
-                &format!(
-                    "SELECT {ISSUED_CREDENTIAL_COLUMNS} FROM issued_credentials \
-                     WHERE session_id = ? ORDER BY issued_at, id"
-                ),
+                &sql::ISSUED_CREDENTIALS,
                 [session.to_string()],
                 rows::issued_credential,
             )
@@ -1320,19 +1209,11 @@ impl EventLog for SqliteStore {
         self.read(move |conn| match session {
             Some(id) => collect(
                 conn,
-                &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events \
-                     WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-                ),
+                &sql::SESSION_EVENTS,
                 params![id.to_string(), after_seq, limit],
                 rows::event,
             ),
-            None => collect(
-                conn,
-                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"),
-                params![after_seq, limit],
-                rows::event,
-            ),
+            None => collect(conn, &sql::EVENTS, params![after_seq, limit], rows::event),
         })
         .await
     }
@@ -1394,8 +1275,7 @@ impl Outbox for SqliteStore {
         self.read(move |conn| {
             let mut records = collect(
                 conn,
-                "SELECT id, event_seq, url, status, next_attempt_at FROM deliveries \
-                 WHERE session_id = ? ORDER BY event_seq, id",
+                sql::SESSION_DELIVERIES,
                 [id.to_string()],
                 rows::delivery,
             )?;
