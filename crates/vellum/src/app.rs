@@ -10,7 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DatabaseUrl};
 use crate::context::Context;
 use crate::keys::{self, KeyCache};
-use crate::notifications::{DeliverySettings, dispatcher};
+use crate::notifications::dispatcher;
 use crate::profiles;
 use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
 use crate::sessions;
@@ -102,10 +102,6 @@ impl App {
             .map(|url| url.path().trim_end_matches('/').to_owned())
             .map_err(|error| StartError::Setup(format!("public_url: {error}")))?;
 
-        let delivery = Arc::new(
-            DeliverySettings::from_config(&config.notifications)
-                .map_err(|why| StartError::Setup(format!("notifications.{why}")))?,
-        );
         // TLS for https webhooks, on ring; a second install (tests start many apps) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // The database before the master key file: a database that cannot be reached leaves no
@@ -124,7 +120,6 @@ impl App {
             clock,
             api_key_hash,
             keys: KeyCache::default(),
-            delivery,
             stopping: CancellationToken::new(),
             log_tail,
         });
@@ -160,11 +155,7 @@ impl App {
             ));
             workers.push((
                 "webhook dispatcher",
-                tokio::spawn(dispatcher::run(
-                    self.ctx.clone(),
-                    self.ctx.delivery.clone(),
-                    shutdown.child_token(),
-                )),
+                tokio::spawn(dispatcher::run(self.ctx.clone(), shutdown.child_token())),
             ));
         }
         let router = if roles.api {
@@ -209,7 +200,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         Some(DatabaseUrl::Postgres(url)) => {
             let options = PoolOptions {
                 size: config.database.pool_size,
-                connect_timeout: config.database_connect_timeout(),
+                connect_timeout: config.database.connect_timeout,
             };
             Arc::new(PostgresStore::open(&url, options).await?)
         }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 use vellum_formats::jose::Algorithm;
 
-use crate::profiles::ProfileDefinition;
+use crate::secrets::WebhookSecret;
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
 const DEMO: &str = include_str!("../demo.toml");
@@ -38,8 +39,9 @@ pub struct Config {
     pub credential_configurations: BTreeMap<String, CredentialConfiguration>,
     #[serde(default)]
     pub keys: BTreeMap<String, KeyDeclaration>,
+    /// Profile definitions, as written: `profiles` parses and checks them.
     #[serde(default)]
-    pub profiles: BTreeMap<String, ProfileDefinition>,
+    pub profiles: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,7 +76,8 @@ pub struct DatabaseConfig {
     pub url: String,
     pub synchronous: Synchronous,
     pub pool_size: usize,
-    pub connect_timeout: String,
+    #[serde(deserialize_with = "delay")]
+    pub connect_timeout: Duration,
 }
 
 /// The store `database.url` selects.
@@ -111,31 +114,36 @@ pub struct ProtocolConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationsConfig {
-    pub retry_schedule: Vec<String>,
+    #[serde(deserialize_with = "delays")]
+    pub retry_schedule: Vec<Duration>,
     pub retry_jitter: f64,
-    pub connect_timeout: String,
-    pub timeout: String,
-    pub lease: String,
+    #[serde(deserialize_with = "delay")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "delay")]
+    pub timeout: Duration,
+    /// How long a claimed delivery belongs to the instance that claimed it.
+    #[serde(deserialize_with = "delay")]
+    pub lease: Duration,
     pub max_response_bytes: usize,
     pub max_in_flight: usize,
     pub max_in_flight_per_url: usize,
-    pub poll_interval: String,
-    pub signing_secret: String,
-    pub allow_private_targets: Vec<String>,
-    pub proxy: String,
+    #[serde(deserialize_with = "delay")]
+    pub poll_interval: Duration,
+    /// For webhooks that have no secret of their own (`""`: none).
+    #[serde(deserialize_with = "optional_secret")]
+    pub signing_secret: Option<WebhookSecret>,
+    #[serde(deserialize_with = "networks")]
+    pub allow_private_targets: Vec<IpNet>,
+    /// Every delivery goes through it (`""`: no proxy).
+    #[serde(deserialize_with = "optional_proxy")]
+    pub proxy: Option<Url>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamsConfig {
-    pub heartbeat: String,
-}
-
-impl StreamsConfig {
-    /// The heartbeat interval; validated at start, so the fallback is never used.
-    pub fn heartbeat_interval(&self) -> std::time::Duration {
-        parse_delay(&self.heartbeat).unwrap_or(std::time::Duration::from_secs(15))
-    }
+    #[serde(deserialize_with = "delay")]
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +249,53 @@ pub fn parse_delay(text: &str) -> Result<Duration, String> {
 fn delay<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_delay(&text).map_err(serde::de::Error::custom)
+}
+
+fn delays<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| parse_delay(text).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// Networks in CIDR notation, or single addresses.
+fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|net| {
+            net.parse::<IpNet>()
+                .or_else(|_| net.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{net:?} is not an address or CIDR")))
+        })
+        .collect()
+}
+
+fn optional_secret<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<WebhookSecret>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    WebhookSecret::parse(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn optional_proxy<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Url>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Url::parse(&text)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom("must be an http(s) URL such as http://egress:3128")
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -432,10 +487,23 @@ impl Config {
         if !(1..=1000).contains(&self.database.pool_size) {
             return fail("database.pool_size", "must be between 1 and 1000");
         }
-        match parse_delay(&self.database.connect_timeout) {
-            Ok(delay) if !delay.is_zero() => {}
-            Ok(_) => return fail("database.connect_timeout", "must be positive"),
-            Err(why) => return fail("database.connect_timeout", &why),
+        for (key, delay) in [
+            ("database.connect_timeout", self.database.connect_timeout),
+            (
+                "notifications.connect_timeout",
+                self.notifications.connect_timeout,
+            ),
+            ("notifications.timeout", self.notifications.timeout),
+            ("notifications.lease", self.notifications.lease),
+            (
+                "notifications.poll_interval",
+                self.notifications.poll_interval,
+            ),
+            ("streams.heartbeat", self.streams.heartbeat),
+        ] {
+            if delay.is_zero() {
+                return fail(key, "must be positive");
+            }
         }
         if !self.roles.api && !self.roles.worker {
             return fail("roles", "an instance needs at least one of api and worker");
@@ -466,12 +534,21 @@ impl Config {
                 return fail(key, "must be greater than 0");
             }
         }
-        crate::notifications::DeliverySettings::from_config(&self.notifications)
-            .map_err(|why| ConfigError(format!("notifications.{why}")))?;
-        match parse_delay(&self.streams.heartbeat) {
-            Ok(delay) if !delay.is_zero() => {}
-            Ok(_) => return fail("streams.heartbeat", "must be positive"),
-            Err(why) => return fail("streams.heartbeat", &why),
+        let notifications = &self.notifications;
+        if !(0.0..=1.0).contains(&notifications.retry_jitter) {
+            return fail("notifications.retry_jitter", "must be between 0 and 1");
+        }
+        if notifications.max_in_flight == 0 || notifications.max_in_flight_per_url == 0 {
+            return fail("notifications.max_in_flight", "must be at least 1");
+        }
+        if notifications.max_response_bytes == 0 {
+            return fail("notifications.max_response_bytes", "must be at least 1");
+        }
+        if notifications.lease <= notifications.timeout {
+            return fail(
+                "notifications.lease",
+                "must be longer than timeout (an attempt must end inside it)",
+            );
         }
         if !(1..=100 * 366 * 86_400).contains(&self.credentials.default_validity_seconds) {
             return fail(
@@ -563,11 +640,6 @@ impl Config {
         (url.starts_with("postgres://") || url.starts_with("postgresql://"))
             .then(|| DatabaseUrl::Postgres(url.to_owned()))
     }
-
-    /// How long opening a database connection may take (PostgreSQL).
-    pub fn database_connect_timeout(&self) -> std::time::Duration {
-        parse_delay(&self.database.connect_timeout).unwrap_or(std::time::Duration::from_secs(5))
-    }
 }
 
 /// An IP address, or a host name of DNS labels.
@@ -642,6 +714,47 @@ mod tests {
         assert!(error.to_string().contains("roles"), "{error}");
         for roles in [json!({"api": false}), json!({"worker": false})] {
             Config::with_overrides(json!({ "roles": roles }), false).expect("one role is enough");
+        }
+    }
+
+    #[test]
+    fn notification_settings_are_parsed_once_and_a_bad_one_names_its_key() {
+        let config = Config::with_overrides(
+            json!({"notifications": {"allow_private_targets": ["127.0.0.1", "10.0.0.0/8"],
+                                     "retry_schedule": ["250ms", "1s"]}}),
+            false,
+        )
+        .expect("valid");
+        let notifications = &config.notifications;
+        assert_eq!(notifications.allow_private_targets.len(), 2);
+        assert_eq!(
+            notifications.retry_schedule,
+            [Duration::from_millis(250), Duration::from_secs(1)]
+        );
+        assert!(notifications.signing_secret.is_none() && notifications.proxy.is_none());
+        for (bad, key) in [
+            (
+                json!({"allow_private_targets": ["nope"]}),
+                "notifications.allow_private_targets",
+            ),
+            (
+                json!({"retry_schedule": ["soon"]}),
+                "notifications.retry_schedule",
+            ),
+            (
+                json!({"signing_secret": "not-whsec"}),
+                "notifications.signing_secret",
+            ),
+            (json!({"proxy": "socks5://proxy"}), "notifications.proxy"),
+            (json!({"timeout": "0s"}), "notifications.timeout"),
+            (
+                json!({"lease": "1s", "timeout": "2s"}),
+                "notifications.lease",
+            ),
+        ] {
+            let error = Config::with_overrides(json!({ "notifications": bad }), false)
+                .expect_err("refused");
+            assert!(error.to_string().contains(key), "{key}: {error}");
         }
     }
 

@@ -7,7 +7,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::KeyCache;
-use crate::notifications::DeliverySettings;
 use crate::secrets::Secrets;
 use crate::store::Store;
 use crate::streams::LogTail;
@@ -24,8 +23,6 @@ pub struct Context {
     /// SHA-256 (hex) of the management API key.
     pub api_key_hash: String,
     pub keys: KeyCache,
-    /// Webhook delivery settings, parsed from `notifications.*`.
-    pub delivery: Arc<DeliverySettings>,
     /// Cancelled when the server starts to shut down: live event streams end on it, since
     /// graceful shutdown waits for every response to finish.
     pub stopping: CancellationToken,

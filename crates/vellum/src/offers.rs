@@ -205,7 +205,7 @@ pub async fn create_offer(
             .map(|notifications| {
                 notifications
                     .webhook
-                    .target(ctx.delivery.signing_secret.as_ref())
+                    .target(ctx.config.notifications.signing_secret.as_ref())
             }),
         template: serde_json::to_string(&template).map_err(Internal::new)?,
         created_at: now,

@@ -213,7 +213,7 @@ pub async fn validate(
         }
     }
     if let Some(notifications) = &definition.notifications {
-        crate::notifications::check_target(&ctx.delivery.policy, &notifications.webhook.url)
+        crate::notifications::check_target(&ctx.config.notifications, &notifications.webhook.url)
             .await
             .map_err(|why| ApiError::invalid("invalid_webhook", why))?;
     }
@@ -325,11 +325,25 @@ const DID_SHORTHANDS: [&str; 3] = ["did:jwk", "did:key", "did:web"];
 /// The profiles of the configuration file against [`check_rules`], before anything exists: a
 /// bad one stops the start with one line naming it.
 pub fn check_configured(config: &Config) -> Result<(), String> {
-    for (id, definition) in &config.profiles {
-        ProfileId::parse(id).map_err(|error| format!("profiles.{id}: {error}"))?;
-        check_rules(config, definition).map_err(|error| format!("profiles.{id}: {error}"))?;
-    }
-    Ok(())
+    configured(config).try_for_each(|profile| {
+        let (id, definition) = profile?;
+        check_rules(config, &definition)
+            .map(|_| ())
+            .map_err(|error| format!("profiles.{id}: {error}"))
+    })
+}
+
+/// The profiles of the configuration file, parsed; an error names the profile.
+fn configured(
+    config: &Config,
+) -> impl Iterator<Item = Result<(ProfileId, ProfileDefinition), String>> + '_ {
+    config.profiles.iter().map(|(id, definition)| {
+        let fail = |error: String| format!("profiles.{id}: {error}");
+        let id = ProfileId::parse(id).map_err(fail)?;
+        let definition =
+            parse_definition(definition.clone()).map_err(|error| fail(error.to_string()))?;
+        Ok((id, definition))
+    })
 }
 
 /// The data a credential is built from: within the JSON limits at every depth, and free of
@@ -629,9 +643,9 @@ pub async fn deactivate_profile(ctx: &Context, id: &ProfileId) -> Result<(), Api
 /// Creates or versions the profiles declared in configuration. A deactivated profile stays
 /// deactivated: the operator's API call outranks a restart.
 pub async fn load_configured_profiles(ctx: &Context) -> Result<(), String> {
-    for (id, definition) in &ctx.config.profiles {
+    for profile in configured(&ctx.config) {
+        let (id, definition) = profile?;
         let fail = |error: ApiError| format!("profiles.{id}: {error}");
-        let id = ProfileId::parse(id).map_err(|error| format!("profiles.{id}: {error}"))?;
         match ctx
             .store
             .profile(&id, None)

@@ -168,6 +168,48 @@ impl Secrets {
     }
 }
 
+/// `whsec_` + base64 of 24-64 random bytes (Standard Webhooks).
+#[derive(Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct WebhookSecret(String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret([redacted])")
+    }
+}
+
+impl WebhookSecret {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let key = webhook_signing_key(text)?;
+        if !(24..=64).contains(&key.len()) {
+            return Err("a webhook secret must hold 24 to 64 bytes".into());
+        }
+        Ok(WebhookSecret(text.to_owned()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WebhookSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        WebhookSecret::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The HMAC key of a `whsec_` secret.
+pub fn webhook_signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .ok_or("a webhook secret starts with whsec_")?;
+    STANDARD
+        .decode(encoded)
+        .map_err(|_| "a webhook secret is whsec_ followed by base64".to_owned())
+}
+
 /// SHA-256, hex: how bearer secrets (codes, tokens, handles) are stored and looked up.
 pub fn hash_secret(secret: &str) -> String {
     let digest = Sha256::digest(secret.as_bytes());

@@ -50,7 +50,7 @@ pub async fn respond(
             })?,
         None => after.unwrap_or(0),
     };
-    let heartbeat = ctx.config.streams.heartbeat_interval();
+    let heartbeat = ctx.config.streams.heartbeat;
     let events = streams::open(ctx, scope, after).await?.map(|event| {
         Ok::<_, Infallible>(
             Event::default()

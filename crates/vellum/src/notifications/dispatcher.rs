@@ -11,8 +11,9 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{AddressPolicy, DeliverySettings, signature};
+use super::{AddressPolicy, signature};
 use crate::clock::{Clock, Millis, SystemClock};
+use crate::config::NotificationsConfig;
 use crate::context::Context;
 use crate::events;
 use crate::store::{AttemptOutcome, AttemptRecord, DueDelivery, FinishedAttempt};
@@ -51,7 +52,7 @@ impl Resolve for GuardedResolver {
 /// The webhook client. Proxy variables in the environment (`HTTP_PROXY`, ...) are ignored: a
 /// proxy would resolve target names itself, past the resolver below, and receive every
 /// bearer token. Only `notifications.proxy` names one.
-pub fn client(settings: &DeliverySettings) -> reqwest::Result<reqwest::Client> {
+pub fn client(settings: &NotificationsConfig) -> reqwest::Result<reqwest::Client> {
     let builder = match &settings.proxy {
         Some(proxy) => reqwest::Client::builder().proxy(reqwest::Proxy::all(proxy.as_str())?),
         None => reqwest::Client::builder().no_proxy(),
@@ -60,7 +61,7 @@ pub fn client(settings: &DeliverySettings) -> reqwest::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(settings.connect_timeout)
         .dns_resolver(Arc::new(GuardedResolver {
-            policy: Arc::new(settings.policy.clone()),
+            policy: Arc::new(AddressPolicy::new(&settings.allow_private_targets)),
         }))
         .user_agent(concat!("Vellum-Webhooks/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(settings.max_in_flight_per_url)
@@ -70,7 +71,7 @@ pub fn client(settings: &DeliverySettings) -> reqwest::Result<reqwest::Client> {
 /// POSTs one event. Never fails: every problem becomes the attempt's `error`.
 pub async fn attempt(
     client: &reqwest::Client,
-    settings: &DeliverySettings,
+    settings: &NotificationsConfig,
     delivery: &DueDelivery,
     body: &[u8],
     started_at: Millis,
@@ -107,13 +108,13 @@ pub async fn attempt(
 
 async fn send(
     client: &reqwest::Client,
-    settings: &DeliverySettings,
+    settings: &NotificationsConfig,
     delivery: &DueDelivery,
     body: &[u8],
 ) -> Result<(u16, String, Option<Duration>), String> {
     let url = reqwest::Url::parse(&delivery.webhook.url).map_err(|error| error.to_string())?;
     // The resolver guards host names; IP literals never reach it.
-    if let Some(ip) = settings.policy.refused_literal(&url) {
+    if let Some(ip) = AddressPolicy::new(&settings.allow_private_targets).refused_literal(&url) {
         return Err(format!("refused: {ip} is not a public address"));
     }
     let mut headers = HeaderMap::new();
@@ -208,7 +209,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What an attempt means for the delivery.
 pub fn outcome(
-    settings: &DeliverySettings,
+    settings: &NotificationsConfig,
     delivery: &DueDelivery,
     attempt: &Attempt,
     now: Millis,
@@ -241,8 +242,9 @@ const CLAIM_COALESCE: Duration = Duration::from_millis(20);
 ///
 /// Bookkeeping is batched: the attempts that finished since the last round are recorded and the
 /// next due deliveries claimed in one store write (one commit per round, not two per attempt).
-pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: CancellationToken) {
-    let client = match client(&settings) {
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let settings = &ctx.config.notifications;
+    let client = match client(settings) {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "cannot build the webhook client; deliveries stop");
@@ -285,11 +287,8 @@ pub async fn run(ctx: Arc<Context>, settings: Arc<DeliverySettings>, shutdown: C
                     claimed = due.len();
                     came_up_empty = (claimed == 0 && recorded_nothing).then(Instant::now);
                     for delivery in due {
-                        let (ctx, settings, client) =
-                            (ctx.clone(), settings.clone(), client.clone());
-                        in_flight.spawn(async move {
-                            deliver(&ctx, &settings, &client, delivery).await
-                        });
+                        let (ctx, client) = (ctx.clone(), client.clone());
+                        in_flight.spawn(async move { deliver(&ctx, &client, delivery).await });
                     }
                 }
                 Err(error) => {
@@ -358,10 +357,10 @@ async fn record_each(ctx: &Context, finished: Vec<FinishedAttempt>) {
 /// One attempt; what it gave is recorded by the dispatcher loop.
 async fn deliver(
     ctx: &Context,
-    settings: &DeliverySettings,
     client: &reqwest::Client,
     delivery: DueDelivery,
 ) -> FinishedAttempt {
+    let settings = &ctx.config.notifications;
     let body = events::envelope(&delivery.event).to_string();
     let attempt = attempt(
         client,
