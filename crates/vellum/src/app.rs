@@ -8,8 +8,9 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DatabaseUrl};
-use crate::context::Context;
-use crate::keys::{self, KeyCache};
+use crate::context::{Context, KeyCache};
+use crate::events::tail::LogTail;
+use crate::keys;
 use crate::notifications::dispatcher;
 use crate::profiles;
 use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
@@ -17,7 +18,6 @@ use crate::sessions;
 use crate::store::postgres::{PoolOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::streams::LogTail;
 
 /// Why the service did not start: one line that names the setting to look at. (No variant
 /// has a `source`: the message already holds the cause, and a chain would repeat it.)

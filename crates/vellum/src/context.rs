@@ -1,15 +1,17 @@
 //! What every feature function receives: configuration, store, secrets, clock and key cache.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
+use vellum_formats::jose::SigningKey;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::keys::KeyCache;
+use crate::events::tail::LogTail;
+use crate::ids::KeyId;
 use crate::secrets::Secrets;
 use crate::store::Store;
-use crate::streams::LogTail;
 
 pub struct Context {
     pub config: Config,
@@ -34,5 +36,22 @@ impl Context {
     /// An absolute URL of one of our endpoints, e.g. `endpoint("/token")`.
     pub fn endpoint(&self, path: &str) -> String {
         format!("{}{}", self.issuer_url, path)
+    }
+}
+
+/// Decrypted signing keys, kept after first use (`keys::signing_key`): keys never change once
+/// stored, so the cache never needs to forget one.
+#[derive(Default)]
+pub struct KeyCache(Mutex<HashMap<KeyId, SigningKey>>);
+
+impl KeyCache {
+    pub fn get(&self, id: &KeyId) -> Option<SigningKey> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    pub fn insert(&self, id: KeyId, key: SigningKey) {
+        if let Ok(mut keys) = self.0.lock() {
+            keys.insert(id, key);
+        }
     }
 }

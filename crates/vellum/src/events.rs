@@ -7,6 +7,8 @@ use crate::clock::Millis;
 use crate::ids::SessionId;
 use crate::store::{EventRecord, NewEvent, SessionStatus};
 
+pub mod tail;
+
 /// The seed's events, with its names.
 pub const RESOLVED_CREDENTIAL_OFFER: &str = "resolved_credential_offer";
 pub const REQUESTED_TOKEN: &str = "requested_token";

@@ -12,6 +12,7 @@ use crate::config::CredentialFormat;
 use crate::context::Context;
 use crate::errors::{CredentialError, Internal};
 use crate::events;
+use crate::keys;
 use crate::mapping::{self, Inputs};
 use crate::oauth::nonces;
 use crate::offers::IssuanceTemplate;
@@ -370,7 +371,7 @@ async fn build(
         Some(Value::Number(exp)) => exp.as_i64().unwrap_or(iat.saturating_add(validity)),
         _ => iat.saturating_add(validity),
     };
-    let key = ctx.keys.signing_key(ctx, &definition.issuer_key_id).await?;
+    let key = keys::signing_key(ctx, &definition.issuer_key_id).await?;
     let (credential, event_type, member) = match configuration.format {
         format @ (CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy) => {
             let mut claims = Map::new();

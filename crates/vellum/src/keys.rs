@@ -1,8 +1,5 @@
 //! Managed signing keys: generated or imported, sealed at rest, public JWK only on the way out.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -154,33 +151,26 @@ pub async fn ensure_declared_keys(ctx: &Context) -> Result<(), Internal> {
     Ok(())
 }
 
-/// Decrypted signing keys, kept in memory after first use: keys never change once stored.
-#[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<KeyId, SigningKey>>);
-
-impl KeyCache {
-    pub async fn signing_key(&self, ctx: &Context, id: &KeyId) -> Result<SigningKey, Internal> {
-        if let Some(key) = self.0.lock().expect("key cache lock").get(id) {
-            return Ok(key.clone());
-        }
-        let record = ctx
-            .store
-            .key(id)
-            .await?
-            .ok_or_else(|| Internal::msg(format!("key {id} disappeared")))?;
-        let private = ctx
-            .secrets
-            .open(&record.sealed_private, id.as_str().as_bytes())
-            .map_err(|error| Internal::msg(format!("key {id}: {error}")))?;
-        let jwk: Jwk = serde_json::from_slice(&private)
-            .map_err(|_| Internal::msg(format!("key {id}: unreadable after unsealing")))?;
-        let key = SigningKey::from_jwk(&jwk).map_err(|error| Internal::msg(error.to_string()))?;
-        self.0
-            .lock()
-            .expect("key cache lock")
-            .insert(id.clone(), key.clone());
-        Ok(key)
+/// The signing key `id`, unsealed, from the context's cache after first use (keys never
+/// change once stored).
+pub async fn signing_key(ctx: &Context, id: &KeyId) -> Result<SigningKey, Internal> {
+    if let Some(key) = ctx.keys.get(id) {
+        return Ok(key);
     }
+    let record = ctx
+        .store
+        .key(id)
+        .await?
+        .ok_or_else(|| Internal::msg(format!("key {id} disappeared")))?;
+    let private = ctx
+        .secrets
+        .open(&record.sealed_private, id.as_str().as_bytes())
+        .map_err(|error| Internal::msg(format!("key {id}: {error}")))?;
+    let jwk: Jwk = serde_json::from_slice(&private)
+        .map_err(|_| Internal::msg(format!("key {id}: unreadable after unsealing")))?;
+    let key = SigningKey::from_jwk(&jwk).map_err(|error| Internal::msg(error.to_string()))?;
+    ctx.keys.insert(id.clone(), key.clone());
+    Ok(key)
 }
 
 /// What a certificate is for (ISO 18013-5 Annex B profiles for mdoc).
@@ -264,7 +254,7 @@ pub async fn issue_certificate(
                     "an IACA is self-signed: no issuerKeyId or issuerCertificate".into(),
                 ));
             }
-            let key = ctx.keys.signing_key(ctx, id).await?;
+            let key = signing_key(ctx, id).await?;
             let der = x509::iaca(&key, &subject, &validity, &serial)
                 .map_err(|error| invalid(error.to_string()))?;
             (der, None)
@@ -283,7 +273,7 @@ pub async fn issue_certificate(
                     format!("no key {ca_key_id}"),
                 ));
             }
-            let ca_key = ctx.keys.signing_key(ctx, &ca_key_id).await?;
+            let ca_key = signing_key(ctx, &ca_key_id).await?;
             let ca_der = x509::from_pem(&ca_pem)
                 .map_err(|error| invalid(format!("issuerCertificate: {error}")))?;
             let profile = if kind == CertificateKind::MdocDocumentSigner {
@@ -383,7 +373,7 @@ pub async fn development_chain(
             }
         }
     };
-    let ca_key = ctx.keys.signing_key(ctx, &ca_id).await?;
+    let ca_key = signing_key(ctx, &ca_id).await?;
     let ca_public = public_jwk(&ca_record)?;
     let subject_key = public_jwk(&issuer)?;
     let serial = |what: &str| {

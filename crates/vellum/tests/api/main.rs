@@ -16,6 +16,7 @@ mod interop;
 mod interop_mdoc;
 mod interop_w3c;
 mod keys;
+mod layering;
 mod leaks;
 mod mdoc;
 mod metadata;
