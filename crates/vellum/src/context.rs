@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::credentials::Configurations;
 use crate::keys::KeyCache;
 use crate::secrets::Secrets;
 use crate::store::Store;
@@ -13,6 +14,8 @@ use crate::streams::LogTail;
 
 pub struct Context {
     pub config: Config,
+    /// `config.credential_configurations`, each read by its format.
+    pub credential_configurations: Configurations,
     /// The credential issuer identifier (no trailing slash).
     pub issuer_url: String,
     /// The path part of `issuer_url` ("" or e.g. "/tenant"), under which endpoints are served.
