@@ -2,7 +2,7 @@
 //! metadata and how it builds a credential, behind [`Format`]. The encoding and signing
 //! themselves are in `vellum-formats`; this is what the service decides around them.
 //!
-//! A new format is a file in `credentials/` and a line in [`FORMATS`].
+//! A new format is a file in `credentials/`, its `mod` line below and its line in [`FORMATS`].
 
 mod jwt_vc_json;
 mod mso_mdoc;
