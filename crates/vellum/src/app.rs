@@ -9,6 +9,7 @@ use url::Url;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DatabaseUrl};
 use crate::context::{Context, KeyCache};
+use crate::credentials::Configurations;
 use crate::events::tail::LogTail;
 use crate::keys;
 use crate::notifications::dispatcher;
@@ -85,7 +86,10 @@ impl App {
     ) -> Result<App, StartError> {
         // What needs neither disk nor network is checked first: a bad setting stops the start
         // before a master key, a database or a key has been made.
-        profiles::check_configured(&config).map_err(StartError::Setup)?;
+        let credential_configurations =
+            Configurations::from_config(&config.credential_configurations)?;
+        profiles::check_configured(&config, &credential_configurations)
+            .map_err(StartError::Setup)?;
         let address = format!("{}:{}", config.http.host, config.http.port);
         let listen_error = |address: &str, error: std::io::Error| StartError::Listen {
             address: address.to_owned(),
@@ -113,6 +117,7 @@ impl App {
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
         let ctx = Arc::new(Context {
             config,
+            credential_configurations,
             issuer_url,
             base_path,
             store,

@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 use vellum_formats::jose::Algorithm;
 
@@ -159,50 +159,21 @@ pub struct SessionsConfig {
     pub sweep_interval_seconds: u64,
 }
 
-/// One entry of `credential_configurations_supported`.
+/// One entry of `credential_configurations_supported`: the members every format has, and the
+/// format's own (`vct`, `doctype`, `credential_definition`, ...), which its format reads and
+/// checks at start (`credentials`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CredentialConfiguration {
-    pub format: CredentialFormat,
-    pub vct: Option<String>,
+    pub format: String,
     pub scope: Option<String>,
     pub credential_signing_alg_values_supported: Vec<String>,
     pub cryptographic_binding_methods_supported: Vec<String>,
     pub proof_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
     pub credential_metadata: Option<Value>,
-    /// `jwt_vc_json`: `{type = ["VerifiableCredential", ...]}`.
-    #[serde(default)]
-    pub credential_definition: Option<Value>,
-    /// `mso_mdoc`: the document type, e.g. `org.iso.18013.5.1.mDL`.
-    #[serde(default)]
-    pub doctype: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum CredentialFormat {
-    #[serde(rename = "dc+sd-jwt")]
-    SdJwtVc,
-    /// The same credential under its pre-1.0 name (`typ: vc+sd-jwt`), for older wallets.
-    #[serde(rename = "vc+sd-jwt")]
-    SdJwtVcLegacy,
-    /// W3C Verifiable Credential secured as a JWT (VCDM 1.1 or 2.0 by the data's @context).
-    #[serde(rename = "jwt_vc_json")]
-    JwtVcJson,
-    /// ISO/IEC 18013-5 mdoc (`IssuerSigned`, base64url CBOR).
-    #[serde(rename = "mso_mdoc")]
-    MsoMdoc,
-}
-
-impl CredentialFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CredentialFormat::SdJwtVc => "dc+sd-jwt",
-            CredentialFormat::SdJwtVcLegacy => "vc+sd-jwt",
-            CredentialFormat::JwtVcJson => "jwt_vc_json",
-            CredentialFormat::MsoMdoc => "mso_mdoc",
-        }
-    }
+    /// Every other member, for the format: unknown ones are refused there.
+    #[serde(flatten)]
+    pub members: Map<String, Value>,
 }
 
 impl CredentialConfiguration {
@@ -561,35 +532,6 @@ impl Config {
         }
         for (id, configuration) in &self.credential_configurations {
             let key = format!("credential_configurations.{id}");
-            if matches!(
-                configuration.format,
-                CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy
-            ) && configuration.vct.is_none()
-            {
-                return fail(&key, "an SD-JWT VC configuration needs vct");
-            }
-            if configuration.format == CredentialFormat::MsoMdoc
-                && configuration.doctype.as_deref().is_none_or(str::is_empty)
-            {
-                return fail(&key, "mso_mdoc needs doctype");
-            }
-            if configuration.format == CredentialFormat::JwtVcJson {
-                let types = configuration
-                    .credential_definition
-                    .as_ref()
-                    .and_then(|definition| definition.get("type"))
-                    .and_then(Value::as_array);
-                let valid = types.is_some_and(|types| {
-                    types.iter().all(Value::is_string)
-                        && types.contains(&Value::from("VerifiableCredential"))
-                });
-                if !valid {
-                    return fail(
-                        &key,
-                        "jwt_vc_json needs credential_definition.type, a list of strings with \"VerifiableCredential\"",
-                    );
-                }
-            }
             for name in configuration
                 .credential_signing_alg_values_supported
                 .iter()

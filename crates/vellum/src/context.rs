@@ -8,6 +8,7 @@ use vellum_formats::jose::SigningKey;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::credentials::Configurations;
 use crate::events::tail::LogTail;
 use crate::ids::KeyId;
 use crate::secrets::Secrets;
@@ -15,6 +16,8 @@ use crate::store::Store;
 
 pub struct Context {
     pub config: Config,
+    /// `config.credential_configurations`, each read by its format.
+    pub credential_configurations: Configurations,
     /// The credential issuer identifier (no trailing slash).
     pub issuer_url: String,
     /// The path part of `issuer_url` ("" or e.g. "/tenant"), under which endpoints are served.

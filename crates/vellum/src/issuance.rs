@@ -1,22 +1,19 @@
 //! The credential endpoint: access token, request shape, key proof, then the credential.
 
-use rand::rngs::OsRng;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
-use vellum_formats::did::{self, did_jwk};
-use vellum_formats::jose::{Jwk, UnverifiedJws};
-use vellum_formats::{jose, jwt_vc, mdoc, sdjwt};
+use serde_json::{Map, Value};
+use vellum_formats::did::did_jwk;
+use vellum_formats::jose::{self, Jwk, UnverifiedJws};
 
 use crate::clock::Millis;
-use crate::config::CredentialFormat;
 use crate::context::Context;
+use crate::credentials::Input;
 use crate::errors::{CredentialError, Internal};
 use crate::events;
 use crate::keys;
 use crate::mapping::{self, Inputs};
 use crate::oauth::nonces;
 use crate::offers::IssuanceTemplate;
-use crate::profiles;
 use crate::protocol::PROOF_TYP;
 use crate::secrets::hash_secret;
 use crate::sessions;
@@ -336,7 +333,8 @@ fn format_name(ctx: &Context, configuration_id: &str) -> String {
 }
 
 /// The session's credential, in its configuration's format, the event announcing it (the
-/// contract's `sdjwt_issue {sdjwt}` or `jwt_issue {jwt}`) and its expiry (Unix seconds).
+/// contract's `sdjwt_issue {sdjwt}`, `jwt_issue {jwt}` or `generated_mdoc {mdoc}`) and its
+/// expiry (Unix seconds).
 async fn build(
     ctx: &Context,
     session: &SessionRecord,
@@ -345,8 +343,7 @@ async fn build(
     now: Millis,
 ) -> Result<(String, NewEvent, i64), Internal> {
     let definition = &template.definition;
-    let configuration = ctx
-        .config
+    let format = &ctx
         .credential_configurations
         .get(&session.credential_configuration_id)
         .ok_or_else(|| {
@@ -354,7 +351,8 @@ async fn build(
                 "credential configuration {} is no longer configured",
                 session.credential_configuration_id
             ))
-        })?;
+        })?
+        .format;
     let holder_did = did_jwk(holder);
     let inputs = Inputs {
         now,
@@ -372,128 +370,20 @@ async fn build(
         _ => iat.saturating_add(validity),
     };
     let key = keys::signing_key(ctx, &definition.issuer_key_id).await?;
-    let (credential, event_type, member) = match configuration.format {
-        format @ (CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy) => {
-            let mut claims = Map::new();
-            claims.insert("iat".into(), Value::from(iat));
-            claims.insert("nbf".into(), Value::from(iat));
-            claims.insert("exp".into(), Value::from(exp));
-            mapping::deep_merge(&mut claims, data);
-            claims.insert(
-                "iss".into(),
-                Value::from(
-                    definition
-                        .issuer_did
-                        .clone()
-                        .unwrap_or_else(|| ctx.issuer_url.clone()),
-                ),
-            );
-            claims.insert(
-                "vct".into(),
-                Value::from(configuration.vct.clone().unwrap_or_default()),
-            );
-            claims.insert("cnf".into(), json!({ "jwk": holder.to_public() }));
-            if let Some(status) = &definition.credential_status {
-                claims.insert("status".into(), status.clone());
-            }
-            let header = sdjwt::Header {
-                typ: if format == CredentialFormat::SdJwtVcLegacy {
-                    sdjwt::LEGACY_TYP
-                } else {
-                    sdjwt::TYP
-                },
-                // With a DID issuer the kid is the DID URL of the key, as DID-resolving verifiers
-                // expect; otherwise the key id, resolvable through the jwt-vc-issuer metadata.
-                kid: Some(match definition.issuer_did.as_deref() {
-                    Some(did) => verification_method(did, &definition.issuer_key_id),
-                    None => definition.issuer_key_id.to_string(),
-                }),
-                x5c: definition
-                    .x5_chain
-                    .as_deref()
-                    .map(profiles::x5c_from_pem)
-                    .transpose()
-                    .map_err(Internal::msg)?,
-            };
-            let disclosure = definition.selective_disclosure.clone().unwrap_or_default();
-            let credential = sdjwt::issue(&header, claims, &disclosure, &key, &mut OsRng);
-            (credential, events::SDJWT_ISSUE, "sdjwt")
-        }
-        CredentialFormat::JwtVcJson => {
-            let issuer = definition
-                .issuer_did
-                .as_deref()
-                .ok_or_else(|| Internal::msg("a jwt_vc_json profile without issuerDid"))?;
-            if !data.contains_key("type")
-                && let Some(types) = configuration
-                    .credential_definition
-                    .as_ref()
-                    .and_then(|definition| definition.get("type"))
-            {
-                data.insert("type".into(), types.clone());
-            }
-            if let Some(status) = &definition.credential_status {
-                data.insert("credentialStatus".into(), status.clone());
-            }
-            let id = format!("urn:uuid:{}", uuid::Uuid::new_v4());
-            let kid = verification_method(issuer, &definition.issuer_key_id);
-            let issuance = jwt_vc::Issuance {
-                issuer,
-                kid: &kid,
-                subject: &holder_did,
-                issued_at: iat,
-                expires_at: exp,
-                id: &id,
-            };
-            (
-                jwt_vc::issue(data, &issuance, &key),
-                events::JWT_ISSUE,
-                "jwt",
-            )
-        }
-        CredentialFormat::MsoMdoc => {
-            let chain = definition
-                .x5_chain
-                .as_deref()
-                .ok_or_else(|| Internal::msg("an mso_mdoc profile without x5Chain"))
-                .and_then(|chain| profiles::header_chain(chain).map_err(Internal::msg))?;
-            let input = mdoc::MdocInput {
-                doc_type: configuration.doctype.as_deref().unwrap_or_default(),
-                namespaces: &data,
-                device_key: holder,
-                signed: iat,
-                valid_from: iat,
-                valid_until: exp,
-                x5chain: &chain,
-            };
-            let issuer_signed = mdoc::issue(&input, &key, &mut OsRng)
-                .map_err(|error| Internal::msg(format!("mdoc: {error}")))?;
-            // The wallet gets base64url CBOR; the contract's event carries hex.
-            let hex: String = issuer_signed
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
-            let event = events::new(
-                session.id,
-                events::GENERATED_MDOC,
-                now,
-                json!({ "mdoc": hex }),
-            );
-            return Ok((jose::b64(&issuer_signed), event, exp));
-        }
-    };
-    let event = events::new(session.id, event_type, now, json!({ member: credential }));
-    Ok((credential, event, exp))
-}
-
-/// The DID URL of the issuer's signing key: `#0` for did:jwk, the multibase key for did:key,
-/// the key id for other methods (did:web documents list keys under their ids).
-pub fn verification_method(did: &str, key: &crate::ids::KeyId) -> String {
-    if did.starts_with("did:jwk:") {
-        did::did_jwk_verification_method(did)
-    } else if did.starts_with("did:key:") {
-        did::did_key_verification_method(did)
-    } else {
-        format!("{did}#{key}")
-    }
+    let issued = format
+        .issue(Input {
+            data,
+            issuer: definition.issuer(),
+            issuer_url: &ctx.issuer_url,
+            key: &key,
+            holder,
+            holder_did: &holder_did,
+            issued_at: iat,
+            expires_at: exp,
+            status: definition.credential_status.as_ref(),
+            selective_disclosure: definition.selective_disclosure.as_ref(),
+        })
+        .map_err(Internal::msg)?;
+    let event = events::new(session.id, issued.event_type, now, issued.event_data);
+    Ok((issued.credential, event, exp))
 }

@@ -336,8 +336,8 @@ pub const DEVELOPMENT_CA_KEY: &str = "vellum-development-ca";
 /// Development certificates last as long as their CA: ten years from the CA key's creation.
 const DEVELOPMENT_CA_SECONDS: i64 = 10 * 365 * 86_400;
 
-/// A development chain for issuer key `id`, leaf first: a document signer (`mdoc`) or an
-/// SD-JWT VC signer certificate, under a development root whose key Vellum creates once and
+/// A development chain for issuer key `id`, leaf first: a document signer or an SD-JWT VC
+/// signer certificate (`profile`), under a development root whose key Vellum creates once and
 /// keeps. The chain is a function of stored keys alone (validity from the keys' creation,
 /// serials from their thumbprints, deterministic ECDSA and EdDSA signatures), so expanding the
 /// shorthand again, e.g. at every start for a configured profile, yields the same certificates.
@@ -345,7 +345,7 @@ const DEVELOPMENT_CA_SECONDS: i64 = 10 * 365 * 86_400;
 pub async fn development_chain(
     ctx: &Context,
     id: &KeyId,
-    mdoc: bool,
+    profile: CertificateProfile,
     country: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
     let issuer = ctx
@@ -405,10 +405,10 @@ pub async fn development_chain(
         &serial("root"),
     )
     .map_err(fail)?;
-    let (profile, what) = if mdoc {
-        (CertificateProfile::MdocDocumentSigner, "document signer")
+    let what = if profile == CertificateProfile::MdocDocumentSigner {
+        "document signer"
     } else {
-        (CertificateProfile::SdJwtSigner, "SD-JWT VC signer")
+        "SD-JWT VC signer"
     };
     let leaf = Leaf {
         subject_key: &subject_key,

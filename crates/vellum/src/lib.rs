@@ -6,6 +6,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod credentials;
 pub mod errors;
 pub mod events;
 pub mod http;

@@ -4,8 +4,8 @@
 use serde_json::{Map, Value, json};
 use vellum_formats::jose::Algorithm;
 
-use crate::config::CredentialFormat;
 use crate::context::Context;
+use crate::credentials::Configured;
 use crate::errors::Internal;
 use crate::keys;
 use crate::protocol::PRE_AUTHORIZED_GRANT;
@@ -13,54 +13,47 @@ use crate::protocol::PRE_AUTHORIZED_GRANT;
 /// OID4VCI 1.0 §12.2: everything advertised here works.
 pub fn credential_issuer(ctx: &Context) -> Value {
     let configurations: Map<String, Value> = ctx
-        .config
         .credential_configurations
         .iter()
-        .map(|(id, configuration)| {
-            // mdoc names algorithms by their COSE numbers (OID4VCI 1.0 Appendix A.2.2).
-            let signing_algorithms: Vec<Value> = match configuration.format {
-                CredentialFormat::MsoMdoc => configuration
+        .map(
+            |(
+                id,
+                Configured {
+                    configuration,
+                    format,
+                },
+            )| {
+                let signing_algorithms: Vec<Value> = configuration
                     .credential_signing_alg_values_supported
                     .iter()
                     .filter_map(|name| Algorithm::parse(name).ok())
-                    .map(|algorithm| Value::from(cose_algorithm(algorithm)))
-                    .collect(),
-                _ => configuration
-                    .credential_signing_alg_values_supported
-                    .iter()
-                    .map(|name| Value::from(name.as_str()))
-                    .collect(),
-            };
-            let mut entry = json!({
-                "format": configuration.format.as_str(),
-                "credential_signing_alg_values_supported": signing_algorithms,
-                "cryptographic_binding_methods_supported":
-                    configuration.cryptographic_binding_methods_supported,
-                "proof_types_supported": {
-                    "jwt": {
-                        "proof_signing_alg_values_supported":
-                            configuration.proof_signing_alg_values_supported
-                    }
-                },
-                "credential_metadata": configuration
-                    .credential_metadata
-                    .clone()
-                    .unwrap_or_else(|| json!({})),
-            });
-            if let Some(scope) = &configuration.scope {
-                entry["scope"] = Value::from(scope.as_str());
-            }
-            if let Some(vct) = &configuration.vct {
-                entry["vct"] = Value::from(vct.as_str());
-            }
-            if let Some(definition) = &configuration.credential_definition {
-                entry["credential_definition"] = definition.clone();
-            }
-            if let Some(doctype) = &configuration.doctype {
-                entry["doctype"] = Value::from(doctype.as_str());
-            }
-            (id.clone(), entry)
-        })
+                    .map(|algorithm| format.signing_algorithm(algorithm))
+                    .collect();
+                let mut entry = json!({
+                    "format": configuration.format,
+                    "credential_signing_alg_values_supported": signing_algorithms,
+                    "cryptographic_binding_methods_supported":
+                        configuration.cryptographic_binding_methods_supported,
+                    "proof_types_supported": {
+                        "jwt": {
+                            "proof_signing_alg_values_supported":
+                                configuration.proof_signing_alg_values_supported
+                        }
+                    },
+                    "credential_metadata": configuration
+                        .credential_metadata
+                        .clone()
+                        .unwrap_or_else(|| json!({})),
+                });
+                if let Some(scope) = &configuration.scope {
+                    entry["scope"] = Value::from(scope.as_str());
+                }
+                if let Value::Object(entry) = &mut entry {
+                    entry.extend(format.metadata());
+                }
+                (id.clone(), entry)
+            },
+        )
         .collect();
     json!({
         "credential_issuer": ctx.issuer_url,
@@ -68,15 +61,6 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         "nonce_endpoint": ctx.endpoint("/nonce"),
         "credential_configurations_supported": configurations,
     })
-}
-
-/// The COSE algorithm number of a JOSE algorithm (RFC 9053 / RFC 8152).
-pub fn cose_algorithm(algorithm: Algorithm) -> i64 {
-    match algorithm {
-        Algorithm::ES256 => -7,
-        Algorithm::ES384 => -35,
-        Algorithm::EdDSA => -8,
-    }
 }
 
 /// RFC 8414, for the pre-authorized code grant only.

@@ -1,17 +1,16 @@
 //! Credential profiles: a credential configuration bound to an issuer key, an issuer identity
 //! and default data. Every update is a new version; offers stay pinned to the one they used.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use vellum_formats::jose::Jwk;
 use vellum_formats::sdjwt::{self, SelectiveDisclosure};
-use vellum_formats::{did, jwt_vc, x509};
+use vellum_formats::{did, x509};
 
 use crate::clock::Millis;
-use crate::config::{Config, CredentialConfiguration, CredentialFormat};
+use crate::config::Config;
 use crate::context::Context;
+use crate::credentials::{Configurations, Configured, DEVELOPMENT_CHAIN, Issuer, x5_chain_der};
 use crate::errors::{ApiError, Internal};
 use crate::events;
 use crate::ids::{KeyId, ProfileId};
@@ -51,10 +50,6 @@ pub struct ProfileDefinition {
     pub notifications: Option<Notifications>,
 }
 
-/// The `x5Chain` shorthand for a development chain that Vellum creates for `issuerKeyId`
-/// ([`keys::development_chain`]); stored definitions always hold the certificates.
-pub const DEVELOPMENT_CHAIN: &str = "development";
-
 /// `x5Chain` is a list of PEM certificates, or the string [`DEVELOPMENT_CHAIN`] (held as a
 /// one-element list until [`expand_shorthands`] replaces it).
 pub(crate) fn x5_chain_or_shorthand<'de, D: serde::Deserializer<'de>>(
@@ -70,6 +65,17 @@ pub(crate) fn x5_chain_or_shorthand<'de, D: serde::Deserializer<'de>>(
         Some(_) => Err(D::Error::custom(format!(
             "x5Chain must be a list of PEM certificates (leaf first) or {DEVELOPMENT_CHAIN:?}"
         ))),
+    }
+}
+
+impl ProfileDefinition {
+    /// Who the profile issues as, for its format.
+    pub fn issuer(&self) -> Issuer<'_> {
+        Issuer {
+            key_id: &self.issuer_key_id,
+            did: self.issuer_did.as_deref(),
+            x5_chain: self.x5_chain.as_deref(),
+        }
     }
 }
 
@@ -162,7 +168,10 @@ pub async fn validate(
     definition: &ProfileDefinition,
     verified: Option<&ProfileDefinition>,
 ) -> Result<(), ApiError> {
-    let configuration = check_rules(&ctx.config, definition)?;
+    let Configured {
+        configuration,
+        format,
+    } = check_rules(&ctx.credential_configurations, definition)?;
     let Some(key) = ctx.store.key(&definition.issuer_key_id).await? else {
         return Err(ApiError::invalid(
             "unknown_key",
@@ -208,9 +217,9 @@ pub async fn validate(
             check_chain(chain, &keys::public_jwk(&key)?, ctx.clock.now()).map_err(invalid)?;
         }
         // Also for an unchanged chain: the issuer URL may have changed since (public_url).
-        if is_sd_jwt(configuration.format) {
-            check_names_issuer(chain, &ctx.issuer_url).map_err(invalid)?;
-        }
+        format
+            .check_chain(chain, &ctx.issuer_url)
+            .map_err(invalid)?;
     }
     if let Some(notifications) = &definition.notifications {
         crate::notifications::check_target(&ctx.config.notifications, &notifications.webhook.url)
@@ -220,61 +229,34 @@ pub async fn validate(
     Ok(())
 }
 
-fn is_sd_jwt(format: CredentialFormat) -> bool {
-    matches!(
-        format,
-        CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy
-    )
-}
-
 /// The rules that need neither the store nor the network, so that the profiles of the
 /// configuration file are checked before anything is created at start. The identity
 /// shorthands (`"did:jwk"`, `x5Chain: "development"`, ...) pass here; they are expanded before
 /// [`validate`]. Returns the profile's credential configuration.
 pub fn check_rules<'c>(
-    config: &'c Config,
+    configurations: &'c Configurations,
     definition: &ProfileDefinition,
-) -> Result<&'c CredentialConfiguration, ApiError> {
+) -> Result<&'c Configured, ApiError> {
     if definition.name.trim().is_empty() || definition.name.chars().count() > 200 {
         return Err(invalid("name must be 1-200 characters"));
     }
-    let Some(configuration) = config
-        .credential_configurations
-        .get(&definition.credential_configuration_id)
-    else {
+    let Some(configured) = configurations.get(&definition.credential_configuration_id) else {
         return Err(ApiError::invalid(
             "unknown_credential_configuration",
             format!(
                 "no credential configuration {:?}; configured: {:?}",
                 definition.credential_configuration_id,
-                config.credential_configurations.keys().collect::<Vec<_>>()
+                configurations.iter().map(|(id, _)| id).collect::<Vec<_>>()
             ),
         ));
     };
     if definition.issuer_did.is_some() && definition.x5_chain.is_some() {
         return Err(invalid("give issuerDid or x5Chain, not both"));
     }
-    let sd_jwt = is_sd_jwt(configuration.format);
-    if sd_jwt && definition.issuer_did.is_none() && definition.x5_chain.is_none() {
-        return Err(invalid(format!(
-            "an SD-JWT VC credential needs an issuer identity: issuerDid (e.g. \"did:jwk\") or \
-             x5Chain (a chain for issuerKeyId, or {DEVELOPMENT_CHAIN:?})"
-        )));
-    }
-    if configuration.format == CredentialFormat::MsoMdoc {
-        if definition.x5_chain.is_none() {
-            return Err(invalid(
-                "an mso_mdoc credential needs x5Chain: the document signer certificate for issuerKeyId, then its IACA",
-            ));
-        }
-        vellum_formats::mdoc::validate_namespaces(&definition.credential_data)
-            .map_err(|error| invalid(format!("credentialData: {error}")))?;
-    }
-    if configuration.format == CredentialFormat::JwtVcJson && definition.issuer_did.is_none() {
-        return Err(invalid(
-            "a jwt_vc_json credential needs issuerDid (e.g. \"did:jwk\" or \"did:key\" for a DID of issuerKeyId)",
-        ));
-    }
+    configured
+        .format
+        .check_profile(&definition.issuer(), &definition.credential_data)
+        .map_err(invalid)?;
     if let Some(did) = &definition.issuer_did {
         let mut parts = did.splitn(3, ':');
         let well_formed = parts.next() == Some("did")
@@ -284,7 +266,7 @@ pub fn check_rules<'c>(
             return Err(invalid(format!("issuerDid {did:?} is not a DID")));
         }
     }
-    check_data(definition, configuration.format)?;
+    check_data(definition, configured.format.issuer_claims())?;
     let functions = mapping::validate(&definition.mapping).map_err(invalid)?;
     if functions.contains(&DataFunction::IssuerDid) && definition.issuer_did.is_none() {
         return Err(invalid(
@@ -316,7 +298,7 @@ pub fn check_rules<'c>(
             .and_then(|()| sdjwt::validate_against(disclosure, &definition.credential_data))
             .map_err(|error| invalid(format!("selectiveDisclosure: {error}")))?;
     }
-    Ok(configuration)
+    Ok(configured)
 }
 
 /// The `issuerDid` values [`expand_shorthands`] replaces with a full DID.
@@ -324,10 +306,10 @@ const DID_SHORTHANDS: [&str; 3] = ["did:jwk", "did:key", "did:web"];
 
 /// The profiles of the configuration file against [`check_rules`], before anything exists: a
 /// bad one stops the start with one line naming it.
-pub fn check_configured(config: &Config) -> Result<(), String> {
+pub fn check_configured(config: &Config, configurations: &Configurations) -> Result<(), String> {
     configured(config).try_for_each(|profile| {
         let (id, definition) = profile?;
-        check_rules(config, &definition)
+        check_rules(configurations, &definition)
             .map(|_| ())
             .map_err(|error| format!("profiles.{id}: {error}"))
     })
@@ -349,12 +331,7 @@ fn configured(
 /// The data a credential is built from: within the JSON limits at every depth, and free of
 /// the members only the issuer writes (its claims at the top, and SD-JWT digests at any depth,
 /// whatever the format, so that no data source can plant a disclosure digest).
-fn check_data(definition: &ProfileDefinition, format: CredentialFormat) -> Result<(), ApiError> {
-    let issuer_claims = match format {
-        CredentialFormat::SdJwtVc | CredentialFormat::SdJwtVcLegacy => sdjwt::ISSUER_CLAIMS,
-        CredentialFormat::JwtVcJson => jwt_vc::ISSUER_CLAIMS,
-        CredentialFormat::MsoMdoc => &[],
-    };
+fn check_data(definition: &ProfileDefinition, issuer_claims: &[&str]) -> Result<(), ApiError> {
     let status = match &definition.credential_status {
         Some(Value::Object(status)) => Some(status),
         Some(_) => return Err(invalid("credentialStatus must be an object")),
@@ -384,7 +361,8 @@ fn check_data(definition: &ProfileDefinition, format: CredentialFormat) -> Resul
 /// Replaces the identity shorthands, so that stored definitions always hold the full DID and
 /// the certificates: `"did:jwk"` and `"did:key"` in `issuerDid` become that DID of
 /// `issuerKeyId`, `"did:web"` Vellum's own did:web (whose document lists the key), and
-/// `x5Chain: "development"` a development chain for the key ([`keys::development_chain`]).
+/// `x5Chain: "development"` a development chain for the key ([`keys::development_chain`]), its
+/// leaf as the format says.
 pub async fn expand_shorthands(
     ctx: &Context,
     definition: &mut ProfileDefinition,
@@ -394,20 +372,23 @@ pub async fn expand_shorthands(
         .as_ref()
         .is_some_and(|chain| chain.len() == 1 && chain[0] == DEVELOPMENT_CHAIN)
     {
-        let mdoc = ctx
-            .config
+        // An unknown configuration is refused by validate, after this.
+        let signer = ctx
             .credential_configurations
             .get(&definition.credential_configuration_id)
-            .is_some_and(|configuration| configuration.format == CredentialFormat::MsoMdoc);
-        // An mDL's issuing_country must match its signer's country; other documents name none.
-        let country = definition
-            .credential_data
-            .values()
-            .find_map(|namespace| namespace.get("issuing_country"))
-            .and_then(Value::as_str)
-            .filter(|code| code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase()))
-            .filter(|_| mdoc);
-        let chain = keys::development_chain(ctx, &definition.issuer_key_id, mdoc, country).await?;
+            .map(|configured| {
+                configured
+                    .format
+                    .development_signer(&definition.credential_data)
+            })
+            .unwrap_or_default();
+        let chain = keys::development_chain(
+            ctx,
+            &definition.issuer_key_id,
+            signer.profile,
+            signer.country,
+        )
+        .await?;
         definition.x5_chain = Some(chain);
     }
     expand_issuer_did(ctx, definition).await
@@ -443,28 +424,6 @@ async fn expand_issuer_did(
     Ok(())
 }
 
-/// The chain's certificates, DER, leaf first.
-pub fn x5_chain_der(chain: &[String]) -> Result<Vec<Vec<u8>>, String> {
-    if chain.is_empty() {
-        return Err("x5Chain is empty".into());
-    }
-    chain
-        .iter()
-        .enumerate()
-        .map(|(index, pem)| {
-            x509::from_pem(pem).map_err(|error| format!("x5Chain[{index}]: {error}"))
-        })
-        .collect()
-}
-
-/// The `x5c` header value: each certificate of [`header_chain`] as standard base64 DER.
-pub fn x5c_from_pem(chain: &[String]) -> Result<Vec<String>, String> {
-    Ok(header_chain(chain)?
-        .iter()
-        .map(|der| STANDARD.encode(der))
-        .collect())
-}
-
 /// A chain is usable when it verifies (each certificate signed by the next, valid now) and its
 /// leaf certifies the issuer key: otherwise every credential would fail verification.
 fn check_chain(chain: &[String], issuer: &Jwk, now: Millis) -> Result<(), String> {
@@ -483,43 +442,6 @@ fn still_valid(chain: &[String], now: Millis) -> Result<(), String> {
     let der = x5_chain_der(chain)?;
     x509::valid_at(&der, now.div_euclid(1000))
         .map_err(|error| format!("x5Chain is no longer valid: {error}"))
-}
-
-/// SD-JWT VC verifiers accept an `x5c` key only when the leaf names the credential's `iss` (the
-/// issuer URL) as a URI subject alternative name, or its host as a DNS name.
-fn check_names_issuer(chain: &[String], issuer_url: &str) -> Result<(), String> {
-    let der = x5_chain_der(chain)?;
-    let names = x509::alt_names(&der[0]).map_err(|error| format!("x5Chain[0]: {error}"))?;
-    let host = url::Url::parse(issuer_url)
-        .ok()
-        .and_then(|url| url.host_str().map(str::to_owned));
-    let named = names.iter().any(|name| match name {
-        x509::AltName::Uri(uri) => uri == issuer_url,
-        x509::AltName::Dns(dns) => host.as_deref() == Some(dns.as_str()),
-    });
-    if named {
-        Ok(())
-    } else {
-        Err(format!(
-            "x5Chain[0] must name the issuer {issuer_url} as a URI subject alternative name (or \
-             its host as a DNS name): SD-JWT VC verifiers match the credential's iss against it"
-        ))
-    }
-}
-
-/// The certificates a credential header carries (`x5c`, COSE `x5chain`), DER, leaf first: the
-/// chain without its root, which verifiers hold as their trust anchor and which HAIP and
-/// ISO 18013-5 keep out of the header. A lone certificate stays.
-pub fn header_chain(chain: &[String]) -> Result<Vec<Vec<u8>>, String> {
-    let mut der = x5_chain_der(chain)?;
-    if der.len() > 1
-        && der
-            .last()
-            .is_some_and(|root| x509::is_self_issued(root).unwrap_or(false))
-    {
-        der.pop();
-    }
-    Ok(der)
 }
 
 fn split_id(mut body: Value) -> Result<(Option<ProfileId>, Value), ApiError> {

@@ -13,7 +13,8 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 use serde_json::{Value, json};
 use tokio::process::Command;
-use vellum::config::{Config, CredentialFormat};
+use vellum::config::Config;
+use vellum::credentials::Configurations;
 use vellum_formats::jose::b64_decode;
 
 use crate::helpers::{TestApp, spawn_app_with};
@@ -312,8 +313,8 @@ async fn both_verifiers_refuse_an_mdl_under_another_iaca() {
     assert!(stderr.contains("MDLError"), "{stderr}");
 }
 
-/// examples/mdl.toml and examples/pid.toml load as operator files through `Config::load` and
-/// declare the `mso_mdoc` configurations their names promise.
+/// examples/mdl.toml and examples/pid.toml load as operator files through `Config::load`, their
+/// format accepts them, and they declare the `mso_mdoc` configurations their names promise.
 #[test]
 fn the_shipped_mdoc_examples_load_as_configuration_files() {
     for (file, id, doctype) in [
@@ -322,12 +323,14 @@ fn the_shipped_mdoc_examples_load_as_configuration_files() {
     ] {
         let path = examples_dir().join(file);
         let config = Config::load(Some(&path)).unwrap_or_else(|error| panic!("{file}: {error}"));
+        Configurations::from_config(&config.credential_configurations)
+            .unwrap_or_else(|error| panic!("{file}: {error}"));
         let configuration = config
             .credential_configurations
             .get(id)
             .unwrap_or_else(|| panic!("{file} declares no {id}"));
-        assert_eq!(configuration.format, CredentialFormat::MsoMdoc, "{file}");
-        assert_eq!(configuration.doctype.as_deref(), Some(doctype), "{file}");
+        assert_eq!(configuration.format, "mso_mdoc", "{file}");
+        assert_eq!(configuration.members["doctype"], doctype, "{file}");
         let metadata = configuration
             .credential_metadata
             .as_ref()

@@ -159,6 +159,30 @@ async fn a_bad_profile_in_the_configuration_file_is_refused_before_anything_is_c
     }
 }
 
+/// A credential configuration is read by its format before the master key, the database or any
+/// key exist: an unknown format, a missing or unknown member stops the start.
+#[tokio::test]
+async fn a_bad_credential_configuration_is_refused_before_anything_is_created() {
+    let common = "credential_signing_alg_values_supported = [\"ES256\"]\n\
+                  cryptographic_binding_methods_supported = [\"jwk\"]\n\
+                  proof_signing_alg_values_supported = [\"ES256\"]";
+    for (members, why) in [
+        ("format = \"ldp_vc\"", "broken.format: unknown format"),
+        ("format = \"mso_mdoc\"", "broken: mso_mdoc needs doctype"),
+        (
+            "format = \"dc+sd-jwt\"\nvct = \"urn:x\"\ndoctype = \"d\"",
+            "broken.doctype: unknown field",
+        ),
+    ] {
+        let file = format!("[credential_configurations.broken]\n{members}\n{common}\n");
+        let line = refused(&[], &[("c.toml", &file)], &["--config", "c.toml"]).await;
+        assert!(
+            line.contains(&format!("credential_configurations.{why}")),
+            "{line}"
+        );
+    }
+}
+
 /// A database that cannot be reached stops the start with one line naming database.url, and
 /// leaves no master key file behind.
 #[tokio::test]
