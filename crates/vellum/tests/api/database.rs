@@ -1,7 +1,13 @@
 //! Where a test's data lives: a temporary directory and, when the suite runs on PostgreSQL
 //! (`VELLUM_TEST_BACKEND=postgres`), a database of its own on the server
 //! `VELLUM_TEST_DATABASE_URL` names (by default the local one at 127.0.0.1:5432), dropped with
-//! the directory. Without a reachable server the PostgreSQL tests fail; they never skip.
+//! the directory.
+//!
+//! Tests that need PostgreSQL whatever the suite's backend (the store conformance suite's
+//! PostgreSQL half, several instances, an outage) ask [`postgres_or_skip`] first. Without a
+//! reachable server a plain `cargo test` skips them and says so on the terminal, one line per
+//! test; `scripts/test` sets `VELLUM_TEST_REQUIRE_POSTGRES`, and then they fail instead. With
+//! `VELLUM_TEST_BACKEND=postgres` every test needs the server.
 
 use std::path::Path;
 
@@ -9,6 +15,50 @@ use tempfile::TempDir;
 
 /// The server test databases are created on.
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn admin_url() -> String {
+    std::env::var("VELLUM_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// Whether the test server answers (asked once per test binary).
+async fn postgres_reachable() -> bool {
+    static REACHABLE: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *REACHABLE
+        .get_or_init(|| async {
+            let url = admin_url();
+            let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+            matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(5), connect).await,
+                Ok(Ok(_))
+            )
+        })
+        .await
+}
+
+/// `true` when the test may go on with PostgreSQL. Without a reachable server: a failure when
+/// `VELLUM_TEST_REQUIRE_POSTGRES` is set (scripts/test), else `false` and a line on the
+/// terminal naming the skipped test (written past the harness's output capture, so that a
+/// plain `cargo test` says loudly what it left out).
+pub async fn postgres_or_skip() -> bool {
+    if postgres_reachable().await {
+        return true;
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    assert!(
+        std::env::var_os("VELLUM_TEST_REQUIRE_POSTGRES").is_none(),
+        "{test} needs PostgreSQL at {} (VELLUM_TEST_DATABASE_URL), which does not answer",
+        admin_url()
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: no PostgreSQL answers at {} (set VELLUM_TEST_DATABASE_URL; scripts/test \
+         requires one)",
+        admin_url()
+    );
+    false
+}
 
 /// The store the app-level tests run on: SQLite unless `VELLUM_TEST_BACKEND=postgres`.
 pub fn on_postgres() -> bool {
@@ -29,8 +79,7 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> TestDatabase {
-        let admin_url = std::env::var("VELLUM_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+        let admin_url = admin_url();
         let name = format!("vellum_test_{}", uuid::Uuid::new_v4().simple());
         let mut url = url::Url::parse(&admin_url).expect("VELLUM_TEST_DATABASE_URL is a URL");
         url.set_path(&name);

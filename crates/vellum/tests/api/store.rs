@@ -42,6 +42,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $behaviour() {
+                    if !crate::database::postgres_or_skip().await {
+                        return;
+                    }
                     let database = crate::database::TestDatabase::create().await;
                     let store = super::PostgresStore::open(&database.url, Default::default())
                         .await
@@ -1353,6 +1356,9 @@ async fn watch_events_advances_after_a_commit_with_events(store: &dyn Store) {
 /// or the poll behind it).
 #[tokio::test]
 async fn postgres_instances_announce_each_others_events() {
+    if !crate::database::postgres_or_skip().await {
+        return;
+    }
     let database = TestDatabase::create().await;
     let writer = PostgresStore::open(&database.url, Default::default())
         .await
