@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
 use crate::context::Context;
 use crate::errors::ApiError;
+use extract::ApiKey;
 
 mod extract;
 mod management;
@@ -27,12 +29,26 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .merge(protocol::well_known_router(&ctx))
         .merge(under_issuer_path(&ctx, endpoints))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .fallback(no_such_endpoint)
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .layer(middleware::from_fn(log_request))
         .with_state(ctx)
+}
+
+/// 404 for a path no route serves; under `/api/v1`, 401 first without the API key.
+async fn no_such_endpoint(
+    State(ctx): State<AppState>,
+    uri: Uri,
+    key: Result<ApiKey, ApiError>,
+) -> ApiError {
+    match key {
+        Err(unauthorized) if management::is_management_path(&ctx.base_path, uri.path()) => {
+            unauthorized
+        }
+        _ => ApiError::NotFound("no such endpoint".into()),
+    }
 }
 
 /// An instance without the api role: only `/health` (under the issuer URL's path).

@@ -1,7 +1,9 @@
 //! `/api/v1`: profiles, keys, offers, sessions, events. Every route requires the API key except
 //! the OpenAPI description; event streams also take a stream token (`?token=`).
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,16 +50,37 @@ pub fn router(ctx: &Context) -> Router<AppState> {
             "/sessions/{sessionId}/events/{eventId}/redeliver",
             post(redeliver_event),
         )
-        // Unknown paths under /api/v1 still need the key: nothing is learned without it.
-        .fallback(|_: ApiKey| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit));
+    let description = Bytes::from(description(&ctx.issuer_url));
     Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let description = description.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], description) }
+            }),
+        )
         .nest("/api/v1", authenticated)
 }
 
-async fn openapi() -> Response {
-    ([("content-type", "application/json")], OPENAPI).into_response()
+/// The OpenAPI description with this instance's issuer URL as its server, so that clients
+/// generated from it (and schema fuzzers) reach this issuer whatever its public URL.
+fn description(issuer_url: &str) -> String {
+    let mut document: Value =
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON (checked by the tests)");
+    if let Some(server) = document.pointer_mut("/servers/0/url") {
+        *server = Value::from(issuer_url);
+    }
+    document.to_string()
+}
+
+/// Whether `path` is `/api/v1` or under it (below the issuer URL's path). An unknown path there
+/// answers 401 without the API key, as every management route does: nothing is learned
+/// without the key.
+pub fn is_management_path(base_path: &str, path: &str) -> bool {
+    path.strip_prefix(base_path)
+        .and_then(|rest| rest.strip_prefix("/api/v1"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn created<T: serde::Serialize>(value: T) -> Response {

@@ -10,7 +10,8 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use vellum_formats::jose::{Algorithm, SigningKey};
 
-use crate::helpers::{TestApp, assert_api_error, spawn_app, status_and_json};
+use crate::helpers::{TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json};
+use crate::support::free_port;
 use crate::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
 
 const DESCRIPTION: &str = "/api/v1/openapi.json";
@@ -374,8 +375,12 @@ async fn every_management_route_except_the_description_refuses_a_missing_or_wron
         .iter()
         .map(|(method, template)| format!("{method} {template}"))
         .collect();
-    // Unknown paths under /api/v1 need the key too: nothing is learned without it.
-    paths.push("GET /api/v1/no-such-endpoint".into());
+    // Unknown paths under /api/v1, and /api/v1 itself, need the key too: nothing is learned
+    // without it.
+    for unknown in ["/api/v1/no-such-endpoint", "/api/v1/", "/api/v1"] {
+        paths.push(format!("GET {unknown}"));
+        paths.push(format!("POST {unknown}"));
+    }
     for route in paths {
         let (method, template) = route.split_once(' ').expect("method and path");
         if !is_management(template) || template == DESCRIPTION {
@@ -405,6 +410,32 @@ async fn every_management_route_except_the_description_refuses_a_missing_or_wron
         checked += 1;
     }
     assert!(checked >= 13, "checked {checked} routes");
+}
+
+#[tokio::test]
+async fn the_served_description_names_this_issuer_as_its_server_under_its_path() {
+    let port = free_port();
+    let app = spawn_app_with(json!({
+        "public_url": format!("http://127.0.0.1:{port}/tenant"),
+        "http": {"port": port},
+    }))
+    .await;
+    let document = served_description(&app).await;
+    assert_eq!(document["servers"][0]["url"], app.url.as_str());
+    assert_eq!(document["servers"].as_array().map(Vec::len), Some(1));
+    for path in ["/api/v1/", "/api/v1", "/api/v1/no-such-endpoint"] {
+        let response = app.client.get(app.endpoint(path)).send().await;
+        let (status, body) = status_and_json(response.expect("request")).await;
+        assert_api_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        let response = app.api(Method::GET, path).send().await.expect("request");
+        let (status, body) = status_and_json(response).await;
+        assert_api_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    }
+    // Outside the issuer's path there is no management API to protect.
+    let origin = format!("http://127.0.0.1:{port}/api/v1/");
+    let response = app.client.get(origin).send().await.expect("request");
+    let (status, body) = status_and_json(response).await;
+    assert_api_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }
 
 // ---------------------------------------------------------------------------------------------
