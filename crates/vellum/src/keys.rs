@@ -13,22 +13,23 @@ use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::{ApiError, Internal};
 use crate::ids::KeyId;
+use crate::limits;
 use crate::store::{KeyRecord, StoreError};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenerateKeyRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub id: Option<KeyId>,
     /// `P-256` (default), `P-384` or `Ed25519`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub key_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImportKeyRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub id: Option<KeyId>,
     /// A private JWK (EC P-256/P-384 or OKP Ed25519).
     pub jwk: Value,
@@ -200,17 +201,17 @@ pub enum CertificateKind {
 pub struct CertificateRequest {
     pub profile: CertificateKind,
     pub common_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub country: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub organization: Option<String>,
     /// Default 3650 for an IACA, 365 otherwise.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub valid_days: Option<u32>,
     /// The CA's key (a managed key) and certificate (PEM); not for an IACA.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_key_id: Option<KeyId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_certificate: Option<String>,
 }
 

@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::errors::{ApiError, Internal, OAuthError};
 use crate::events;
 use crate::ids::{KeyId, ProfileId, SessionId};
+use crate::limits;
 use crate::mapping;
 use crate::notifications::Notifications;
 use crate::profiles::{self, ProfileDefinition};
@@ -42,11 +43,23 @@ pub enum ValueMode {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxCodeSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub input_mode: Option<InputMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub description: Option<String>,
 }
 
@@ -65,25 +78,25 @@ const DEFAULT_TX_CODE_LENGTH: u32 = 6;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuntimeOverrides {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_key_id: Option<KeyId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_did: Option<String>,
     #[serde(default, deserialize_with = "profiles::x5_chain_or_shorthand")]
     pub x5_chain: Option<Vec<String>>,
     /// Deep-merged over the profile's data; every other field replaces the profile's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub credential_data: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub mapping: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub selective_disclosure: Option<SelectiveDisclosure>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub credential_status: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub notifications: Option<Notifications>,
     /// Pins the holder key: a proof signed by any other key is refused.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub expected_credential_proof_key_jwk: Option<Value>,
 }
 
@@ -93,15 +106,15 @@ pub struct CreateOfferRequest {
     pub profile_id: ProfileId,
     #[serde(default)]
     pub auth_method: AuthMethod,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub tx_code: Option<TxCodeSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub tx_code_value: Option<String>,
     #[serde(default)]
     pub value_mode: ValueMode,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub expires_in_seconds: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub runtime_overrides: Option<RuntimeOverrides>,
 }
 

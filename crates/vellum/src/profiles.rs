@@ -28,7 +28,11 @@ pub struct ProfileDefinition {
     pub name: String,
     pub credential_configuration_id: String,
     pub issuer_key_id: KeyId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub issuer_did: Option<String>,
     /// PEM certificates, leaf first; the leaf certifies `issuerKeyId`. The shorthand
     /// `"development"` asks for a development chain ([`DEVELOPMENT_CHAIN`]).
@@ -42,12 +46,24 @@ pub struct ProfileDefinition {
     pub credential_data: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub mapping: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub selective_disclosure: Option<SelectiveDisclosure>,
     /// Copied into the credential as its `status` claim (e.g. a Token Status List reference).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub credential_status: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub notifications: Option<Notifications>,
 }
 
@@ -62,7 +78,7 @@ pub(crate) fn x5_chain_or_shorthand<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<Vec<String>>, D::Error> {
     use serde::de::Error;
     match Option::<Value>::deserialize(deserializer)? {
-        None => Ok(None),
+        None => Err(D::Error::custom(limits::NULL_REFUSED)),
         Some(Value::String(text)) if text == DEVELOPMENT_CHAIN => Ok(Some(vec![text])),
         Some(value @ Value::Array(_)) => serde_json::from_value(value)
             .map(Some)
@@ -140,9 +156,9 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::invalid("invalid_profile", detail)
 }
 
-/// Parses a request body into a definition, with serde's message (which names the field).
+/// Parses a request body into a definition; the message names the member at fault.
 pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
-    serde_json::from_value(body).map_err(|error| invalid(error.to_string()))
+    limits::deserialize(body).map_err(invalid)
 }
 
 /// Every rule a definition must meet before anything is issued from it, so that issuance

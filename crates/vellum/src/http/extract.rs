@@ -51,17 +51,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         limits::check("", &value)
             .map_err(|error| ApiError::invalid("invalid_request", error.to_string()))?;
         limits::normalize_integers(&mut value);
-        serde_path_to_error::deserialize(value)
+        limits::deserialize(value)
             .map(ApiJson)
-            .map_err(|error| {
-                let path = error.path().to_string();
-                let detail = if path == "." {
-                    error.inner().to_string()
-                } else {
-                    format!("{path}: {}", error.inner())
-                };
-                ApiError::invalid("invalid_request", detail)
-            })
+            .map_err(|detail| ApiError::invalid("invalid_request", detail))
     }
 }
 

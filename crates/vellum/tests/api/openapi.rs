@@ -727,6 +727,128 @@ impl Documented {
     }
 }
 
+/// `example` with one optional member set to null, for every optional member that `schema`
+/// names, in `example` and in every object of it that the schema describes: (member path,
+/// body).
+fn with_a_null_member(
+    schemas: &Schemas<'_>,
+    schema: &Value,
+    example: &Value,
+    at: &str,
+) -> Vec<(String, Value)> {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => schemas.resolve(reference),
+        None => schema,
+    };
+    let (Some(properties), Some(members)) = (
+        schema.get("properties").and_then(Value::as_object),
+        example.as_object(),
+    ) else {
+        return Vec::new();
+    };
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    let mut bodies = Vec::new();
+    for (name, property) in properties {
+        let path = if at.is_empty() {
+            name.clone()
+        } else {
+            format!("{at}.{name}")
+        };
+        if !required.contains(&Value::from(name.as_str())) {
+            let mut body = example.clone();
+            body[name] = Value::Null;
+            bodies.push((path.clone(), body));
+        }
+        if let Some(member) = members.get(name) {
+            for (inner_path, inner) in with_a_null_member(schemas, property, member, &path) {
+                let mut body = example.clone();
+                body[name] = inner;
+                bodies.push((inner_path, body));
+            }
+        }
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn no_optional_member_of_a_management_request_may_be_given_as_null() {
+    let app = spawn_app().await;
+    let document = served_description(&app).await;
+    let schemas = Schemas {
+        document: &document,
+    };
+    let example = |template: &str| {
+        document["paths"][template]["post"]["requestBody"]["content"]["application/json"]["example"]
+            .clone()
+    };
+    let profile = example("/api/v1/profiles");
+    let profile_path = format!("/api/v1/profiles/{}", profile["id"].as_str().expect("id"));
+    let import = json!({"id": "imported", "jwk": SigningKey::generate(Algorithm::ES256).private_jwk().to_value()});
+    let requests = [
+        (
+            "POST",
+            "/api/v1/keys",
+            "/api/v1/keys".to_owned(),
+            example("/api/v1/keys"),
+        ),
+        (
+            "POST",
+            "/api/v1/keys/import",
+            "/api/v1/keys/import".to_owned(),
+            import,
+        ),
+        (
+            "POST",
+            "/api/v1/keys/{keyId}/certificates",
+            "/api/v1/keys/demo-es256/certificates".to_owned(),
+            example("/api/v1/keys/{keyId}/certificates"),
+        ),
+        (
+            "POST",
+            "/api/v1/profiles",
+            "/api/v1/profiles".to_owned(),
+            profile.clone(),
+        ),
+        ("PUT", "/api/v1/profiles/{profileId}", profile_path, profile),
+        (
+            "POST",
+            "/api/v1/offers",
+            "/api/v1/offers".to_owned(),
+            example("/api/v1/offers"),
+        ),
+        (
+            "POST",
+            "/api/v1/events/tokens",
+            "/api/v1/events/tokens".to_owned(),
+            example("/api/v1/events/tokens"),
+        ),
+    ];
+    let mut checked = 0;
+    for (method, template, path, body) in requests {
+        let operation = &document["paths"][template][method.to_lowercase()];
+        let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+        for (member, body) in with_a_null_member(&schemas, schema, &body, "") {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let response = app.api(method.clone(), &path).json(&body).send().await;
+            let (status, reply) = status_and_json(response.expect("request")).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{method} {template} with {member} = null: {reply}"
+            );
+            let name = member.rsplit('.').next().expect("a name");
+            assert!(
+                reply["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains(name)),
+                "{method} {template} with {member} = null does not name it: {reply}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "checked {checked} members");
+}
+
 #[tokio::test]
 async fn real_responses_match_the_documented_schemas_and_examples() {
     let app = spawn_app().await;
