@@ -58,7 +58,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// Query strings for the management API. A parameter given empty (`cursor=`) counts as not
-/// given.
+/// given; one given twice is refused (rather than one of the values silently winning).
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
@@ -68,8 +68,17 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
         parts: &mut Parts,
         _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let given = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-            .filter(|(_, value)| !value.is_empty());
+        let given: Vec<_> =
+            url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .filter(|(_, value)| !value.is_empty())
+                .collect();
+        let mut names = std::collections::HashSet::new();
+        if let Some((name, _)) = given.iter().find(|(name, _)| !names.insert(name)) {
+            return Err(ApiError::invalid(
+                "invalid_query",
+                format!("{name} is given more than once"),
+            ));
+        }
         let query = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(given)
             .finish();
