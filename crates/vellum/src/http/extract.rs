@@ -25,9 +25,10 @@ fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
 }
 
 /// JSON for the management API; failures are `{code, detail}`. The body is read as a JSON
-/// value first, so that the limits of [`limits`] hold at every depth (naming the member that
-/// breaks one) and integral numbers such as `5.0` count as integers, as the OpenAPI
-/// description says; then it becomes `T`, whose errors name the field.
+/// value first, so that it must be an object (as every management body is), the limits of
+/// [`limits`] hold at every depth (naming the member that breaks one) and integral numbers
+/// such as `5.0` count as integers, as the OpenAPI description says; then it becomes `T`,
+/// whose errors name the field.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
@@ -48,6 +49,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 });
             }
         };
+        // Every management body is an object; serde would also read a struct from an array
+        // of its members in order (`[]` as `{}`), which no client means.
+        if !value.is_object() {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "the body must be a JSON object",
+            ));
+        }
         limits::check("", &value)
             .map_err(|error| ApiError::invalid("invalid_request", error.to_string()))?;
         limits::normalize_integers(&mut value);

@@ -850,6 +850,39 @@ async fn no_optional_member_of_a_management_request_may_be_given_as_null() {
 }
 
 #[tokio::test]
+async fn every_management_request_body_must_be_a_json_object() {
+    let app = spawn_app().await;
+    let document = served_description(&app).await;
+    let mut checked = 0;
+    for ((method, template), operation) in operations(&document) {
+        let json_body = operation["requestBody"]["content"]
+            .get("application/json")
+            .is_some();
+        if !is_management(&template) || !json_body {
+            continue;
+        }
+        // serde alone would read `[]` as `{}`, and `["demo-identity"]` as an offer request.
+        for body in [
+            json!([]),
+            json!(["demo-identity"]),
+            json!("x"),
+            json!(7),
+            Value::Null,
+        ] {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let response = app
+                .api(method.clone(), &concrete(&template))
+                .json(&body)
+                .send();
+            let (status, reply) = status_and_json(response.await.expect("request")).await;
+            assert_api_error(status, &reply, StatusCode::BAD_REQUEST, "invalid_request");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7 * 5, "checked {checked}");
+}
+
+#[tokio::test]
 async fn real_responses_match_the_documented_schemas_and_examples() {
     let app = spawn_app().await;
     let mut api = Documented {
