@@ -195,7 +195,8 @@ async fn get_session(
     Ok(Json(session).into_response())
 }
 
-/// JSON pages, or with `Accept: text/event-stream` the live stream (API key or stream token).
+/// JSON pages, or with `Accept: text/event-stream` the live stream (API key or stream token);
+/// both resume after `Last-Event-ID` or `?after=`.
 async fn list_session_events(
     StreamAuth(access): StreamAuth,
     State(ctx): State<AppState>,
@@ -208,7 +209,9 @@ async fn list_session_events(
         return sse::respond(ctx, access, Scope::Session(id), &headers, query.after).await;
     }
     require_api_key(access)?;
-    let events = sessions::session_events(&ctx, id, query.page()).await?;
+    let mut page = query.page();
+    page.after = sse::resume_after(&headers, page.after)?;
+    let events = sessions::session_events(&ctx, id, page).await?;
     Ok(Json(events).into_response())
 }
 
@@ -223,7 +226,9 @@ async fn list_events(
         return sse::respond(ctx, access, Scope::Issuer, &headers, query.after).await;
     }
     require_api_key(access)?;
-    Ok(Json(sessions::all_events(&ctx, query.page()).await?).into_response())
+    let mut page = query.page();
+    page.after = sse::resume_after(&headers, page.after)?;
+    Ok(Json(sessions::all_events(&ctx, page).await?).into_response())
 }
 
 /// Stream tokens open streams only; the JSON listings need the API key.
