@@ -237,11 +237,7 @@ pub async fn validate(
         ));
     }
     if let Some(did) = &definition.issuer_did {
-        let mut parts = did.splitn(3, ':');
-        let well_formed = parts.next() == Some("did")
-            && parts.next().is_some_and(|method| !method.is_empty())
-            && parts.next().is_some_and(|rest| !rest.is_empty());
-        if !well_formed {
+        if !did::is_well_formed(did) {
             return Err(invalid(format!("issuerDid {did:?} is not a DID")));
         }
         // A DID that carries its key must carry the issuer key, or verifiers would reject
