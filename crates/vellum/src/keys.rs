@@ -87,9 +87,21 @@ pub async fn generate_key(ctx: &Context, request: GenerateKeyRequest) -> Result<
     store_key(ctx, id, &SigningKey::generate(algorithm)).await
 }
 
+/// A JWK a management request carries. As everywhere in the API, a member given as null is
+/// refused rather than read as left out (`y` of an OKP key, `d` of a public one).
+pub fn jwk_from_request(value: &Value) -> Result<Jwk, String> {
+    let null = ["kty", "crv", "x", "y", "d"]
+        .into_iter()
+        .find(|name| value.get(name).is_some_and(Value::is_null));
+    if let Some(name) = null {
+        return Err(format!("{name}: {}", limits::NULL_REFUSED));
+    }
+    Jwk::from_value(value).map_err(|error| error.to_string())
+}
+
 pub async fn import_key(ctx: &Context, request: ImportKeyRequest) -> Result<KeyView, ApiError> {
     let invalid = |detail: String| ApiError::invalid("invalid_jwk", detail);
-    let jwk = Jwk::from_value(&request.jwk).map_err(|error| invalid(error.to_string()))?;
+    let jwk = jwk_from_request(&request.jwk).map_err(invalid)?;
     if !jwk.is_private() {
         return Err(invalid(
             "the JWK has no private part (d): Vellum signs with the keys it holds".into(),

@@ -5,7 +5,7 @@ use rand::Rng;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use vellum_formats::jose::{self, Jwk};
+use vellum_formats::jose;
 use vellum_formats::sdjwt::SelectiveDisclosure;
 
 use crate::clock::Millis;
@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::errors::{ApiError, Internal, OAuthError};
 use crate::events;
 use crate::ids::{KeyId, ProfileId, SessionId};
+use crate::keys;
 use crate::limits;
 use crate::mapping;
 use crate::notifications::Notifications;
@@ -190,7 +191,7 @@ pub async fn create_offer(
     let expected_proof_key_thumbprint = overrides
         .expected_credential_proof_key_jwk
         .as_ref()
-        .map(|value| match Jwk::from_value(value) {
+        .map(|value| match keys::jwk_from_request(value) {
             Ok(jwk) if !jwk.is_private() => Ok(jwk.thumbprint()),
             Ok(_) => Err(invalid(
                 "invalid_override",
