@@ -10,6 +10,7 @@ mod cluster;
 mod credential;
 mod durability;
 mod flow;
+mod fuzz;
 mod interop;
 mod interop_mdoc;
 mod interop_w3c;

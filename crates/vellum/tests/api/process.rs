@@ -48,8 +48,7 @@ pub async fn start_on_database(
     let url = format!("http://127.0.0.1:{port}");
     let client = Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let log =
-        || std::fs::read_to_string(dir.join(format!("vellum-{port}.log"))).unwrap_or_default();
+    let log = || std::fs::read_to_string(log_path(dir, port)).unwrap_or_default();
     loop {
         if let Ok(response) = client.get(format!("{url}/health")).send().await
             && response.status() == StatusCode::OK
@@ -72,8 +71,12 @@ pub async fn start_on_database(
 }
 
 /// Where an instance's log goes: a file per port in its directory, shown when it fails.
+pub fn log_path(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    dir.join(format!("vellum-{port}.log"))
+}
+
 fn log_file(dir: &std::path::Path, port: u16) -> Stdio {
-    std::fs::File::create(dir.join(format!("vellum-{port}.log")))
+    std::fs::File::create(log_path(dir, port))
         .map(Stdio::from)
         .unwrap_or_else(|_| Stdio::null())
 }
