@@ -328,6 +328,8 @@ fn base58_decode(text: &str) -> Result<Vec<u8>, DidError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jose::{Algorithm, SigningKey};
+    use serde_json::json;
 
     #[test]
     fn did_syntax_is_the_one_of_did_core() {
@@ -355,8 +357,6 @@ mod tests {
             assert!(!is_well_formed(did), "{did}");
         }
     }
-    use crate::jose::{Algorithm, SigningKey};
-    use serde_json::json;
 
     fn jwk(value: Value) -> Jwk {
         Jwk::from_value(&value).expect("valid JWK")
