@@ -22,7 +22,7 @@ use crate::wallet::PRE_AUTHORIZED_GRANT;
 const SEED: &str = "20261204";
 /// Test cases per operation and phase, about two minutes in all; `VELLUM_TEST_FUZZ_EXAMPLES` sets
 /// another number (for a longer search by hand).
-const EXAMPLES: &str = "300";
+const EXAMPLES: &str = "400";
 /// A safety net for a hung run, well above its usual length.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
