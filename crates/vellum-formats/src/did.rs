@@ -36,6 +36,34 @@ pub enum DidError {
     PrivateKey,
 }
 
+/// Whether `did` has the syntax of DID Core §3.1: `did:` + a method name (lowercase letters and
+/// digits) + `:` + a method-specific id of `idchar`s (letters, digits, `.`, `-`, `_` and
+/// percent-encodings) in `:`-separated segments, the last one not empty.
+pub fn is_well_formed(did: &str) -> bool {
+    let Some((method, id)) = did
+        .strip_prefix("did:")
+        .and_then(|rest| rest.split_once(':'))
+    else {
+        return false;
+    };
+    let method_ok = !method.is_empty()
+        && method
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit());
+    let mut bytes = id.bytes();
+    let mut id_ok = !id.is_empty() && !id.ends_with(':');
+    while let Some(byte) = bytes.next() {
+        id_ok &= match byte {
+            b'%' => {
+                bytes.next().is_some_and(|b| b.is_ascii_hexdigit())
+                    && bytes.next().is_some_and(|b| b.is_ascii_hexdigit())
+            }
+            _ => byte.is_ascii_alphanumeric() || b".-_:".contains(&byte),
+        };
+    }
+    method_ok && id_ok
+}
+
 /// `did:jwk:` + base64url of the public JWK's JSON, members in lexical order (`crv`, `kty`,
 /// `x`, `y`; never `d`), as the did:jwk specification's example: one key, one DID.
 pub fn did_jwk(jwk: &Jwk) -> String {
@@ -302,6 +330,33 @@ mod tests {
     use super::*;
     use crate::jose::{Algorithm, SigningKey};
     use serde_json::json;
+
+    #[test]
+    fn did_syntax_is_the_one_of_did_core() {
+        for did in [
+            "did:web:127.0.0.1%3A7005:tenant",
+            "did:example:123456789abcdefghi",
+            "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK",
+            "did:a1::b",
+        ] {
+            assert!(is_well_formed(did), "{did}");
+        }
+        for did in [
+            "did:jwk",
+            "did:web:",
+            "did:Web:x",
+            "did::x",
+            "did:x:a:",
+            "did:x:a b",
+            "did:x:a\nb",
+            "did:x:%4",
+            "did:x:%zz",
+            "DID:x:y",
+            "did:x:ä",
+        ] {
+            assert!(!is_well_formed(did), "{did}");
+        }
+    }
 
     fn jwk(value: Value) -> Jwk {
         Jwk::from_value(&value).expect("valid JWK")

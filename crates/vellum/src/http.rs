@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 use crate::context::Context;
 use crate::errors::{ApiError, OAuthError};
+use extract::ApiKey;
 
 mod extract;
 mod management;
@@ -29,7 +30,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .merge(protocol::well_known_router(&ctx))
         .merge(under_issuer_path(&ctx, endpoints))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .fallback(no_such_endpoint)
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
@@ -38,8 +39,25 @@ pub fn router(ctx: Arc<Context>) -> Router {
             request_deadline,
         ))
         .layer(middleware::from_fn(log_request))
-        .layer(middleware::map_response(nosniff))
+        .layer(middleware::from_fn_with_state(ctx.clone(), surface_headers))
         .with_state(ctx)
+}
+
+/// Headers of every response: `X-Content-Type-Options: nosniff` (browsers take the content type
+/// as given, so a JSON error that echoes input never becomes a page), and on the management API
+/// `Cache-Control: no-store` (offers carry tx codes, stream tokens are credentials, and the
+/// rest is the issuer's business), errors and unknown paths included; the OpenAPI description
+/// is public.
+async fn surface_headers(State(ctx): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let management = management::is_management_path(&ctx.base_path, path)
+        && !path.ends_with("/api/v1/openapi.json");
+    let response = nosniff(next.run(request).await).await;
+    if management {
+        responses::no_store(response)
+    } else {
+        response
+    }
 }
 
 /// `http.request_timeout` over receiving a request's body and answering it, so that a client
@@ -67,6 +85,20 @@ async fn request_deadline(State(ctx): State<AppState>, request: Request, next: N
             *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
             response
         }
+    }
+}
+
+/// 404 for a path no route serves; under `/api/v1`, 401 first without the API key.
+async fn no_such_endpoint(
+    State(ctx): State<AppState>,
+    uri: Uri,
+    key: Result<ApiKey, ApiError>,
+) -> ApiError {
+    match key {
+        Err(unauthorized) if management::is_management_path(&ctx.base_path, uri.path()) => {
+            unauthorized
+        }
+        _ => ApiError::NotFound("no such endpoint".into()),
     }
 }
 

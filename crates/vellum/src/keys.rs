@@ -10,22 +10,23 @@ use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::{ApiError, Internal};
 use crate::ids::KeyId;
+use crate::limits;
 use crate::store::{KeyRecord, StoreError};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GenerateKeyRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub id: Option<KeyId>,
     /// `P-256` (default), `P-384` or `Ed25519`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub key_type: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImportKeyRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub id: Option<KeyId>,
     /// A private JWK (EC P-256/P-384 or OKP Ed25519).
     pub jwk: Value,
@@ -83,9 +84,21 @@ pub async fn generate_key(ctx: &Context, request: GenerateKeyRequest) -> Result<
     store_key(ctx, id, &SigningKey::generate(algorithm)).await
 }
 
+/// A JWK a management request carries. As everywhere in the API, a member given as null is
+/// refused rather than read as left out (`y` of an OKP key, `d` of a public one).
+pub fn jwk_from_request(value: &Value) -> Result<Jwk, String> {
+    let null = ["kty", "crv", "x", "y", "d"]
+        .into_iter()
+        .find(|name| value.get(name).is_some_and(Value::is_null));
+    if let Some(name) = null {
+        return Err(format!("{name}: {}", limits::NULL_REFUSED));
+    }
+    Jwk::from_value(value).map_err(|error| error.to_string())
+}
+
 pub async fn import_key(ctx: &Context, request: ImportKeyRequest) -> Result<KeyView, ApiError> {
     let invalid = |detail: String| ApiError::invalid("invalid_jwk", detail);
-    let jwk = Jwk::from_value(&request.jwk).map_err(|error| invalid(error.to_string()))?;
+    let jwk = jwk_from_request(&request.jwk).map_err(invalid)?;
     if !jwk.is_private() {
         return Err(invalid(
             "the JWK has no private part (d): Vellum signs with the keys it holds".into(),
@@ -190,17 +203,17 @@ pub enum CertificateKind {
 pub struct CertificateRequest {
     pub profile: CertificateKind,
     pub common_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub country: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub organization: Option<String>,
     /// Default 3650 for an IACA, 365 otherwise.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub valid_days: Option<u32>,
     /// The CA's key (a managed key) and certificate (PEM); not for an IACA.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_key_id: Option<KeyId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_certificate: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 //! documents wrap what was sent a few levels deeper, and every JSON reader has a recursion
 //! limit; serde_json's is 128.)
 
+use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
 /// Deepest nesting of objects and arrays accepted anywhere, counting the outermost value.
@@ -83,6 +84,36 @@ pub fn normalize_integers(value: &mut Value) {
     }
 }
 
+/// `value` as a `T`; on failure, why, after the path of the member at fault (`txCode.length:
+/// invalid type: ...`) unless it is the whole document.
+pub fn deserialize<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            error.inner().to_string()
+        } else {
+            format!("{path}: {}", error.inner())
+        }
+    })
+}
+
+/// For an optional member (`#[serde(default, deserialize_with = "limits::not_null")]`): left
+/// out, it is `None`; given, it must be a value. `null` is refused rather than read as left
+/// out, as the OpenAPI description says (no optional member is nullable), and as members with
+/// a default value (`credentialData`, `decoys`) refuse it too.
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(NULL_REFUSED)),
+    }
+}
+
+pub(crate) const NULL_REFUSED: &str = "null is refused: leave the member out instead";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +160,23 @@ mod tests {
             json!({"a": 1252, "b": [-3, 2.5], "c": 1e300, "d": "1.0", "e": 7})
         );
         assert!(value["a"].is_u64() && value["b"][0].is_i64());
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Optional {
+        #[serde(default, deserialize_with = "not_null")]
+        member: Option<Value>,
+    }
+
+    #[test]
+    fn an_optional_member_may_be_left_out_but_not_given_as_null() {
+        let parse = |body: Value| serde_json::from_value::<Optional>(body);
+        assert_eq!(parse(json!({})).expect("left out").member, None);
+        assert_eq!(
+            parse(json!({"member": {}})).expect("given").member,
+            Some(json!({}))
+        );
+        let error = parse(json!({"member": null})).expect_err("null");
+        assert!(error.to_string().contains(NULL_REFUSED), "{error}");
     }
 }

@@ -15,6 +15,7 @@ use url::{Host, Url};
 
 use crate::config::NotificationsConfig;
 use crate::events;
+use crate::limits;
 use crate::secrets::{WebhookSecret, webhook_signing_key};
 use crate::store::WebhookTarget;
 
@@ -32,11 +33,23 @@ pub struct Notifications {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Webhook {
     pub url: WebhookUrl,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub bearer_token: Option<BearerToken>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub secret: Option<WebhookSecret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub events: Option<Vec<EventType>>,
 }
 

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use vellum_formats::jose::Jwk;
 use vellum_formats::sdjwt::SelectiveDisclosure;
 
 use crate::clock::Millis;
@@ -11,6 +10,8 @@ use crate::context::Context;
 use crate::errors::{ApiError, Internal, OAuthError};
 use crate::events;
 use crate::ids::{KeyId, ProfileId, SessionId};
+use crate::keys;
+use crate::limits;
 use crate::mapping;
 use crate::notifications::Notifications;
 use crate::oauth::pre_authorized::{self, TxCodeSpec};
@@ -39,25 +40,25 @@ pub enum ValueMode {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuntimeOverrides {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_key_id: Option<KeyId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub issuer_did: Option<String>,
     #[serde(default, deserialize_with = "profiles::x5_chain_or_shorthand")]
     pub x5_chain: Option<Vec<String>>,
     /// Deep-merged over the profile's data; every other field replaces the profile's.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub credential_data: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub mapping: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub selective_disclosure: Option<SelectiveDisclosure>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub credential_status: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub notifications: Option<Notifications>,
     /// Pins the holder key: a proof signed by any other key is refused.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub expected_credential_proof_key_jwk: Option<Value>,
 }
 
@@ -67,15 +68,15 @@ pub struct CreateOfferRequest {
     pub profile_id: ProfileId,
     #[serde(default)]
     pub auth_method: AuthMethod,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub tx_code: Option<TxCodeSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub tx_code_value: Option<String>,
     #[serde(default)]
     pub value_mode: ValueMode,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub expires_in_seconds: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub runtime_overrides: Option<RuntimeOverrides>,
 }
 
@@ -151,7 +152,7 @@ pub async fn create_offer(
     let expected_proof_key_thumbprint = overrides
         .expected_credential_proof_key_jwk
         .as_ref()
-        .map(|value| match Jwk::from_value(value) {
+        .map(|value| match keys::jwk_from_request(value) {
             Ok(jwk) if !jwk.is_private() => Ok(jwk.thumbprint()),
             Ok(_) => Err(invalid(
                 "invalid_override",

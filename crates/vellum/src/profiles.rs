@@ -27,7 +27,11 @@ pub struct ProfileDefinition {
     pub name: String,
     pub credential_configuration_id: String,
     pub issuer_key_id: KeyId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub issuer_did: Option<String>,
     /// PEM certificates, leaf first; the leaf certifies `issuerKeyId`. The shorthand
     /// `"development"` asks for a development chain ([`DEVELOPMENT_CHAIN`]).
@@ -41,12 +45,24 @@ pub struct ProfileDefinition {
     pub credential_data: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub mapping: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub selective_disclosure: Option<SelectiveDisclosure>,
     /// Copied into the credential as its `status` claim (e.g. a Token Status List reference).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub credential_status: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub notifications: Option<Notifications>,
 }
 
@@ -57,7 +73,7 @@ pub(crate) fn x5_chain_or_shorthand<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<Vec<String>>, D::Error> {
     use serde::de::Error;
     match Option::<Value>::deserialize(deserializer)? {
-        None => Ok(None),
+        None => Err(D::Error::custom(limits::NULL_REFUSED)),
         Some(Value::String(text)) if text == DEVELOPMENT_CHAIN => Ok(Some(vec![text])),
         Some(value @ Value::Array(_)) => serde_json::from_value(value)
             .map(Some)
@@ -146,16 +162,9 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::invalid("invalid_profile", detail)
 }
 
-/// Parses a request body into a definition; a failure names the member.
+/// Parses a request body into a definition; the message names the member at fault.
 pub fn parse_definition(body: Value) -> Result<ProfileDefinition, ApiError> {
-    serde_path_to_error::deserialize(body).map_err(|error| {
-        let path = error.path().to_string();
-        if path == "." {
-            invalid(error.inner().to_string())
-        } else {
-            invalid(format!("{path}: {}", error.inner()))
-        }
-    })
+    limits::deserialize(body).map_err(invalid)
 }
 
 /// Every rule a definition must meet before anything is issued from it, so that issuance
@@ -257,14 +266,11 @@ pub fn check_rules<'c>(
         .format
         .check_profile(&definition.issuer(), &definition.credential_data)
         .map_err(invalid)?;
-    if let Some(did) = &definition.issuer_did {
-        let mut parts = did.splitn(3, ':');
-        let well_formed = parts.next() == Some("did")
-            && parts.next().is_some_and(|method| !method.is_empty())
-            && parts.next().is_some_and(|rest| !rest.is_empty());
-        if !well_formed && !DID_SHORTHANDS.contains(&did.as_str()) {
-            return Err(invalid(format!("issuerDid {did:?} is not a DID")));
-        }
+    if let Some(did) = &definition.issuer_did
+        && !did::is_well_formed(did)
+        && !DID_SHORTHANDS.contains(&did.as_str())
+    {
+        return Err(invalid(format!("issuerDid {did:?} is not a DID")));
     }
     check_data(definition, configured.format.issuer_claims())?;
     let functions = mapping::validate(&definition.mapping).map_err(invalid)?;

@@ -125,12 +125,9 @@ pub async fn list_sessions(ctx: &Context, query: SessionQuery) -> Result<Session
         .cursor
         .as_deref()
         .map(|cursor| {
-            cursor
-                .split_once('_')
-                .and_then(|(at, id)| Some((at.parse().ok()?, SessionId::parse(id)?)))
-                .ok_or_else(|| {
-                    ApiError::invalid("invalid_query", "cursor is not one this API gave")
-                })
+            parse_cursor(cursor).ok_or_else(|| {
+                ApiError::invalid("invalid_query", "cursor is not one this API gave")
+            })
         })
         .transpose()?;
     let filter = SessionFilter {
@@ -165,6 +162,17 @@ pub async fn list_sessions(ctx: &Context, query: SessionQuery) -> Result<Session
         }
     }
     Ok(page)
+}
+
+/// A cursor is written as `<createdAt>_<id>` (the page's last session); exactly that form is
+/// read back, as the OpenAPI description's pattern says, so any cursor that fits the pattern
+/// pages from where it points.
+fn parse_cursor(cursor: &str) -> Option<(Millis, SessionId)> {
+    let (at, id) = cursor.split_once('_')?;
+    let digits = (1..=18).contains(&at.len()) && at.bytes().all(|byte| byte.is_ascii_digit());
+    let at = at.parse().ok().filter(|_| digits)?;
+    let id = SessionId::parse(id).filter(|parsed| parsed.to_string() == id)?;
+    Some((at, id))
 }
 
 pub fn parse_id(text: &str) -> Result<SessionId, ApiError> {

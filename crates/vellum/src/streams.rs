@@ -25,6 +25,7 @@ use crate::context::Context;
 use crate::errors::ApiError;
 use crate::events::tail::{self, StreamEvent};
 use crate::ids::SessionId;
+use crate::limits;
 use crate::secrets::Purpose;
 use crate::sessions::EventQuery;
 use crate::store::StoreError;
@@ -157,9 +158,9 @@ impl Follower {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenRequest {
     /// The session whose stream the token opens; absent: the issuer-wide stream.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub session_id: Option<SessionId>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub expires_in_seconds: Option<u32>,
 }
 

@@ -26,9 +26,10 @@ fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
 }
 
 /// JSON for the management API; failures are `{code, detail}`. The body is read as a JSON
-/// value first, so that the limits of [`limits`] hold at every depth (naming the member that
-/// breaks one) and integral numbers such as `5.0` count as integers, as the OpenAPI
-/// description says; then it becomes `T`, whose errors name the field.
+/// value first, so that it must be an object (as every management body is), the limits of
+/// [`limits`] hold at every depth (naming the member that breaks one) and integral numbers
+/// such as `5.0` count as integers, as the OpenAPI description says; then it becomes `T`,
+/// whose errors name the field.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
@@ -49,25 +50,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 });
             }
         };
+        // Every management body is an object; serde would also read a struct from an array
+        // of its members in order (`[]` as `{}`), which no client means.
+        if !value.is_object() {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "the body must be a JSON object",
+            ));
+        }
         limits::check("", &value)
             .map_err(|error| ApiError::invalid("invalid_request", error.to_string()))?;
         limits::normalize_integers(&mut value);
-        serde_path_to_error::deserialize(value)
+        limits::deserialize(value)
             .map(ApiJson)
-            .map_err(|error| {
-                let path = error.path().to_string();
-                let detail = if path == "." {
-                    error.inner().to_string()
-                } else {
-                    format!("{path}: {}", error.inner())
-                };
-                ApiError::invalid("invalid_request", detail)
-            })
+            .map_err(|detail| ApiError::invalid("invalid_request", detail))
     }
 }
 
 /// Query strings for the management API. A parameter given empty (`cursor=`) counts as not
-/// given.
+/// given; one given twice is refused (rather than one of the values silently winning).
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
@@ -77,8 +78,17 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
         parts: &mut Parts,
         _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let given = url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-            .filter(|(_, value)| !value.is_empty());
+        let given: Vec<_> =
+            url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                .filter(|(_, value)| !value.is_empty())
+                .collect();
+        let mut names = std::collections::HashSet::new();
+        if let Some((name, _)) = given.iter().find(|(name, _)| !names.insert(name)) {
+            return Err(ApiError::invalid(
+                "invalid_query",
+                format!("{name} is given more than once"),
+            ));
+        }
         let query = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(given)
             .finish();

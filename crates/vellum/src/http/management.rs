@@ -1,7 +1,9 @@
 //! `/api/v1`: profiles, keys, offers, sessions, events. Every route requires the API key except
 //! the OpenAPI description; event streams also take a stream token (`?token=`).
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +13,6 @@ use serde_json::Value;
 
 use super::AppState;
 use super::extract::{ApiJson, ApiKey, ApiQuery, StreamAuth};
-use super::responses::no_store;
 use super::sse;
 use crate::context::Context;
 use crate::errors::ApiError;
@@ -49,21 +50,37 @@ pub fn router(ctx: &Context) -> Router<AppState> {
             "/sessions/{sessionId}/events/{eventId}/redeliver",
             post(redeliver_event),
         )
-        // Unknown paths under /api/v1 still need the key: nothing is learned without it.
-        .fallback(|_: ApiKey| async { ApiError::NotFound("no such endpoint".into()) })
-        .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit))
-        // Offers carry tx codes and codes, stream tokens are credentials, and everything else
-        // is the issuer's business: no cache, shared or private, keeps any of it.
-        .layer(axum::middleware::map_response(|response: Response| async {
-            no_store(response)
-        }));
+        .layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit));
+    let description = Bytes::from(description(&ctx.issuer_url));
     Router::new()
-        .route("/api/v1/openapi.json", get(openapi))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let description = description.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], description) }
+            }),
+        )
         .nest("/api/v1", authenticated)
 }
 
-async fn openapi() -> Response {
-    ([("content-type", "application/json")], OPENAPI).into_response()
+/// The OpenAPI description with this instance's issuer URL as its server, so that clients
+/// generated from it (and schema fuzzers) reach this issuer whatever its public URL.
+fn description(issuer_url: &str) -> String {
+    let mut document: Value =
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON (checked by the tests)");
+    if let Some(server) = document.pointer_mut("/servers/0/url") {
+        *server = Value::from(issuer_url);
+    }
+    document.to_string()
+}
+
+/// Whether `path` is `/api/v1` or under it (below the issuer URL's path). An unknown path there
+/// answers 401 without the API key, as every management route does: nothing is learned
+/// without the key.
+pub fn is_management_path(base_path: &str, path: &str) -> bool {
+    path.strip_prefix(base_path)
+        .and_then(|rest| rest.strip_prefix("/api/v1"))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn created<T: serde::Serialize>(value: T) -> Response {
@@ -178,7 +195,8 @@ async fn get_session(
     Ok(Json(session).into_response())
 }
 
-/// JSON pages, or with `Accept: text/event-stream` the live stream (API key or stream token).
+/// JSON pages, or with `Accept: text/event-stream` the live stream (API key or stream token);
+/// both resume after `Last-Event-ID` or `?after=`.
 async fn list_session_events(
     StreamAuth(access): StreamAuth,
     State(ctx): State<AppState>,
@@ -191,7 +209,9 @@ async fn list_session_events(
         return sse::respond(ctx, access, Scope::Session(id), &headers, query.after).await;
     }
     require_api_key(access)?;
-    let events = sessions::session_events(&ctx, id, query.page()).await?;
+    let mut page = query.page();
+    page.after = sse::resume_after(&headers, page.after)?;
+    let events = sessions::session_events(&ctx, id, page).await?;
     Ok(Json(events).into_response())
 }
 
@@ -206,7 +226,9 @@ async fn list_events(
         return sse::respond(ctx, access, Scope::Issuer, &headers, query.after).await;
     }
     require_api_key(access)?;
-    Ok(Json(sessions::all_events(&ctx, query.page()).await?).into_response())
+    let mut page = query.page();
+    page.after = sse::resume_after(&headers, page.after)?;
+    Ok(Json(sessions::all_events(&ctx, page).await?).into_response())
 }
 
 /// Stream tokens open streams only; the JSON listings need the API key.

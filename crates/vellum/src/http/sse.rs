@@ -25,8 +25,27 @@ pub fn wanted(headers: &HeaderMap) -> bool {
         .any(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
-/// The stream of `scope` after the resume point: `Last-Event-ID` (sent by a reconnecting
-/// EventSource, so it wins over the URL), else `?after=`, else the start of the log.
+/// Where a listing or stream resumes: after `Last-Event-ID` (sent by a reconnecting
+/// EventSource, so it wins over the URL), else after `?after=`. The JSON pages read the header
+/// too, so that it means one thing, and is checked, whatever the representation.
+pub fn resume_after(headers: &HeaderMap, after: Option<i64>) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(after);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_request",
+                "Last-Event-ID must be the id (sequence) of an event",
+            )
+        })
+}
+
+/// The stream of `scope` after the resume point ([`resume_after`]), else the start of the log.
 pub async fn respond(
     ctx: Arc<Context>,
     access: Access,
@@ -37,19 +56,7 @@ pub async fn respond(
     if !access.permits(scope) {
         return Err(ApiError::Unauthorized);
     }
-    let after = match headers.get("last-event-id") {
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<i64>().ok())
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "invalid_request",
-                    "Last-Event-ID must be the id (sequence) of an event",
-                )
-            })?,
-        None => after.unwrap_or(0),
-    };
+    let after = resume_after(headers, after)?.unwrap_or(0);
     let heartbeat = ctx.config.streams.heartbeat;
     let events = streams::open(ctx, scope, after).await?.map(|event| {
         Ok::<_, Infallible>(

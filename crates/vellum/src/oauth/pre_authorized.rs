@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::errors::{ApiError, OAuthError};
 use crate::events;
 use crate::ids::SessionId;
+use crate::limits;
 use crate::secrets::{Purpose, Secrets, hash_secret, random_token};
 use crate::sessions;
 use crate::store::{
@@ -27,11 +28,23 @@ use crate::store::{
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxCodeSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub input_mode: Option<InputMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
     pub description: Option<String>,
 }
 

@@ -31,7 +31,17 @@ pub fn require_installed(path: &Path, what: &str) -> PathBuf {
 }
 
 /// Runs a child to completion, with `stdin` written to it; panics if it cannot start or hangs.
-pub async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Output {
+pub async fn run(command: Command, stdin: Option<&str>, what: &str) -> Output {
+    run_within(command, stdin, what, CHILD_TIMEOUT).await
+}
+
+/// [`run`] with another safety net, for a child whose work takes minutes.
+pub async fn run_within(
+    mut command: Command,
+    stdin: Option<&str>,
+    what: &str,
+    timeout: Duration,
+) -> Output {
     command
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -52,9 +62,9 @@ pub async fn run(mut command: Command, stdin: Option<&str>, what: &str) -> Outpu
         }
         child.wait_with_output().await.expect("wait for child")
     };
-    tokio::time::timeout(CHILD_TIMEOUT, finished)
+    tokio::time::timeout(timeout, finished)
         .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {CHILD_TIMEOUT:?}"))
+        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
 }
 
 /// What the wallet prints: `{credential, holderJwk, verified, claims}`.

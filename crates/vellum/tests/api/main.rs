@@ -11,6 +11,7 @@ mod connections;
 mod credential;
 mod durability;
 mod flow;
+mod fuzz;
 mod headers;
 mod interop;
 mod interop_mdoc;

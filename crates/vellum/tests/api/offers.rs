@@ -172,6 +172,20 @@ async fn malformed_runtime_overrides_are_rejected_with_400() {
         .await;
         reply.assert_api_error(StatusCode::BAD_REQUEST, code);
     }
+    // DID Core syntax: a lowercase method, idchars, no empty last segment.
+    for did in [
+        "did:web:has space",
+        "did:Web:issuer.example",
+        "did:web:issuer.example:",
+    ] {
+        let overrides = json!({"issuerDid": did});
+        create(
+            &app,
+            json!({"profileId": DEMO_PROFILE, "runtimeOverrides": overrides}),
+        )
+        .await
+        .assert_api_error(StatusCode::BAD_REQUEST, "invalid_override");
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,8 @@ use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use vellum_formats::jose::{Algorithm, SigningKey};
 
-use crate::helpers::{TestApp, assert_api_error, spawn_app, status_and_json};
+use crate::helpers::{TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json};
+use crate::support::free_port;
 use crate::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
 
 const DESCRIPTION: &str = "/api/v1/openapi.json";
@@ -374,8 +375,12 @@ async fn every_management_route_except_the_description_refuses_a_missing_or_wron
         .iter()
         .map(|(method, template)| format!("{method} {template}"))
         .collect();
-    // Unknown paths under /api/v1 need the key too: nothing is learned without it.
-    paths.push("GET /api/v1/no-such-endpoint".into());
+    // Unknown paths under /api/v1, and /api/v1 itself, need the key too: nothing is learned
+    // without it.
+    for unknown in ["/api/v1/no-such-endpoint", "/api/v1/", "/api/v1"] {
+        paths.push(format!("GET {unknown}"));
+        paths.push(format!("POST {unknown}"));
+    }
     for route in paths {
         let (method, template) = route.split_once(' ').expect("method and path");
         if !is_management(template) || template == DESCRIPTION {
@@ -405,6 +410,32 @@ async fn every_management_route_except_the_description_refuses_a_missing_or_wron
         checked += 1;
     }
     assert!(checked >= 13, "checked {checked} routes");
+}
+
+#[tokio::test]
+async fn the_served_description_names_this_issuer_as_its_server_under_its_path() {
+    let port = free_port();
+    let app = spawn_app_with(json!({
+        "public_url": format!("http://127.0.0.1:{port}/tenant"),
+        "http": {"port": port},
+    }))
+    .await;
+    let document = served_description(&app).await;
+    assert_eq!(document["servers"][0]["url"], app.url.as_str());
+    assert_eq!(document["servers"].as_array().map(Vec::len), Some(1));
+    for path in ["/api/v1/", "/api/v1", "/api/v1/no-such-endpoint"] {
+        let response = app.client.get(app.endpoint(path)).send().await;
+        let (status, body) = status_and_json(response.expect("request")).await;
+        assert_api_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        let response = app.api(Method::GET, path).send().await.expect("request");
+        let (status, body) = status_and_json(response).await;
+        assert_api_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    }
+    // Outside the issuer's path there is no management API to protect.
+    let origin = format!("http://127.0.0.1:{port}/api/v1/");
+    let response = app.client.get(origin).send().await.expect("request");
+    let (status, body) = status_and_json(response).await;
+    assert_api_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -694,6 +725,155 @@ impl Documented {
         }
         (status, body)
     }
+}
+
+/// `example` with one optional member set to null, for every optional member that `schema`
+/// names, in `example` and in every object of it that the schema describes: (member path,
+/// body).
+fn with_a_null_member(
+    schemas: &Schemas<'_>,
+    schema: &Value,
+    example: &Value,
+    at: &str,
+) -> Vec<(String, Value)> {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => schemas.resolve(reference),
+        None => schema,
+    };
+    let (Some(properties), Some(members)) = (
+        schema.get("properties").and_then(Value::as_object),
+        example.as_object(),
+    ) else {
+        return Vec::new();
+    };
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    let mut bodies = Vec::new();
+    for (name, property) in properties {
+        let path = if at.is_empty() {
+            name.clone()
+        } else {
+            format!("{at}.{name}")
+        };
+        if !required.contains(&Value::from(name.as_str())) {
+            let mut body = example.clone();
+            body[name] = Value::Null;
+            bodies.push((path.clone(), body));
+        }
+        if let Some(member) = members.get(name) {
+            for (inner_path, inner) in with_a_null_member(schemas, property, member, &path) {
+                let mut body = example.clone();
+                body[name] = inner;
+                bodies.push((inner_path, body));
+            }
+        }
+    }
+    bodies
+}
+
+#[tokio::test]
+async fn no_optional_member_of_a_management_request_may_be_given_as_null() {
+    let app = spawn_app().await;
+    let document = served_description(&app).await;
+    let schemas = Schemas {
+        document: &document,
+    };
+    let example = |template: &str| {
+        document["paths"][template]["post"]["requestBody"]["content"]["application/json"]["example"]
+            .clone()
+    };
+    let profile = example("/api/v1/profiles");
+    let profile_path = format!("/api/v1/profiles/{}", profile["id"].as_str().expect("id"));
+    let import = |algorithm| {
+        let jwk = SigningKey::generate(algorithm).private_jwk().to_value();
+        json!({"id": "imported", "jwk": jwk})
+    };
+    let mut pinned = example("/api/v1/offers");
+    pinned["runtimeOverrides"]["expectedCredentialProofKeyJwk"] =
+        SigningKey::generate(Algorithm::EdDSA)
+            .public_jwk()
+            .to_value();
+    let post =
+        |template: &str, body: Value| ("POST", template.to_owned(), template.to_owned(), body);
+    let certificates = "/api/v1/keys/{keyId}/certificates";
+    let requests = [
+        post("/api/v1/keys", example("/api/v1/keys")),
+        post("/api/v1/keys/import", import(Algorithm::ES256)),
+        // An OKP key has no y: given as null, it is refused all the same.
+        post("/api/v1/keys/import", import(Algorithm::EdDSA)),
+        (
+            "POST",
+            certificates.to_owned(),
+            "/api/v1/keys/demo-es256/certificates".to_owned(),
+            example(certificates),
+        ),
+        post("/api/v1/profiles", profile.clone()),
+        (
+            "PUT",
+            "/api/v1/profiles/{profileId}".to_owned(),
+            profile_path,
+            profile,
+        ),
+        post("/api/v1/offers", example("/api/v1/offers")),
+        post("/api/v1/offers", pinned),
+        post("/api/v1/events/tokens", example("/api/v1/events/tokens")),
+    ];
+    let mut checked = 0;
+    for (method, template, path, body) in requests {
+        let operation = &document["paths"][&template][method.to_lowercase()];
+        let schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+        for (member, body) in with_a_null_member(&schemas, schema, &body, "") {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let response = app.api(method.clone(), &path).json(&body).send().await;
+            let (status, reply) = status_and_json(response.expect("request")).await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{method} {template} with {member} = null: {reply}"
+            );
+            let name = member.rsplit('.').next().expect("a name");
+            assert!(
+                reply["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains(name)),
+                "{method} {template} with {member} = null does not name it: {reply}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "checked {checked} members");
+}
+
+#[tokio::test]
+async fn every_management_request_body_must_be_a_json_object() {
+    let app = spawn_app().await;
+    let document = served_description(&app).await;
+    let mut checked = 0;
+    for ((method, template), operation) in operations(&document) {
+        let json_body = operation["requestBody"]["content"]
+            .get("application/json")
+            .is_some();
+        if !is_management(&template) || !json_body {
+            continue;
+        }
+        // serde alone would read `[]` as `{}`, and `["demo-identity"]` as an offer request.
+        for body in [
+            json!([]),
+            json!(["demo-identity"]),
+            json!("x"),
+            json!(7),
+            Value::Null,
+        ] {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let response = app
+                .api(method.clone(), &concrete(&template))
+                .json(&body)
+                .send();
+            let (status, reply) = status_and_json(response.await.expect("request")).await;
+            assert_api_error(status, &reply, StatusCode::BAD_REQUEST, "invalid_request");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 7 * 5, "checked {checked}");
 }
 
 #[tokio::test]

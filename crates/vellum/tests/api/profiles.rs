@@ -667,7 +667,6 @@ async fn an_unknown_field_is_rejected() {
         profile_body(json!({"nmae": "typo"})),
         profile_body(json!({"active": false})),
         json!({"name": "No configuration", "issuerKeyId": DEMO_KEY}),
-        json!([]),
         profile_body(json!({"id": 7})),
         profile_body(json!({"id": "not/a/slug"})),
         profile_body(json!({"name": ""})),
@@ -676,6 +675,10 @@ async fn an_unknown_field_is_rejected() {
             .await
             .assert_api_error(StatusCode::BAD_REQUEST, "invalid_profile");
     }
+    // As every management body, a profile is a JSON object.
+    post_profile(&app, json!([]))
+        .await
+        .assert_api_error(StatusCode::BAD_REQUEST, "invalid_request");
     let list = send(&app, Method::GET, "/api/v1/profiles", None).await;
     assert_eq!(
         list.body.as_array().unwrap().len(),

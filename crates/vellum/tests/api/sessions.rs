@@ -169,6 +169,13 @@ async fn a_bad_status_limit_cursor_or_parameter_is_invalid_query() {
         "cursor=garbage",
         "cursor=123_not-a-uuid",
         "cursor=abc_0b8a5a0e-7d0f-4f55-9a53-0e4a5c6b1f7e",
+        // Only the form the API writes, as the description's pattern says.
+        "cursor=%2B5_0b8a5a0e-7d0f-4f55-9a53-0e4a5c6b1f7e",
+        "cursor=5_0B8A5A0E-7D0F-4F55-9A53-0E4A5C6B1F7E",
+        "cursor=5_0b8a5a0e7d0f4f559a530e4a5c6b1f7e",
+        "cursor=1234567890123456789_0b8a5a0e-7d0f-4f55-9a53-0e4a5c6b1f7e",
+        "limit=5&limit=6",
+        "status=ACTIVE&status=EXPIRED",
         "profileId=not%20a%20slug",
         "sort=asc",
     ] {
@@ -177,6 +184,20 @@ async fn a_bad_status_limit_cursor_or_parameter_is_invalid_query() {
     }
     let page = list(&app, "?limit=200&status=EXPIRED").await;
     assert_eq!(page["items"], json!([]));
+}
+
+#[tokio::test]
+async fn a_query_parameter_given_empty_counts_as_not_given() {
+    let app = spawn_app().await;
+    app.create_offer(json!({"profileId": DEMO_PROFILE})).await;
+    let page = list(&app, "?status=&profileId=&limit=&cursor=").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    let page = list(
+        &app,
+        "?limit=&limit=1&cursor=5_0b8a5a0e-7d0f-4f55-9a53-0e4a5c6b1f7e",
+    )
+    .await;
+    assert_eq!(page["items"], json!([]), "older than any session");
 }
 
 #[tokio::test]

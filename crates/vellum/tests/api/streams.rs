@@ -542,6 +542,43 @@ async fn streams_end_when_the_server_shuts_down() {
 }
 
 #[tokio::test]
+async fn last_event_id_resumes_json_pages_as_it_resumes_streams() {
+    let app = spawn_app().await;
+    let session = offer_id(&app.create_offer(json!({"profileId": DEMO_PROFILE})).await);
+    app.create_offer(json!({"profileId": DEMO_PROFILE})).await;
+    for path in [
+        format!("/api/v1/sessions/{session}/events"),
+        "/api/v1/events".into(),
+    ] {
+        let (_, all) = app.api_get(&path).await;
+        let first = all["items"][0]["sequence"].as_i64().expect("sequence");
+        let page = |last_event_id: &str| {
+            app.api(Method::GET, &format!("{path}?after=0"))
+                .header("last-event-id", last_event_id)
+                .send()
+        };
+        let (status, body) = status_and_json(page(&first.to_string()).await.expect("GET")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // The header wins over after=0: every event but the first.
+        assert_eq!(
+            body["items"].as_array().map(Vec::len),
+            all["items"].as_array().map(|items| items.len() - 1),
+            "{body}"
+        );
+        assert!(body["items"][0]["sequence"].as_i64() > Some(first) || body["items"] == json!([]));
+        for malformed in ["yesterday", "9223372036854775808"] {
+            let (status, body) = status_and_json(page(malformed).await.expect("GET")).await;
+            crate::helpers::assert_api_error(
+                status,
+                &body,
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn json_listings_of_events_still_need_the_api_key() {
     let app = spawn_app().await;
     let session = offer_id(&app.create_offer(json!({"profileId": DEMO_PROFILE})).await);

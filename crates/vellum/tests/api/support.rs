@@ -177,9 +177,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A valid profile body for the demo configuration and key, with `overrides` merged in. Its
-/// issuer identity is a development chain unless `overrides` names one (`issuerDid` or
-/// `x5Chain`, null for none).
+/// A valid profile body for the demo configuration and key, with `overrides` merged in (a null
+/// override leaves the member out). Its issuer identity is a development chain unless
+/// `overrides` names one (`issuerDid` or `x5Chain`, null for none).
 pub fn profile_body(overrides: Value) -> Value {
     let mut body = json!({
         "name": "Test profile",
@@ -195,7 +195,11 @@ pub fn profile_body(overrides: Value) -> Value {
         base.remove("x5Chain");
     }
     for (name, value) in overrides {
-        base.insert(name, value);
+        if value.is_null() {
+            base.remove(&name);
+        } else {
+            base.insert(name, value);
+        }
     }
     body
 }
