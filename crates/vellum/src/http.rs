@@ -14,21 +14,50 @@ use crate::context::Context;
 use crate::errors::{ApiError, OAuthError};
 use extract::ApiKey;
 
+mod authorization;
+mod discovery;
 mod extract;
+mod health;
+mod issuer;
 mod management;
-mod protocol;
 mod responses;
+mod routes;
 pub mod server;
 mod sse;
 
+pub use routes::Route;
+use routes::Routes;
+
 pub type AppState = Arc<Context>;
+
+/// Every endpoint under the issuer URL's path: one router per resource of the management API,
+/// and the wallet-facing endpoints by role (discovery, authorization server, credential
+/// issuer), merged here.
+fn endpoints(ctx: &Context) -> Routes {
+    management::routes(ctx)
+        .merge(discovery::routes())
+        .merge(authorization::routes(ctx))
+        .merge(issuer::routes(ctx))
+        .merge(health::routes())
+}
+
+/// Every route the service serves, as the OpenAPI description names them, read from the
+/// routers themselves.
+pub fn routes(ctx: &Context) -> Vec<Route> {
+    let (_, mut listed) = endpoints(ctx)
+        .merge(discovery::well_known(ctx))
+        .into_parts();
+    listed.sort();
+    listed
+}
 
 /// The whole HTTP surface. Wallet-facing endpoints live under the issuer URL's path; the
 /// well-known documents at `/.well-known/<name><path>` as RFC 8615 and OID4VCI require.
 pub fn router(ctx: Arc<Context>) -> Router {
-    let endpoints = protocol::router(&ctx).merge(management::router(&ctx));
+    let (endpoints, _) = endpoints(&ctx).into_parts();
+    let (well_known, _) = discovery::well_known(&ctx).into_parts();
     Router::new()
-        .merge(protocol::well_known_router(&ctx))
+        .merge(well_known)
         .merge(under_issuer_path(&ctx, endpoints))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(|| async {
@@ -105,7 +134,7 @@ async fn no_such_endpoint(
 /// An instance without the api role: only `/health` (under the issuer URL's path).
 pub fn health_router(ctx: Arc<Context>) -> Router {
     Router::new()
-        .merge(under_issuer_path(&ctx, protocol::health_router()))
+        .merge(under_issuer_path(&ctx, health::routes().into_parts().0))
         .fallback(|| async {
             ApiError::NotFound("this instance serves no API (roles.api = false)".into())
         })
@@ -151,41 +180,3 @@ async fn log_request(request: Request, next: Next) -> Response {
     );
     response
 }
-
-/// Every route the service serves, as (method, path template): the OpenAPI test compares the
-/// served description against this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/.well-known/openid-credential-issuer"),
-    ("GET", "/.well-known/oauth-authorization-server"),
-    ("GET", "/.well-known/jwt-vc-issuer"),
-    ("GET", "/.well-known/did.json"),
-    ("GET", "/jwks"),
-    ("GET", "/did.json"),
-    ("GET", "/health"),
-    ("GET", "/credential-offer/{handle}"),
-    ("POST", "/token"),
-    ("POST", "/nonce"),
-    ("POST", "/credential"),
-    ("GET", "/api/v1/openapi.json"),
-    ("GET", "/api/v1/keys"),
-    ("POST", "/api/v1/keys"),
-    ("POST", "/api/v1/keys/import"),
-    ("GET", "/api/v1/keys/{keyId}"),
-    ("POST", "/api/v1/keys/{keyId}/certificates"),
-    ("GET", "/api/v1/profiles"),
-    ("POST", "/api/v1/profiles"),
-    ("GET", "/api/v1/profiles/{profileId}"),
-    ("PUT", "/api/v1/profiles/{profileId}"),
-    ("DELETE", "/api/v1/profiles/{profileId}"),
-    ("POST", "/api/v1/offers"),
-    ("GET", "/api/v1/sessions"),
-    ("GET", "/api/v1/sessions/{sessionId}"),
-    ("GET", "/api/v1/sessions/{sessionId}/events"),
-    ("GET", "/api/v1/events"),
-    ("POST", "/api/v1/events/tokens"),
-    ("POST", "/api/v1/sessions/{sessionId}/events/redeliver"),
-    (
-        "POST",
-        "/api/v1/sessions/{sessionId}/events/{eventId}/redeliver",
-    ),
-];

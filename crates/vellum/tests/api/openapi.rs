@@ -1,9 +1,8 @@
 //! The OpenAPI description (crates/vellum/openapi.json): served, complete, and true to the code.
-//! Its paths must equal `vellum::http::ROUTES`, which must equal what the router source declares
-//! and what the router serves; real responses must match the schemas it documents.
+//! Its paths must equal the routes the router lists as it is built (`vellum::http::routes`),
+//! every one of which it serves; real responses must match the schemas it documents.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
@@ -24,11 +23,15 @@ type Route = (String, String);
 /// The routes that also serve Server-Sent Events and take a stream token.
 const STREAMS: &[&str] = &["/api/v1/sessions/{sessionId}/events", "/api/v1/events"];
 
-fn routes() -> BTreeSet<Route> {
-    vellum::http::ROUTES
+/// The routes the router lists, as it is built for this app.
+fn routes(app: &TestApp) -> BTreeSet<Route> {
+    let listed = vellum::http::routes(&app.ctx);
+    let routes: BTreeSet<Route> = listed
         .iter()
-        .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
-        .collect()
+        .map(|route| (route.method.to_string(), route.path.clone()))
+        .collect();
+    assert_eq!(routes.len(), listed.len(), "a route is listed twice");
+    routes
 }
 
 /// The description as served, without credentials.
@@ -127,15 +130,10 @@ async fn the_served_description_is_openapi_3_1_and_lists_exactly_the_routes() {
     assert!(document["info"]["version"].is_string());
 
     let described: BTreeSet<Route> = operations(&document).into_keys().collect();
-    let listed = routes();
-    assert_eq!(
-        listed.len(),
-        vellum::http::ROUTES.len(),
-        "ROUTES has duplicates"
-    );
+    let listed = routes(&app);
     assert!(
         described == listed,
-        "described but not in ROUTES: {:?}; in ROUTES but not described: {:?}",
+        "described but not routed: {:?}; routed but not described: {:?}",
         difference(&described, &listed),
         difference(&listed, &described)
     );
@@ -220,8 +218,8 @@ async fn every_route_in_routes_is_served_by_the_router() {
     );
     assert!(fallback(status, &body), "{body}");
 
-    for (method, template) in vellum::http::ROUTES {
-        let path = concrete(template);
+    for (method, template) in routes(&app) {
+        let path = concrete(&template);
         let method = Method::from_bytes(method.as_bytes()).expect("method");
         let request = if is_management(&path) {
             app.api(method.clone(), &path)
@@ -239,139 +237,11 @@ async fn every_route_in_routes_is_served_by_the_router() {
     }
 }
 
-/// The (method, path) of every `.route(...)` in the HTTP layer's source.
-fn routes_in_source() -> BTreeSet<Route> {
-    let source_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = vec![source_dir.join("http.rs")];
-    let mut modules: Vec<_> = std::fs::read_dir(source_dir.join("http"))
-        .expect("src/http")
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
-        .collect();
-    modules.sort();
-    files.extend(modules);
-
-    let mut found = BTreeSet::new();
-    for file in files {
-        let name = file.display().to_string();
-        let source = std::fs::read_to_string(&file).expect("source file");
-        // Routers nested under a literal prefix (management.rs: "/api/v1").
-        let prefix = source
-            .find(".nest(\"")
-            .map(|at| string_literal(&source[at + ".nest(".len()..]).0);
-        let mut rest = source.as_str();
-        while let Some(at) = rest.find(".route(") {
-            let call = &rest[at + ".route(".len()..];
-            let call = &call[..closing_paren(call)];
-            let (path, handlers) = route_path(call, &name);
-            let path = match &prefix {
-                Some(prefix) if !path.starts_with(&format!("{prefix}/")) => {
-                    format!("{prefix}{path}")
-                }
-                _ => path,
-            };
-            let methods = method_routers(handlers);
-            assert!(!methods.is_empty(), "{name}: no method in .route({call})");
-            for method in methods {
-                found.insert((method, path.clone()));
-            }
-            rest = &rest[at + ".route(".len()..];
-        }
-    }
-    found
-}
-
-/// The contents of a string literal at the start of `text`, and what follows it.
-fn string_literal(text: &str) -> (String, &str) {
-    let body = text.strip_prefix('"').expect("a string literal");
-    let end = body.find('"').expect("end of the string literal");
-    (body[..end].to_owned(), &body[end + 1..])
-}
-
-/// The route's path: a literal, or `&format!("/.well-known/<name>{path}")`, where `{path}` is
-/// the issuer's path ("" by default).
-fn route_path<'a>(call: &'a str, file: &str) -> (String, &'a str) {
-    let call = call.trim_start();
-    if call.starts_with('"') {
-        return string_literal(call);
-    }
-    if let Some(format) = call.strip_prefix("&format!(") {
-        let (template, rest) = string_literal(format.trim_start());
-        let path = template.strip_suffix("{path}").unwrap_or_else(|| {
-            panic!("{file}: route {template:?}: only a {{path}} suffix is understood")
-        });
-        return (path.to_owned(), rest);
-    }
-    panic!("{file}: .route({call}): this test understands literal and format! paths only")
-}
-
-/// Index of the `)` that closes a call whose `(` was just before `text`.
-fn closing_paren(text: &str) -> usize {
-    let mut depth = 1;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (index, character) in text.char_indices() {
-        if in_string {
-            match character {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match character {
-            '"' => in_string = true,
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return index;
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("unbalanced parentheses after .route(")
-}
-
-/// `get(a).post(b)` -> GET, POST.
-fn method_routers(handlers: &str) -> Vec<String> {
-    let mut methods = Vec::new();
-    for (index, _) in handlers.match_indices('(') {
-        let before = &handlers[..index];
-        let start = before
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .map_or(0, |at| at + 1);
-        let name = &before[start..];
-        if HTTP_METHODS.contains(&name) {
-            methods.push(name.to_uppercase());
-        }
-    }
-    methods
-}
-
-#[test]
-fn every_route_declared_in_the_router_source_is_in_routes() {
-    let declared = routes_in_source();
-    let listed = routes();
-    assert!(
-        declared.len() >= 10,
-        "the scan found too few routes: {declared:?}"
-    );
-    assert!(
-        declared == listed,
-        "declared in src/http but not in ROUTES: {:?}; in ROUTES but not declared: {:?}",
-        difference(&declared, &listed),
-        difference(&listed, &declared)
-    );
-}
-
 #[tokio::test]
 async fn every_management_route_except_the_description_refuses_a_missing_or_wrong_api_key() {
     let app = spawn_app().await;
     let mut checked = 0;
-    let mut paths: Vec<String> = vellum::http::ROUTES
+    let mut paths: Vec<String> = routes(&app)
         .iter()
         .map(|(method, template)| format!("{method} {template}"))
         .collect();
@@ -1273,7 +1143,7 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    let missed = difference(&routes(), &api.exercised);
+    let missed = difference(&routes(&app), &api.exercised);
     assert!(
         missed.is_empty(),
         "no successful response checked for {missed:?}"

@@ -1,0 +1,73 @@
+//! Discovery, for wallets and verifiers: the issuer and authorization server metadata, the
+//! SD-JWT VC issuer metadata, the JWKS and the did:web document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::routes::Routes;
+use crate::context::Context;
+use crate::errors::OAuthError;
+use crate::metadata;
+
+/// The documents under the issuer URL's path.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/jwks", jwks)
+        .get("/did.json", did_document)
+}
+
+/// RFC 8615 well-known URIs: the issuer's path goes after the well-known segment.
+pub fn well_known(ctx: &Context) -> Routes {
+    let path = &ctx.base_path;
+    let routes = Routes::new()
+        .get_with_suffix(
+            "/.well-known/openid-credential-issuer",
+            path,
+            credential_issuer_metadata,
+        )
+        .get_with_suffix(
+            "/.well-known/oauth-authorization-server",
+            path,
+            authorization_server_metadata,
+        )
+        .get_with_suffix("/.well-known/jwt-vc-issuer", path, jwt_vc_issuer_metadata);
+    // did:web resolves a DID without a path here, and one with a path to <path>/did.json.
+    if path.is_empty() {
+        routes.get("/.well-known/did.json", did_document)
+    } else {
+        routes
+    }
+}
+
+async fn credential_issuer_metadata(State(ctx): State<AppState>) -> Response {
+    Json(metadata::credential_issuer(&ctx)).into_response()
+}
+
+async fn authorization_server_metadata(State(ctx): State<AppState>) -> Response {
+    Json(metadata::authorization_server(&ctx)).into_response()
+}
+
+async fn jwt_vc_issuer_metadata(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
+    Ok(Json(metadata::jwt_vc_issuer(&ctx).await?).into_response())
+}
+
+/// The document of Vellum's did:web.
+async fn did_document(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
+    match metadata::did_document(&ctx).await? {
+        Some(document) => Ok(Json(document).into_response()),
+        None => Err(OAuthError::NotFound(
+            "this issuer URL has no host to make a did:web of".into(),
+        )),
+    }
+}
+
+async fn jwks(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
+    let mut response = Json(metadata::jwks(&ctx).await?).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/jwk-set+json"),
+    );
+    Ok(response)
+}
