@@ -1,38 +1,14 @@
 //! The one integration-test binary: every test starts the real app on 127.0.0.1:0 with a fresh
-//! database (helpers::spawn_app) and talks HTTP to it.
+//! database (`support::spawn_app`), or the real binary, and talks HTTP to it.
+//!
+//! - `features/`: what the service does, feature by feature (and the store conformance suite);
+//! - `interop/`: the same driven or checked by software written by others (wallet, verifiers,
+//!   webhook receivers, a schema fuzzer), and the secrets scan over their flows;
+//! - `operations/`: running it: several instances, a database outage, restarts, durability,
+//!   upgrades of an existing database;
+//! - `support/`: what the tests share.
 
-mod database;
-mod helpers;
-mod support;
-mod wallet;
-
-mod cluster;
-mod connections;
-mod credential;
-mod durability;
-mod flow;
-mod fuzz;
-mod headers;
+mod features;
 mod interop;
-mod interop_mdoc;
-mod interop_w3c;
-mod keys;
-mod layering;
-mod leaks;
-mod mdoc;
-mod metadata;
-mod offers;
-mod openapi;
-mod outage;
-mod process;
-mod profiles;
-mod restart;
-mod sessions;
-mod startup;
-mod store;
-mod streams;
-mod token;
-mod upgrade;
-mod w3c;
-mod webhooks;
-mod webhooks_interop;
+mod operations;
+mod support;

@@ -1,0 +1,20 @@
+//! What the service does, feature by feature.
+
+mod connections;
+mod credential;
+mod flow;
+mod headers;
+mod keys;
+mod layering;
+mod mdoc;
+mod metadata;
+mod offers;
+mod openapi;
+mod profiles;
+mod sessions;
+mod startup;
+mod store;
+mod streams;
+mod token;
+mod w3c;
+mod webhooks;

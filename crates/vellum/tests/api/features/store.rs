@@ -1,0 +1,1380 @@
+//! The store conformance suite: one function per behaviour, each taking `&dyn Store`, run
+//! against SQLite (a fresh file per test) and against PostgreSQL (a fresh database per test,
+//! dropped afterwards) on the server `VELLUM_TEST_DATABASE_URL` names, by default the local one
+//! at 127.0.0.1:5432. Without a reachable server the PostgreSQL tests fail; they never skip.
+
+use std::time::Duration;
+
+use crate::support::database::TestDatabase;
+use serde_json::json;
+use vellum::clock::Millis;
+use vellum::config::Synchronous;
+use vellum::ids::{KeyId, ProfileId, SessionId};
+use vellum::store::postgres::PostgresStore;
+use vellum::store::sqlite::SqliteStore;
+use vellum::store::{
+    Applied, AttemptOutcome, AttemptRecord, DeliveryStatus, EventLog, FinishedAttempt, GrantKind,
+    GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord, KeyRecord, NewEvent, NewGrant,
+    ProfileRecord, SessionFilter, SessionLookup, SessionRecord, SessionStatus, Store, StoreError,
+    TxCodeFailure, WebhookTarget,
+};
+
+/// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
+/// `store::postgres::<behaviour>`.
+macro_rules! conformance {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let store = super::SqliteStore::open(
+                        &dir.path().join("vellum.db"),
+                        super::Synchronous::Normal,
+                    )
+                    .await
+                    .expect("open SQLite");
+                    super::$behaviour(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    if !crate::support::database::postgres_or_skip().await {
+                        return;
+                    }
+                    let database = crate::support::database::TestDatabase::create().await;
+                    let store = super::PostgresStore::open(&database.url, Default::default())
+                        .await
+                        .expect("open PostgreSQL");
+                    super::$behaviour(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    settings_are_initialised_once,
+    keys_are_inserted_once_and_published_when_used,
+    profiles_are_created_once_versioned_and_deactivated,
+    sessions_are_stored_with_their_webhook_and_found_by_hash,
+    sessions_are_filtered_and_paged_newest_first,
+    a_tx_code_failure_applies_only_to_the_count_it_saw,
+    a_code_is_redeemed_once,
+    ten_concurrent_redemptions_apply_exactly_once,
+    issuance_completes_once_and_a_nonce_is_used_once,
+    issued_credentials_are_recorded_and_outlive_their_session_until_they_expire,
+    sessions_expire_once_when_due,
+    purge_removes_finished_sessions_with_everything_they_own,
+    events_are_listed_in_order_after_a_sequence,
+    deliveries_are_written_per_event_the_webhook_wants,
+    a_claim_respects_the_per_url_limit_and_leases,
+    concurrent_claims_never_exceed_the_per_url_limit,
+    attempts_are_recorded_with_their_consequence,
+    gone_stops_every_pending_delivery_to_the_url,
+    redeliver_reschedules_failed_and_gone_deliveries,
+    watch_events_advances_after_a_commit_with_events,
+);
+
+// ----- records ------------------------------------------------------------------------------
+
+const HOOK: &str = "https://hooks.example/a";
+const OTHER_HOOK: &str = "https://hooks.example/b";
+
+fn key(id: &str, created_at: Millis) -> KeyRecord {
+    KeyRecord {
+        id: KeyId::parse(id).expect("key id"),
+        algorithm: "ES256".into(),
+        public_jwk: json!({"kty": "EC", "crv": "P-256", "kid": id}),
+        sealed_private: vec![1, 2, 3, 0, 255],
+        created_at,
+    }
+}
+
+fn profile(id: &str, key: &str, created_at: Millis) -> ProfileRecord {
+    ProfileRecord {
+        id: ProfileId::parse(id).expect("profile id"),
+        version: 1,
+        active: true,
+        definition: json!({"name": id, "claims": {"a": [1, 2]}}),
+        issuer_key_id: KeyId::parse(key).expect("key id"),
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+fn webhook(url: &str, events: Option<&[&str]>) -> WebhookTarget {
+    WebhookTarget {
+        url: url.into(),
+        bearer_token: Some("bearer".into()),
+        secret: Some("whsec_c2VjcmV0".into()),
+        events: events.map(|events| events.iter().map(|event| (*event).to_owned()).collect()),
+    }
+}
+
+fn session(created_at: Millis, webhook: Option<WebhookTarget>) -> SessionRecord {
+    let id = SessionId::generate();
+    SessionRecord {
+        id,
+        profile_id: ProfileId::parse("pid").expect("profile id"),
+        profile_version: 1,
+        credential_configuration_id: "config".into(),
+        status: SessionStatus::Active,
+        status_reason: None,
+        offer_handle_hash: format!("handle-{id}"),
+        by_value: false,
+        template: json!({"claims": {"given_name": "Ada"}}).to_string(),
+        webhook,
+        issuer_key_id: KeyId::parse("kid").expect("key id"),
+        created_at,
+        updated_at: created_at,
+        expires_at: created_at + 1_000,
+        resolved_at: None,
+        token_issued_at: None,
+        finished_at: None,
+        pre_authorized: None,
+    }
+}
+
+/// The pre-authorized grant a session is created with.
+fn grant(session: &SessionRecord) -> NewGrant {
+    NewGrant {
+        kind: GrantKind::PreAuthorizedCode,
+        secret_hash: format!("code-{}", session.id),
+        tx_code: Some(json!({"length": 4, "input_mode": "numeric"})),
+        tx_code_mac: Some(format!("mac-{}", session.id)),
+    }
+}
+
+fn event(session: Option<SessionId>, event_type: &str, timestamp: Millis) -> NewEvent {
+    NewEvent {
+        id: uuid::Uuid::now_v7().to_string(),
+        session_id: session,
+        event_type: event_type.into(),
+        timestamp,
+        data: json!({"type": event_type, "at": timestamp}),
+    }
+}
+
+async fn create(store: &dyn Store, session: &SessionRecord) {
+    store
+        .create_session(
+            session,
+            Some(&grant(session)),
+            &event(
+                Some(session.id),
+                "credential_offer_created",
+                session.created_at,
+            ),
+        )
+        .await
+        .expect("create session");
+}
+
+async fn reload(store: &dyn Store, id: SessionId) -> SessionRecord {
+    store
+        .session(id)
+        .await
+        .expect("read session")
+        .expect("session exists")
+}
+
+/// The session's pre-authorized grant, as stored.
+async fn stored_grant(store: &dyn Store, id: SessionId) -> vellum::store::GrantRecord {
+    reload(store, id).await.pre_authorized.expect("a grant")
+}
+
+fn token_hash(session: SessionId) -> String {
+    format!("token-{session}")
+}
+
+async fn redeem(store: &dyn Store, session: &SessionRecord, now: Millis) -> Applied {
+    let grant = stored_grant(store, session.id).await.id;
+    store
+        .redeem_grant(
+            session.id,
+            grant,
+            &token_hash(session.id),
+            now + 500,
+            now,
+            &[event(Some(session.id), "token_issued", now)],
+        )
+        .await
+        .expect("redeem")
+}
+
+/// What a session issues in a test: one credential, valid until `expires_at`.
+fn credential(session: SessionId, issued_at: Millis, expires_at: Millis) -> IssuedCredentialRecord {
+    IssuedCredentialRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        session_id: session,
+        credential_configuration_id: "config".into(),
+        format: "dc+sd-jwt".into(),
+        holder: "holder-thumbprint".into(),
+        issued_at,
+        expires_at,
+        status: Some(json!({"status_list": {"idx": 7, "uri": "https://i/statuslists/1"}})),
+    }
+}
+
+/// Completes issuance with the session's access token and one credential.
+async fn complete(
+    store: &dyn Store,
+    id: SessionId,
+    nonce: &str,
+    nonce_expires_at: Millis,
+    now: Millis,
+) -> IssuanceCommit {
+    store
+        .complete_issuance(&Issuance {
+            session: id,
+            token_hash: token_hash(id),
+            nonce_hash: nonce.to_owned(),
+            nonce_expires_at,
+            credentials: vec![credential(id, now, now + 10_000)],
+            finish: true,
+            now,
+            events: vec![event(Some(id), "credential_issued", now)],
+        })
+        .await
+        .expect("complete")
+}
+
+fn ok_attempt(at: Millis, status: u16) -> AttemptRecord {
+    AttemptRecord {
+        started_at: at,
+        duration_ms: 12,
+        status_code: Some(status),
+        error: None,
+        response: Some("ok".into()),
+    }
+}
+
+// ----- behaviours ---------------------------------------------------------------------------
+
+async fn settings_are_initialised_once(store: &dyn Store) {
+    assert_eq!(store.setting("api_key").await.expect("setting"), None);
+    let first = store.init_setting("api_key", "one").await.expect("init");
+    let second = store.init_setting("api_key", "two").await.expect("init");
+    assert_eq!((first.as_str(), second.as_str()), ("one", "one"));
+    assert_eq!(
+        store.setting("api_key").await.expect("setting").as_deref(),
+        Some("one")
+    );
+    store.ping().await.expect("ping");
+}
+
+async fn keys_are_inserted_once_and_published_when_used(store: &dyn Store) {
+    store.insert_key(&key("kid", 2)).await.expect("insert");
+    store.insert_key(&key("other", 1)).await.expect("insert");
+    let again = store.insert_key(&key("kid", 3)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+
+    let stored = store
+        .key(&KeyId::parse("kid").expect("id"))
+        .await
+        .expect("key")
+        .expect("present");
+    assert_eq!(stored.public_jwk, key("kid", 2).public_jwk);
+    assert_eq!(stored.sealed_private, vec![1, 2, 3, 0, 255]);
+    assert_eq!(stored.created_at, 2);
+    let missing = store.key(&KeyId::parse("nope").expect("id")).await;
+    assert!(missing.expect("key").is_none());
+    let ids = |keys: Vec<KeyRecord>| {
+        keys.into_iter()
+            .map(|k| k.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.keys().await.expect("keys").logged("key")),
+        ["other", "kid"]
+    );
+    assert!(
+        store
+            .published_keys()
+            .await
+            .expect("keys")
+            .logged("key")
+            .is_empty()
+    );
+
+    store
+        .create_profile(&profile("pid", "other", 5))
+        .await
+        .expect("profile");
+    assert_eq!(
+        ids(store.published_keys().await.expect("keys").logged("key")),
+        ["other"]
+    );
+    create(store, &session(10, None)).await;
+    assert_eq!(
+        ids(store.published_keys().await.expect("keys").logged("key")),
+        ["other", "kid"]
+    );
+}
+
+async fn profiles_are_created_once_versioned_and_deactivated(store: &dyn Store) {
+    for id in ["kid", "next"] {
+        store.insert_key(&key(id, 1)).await.expect("key");
+    }
+    let id = ProfileId::parse("pid").expect("id");
+    store
+        .create_profile(&profile("pid", "kid", 10))
+        .await
+        .expect("create");
+    store
+        .create_profile(&profile("second", "kid", 11))
+        .await
+        .expect("create");
+    let again = store.create_profile(&profile("pid", "kid", 12)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+
+    let definition = json!({"name": "v2"});
+    let next = KeyId::parse("next").expect("id");
+    let updated = store
+        .update_profile(&id, &definition, &next, 20)
+        .await
+        .expect("update")
+        .expect("active profile");
+    assert_eq!(
+        (
+            updated.version,
+            updated.active,
+            updated.created_at,
+            updated.updated_at
+        ),
+        (2, true, 10, 20)
+    );
+    assert_eq!(updated.definition, definition);
+    assert_eq!(updated.issuer_key_id, next);
+
+    let latest = store
+        .profile(&id, None)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!((latest.version, latest.definition), (2, definition.clone()));
+    let first = store
+        .profile(&id, Some(1))
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!((first.version, first.updated_at), (1, 10));
+    assert_eq!(first.definition, profile("pid", "kid", 10).definition);
+    assert!(store.profile(&id, Some(3)).await.expect("read").is_none());
+    let listed: Vec<(String, i64)> = store
+        .profiles()
+        .await
+        .expect("list")
+        .logged("profile")
+        .into_iter()
+        .map(|p| (p.id.to_string(), p.version))
+        .collect();
+    assert_eq!(listed, [("pid".to_owned(), 2), ("second".to_owned(), 1)]);
+    let published = store.published_keys().await.expect("keys").logged("key");
+    assert_eq!(published.len(), 2);
+
+    assert!(store.deactivate_profile(&id, 30).await.expect("deactivate"));
+    assert!(store.deactivate_profile(&id, 40).await.expect("again"));
+    let inactive = store
+        .profile(&id, None)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!((inactive.active, inactive.updated_at), (false, 30));
+    assert!(
+        store
+            .update_profile(&id, &definition, &next, 50)
+            .await
+            .expect("update")
+            .is_none()
+    );
+    let unknown = ProfileId::parse("unknown").expect("id");
+    assert!(
+        !store
+            .deactivate_profile(&unknown, 30)
+            .await
+            .expect("deactivate")
+    );
+    assert!(
+        store
+            .update_profile(&unknown, &definition, &next, 50)
+            .await
+            .expect("update")
+            .is_none()
+    );
+}
+
+async fn sessions_are_stored_with_their_webhook_and_found_by_hash(store: &dyn Store) {
+    let with_hook = session(
+        10,
+        Some(webhook(HOOK, Some(&["credential_issued", "token_issued"]))),
+    );
+    let without = session(11, None);
+    create(store, &with_hook).await;
+    create(store, &without).await;
+
+    let stored = reload(store, with_hook.id).await;
+    assert_eq!(stored.webhook, with_hook.webhook);
+    let stored_grant = stored.pre_authorized.clone().expect("its grant");
+    assert_eq!(stored_grant.tx_code, grant(&with_hook).tx_code);
+    assert_eq!(stored_grant.tx_code_mac, grant(&with_hook).tx_code_mac);
+    assert_eq!(
+        (
+            stored_grant.kind,
+            stored_grant.tx_code_failures,
+            stored_grant.created_at
+        ),
+        (GrantKind::PreAuthorizedCode, 0, 10)
+    );
+    assert_eq!(stored.template, with_hook.template);
+    assert_eq!(
+        (stored.status, stored_grant.state, stored.expires_at),
+        (SessionStatus::Active, GrantState::Unused, 1_010)
+    );
+    assert_eq!(reload(store, without.id).await.webhook, None);
+    assert!(
+        store
+            .session(SessionId::generate())
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    let by = |lookup| async move {
+        store
+            .session_by(lookup)
+            .await
+            .expect("lookup")
+            .map(|s| s.id)
+    };
+    let handle = with_hook.offer_handle_hash.clone();
+    let code = grant(&with_hook).secret_hash;
+    assert_eq!(
+        by(SessionLookup::OfferHandle(&handle)).await,
+        Some(with_hook.id)
+    );
+    assert_eq!(by(SessionLookup::Grant(&code)).await, Some(with_hook.id));
+    let token = token_hash(with_hook.id);
+    let by_token = |token: String| async move {
+        store
+            .token_session(&token)
+            .await
+            .expect("lookup")
+            .map(|(token, session)| (token.session_id, session.id))
+    };
+    assert_eq!(by_token(token.clone()).await, None);
+    assert_eq!(redeem(store, &with_hook, 20).await, Applied::Yes);
+    assert_eq!(by_token(token).await, Some((with_hook.id, with_hook.id)));
+    assert_eq!(by(SessionLookup::OfferHandle("nope")).await, None);
+    assert_eq!(by(SessionLookup::Grant("nope")).await, None);
+
+    store
+        .record_offer_resolved(
+            with_hook.id,
+            30,
+            &[event(Some(with_hook.id), "credential_offer_resolved", 30)],
+        )
+        .await
+        .expect("resolved");
+    store
+        .record_offer_resolved(with_hook.id, 40, &[])
+        .await
+        .expect("resolved again");
+    let resolved = reload(store, with_hook.id).await;
+    assert_eq!((resolved.resolved_at, resolved.updated_at), (Some(30), 40));
+}
+
+async fn sessions_are_filtered_and_paged_newest_first(store: &dyn Store) {
+    let mut all = Vec::new();
+    for (index, created_at) in [10, 20, 20, 30, 40].into_iter().enumerate() {
+        let mut s = session(created_at, None);
+        if index % 2 == 1 {
+            s.profile_id = ProfileId::parse("odd").expect("id");
+        }
+        create(store, &s).await;
+        all.push(s);
+    }
+    // Newest first; equal times by id, descending.
+    let mut expected: Vec<(Millis, String)> = all
+        .iter()
+        .map(|s| (s.created_at, s.id.to_string()))
+        .collect();
+    expected.sort();
+    expected.reverse();
+
+    let page = |filter: SessionFilter| async move {
+        store
+            .sessions(&filter)
+            .await
+            .expect("list")
+            .logged("session")
+            .into_iter()
+            .map(|s| (s.created_at, s.id.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let first = page(SessionFilter {
+        limit: 2,
+        ..SessionFilter::default()
+    })
+    .await;
+    assert_eq!(first, expected[..2]);
+    let last = first.last().expect("a page");
+    let second = page(SessionFilter {
+        limit: 10,
+        before: Some((last.0, SessionId::parse(&last.1).expect("id"))),
+        ..SessionFilter::default()
+    })
+    .await;
+    assert_eq!(second, expected[2..]);
+
+    let odd = page(SessionFilter {
+        limit: 10,
+        profile_id: Some(ProfileId::parse("odd").expect("id")),
+        ..SessionFilter::default()
+    })
+    .await;
+    assert_eq!(odd.len(), 2);
+
+    let expired = all[0].id;
+    assert!(
+        store
+            .expire_session(expired, 2_000, &[event(Some(expired), "expired", 2_000)])
+            .await
+            .expect("expire")
+    );
+    let by_status = |status| {
+        page(SessionFilter {
+            limit: 10,
+            status: Some(status),
+            ..SessionFilter::default()
+        })
+    };
+    assert_eq!(
+        by_status(SessionStatus::Expired).await,
+        [(10, expired.to_string())]
+    );
+    assert_eq!(by_status(SessionStatus::Active).await.len(), 4);
+    assert!(by_status(SessionStatus::Successful).await.is_empty());
+}
+
+async fn a_tx_code_failure_applies_only_to_the_count_it_saw(store: &dyn Store) {
+    let s = session(10, None);
+    create(store, &s).await;
+    let failure = |seen_failures, locks| TxCodeFailure {
+        seen_failures,
+        locks,
+    };
+    let grant = stored_grant(store, s.id).await.id;
+    let fail = |failure: TxCodeFailure, now| async move {
+        store
+            .record_tx_code_failure(
+                s.id,
+                grant,
+                &failure,
+                now,
+                &[event(Some(s.id), "token_request_failed", now)],
+            )
+            .await
+            .expect("record failure")
+    };
+    assert_eq!(fail(failure(0, false), 20).await, Applied::Yes);
+    assert_eq!(fail(failure(0, false), 21).await, Applied::Stale);
+    let counted = reload(store, s.id).await;
+    assert_eq!(
+        (
+            counted.pre_authorized.expect("grant").tx_code_failures,
+            counted.status,
+            counted.updated_at
+        ),
+        (1, SessionStatus::Active, 20)
+    );
+    assert_eq!(fail(failure(1, true), 30).await, Applied::Yes);
+    let locked = reload(store, s.id).await;
+    let locked_grant = locked.pre_authorized.clone().expect("grant");
+    assert_eq!(locked_grant.tx_code_failures, 2);
+    assert_eq!(locked_grant.state, GrantState::Locked);
+    assert_eq!(locked.status, SessionStatus::Unsuccessful);
+    assert_eq!(
+        locked.status_reason.as_deref(),
+        Some("tx_code_attempts_exhausted")
+    );
+    assert_eq!(locked.finished_at, Some(30));
+    assert_eq!(fail(failure(2, false), 40).await, Applied::Stale);
+    assert_eq!(redeem(store, &s, 50).await, Applied::Stale);
+    // Only applied changes wrote their events.
+    let events = store.events(Some(s.id), 0, 100).await.expect("events");
+    assert_eq!(events.len(), 3);
+}
+
+async fn a_code_is_redeemed_once(store: &dyn Store) {
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(redeem(store, &s, 900).await, Applied::Yes);
+    let redeemed = reload(store, s.id).await;
+    let redeemed_grant = redeemed.pre_authorized.clone().expect("grant");
+    assert_eq!(
+        (redeemed_grant.state, redeemed_grant.redeemed_at),
+        (GrantState::Redeemed, Some(900))
+    );
+    let (token, _) = store
+        .token_session(&token_hash(s.id))
+        .await
+        .expect("lookup")
+        .expect("the token");
+    assert_eq!(token.grant_id, redeemed_grant.id);
+    assert_eq!(
+        (
+            token.expires_at,
+            redeemed.token_issued_at,
+            redeemed.expires_at
+        ),
+        (1_400, Some(900), 1_400),
+        "the session lives at least as long as its token"
+    );
+    assert_eq!(redeem(store, &s, 901).await, Applied::Stale);
+
+    let late = session(10, None);
+    create(store, &late).await;
+    assert_eq!(
+        redeem(store, &late, 1_010).await,
+        Applied::Stale,
+        "an expired offer is not redeemed"
+    );
+    let events = store.events(Some(s.id), 0, 100).await.expect("events");
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["credential_offer_created", "token_issued"]);
+}
+
+async fn ten_concurrent_redemptions_apply_exactly_once(store: &dyn Store) {
+    let s = session(10, None);
+    create(store, &s).await;
+    let attempts = (0..10).map(|index| redeem(store, &s, 100 + index));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let applied = outcomes.iter().filter(|o| **o == Applied::Yes).count();
+    assert_eq!(applied, 1, "{outcomes:?}");
+    let events = store.events(Some(s.id), 0, 100).await.expect("events");
+    assert_eq!(events.len(), 2, "one token_issued event");
+}
+
+async fn issuance_completes_once_and_a_nonce_is_used_once(store: &dyn Store) {
+    let complete = |id: SessionId, nonce: &'static str, now: Millis| async move {
+        complete(store, id, nonce, now + 300, now).await
+    };
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(
+        complete(s.id, "n1", 20).await,
+        IssuanceCommit::SessionNotActive,
+        "no token yet"
+    );
+    assert_eq!(redeem(store, &s, 30).await, Applied::Yes);
+    assert_eq!(complete(s.id, "n1", 40).await, IssuanceCommit::Issued);
+    let done = reload(store, s.id).await;
+    assert_eq!(
+        (done.status, done.finished_at),
+        (SessionStatus::Successful, Some(40))
+    );
+    assert_eq!(
+        complete(s.id, "n2", 50).await,
+        IssuanceCommit::SessionNotActive
+    );
+
+    let other = session(10, None);
+    create(store, &other).await;
+    assert_eq!(redeem(store, &other, 30).await, Applied::Yes);
+    assert_eq!(
+        complete(other.id, "n1", 60).await,
+        IssuanceCommit::NonceAlreadyUsed
+    );
+    assert_eq!(reload(store, other.id).await.status, SessionStatus::Active);
+    assert_eq!(
+        complete(other.id, "n3", 530).await,
+        IssuanceCommit::SessionNotActive,
+        "the token has expired"
+    );
+    let events = store.events(Some(other.id), 0, 100).await.expect("events");
+    assert_eq!(events.len(), 2, "no event for a commit that did not happen");
+}
+
+async fn issued_credentials_are_recorded_and_outlive_their_session_until_they_expire(
+    store: &dyn Store,
+) {
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(redeem(store, &s, 20).await, Applied::Yes);
+    let issue = |nonce: &str, now: Millis, finish: bool| {
+        let issuance = Issuance {
+            session: s.id,
+            token_hash: token_hash(s.id),
+            nonce_hash: nonce.to_owned(),
+            nonce_expires_at: 400,
+            credentials: vec![credential(s.id, now, 5_000)],
+            finish,
+            now,
+            events: vec![event(Some(s.id), "credential_issued", now)],
+        };
+        async move { store.complete_issuance(&issuance).await.expect("complete") }
+    };
+    // A credential that does not finish the session leaves it ACTIVE for the next one.
+    assert_eq!(issue("n1", 30, false).await, IssuanceCommit::Issued);
+    assert_eq!(reload(store, s.id).await.status, SessionStatus::Active);
+    assert_eq!(issue("n2", 40, true).await, IssuanceCommit::Issued);
+    let finished = reload(store, s.id).await;
+    assert_eq!(
+        (finished.status, finished.finished_at),
+        (SessionStatus::Successful, Some(40))
+    );
+    let issued = store.issued_credentials(s.id).await.expect("records");
+    assert_eq!(issued.len(), 2);
+    assert_eq!(
+        issued
+            .iter()
+            .map(|record| record.issued_at)
+            .collect::<Vec<_>>(),
+        [30, 40]
+    );
+    assert_eq!(issued[0].status, credential(s.id, 0, 0).status);
+    assert_eq!(
+        (
+            issued[1].format.as_str(),
+            issued[1].holder.as_str(),
+            issued[1].expires_at
+        ),
+        ("dc+sd-jwt", "holder-thumbprint", 5_000)
+    );
+    // The session is purged; the records stay while the credentials are valid.
+    assert_eq!(store.purge(100, 100).await.expect("purge"), 1);
+    assert!(store.session(s.id).await.expect("read").is_none());
+    assert_eq!(
+        store.issued_credentials(s.id).await.expect("records").len(),
+        2
+    );
+    store.purge(5_001, 5_001).await.expect("purge");
+    assert!(
+        store
+            .issued_credentials(s.id)
+            .await
+            .expect("records")
+            .is_empty()
+    );
+}
+
+async fn sessions_expire_once_when_due(store: &dyn Store) {
+    let due = session(10, None);
+    let later = session(500, None);
+    create(store, &due).await;
+    create(store, &later).await;
+    let ids = store.sessions_due_for_expiry(1_010, 10).await.expect("due");
+    assert_eq!(ids, [due.id]);
+    let expire = |id: SessionId, now: Millis| async move {
+        store
+            .expire_session(id, now, &[event(Some(id), "credential_offer_expired", now)])
+            .await
+            .expect("expire")
+    };
+    assert!(!expire(later.id, 1_010).await, "not due yet");
+    assert!(expire(due.id, 1_010).await);
+    assert!(!expire(due.id, 1_020).await, "already expired");
+    let expired = reload(store, due.id).await;
+    assert_eq!(expired.status, SessionStatus::Expired);
+    assert_eq!(expired.status_reason.as_deref(), Some("expired"));
+    assert_eq!(expired.finished_at, Some(1_010));
+    assert!(
+        store
+            .sessions_due_for_expiry(1_010, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .events(Some(due.id), 0, 10)
+            .await
+            .expect("events")
+            .len(),
+        2
+    );
+}
+
+async fn purge_removes_finished_sessions_with_everything_they_own(store: &dyn Store) {
+    let old = session(10, Some(webhook(HOOK, None)));
+    let recent = session(10, Some(webhook(HOOK, None)));
+    let active = session(10, Some(webhook(HOOK, None)));
+    for s in [&old, &recent, &active] {
+        create(store, s).await;
+        assert_eq!(redeem(store, s, 20).await, Applied::Yes);
+    }
+    let complete =
+        |id, nonce: &'static str, now| async move { complete(store, id, nonce, 100, now).await };
+    assert_eq!(complete(old.id, "nonce", 30).await, IssuanceCommit::Issued);
+    assert_eq!(
+        complete(recent.id, "fresh", 60).await,
+        IssuanceCommit::Issued
+    );
+    let due = store
+        .claim_deliveries(70, 1_000, 100, 100)
+        .await
+        .expect("claim");
+    let ours = due
+        .iter()
+        .find(|d| d.event.session_id == Some(old.id))
+        .expect("a delivery");
+    store
+        .record_attempt(ours.id, &ok_attempt(70, 200), AttemptOutcome::Delivered, 71)
+        .await
+        .expect("record");
+
+    let removed = store.purge(50, 150).await.expect("purge");
+    assert_eq!(removed, 1);
+    assert!(store.session(old.id).await.expect("read").is_none());
+    assert!(
+        store
+            .events(Some(old.id), 0, 10)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+    assert!(
+        store
+            .session_deliveries(old.id)
+            .await
+            .expect("deliveries")
+            .is_empty()
+    );
+    assert!(store.session(recent.id).await.expect("read").is_some());
+    assert_eq!(
+        store
+            .events(Some(recent.id), 0, 10)
+            .await
+            .expect("events")
+            .len(),
+        3
+    );
+    assert!(store.session(active.id).await.expect("read").is_some());
+    // The expired nonce is gone, so it no longer counts as used.
+    assert_eq!(
+        complete(active.id, "nonce", 90).await,
+        IssuanceCommit::Issued
+    );
+}
+
+async fn events_are_listed_in_order_after_a_sequence(store: &dyn Store) {
+    let a = session(10, None);
+    let b = session(11, None);
+    create(store, &a).await;
+    create(store, &b).await;
+    store
+        .append_events(&[
+            event(Some(a.id), "one", 20),
+            event(None, "issuer_wide", 21),
+            event(Some(b.id), "two", 22),
+            event(Some(a.id), "three", 23),
+        ])
+        .await
+        .expect("append");
+    let all = store.events(None, 0, 100).await.expect("events");
+    let types: Vec<&str> = all.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "credential_offer_created",
+            "credential_offer_created",
+            "one",
+            "issuer_wide",
+            "two",
+            "three"
+        ]
+    );
+    assert!(all.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+    assert_eq!(all[3].session_id, None);
+    assert_eq!(all[3].data, json!({"type": "issuer_wide", "at": 21}));
+
+    let page = store.events(None, all[1].seq, 2).await.expect("events");
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[2].seq, all[3].seq]
+    );
+    let of_a = store
+        .events(Some(a.id), all[0].seq, 10)
+        .await
+        .expect("events");
+    let types: Vec<&str> = of_a.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["one", "three"]);
+    assert!(
+        store
+            .events(None, all[5].seq, 10)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+}
+
+async fn deliveries_are_written_per_event_the_webhook_wants(store: &dyn Store) {
+    let all = session(10, Some(webhook(HOOK, None)));
+    let picky = session(10, Some(webhook(OTHER_HOOK, Some(&["credential_issued"]))));
+    let silent = session(10, None);
+    for s in [&all, &picky, &silent] {
+        create(store, s).await;
+        store
+            .append_events(&[
+                event(Some(s.id), "token_issued", 20),
+                event(Some(s.id), "credential_issued", 30),
+            ])
+            .await
+            .expect("append");
+    }
+    store
+        .append_events(&[event(None, "issuer_wide", 40)])
+        .await
+        .expect("append");
+
+    let deliveries = store.session_deliveries(all.id).await.expect("deliveries");
+    assert_eq!(deliveries.len(), 3);
+    let events = store.events(Some(all.id), 0, 10).await.expect("events");
+    for (delivery, event) in deliveries.iter().zip(&events) {
+        assert_eq!(delivery.event_seq, event.seq);
+        assert_eq!(
+            (delivery.url.as_str(), delivery.status.as_str()),
+            (HOOK, "PENDING")
+        );
+        assert_eq!(delivery.next_attempt_at, Some(event.timestamp));
+        assert!(delivery.attempts.is_empty());
+    }
+    let picked = store
+        .session_deliveries(picky.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(picked.len(), 1);
+    let issued = store.events(Some(picky.id), 0, 10).await.expect("events");
+    assert_eq!(picked[0].event_seq, issued[2].seq);
+    assert!(
+        store
+            .session_deliveries(silent.id)
+            .await
+            .expect("deliveries")
+            .is_empty()
+    );
+    let due = store
+        .claim_deliveries(100, 1_000, 100, 100)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 4);
+    assert!(due.windows(2).all(|pair| {
+        (pair[0].event.timestamp, pair[0].id) <= (pair[1].event.timestamp, pair[1].id)
+    }));
+    let first = &due[0];
+    assert_eq!((first.attempt, first.retry_step), (1, 0));
+    assert_eq!(first.webhook, webhook(HOOK, None));
+    assert_eq!(first.event.event_type, "credential_offer_created");
+}
+
+async fn a_claim_respects_the_per_url_limit_and_leases(store: &dyn Store) {
+    for url in [HOOK, OTHER_HOOK] {
+        let s = session(10, Some(webhook(url, None)));
+        create(store, &s).await;
+        let more: Vec<NewEvent> = (0..9).map(|i| event(Some(s.id), "more", 11 + i)).collect();
+        store.append_events(&more).await.expect("events");
+    }
+    assert!(
+        store
+            .claim_deliveries(5, 1_000, 100, 4)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "nothing is due before its time"
+    );
+    assert!(
+        store
+            .claim_deliveries(100, 1_000, 0, 4)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let per_url = |claimed: &[vellum::store::DueDelivery], url: &str| {
+        claimed.iter().filter(|due| due.webhook.url == url).count()
+    };
+    let first = store
+        .claim_deliveries(100, 1_000, 6, 4)
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 6, "the overall limit");
+    assert!(per_url(&first, HOOK) <= 4 && per_url(&first, OTHER_HOOK) <= 4);
+    let second = store
+        .claim_deliveries(101, 1_000, 100, 4)
+        .await
+        .expect("claim");
+    assert_eq!(per_url(&first, HOOK) + per_url(&second, HOOK), 4);
+    assert_eq!(
+        per_url(&first, OTHER_HOOK) + per_url(&second, OTHER_HOOK),
+        4
+    );
+    assert!(
+        store
+            .claim_deliveries(102, 1_000, 100, 4)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // Finishing one makes room for one more to that URL, in the same write.
+    let done = &first[0];
+    let next = store
+        .record_and_claim(
+            vec![FinishedAttempt {
+                delivery: done.id,
+                record: ok_attempt(103, 200),
+                outcome: AttemptOutcome::Delivered,
+                at: 104,
+            }],
+            105,
+            1_000,
+            100,
+            4,
+        )
+        .await
+        .expect("record and claim");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].webhook.url, done.webhook.url);
+
+    // Leases end at their time: everything still pending is due again (and still counted once).
+    let again = store
+        .claim_deliveries(1_000, 2_000, 100, 4)
+        .await
+        .expect("claim");
+    assert_eq!(per_url(&again, HOOK), 4);
+    assert_eq!(per_url(&again, OTHER_HOOK), 4);
+    assert!(again.iter().all(|due| due.id != done.id));
+}
+
+async fn concurrent_claims_never_exceed_the_per_url_limit(store: &dyn Store) {
+    for url in [HOOK, OTHER_HOOK] {
+        let s = session(10, Some(webhook(url, None)));
+        create(store, &s).await;
+        let more: Vec<NewEvent> = (0..19).map(|i| event(Some(s.id), "more", 11 + i)).collect();
+        store.append_events(&more).await.expect("events");
+    }
+    let claims = (0..6).map(|_| store.claim_deliveries(100, 1_000, 100, 3));
+    let claimed: Vec<_> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .flat_map(|claim| claim.expect("claim"))
+        .collect();
+    for url in [HOOK, OTHER_HOOK] {
+        let leased = claimed.iter().filter(|due| due.webhook.url == url).count();
+        assert_eq!(leased, 3, "{url}");
+    }
+    let mut ids: Vec<i64> = claimed.iter().map(|due| due.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed.len(), "no delivery leased twice");
+}
+
+async fn attempts_are_recorded_with_their_consequence(store: &dyn Store) {
+    let s = session(10, Some(webhook(HOOK, None)));
+    create(store, &s).await;
+    store
+        .append_events(&[event(Some(s.id), "two", 11), event(Some(s.id), "three", 12)])
+        .await
+        .expect("append");
+    let due = store
+        .claim_deliveries(20, 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 3);
+    let failed = AttemptRecord {
+        started_at: 21,
+        duration_ms: 5_000,
+        status_code: None,
+        error: Some("timed out".into()),
+        response: None,
+    };
+    store
+        .record_and_claim(
+            vec![
+                FinishedAttempt {
+                    delivery: due[0].id,
+                    record: ok_attempt(21, 204),
+                    outcome: AttemptOutcome::Delivered,
+                    at: 22,
+                },
+                FinishedAttempt {
+                    delivery: due[1].id,
+                    record: failed.clone(),
+                    outcome: AttemptOutcome::RetryAt(500),
+                    at: 23,
+                },
+                FinishedAttempt {
+                    delivery: due[2].id,
+                    record: ok_attempt(21, 500),
+                    outcome: AttemptOutcome::Failed,
+                    at: 24,
+                },
+            ],
+            25,
+            1_000,
+            10,
+            10,
+        )
+        .await
+        .expect("record");
+    let deliveries = store.session_deliveries(s.id).await.expect("deliveries");
+    let summary: Vec<(&str, Option<Millis>, usize)> = deliveries
+        .iter()
+        .map(|d| (d.status.as_str(), d.next_attempt_at, d.attempts.len()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("DELIVERED", None, 1),
+            ("PENDING", Some(500), 1),
+            ("FAILED", None, 1)
+        ]
+    );
+    assert_eq!(deliveries[0].attempts[0], ok_attempt(21, 204));
+    assert_eq!(deliveries[1].attempts[0], failed);
+
+    assert!(
+        store
+            .claim_deliveries(499, 1_000, 10, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the retry waits for its time"
+    );
+    let retry = store
+        .claim_deliveries(500, 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        (retry[0].id, retry[0].attempt, retry[0].retry_step),
+        (due[1].id, 2, 1)
+    );
+    store
+        .record_attempt(
+            retry[0].id,
+            &ok_attempt(501, 200),
+            AttemptOutcome::Delivered,
+            502,
+        )
+        .await
+        .expect("record");
+    let deliveries = store.session_deliveries(s.id).await.expect("deliveries");
+    assert_eq!(deliveries[1].status, DeliveryStatus::Delivered);
+    assert_eq!(deliveries[1].attempts.len(), 2);
+    assert_eq!(deliveries[1].attempts[1], ok_attempt(501, 200));
+}
+
+async fn gone_stops_every_pending_delivery_to_the_url(store: &dyn Store) {
+    let first = session(10, Some(webhook(HOOK, None)));
+    let second = session(10, Some(webhook(HOOK, None)));
+    let elsewhere = session(10, Some(webhook(OTHER_HOOK, None)));
+    for s in [&first, &second, &elsewhere] {
+        create(store, s).await;
+    }
+    let due = store
+        .claim_deliveries(20, 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 3);
+    let to = |id: SessionId| {
+        due.iter()
+            .find(|d| d.event.session_id == Some(id))
+            .expect("due")
+    };
+    let retried_in_flight = to(second.id).id;
+    store
+        .record_attempt(
+            to(first.id).id,
+            &ok_attempt(21, 410),
+            AttemptOutcome::Gone,
+            22,
+        )
+        .await
+        .expect("record gone");
+    // An attempt to the same URL that was in flight meanwhile does not come back.
+    store
+        .record_attempt(
+            retried_in_flight,
+            &ok_attempt(21, 503),
+            AttemptOutcome::RetryAt(100),
+            23,
+        )
+        .await
+        .expect("record retry");
+    for id in [first.id, second.id] {
+        let deliveries = store.session_deliveries(id).await.expect("deliveries");
+        assert_eq!(deliveries[0].status, DeliveryStatus::Gone, "{id}");
+    }
+    let other = store
+        .session_deliveries(elsewhere.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(other[0].status, DeliveryStatus::Pending);
+
+    // New events for that URL are written as GONE; other URLs are unaffected.
+    store
+        .append_events(&[
+            event(Some(first.id), "later", 30),
+            event(Some(elsewhere.id), "later", 30),
+        ])
+        .await
+        .expect("append");
+    let deliveries = store
+        .session_deliveries(first.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(deliveries[1].status, DeliveryStatus::Gone);
+    let claimed = store
+        .claim_deliveries(1_000, 2_000, 10, 10)
+        .await
+        .expect("claim");
+    assert!(claimed.iter().all(|due| due.webhook.url == OTHER_HOOK));
+    assert_eq!(claimed.len(), 2);
+}
+
+async fn redeliver_reschedules_failed_and_gone_deliveries(store: &dyn Store) {
+    let s = session(10, Some(webhook(HOOK, None)));
+    create(store, &s).await;
+    store
+        .append_events(&[event(Some(s.id), "two", 11), event(Some(s.id), "three", 12)])
+        .await
+        .expect("append");
+    let due = store
+        .claim_deliveries(20, 1_000, 10, 10)
+        .await
+        .expect("claim");
+    let outcomes = [
+        AttemptOutcome::Delivered,
+        AttemptOutcome::Failed,
+        AttemptOutcome::Gone,
+    ];
+    for (delivery, outcome) in due.iter().zip(outcomes) {
+        store
+            .record_attempt(delivery.id, &ok_attempt(21, 500), outcome, 22)
+            .await
+            .expect("record");
+    }
+    assert_eq!(
+        store.redeliver(s.id, None, 30).await.expect("redeliver"),
+        2,
+        "the FAILED and the GONE one"
+    );
+    let deliveries = store.session_deliveries(s.id).await.expect("deliveries");
+    let statuses: Vec<(&str, Option<Millis>)> = deliveries
+        .iter()
+        .map(|d| (d.status.as_str(), d.next_attempt_at))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("DELIVERED", None),
+            ("PENDING", Some(30)),
+            ("PENDING", Some(30))
+        ]
+    );
+    // The URL is no longer gone: new events are delivered to it again.
+    let later = session(40, Some(webhook(HOOK, None)));
+    create(store, &later).await;
+    let deliveries = store
+        .session_deliveries(later.id)
+        .await
+        .expect("deliveries");
+    assert_eq!(deliveries[0].status, DeliveryStatus::Pending);
+
+    // One event's deliveries, whatever their state, but never one in flight.
+    let events = store.events(Some(s.id), 0, 10).await.expect("events");
+    assert_eq!(
+        store
+            .redeliver(s.id, Some(&events[0].id), 50)
+            .await
+            .expect("redeliver"),
+        1
+    );
+    let deliveries = store.session_deliveries(s.id).await.expect("deliveries");
+    assert_eq!(
+        (deliveries[0].status.as_str(), deliveries[0].attempts.len()),
+        ("PENDING", 1)
+    );
+    let claimed = store
+        .claim_deliveries(60, 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert!(claimed.iter().any(|d| d.id == deliveries[0].id));
+    let retried = claimed
+        .iter()
+        .find(|d| d.id == deliveries[1].id)
+        .expect("claimed");
+    assert_eq!((retried.attempt, retried.retry_step), (2, 0));
+    assert_eq!(
+        store
+            .redeliver(s.id, Some(&events[0].id), 70)
+            .await
+            .expect("redeliver"),
+        0,
+        "in flight"
+    );
+    assert_eq!(
+        store
+            .redeliver(s.id, Some("no-such-event"), 70)
+            .await
+            .expect("redeliver"),
+        0
+    );
+}
+
+async fn watch_events_advances_after_a_commit_with_events(store: &dyn Store) {
+    let mut watch = store.watch_events();
+    let start = *watch.borrow_and_update();
+    let s = session(10, None);
+    create(store, &s).await;
+    store
+        .append_events(&[event(Some(s.id), "more", 20)])
+        .await
+        .expect("append");
+    let newest = store.events(None, 0, 100).await.expect("events");
+    let newest = newest.last().expect("an event").seq;
+    assert!(newest > start);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while *watch.borrow_and_update() < newest {
+            watch.changed().await.expect("store alive");
+        }
+    })
+    .await
+    .expect("the watch reaches the newest event");
+    assert_eq!(*watch.borrow(), newest);
+    // A commit without events announces nothing new.
+    store.init_setting("quiet", "1").await.expect("setting");
+    assert_eq!(*store.watch_events().borrow(), newest);
+}
+
+/// PostgreSQL only: a commit by one instance reaches another's `watch_events` (LISTEN/NOTIFY,
+/// or the poll behind it).
+#[tokio::test]
+async fn postgres_instances_announce_each_others_events() {
+    if !crate::support::database::postgres_or_skip().await {
+        return;
+    }
+    let database = TestDatabase::create().await;
+    let writer = PostgresStore::open(&database.url, Default::default())
+        .await
+        .expect("open");
+    let follower = PostgresStore::open(&database.url, Default::default())
+        .await
+        .expect("open");
+    let mut watch = follower.watch_events();
+    let s = session(10, None);
+    create(&writer, &s).await;
+    let newest = writer.events(None, 0, 10).await.expect("events")[0].seq;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while *watch.borrow_and_update() < newest {
+            watch.changed().await.expect("store alive");
+        }
+    })
+    .await
+    .expect("the other instance hears of the commit");
+}

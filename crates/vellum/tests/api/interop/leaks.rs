@@ -1,0 +1,280 @@
+//! The secrets scan: after complete flows with a third-party wallet (which also sends the tx
+//! code as `user_pin`) and a hand-driven one with the usual mistakes, no event, webhook body,
+//! management listing or line of the real binary's log (at trace level) holds a pre-authorized
+//! code, an offer handle, a tx code, an access token, a nonce, the API key, the master key, a
+//! webhook's bearer token or signing secret, a stream token, or a private key member.
+
+use base64::Engine;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use vellum_formats::jose::{self, Algorithm, SigningKey};
+
+use crate::support::database::TestDir;
+use crate::support::interop::wallet_redeems;
+use crate::support::process;
+use crate::support::wallet::PRE_AUTHORIZED_GRANT;
+use crate::support::webhooks::Receiver;
+use crate::support::{API_KEY, MASTER_KEY};
+use crate::support::{free_port, profile_body, signed};
+
+struct Issuer {
+    client: Client,
+    url: String,
+}
+
+impl Issuer {
+    async fn api(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(API_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON");
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn token(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/token", self.url))
+            .form(form)
+            .send()
+            .await
+            .expect("POST /token");
+        (response.status(), response.json().await.expect("JSON"))
+    }
+
+    /// The offer object and its handle (empty for an offer by value).
+    async fn offer(&self, created: &Value) -> (Value, String) {
+        let uri = created["credentialOffer"]
+            .as_str()
+            .expect("credentialOffer");
+        let query = uri
+            .strip_prefix("openid-credential-offer://?")
+            .expect("scheme");
+        let (name, value) = url::form_urlencoded::parse(query.as_bytes())
+            .next()
+            .expect("parameter");
+        if name == "credential_offer" {
+            return (serde_json::from_str(&value).expect("offer"), String::new());
+        }
+        let handle = value.rsplit('/').next().expect("handle").to_owned();
+        let offer = self
+            .client
+            .get(value.as_ref())
+            .send()
+            .await
+            .expect("GET offer")
+            .json()
+            .await
+            .expect("offer");
+        (offer, handle)
+    }
+}
+
+fn code(offer: &Value) -> String {
+    offer["grants"][PRE_AUTHORIZED_GRANT]["pre-authorized_code"]
+        .as_str()
+        .expect("code")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn no_secret_reaches_an_event_a_webhook_a_listing_or_the_log() {
+    let receiver = Receiver::start(Vec::new()).await;
+    let dir = TestDir::new().await;
+    let server = process::start(
+        &dir,
+        free_port(),
+        &[
+            ("VELLUM_LOG", "trace".into()),
+            (
+                "VELLUM_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS",
+                "[\"127.0.0.1/32\"]".into(),
+            ),
+        ],
+    )
+    .await;
+    let issuer = Issuer {
+        client: server.client(),
+        url: server.url.clone(),
+    };
+    let bearer = "Webhook-Bearer-Token-7c1e5".to_owned();
+    let signing_key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let webhook_secret = format!("whsec_{signing_key}");
+    let mut secrets = vec![
+        API_KEY.to_owned(),
+        MASTER_KEY.to_owned(),
+        bearer.clone(),
+        webhook_secret.clone(),
+        signing_key,
+    ];
+    let mut profile = profile_body(json!({"notifications": {"webhook": {
+        "url": receiver.url, "bearerToken": bearer, "secret": webhook_secret}}}));
+    profile["id"] = json!("scanned");
+    issuer
+        .api(Method::POST, "/api/v1/profiles", Some(profile))
+        .await;
+
+    // The third-party wallet, by reference and by value, each with a tx code.
+    for (value_mode, parameter) in [
+        ("BY_REFERENCE", "credential_offer_uri"),
+        ("BY_VALUE", "credential_offer"),
+    ] {
+        let created = issuer
+            .api(
+                Method::POST,
+                "/api/v1/offers",
+                Some(json!({"profileId": "scanned", "txCode": {}, "valueMode": value_mode})),
+            )
+            .await;
+        let (offer, handle) = issuer.offer(&created).await;
+        secrets.extend([code(&offer), handle]);
+        secrets.push(created["txCodeValue"].as_str().expect("tx code").to_owned());
+        wallet_redeems(&created, parameter).await;
+    }
+
+    // By hand, with a wallet's mistakes: the tx code only as user_pin, then a wrong one.
+    let created = issuer
+        .api(
+            Method::POST,
+            "/api/v1/offers",
+            Some(json!({"profileId": "scanned", "txCode": {"input_mode": "text", "length": 12}})),
+        )
+        .await;
+    let tx_code = created["txCodeValue"].as_str().expect("tx code").to_owned();
+    let (offer, handle) = issuer.offer(&created).await;
+    let code = code(&offer);
+    let wrong = "Wrong-Tx-9Q";
+    for (form, expected) in [
+        (
+            vec![("user_pin", tx_code.as_str())],
+            StatusCode::BAD_REQUEST,
+        ),
+        (vec![("tx_code", wrong)], StatusCode::BAD_REQUEST),
+        (
+            vec![
+                ("tx_code", tx_code.as_str()),
+                ("user_pin", tx_code.as_str()),
+            ],
+            StatusCode::OK,
+        ),
+    ] {
+        let mut full = vec![
+            ("grant_type", PRE_AUTHORIZED_GRANT),
+            ("pre-authorized_code", code.as_str()),
+        ];
+        full.extend(form);
+        let (status, body) = issuer.token(&full).await;
+        assert_eq!(status, expected, "{body}");
+        if status == StatusCode::OK {
+            secrets.push(body["access_token"].as_str().expect("token").to_owned());
+        }
+    }
+    let token = secrets.last().expect("token").clone();
+    let nonce: Value = issuer
+        .client
+        .post(format!("{}/nonce", issuer.url))
+        .send()
+        .await
+        .expect("nonce")
+        .json()
+        .await
+        .expect("JSON");
+    let nonce = nonce["c_nonce"].as_str().expect("c_nonce").to_owned();
+    let holder = SigningKey::generate(Algorithm::ES256);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let proof = signed(
+        json!({"typ": "openid4vci-proof+jwt", "jwk": holder.public_jwk().to_value()}),
+        &json!({"aud": issuer.url, "iat": now, "nonce": nonce}),
+        &holder,
+    );
+    let response = issuer
+        .client
+        .post(format!("{}/credential", issuer.url))
+        .bearer_auth(&token)
+        .json(
+            &json!({"credential_configuration_id": "identity_credential",
+                      "proofs": {"jwt": [proof.clone()]}}),
+        )
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(response.status(), StatusCode::OK);
+    secrets.extend([tx_code, wrong.to_owned(), handle, code, nonce, proof]);
+    secrets.push(jose::b64(
+        holder
+            .private_jwk()
+            .d
+            .as_deref()
+            .expect("private")
+            .as_bytes(),
+    ));
+    let stream = issuer
+        .api(Method::POST, "/api/v1/events/tokens", Some(json!({})))
+        .await;
+    secrets.push(stream["token"].as_str().expect("stream token").to_owned());
+
+    // Every event reaches the webhook; then everything an operator or receiver can see.
+    let events = issuer
+        .api(Method::GET, "/api/v1/events?limit=1000", None)
+        .await;
+    let count = events["items"].as_array().expect("items").len();
+    assert!(count >= 15, "{events}");
+    let received = receiver.wait_for(count).await;
+    let mut seen = vec![("events".to_owned(), events.to_string())];
+    let sessions = issuer.api(Method::GET, "/api/v1/sessions", None).await;
+    for session in sessions["items"].as_array().expect("items") {
+        let id = session["id"].as_str().expect("id");
+        let listed = issuer
+            .api(Method::GET, &format!("/api/v1/sessions/{id}/events"), None)
+            .await;
+        seen.push((format!("session {id}"), listed.to_string()));
+    }
+    seen.push(("sessions".into(), sessions.to_string()));
+    for path in ["/api/v1/profiles", "/api/v1/keys"] {
+        let listed = issuer.api(Method::GET, path, None).await;
+        seen.push((path.into(), listed.to_string()));
+    }
+    for delivery in received {
+        seen.push((
+            "webhook body".into(),
+            String::from_utf8_lossy(&delivery.raw).into_owned(),
+        ));
+    }
+    let log = std::fs::read_to_string(&server.log).expect("log");
+    assert!(
+        log.contains("request"),
+        "the log holds the debug lines:\n{log}"
+    );
+    seen.push(("log".into(), log));
+
+    // An offer by value has no handle.
+    secrets.retain(|secret| !secret.is_empty());
+    for (what, text) in &seen {
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} holds the secret {secret}:\n{text}"
+            );
+        }
+        assert!(
+            !has_private_member(text),
+            "{what} holds a private key member:\n{text}"
+        );
+    }
+}
+
+/// Whether `text` has a JSON member named `d` (a private JWK's scalar).
+fn has_private_member(text: &str) -> bool {
+    text.match_indices("\"d\"")
+        .any(|(at, found)| text[at + found.len()..].trim_start().starts_with(':'))
+}
