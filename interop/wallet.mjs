@@ -10,6 +10,11 @@
 //
 //   node interop/wallet.mjs <offer-uri> [tx-code]
 //
+// With VELLUM_WALLET_DPOP=1 the wallet proves a DPoP key of its own (RFC 9449, another key than
+// the holder key) at the token endpoint, answering use_dpop_nonce as the library does, and
+// presents the DPoP-bound token with a proof at the credential endpoint; it fails unless the
+// token it got is of type DPoP.
+//
 // Prints one JSON object on stdout: {credential, holderJwk, verified: true, claims}; for an mdoc,
 // claims is {namespace: {element: value}} as @auth0/mdl decoded it (dates as strings, byte strings
 // base64url) and docType names the document type.
@@ -77,6 +82,11 @@ function wellKnown(issuer, name) {
 const holder = await generateKeyPair('ES256', { extractable: true })
 const holderJwk = await exportJWK(holder.publicKey)
 
+// The DPoP key, when the wallet uses DPoP.
+const dpopKey = process.env.VELLUM_WALLET_DPOP === '1' ? await generateKeyPair('ES256', { extractable: true }) : undefined
+const dpopJwk = dpopKey ? await exportJWK(dpopKey.publicKey) : undefined
+const dpopSigner = dpopJwk ? { method: 'jwk', alg: 'ES256', publicJwk: dpopJwk } : undefined
+
 const callbacks = {
   fetch: timedFetch,
   hash: (data, alg) => {
@@ -87,11 +97,12 @@ const callbacks = {
   generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
   signJwt: async (signer, { header, payload }) => {
     const key = signer.publicJwk ?? {}
-    if (signer.method !== 'jwk' || key.x !== holderJwk.x || key.y !== holderJwk.y || key.crv !== holderJwk.crv) {
-      throw new Error(`the wallet only signs with its holder key (asked for ${signer.method})`)
+    const pair = signer.method !== 'jwk' ? undefined : sameKey(key, holderJwk) ? holder : dpopJwk && sameKey(key, dpopJwk) ? dpopKey : undefined
+    if (!pair) {
+      throw new Error(`the wallet only signs with its holder and DPoP keys (asked for ${signer.method})`)
     }
-    const jwt = await new SignJWT(payload).setProtectedHeader({ ...header, alg: signer.alg }).sign(holder.privateKey)
-    return { jwt, signerJwk: holderJwk }
+    const jwt = await new SignJWT(payload).setProtectedHeader({ ...header, alg: signer.alg }).sign(pair.privateKey)
+    return { jwt, signerJwk: key }
   },
   verifyJwt: async (signer, { compact }) => {
     const publicJwk = signer.publicJwk
@@ -115,11 +126,15 @@ async function redeem() {
     throw new Error(`the wallet read the issuer metadata as ${issuerMetadata.originalDraftVersion}, not OID4VCI 1.0`)
   }
 
-  const { accessTokenResponse } = await client.retrievePreAuthorizedCodeAccessTokenFromOffer({
+  const { accessTokenResponse, dpop } = await client.retrievePreAuthorizedCodeAccessTokenFromOffer({
     credentialOffer,
     issuerMetadata,
     txCode,
+    dpop: dpopSigner ? { signer: dpopSigner } : undefined,
   })
+  if (dpopSigner && accessTokenResponse.token_type !== 'DPoP') {
+    throw new Error(`asked for a DPoP-bound token, got token_type ${accessTokenResponse.token_type}`)
+  }
 
   const credentialConfigurationId = credentialOffer.credential_configuration_ids[0]
   const configuration = issuerMetadata.credentialIssuer.credential_configurations_supported[credentialConfigurationId]
@@ -137,6 +152,7 @@ async function redeem() {
     accessToken: accessTokenResponse.access_token,
     credentialConfigurationId,
     proofs: { jwt: [proof] },
+    dpop: dpop ? { ...dpop, signer: dpopSigner } : undefined,
   })
   const credentials = credentialResponse.credentials ?? []
   if (credentials.length !== 1 || typeof credentials[0].credential !== 'string') {

@@ -31,6 +31,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub offers: OffersConfig,
     pub protocol: ProtocolConfig,
+    pub dpop: DpopConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
@@ -109,6 +110,31 @@ pub struct ProtocolConfig {
     pub proof_max_age_seconds: u32,
     pub proof_max_future_seconds: u32,
     pub max_tx_code_attempts: u32,
+}
+
+/// DPoP (RFC 9449): sender-constrained access tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopConfig {
+    /// Every token request must carry a DPoP proof (HAIP); otherwise a wallet that sends none
+    /// gets a Bearer token.
+    pub required: bool,
+    /// Proofs must carry a server nonce (`DPoP-Nonce`).
+    pub require_nonce: bool,
+    pub nonce_ttl_seconds: u32,
+    pub proof_max_age_seconds: u32,
+    pub proof_max_future_seconds: u32,
+    pub signing_alg_values_supported: Vec<String>,
+}
+
+impl DpopConfig {
+    /// The accepted proof algorithms, parsed; validated at start so this cannot fail later.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.signing_alg_values_supported
+            .iter()
+            .filter_map(|name| Algorithm::parse(name).ok())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -500,9 +526,28 @@ impl Config {
                 "protocol.max_tx_code_attempts",
                 self.protocol.max_tx_code_attempts,
             ),
+            ("dpop.nonce_ttl_seconds", self.dpop.nonce_ttl_seconds),
+            (
+                "dpop.proof_max_age_seconds",
+                self.dpop.proof_max_age_seconds,
+            ),
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");
+            }
+        }
+        if self.dpop.signing_alg_values_supported.is_empty() {
+            return fail(
+                "dpop.signing_alg_values_supported",
+                "must name an algorithm",
+            );
+        }
+        for name in &self.dpop.signing_alg_values_supported {
+            if Algorithm::parse(name).is_err() {
+                return fail(
+                    "dpop.signing_alg_values_supported",
+                    &format!("{name:?} is not one of ES256, ES384, EdDSA"),
+                );
             }
         }
         let notifications = &self.notifications;

@@ -112,6 +112,12 @@ pub enum OAuthError {
     InvalidGrant(String),
     #[error("{0}")]
     UnsupportedGrantType(String),
+    /// RFC 9449 §5: the DPoP proof is missing, malformed or fails a check.
+    #[error("{0}")]
+    InvalidDpopProof(String),
+    /// RFC 9449 §8: retry with the nonce in the response's `DPoP-Nonce` header.
+    #[error("{0}")]
+    UseDpopNonce(String),
     /// A resource such as a credential offer that does not exist (404, `invalid_request`).
     #[error("{0}")]
     NotFound(String),
@@ -127,6 +133,8 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) | OAuthError::NotFound(_) => "invalid_request",
             OAuthError::InvalidGrant(_) => "invalid_grant",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            OAuthError::UseDpopNonce(_) => "use_dpop_nonce",
             OAuthError::Unavailable => "temporarily_unavailable",
             OAuthError::Internal(_) => "server_error",
         }
@@ -153,6 +161,12 @@ pub enum CredentialError {
     /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
     #[error("{0}")]
     InvalidToken(String),
+    /// 401 with `WWW-Authenticate: DPoP error="invalid_dpop_proof"` (RFC 9449 §7.1).
+    #[error("{0}")]
+    InvalidDpopProof(String),
+    /// 401 with `WWW-Authenticate: DPoP error="use_dpop_nonce"` (RFC 9449 §9).
+    #[error("{0}")]
+    UseDpopNonce(String),
     /// RFC 6750 §3.1, e.g. an access token in the query string.
     #[error("{0}")]
     InvalidRequest(String),
@@ -175,6 +189,8 @@ impl CredentialError {
             CredentialError::InvalidEncryptionParameters(_) => "invalid_encryption_parameters",
             CredentialError::CredentialRequestDenied(_) => "credential_request_denied",
             CredentialError::InvalidToken(_) => "invalid_token",
+            CredentialError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            CredentialError::UseDpopNonce(_) => "use_dpop_nonce",
             CredentialError::InvalidRequest(_) => "invalid_request",
             CredentialError::Unavailable => "temporarily_unavailable",
             CredentialError::Internal(_) => "server_error",

@@ -33,7 +33,7 @@ pub type AppState = Arc<Context>;
 /// Every endpoint under the issuer URL's path: one router per resource of the management API,
 /// and the wallet-facing endpoints by role (discovery, authorization server, credential
 /// issuer), merged here.
-fn endpoints(ctx: &Context) -> Routes {
+fn endpoints(ctx: &AppState) -> Routes {
     management::routes(ctx)
         .merge(discovery::routes())
         .merge(authorization::routes(ctx))
@@ -43,7 +43,7 @@ fn endpoints(ctx: &Context) -> Routes {
 
 /// Every route the service serves, as the OpenAPI description names them, read from the
 /// routers themselves.
-pub fn routes(ctx: &Context) -> Vec<Route> {
+pub fn routes(ctx: &AppState) -> Vec<Route> {
     let (_, mut listed) = endpoints(ctx)
         .merge(discovery::well_known(ctx))
         .into_parts();

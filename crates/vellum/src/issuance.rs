@@ -12,10 +12,10 @@ use crate::errors::{CredentialError, Internal};
 use crate::events;
 use crate::keys;
 use crate::mapping::{self, Inputs};
-use crate::oauth::nonces;
+use crate::oauth::{dpop, nonces};
 use crate::offers::IssuanceTemplate;
 use crate::protocol::PROOF_TYP;
-use crate::secrets::hash_secret;
+use crate::secrets::{Purpose, hash_secret};
 use crate::sessions;
 use crate::store::{
     Issuance, IssuanceCommit, IssuedCredentialRecord, NewEvent, SessionRecord, SessionStatus,
@@ -31,17 +31,39 @@ pub struct IssuedCredential {
     pub credential: String,
 }
 
-/// `POST /credential`. `bearer` is the access token from the Authorization header; `body` is
-/// the JSON body, or why it could not be read (reported once the token is known to be good).
+/// How the access token was presented: `Authorization: Bearer` or `Authorization: DPoP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScheme {
+    Bearer,
+    Dpop,
+}
+
+#[derive(Debug)]
+pub struct PresentedToken {
+    pub scheme: TokenScheme,
+    pub token: String,
+}
+
+/// A credential request as received: the access token, the `DPoP` header, and the JSON body or
+/// why it could not be read (reported once the token is known to be good).
+#[derive(Debug)]
+pub struct CredentialRequest {
+    pub access_token: Option<PresentedToken>,
+    pub dpop: Result<Option<String>, CredentialError>,
+    pub body: Result<Value, CredentialError>,
+}
+
+/// `POST /credential`.
 pub async fn request_credential(
     ctx: &Context,
-    bearer: Option<&str>,
-    body: Result<Value, CredentialError>,
+    request: CredentialRequest,
 ) -> Result<CredentialResponse, CredentialError> {
-    let token = bearer.ok_or_else(|| {
-        CredentialError::InvalidToken("an access token is required (Authorization: Bearer)".into())
+    let presented = request.access_token.ok_or_else(|| {
+        CredentialError::InvalidToken(
+            "an access token is required (Authorization: Bearer or DPoP)".into(),
+        )
     })?;
-    let token_hash = hash_secret(token);
+    let token_hash = hash_secret(&presented.token);
     let (token, session) = ctx
         .store
         .token_session(&token_hash)
@@ -53,16 +75,29 @@ pub async fn request_credential(
             "the access token has expired".into(),
         ));
     }
-    let issued = match body {
-        Ok(body) => issue(ctx, &session, token_hash, &body, now).await,
-        Err(error) => Err(error),
+    let issued = match (
+        holder_of_token(
+            ctx,
+            &presented,
+            token.dpop_jkt.as_deref(),
+            request.dpop,
+            now,
+        )
+        .await,
+        request.body,
+    ) {
+        (Err(error), _) | (Ok(()), Err(error)) => Err(error),
+        (Ok(()), Ok(body)) => issue(ctx, &session, token_hash, &body, now).await,
     };
     match issued {
         Ok(response) => Ok(response),
         Err(error) => {
+            // A wallet without a DPoP nonce yet is told one: a step of the exchange, no failure.
             if !matches!(
                 error,
-                CredentialError::Internal(_) | CredentialError::Unavailable
+                CredentialError::Internal(_)
+                    | CredentialError::Unavailable
+                    | CredentialError::UseDpopNonce(_)
             ) {
                 let event = events::request_failed(
                     session.id,
@@ -74,6 +109,56 @@ pub async fn request_credential(
                 ctx.store.append_events(&[event]).await?;
             }
             Err(error)
+        }
+    }
+}
+
+/// Checks that the client presenting the token may use it: anyone holding a Bearer token, only
+/// the holder of the bound key for a DPoP-bound one (RFC 9449 §7), proven for this request.
+async fn holder_of_token(
+    ctx: &Context,
+    presented: &PresentedToken,
+    bound_to: Option<&str>,
+    proof: Result<Option<String>, CredentialError>,
+    now: Millis,
+) -> Result<(), CredentialError> {
+    let Some(bound_to) = bound_to else {
+        return match presented.scheme {
+            TokenScheme::Bearer => Ok(()),
+            TokenScheme::Dpop => Err(CredentialError::InvalidToken(
+                "this access token is not DPoP-bound: send it as Authorization: Bearer".into(),
+            )),
+        };
+    };
+    if presented.scheme != TokenScheme::Dpop {
+        return Err(CredentialError::InvalidToken(
+            "this access token is DPoP-bound: send it as Authorization: DPoP, with a DPoP proof"
+                .into(),
+        ));
+    }
+    let proof = proof?.ok_or_else(|| {
+        CredentialError::InvalidDpopProof("a DPoP-bound access token needs a DPoP proof".into())
+    })?;
+    let target = dpop::Target {
+        method: "POST",
+        url: &ctx.endpoint("/credential"),
+        access_token: Some(&presented.token),
+    };
+    let jkt = dpop::verify(ctx, &proof, &target, now).await?;
+    if jkt != bound_to {
+        return Err(CredentialError::InvalidDpopProof(
+            "the DPoP proof is not signed by the key the access token is bound to".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl From<dpop::DpopFailure> for CredentialError {
+    fn from(failure: dpop::DpopFailure) -> Self {
+        match failure {
+            dpop::DpopFailure::Invalid(why) => CredentialError::InvalidDpopProof(why),
+            dpop::DpopFailure::UseNonce(why) => CredentialError::UseDpopNonce(why),
+            dpop::DpopFailure::Internal(error) => error.into(),
         }
     }
 }
@@ -314,8 +399,8 @@ fn verify_proof(
     let nonce = claims.get("nonce").and_then(Value::as_str).ok_or_else(|| {
         invalid("the proof has no nonce; fetch one from the nonce endpoint".into())
     })?;
-    let nonce_expires_at = nonces::check(&ctx.secrets, nonce, now)
-        .map_err(|why| CredentialError::InvalidNonce(why.into()))?;
+    let nonce_expires_at = nonces::check(&ctx.secrets, Purpose::Nonce, nonce, now)
+        .map_err(|why| CredentialError::InvalidNonce(format!("{why}; fetch a new one")))?;
     Ok(ProvenKey {
         jwk,
         nonce: nonce.to_owned(),

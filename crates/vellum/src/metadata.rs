@@ -63,7 +63,7 @@ pub fn credential_issuer(ctx: &Context) -> Value {
     })
 }
 
-/// RFC 8414, for the pre-authorized code grant only.
+/// RFC 8414, for the pre-authorized code grant only, with DPoP (RFC 9449 §5.1).
 pub fn authorization_server(ctx: &Context) -> Value {
     json!({
         "issuer": ctx.issuer_url,
@@ -71,6 +71,7 @@ pub fn authorization_server(ctx: &Context) -> Value {
         "grant_types_supported": [PRE_AUTHORIZED_GRANT],
         "pre-authorized_grant_anonymous_access_supported": true,
         "token_endpoint_auth_methods_supported": ["none"],
+        "dpop_signing_alg_values_supported": ctx.config.dpop.signing_alg_values_supported,
     })
 }
 

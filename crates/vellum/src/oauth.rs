@@ -1,6 +1,6 @@
 //! The authorization server side: the token endpoint and its grants (`pre_authorized` now; the
-//! authorization code, PAR, PKCE and DPoP take their places beside it), and the nonce endpoint
-//! (`nonces`).
+//! authorization code, PAR and PKCE take their places beside it), sender-constrained tokens
+//! (`dpop`), and the nonce endpoint (`nonces`).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -10,9 +10,10 @@ use crate::context::Context;
 use crate::errors::OAuthError;
 use crate::events;
 use crate::protocol::PRE_AUTHORIZED_GRANT;
-use crate::secrets::hash_secret;
+use crate::secrets::{Purpose, hash_secret};
 use crate::store::{SessionLookup, SessionRecord};
 
+pub mod dpop;
 pub mod nonces;
 pub mod pre_authorized;
 
@@ -61,12 +62,12 @@ pub enum GrantRequest {
     },
 }
 
-/// The token request's headers that grants and client authentication will read: a DPoP proof
-/// (RFC 9449) and OAuth client attestation. Unread while every token is a Bearer token (RFC 9449
-/// §5 lets such a server ignore a DPoP proof; `token_type` tells the wallet).
-#[derive(Debug, Default)]
+/// The token request's headers that grants and client authentication read: a DPoP proof
+/// (RFC 9449; the token is then bound to its key) and OAuth client attestation (not read yet).
+#[derive(Debug)]
 pub struct TokenHeaders {
-    pub dpop: Option<String>,
+    /// The `DPoP` header, or why it cannot be read (sent more than once, not text).
+    pub dpop: Result<Option<String>, OAuthError>,
     pub client_attestation: Option<String>,
     pub client_attestation_pop: Option<String>,
 }
@@ -141,14 +142,16 @@ impl TokenRequest {
 /// `POST /nonce`: a nonce valid for `protocol.nonce_ttl_seconds`.
 pub fn nonce(ctx: &Context) -> nonces::NonceResponse {
     let ttl = i64::from(ctx.config.protocol.nonce_ttl_seconds) * 1000;
-    nonces::issue(&ctx.secrets, ctx.clock.now() + ttl)
+    nonces::NonceResponse {
+        c_nonce: nonces::issue(&ctx.secrets, Purpose::Nonce, ctx.clock.now() + ttl),
+    }
 }
 
 /// `POST /token`.
 pub async fn token(
     ctx: &Context,
     request: TokenRequest,
-    _headers: &TokenHeaders,
+    headers: TokenHeaders,
 ) -> Result<TokenResponse, OAuthError> {
     let recorded = request.recorded();
     let GrantRequest::PreAuthorizedCode { code, tx_code } = request.grant;
@@ -162,16 +165,64 @@ pub async fn token(
         ));
     };
     let now = ctx.clock.now();
-    let redeemed =
-        pre_authorized::redeem(ctx, session.clone(), tx_code.as_deref(), recorded, now).await;
+    let redeemed = match key_binding(ctx, headers.dpop?, now).await {
+        Ok(dpop_jkt) => {
+            let grant = pre_authorized::Redemption {
+                tx_code: tx_code.as_deref(),
+                dpop_jkt,
+                recorded,
+            };
+            pre_authorized::redeem(ctx, session.clone(), grant, now).await
+        }
+        Err(error) => Err(error.into()),
+    };
     match redeemed {
         Ok(response) => Ok(response),
         Err(Failure { error, recorded }) => {
-            if !recorded && !matches!(error, OAuthError::Internal(_) | OAuthError::Unavailable) {
+            // A wallet without a DPoP nonce yet is told one: a step of the exchange, no failure.
+            let expected = matches!(
+                error,
+                OAuthError::Internal(_) | OAuthError::Unavailable | OAuthError::UseDpopNonce(_)
+            );
+            if !recorded && !expected {
                 let event = failed(&session, &error, now);
                 ctx.store.append_events(&[event]).await?;
             }
             Err(error)
+        }
+    }
+}
+
+/// The key the access token is to be bound to: the DPoP proof's, checked for this request; `None`
+/// (a Bearer token) when the wallet sent no proof and DPoP is not required.
+async fn key_binding(
+    ctx: &Context,
+    proof: Option<String>,
+    now: Millis,
+) -> Result<Option<String>, OAuthError> {
+    let Some(proof) = proof else {
+        return if ctx.config.dpop.required {
+            Err(OAuthError::InvalidDpopProof(
+                "this issuer requires DPoP: send a DPoP proof with the token request".into(),
+            ))
+        } else {
+            Ok(None)
+        };
+    };
+    let target = dpop::Target {
+        method: "POST",
+        url: &ctx.endpoint("/token"),
+        access_token: None,
+    };
+    Ok(Some(dpop::verify(ctx, &proof, &target, now).await?))
+}
+
+impl From<dpop::DpopFailure> for OAuthError {
+    fn from(failure: dpop::DpopFailure) -> Self {
+        match failure {
+            dpop::DpopFailure::Invalid(why) => OAuthError::InvalidDpopProof(why),
+            dpop::DpopFailure::UseNonce(why) => OAuthError::UseDpopNonce(why),
+            dpop::DpopFailure::Internal(error) => error.into(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub enum Purpose {
     OfferHandle,
     TxCode,
     Nonce,
+    DpopNonce,
     StreamToken,
     MasterKeyCheck,
 }
@@ -45,6 +46,7 @@ impl Purpose {
             Purpose::OfferHandle => b"vellum/v1/offer-handle",
             Purpose::TxCode => b"vellum/v1/tx-code",
             Purpose::Nonce => b"vellum/v1/nonce",
+            Purpose::DpopNonce => b"vellum/v1/dpop-nonce",
             Purpose::StreamToken => b"vellum/v1/stream-token",
             Purpose::MasterKeyCheck => b"vellum/v1/master-key-check",
         }

@@ -227,6 +227,16 @@ pub struct AccessTokenRecord {
     pub grant_id: i64,
     pub issued_at: Millis,
     pub expires_at: Millis,
+    /// RFC 7638 thumbprint of the key it is bound to (DPoP, `cnf.jkt`); `None` for a Bearer token.
+    pub dpop_jkt: Option<String>,
+}
+
+/// An access token to create: only its hash is stored.
+#[derive(Debug, Clone)]
+pub struct NewAccessToken {
+    pub hash: String,
+    pub expires_at: Millis,
+    pub dpop_jkt: Option<String>,
 }
 
 /// A credential as issued: what it is and whom it is bound to, never the credential itself.
@@ -487,8 +497,7 @@ pub trait SessionStore: Send + Sync {
         &self,
         session: SessionId,
         grant: i64,
-        token_hash: &str,
-        token_expires_at: Millis,
+        token: &NewAccessToken,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied>;
@@ -518,6 +527,14 @@ pub trait CredentialStore: Send + Sync {
         &self,
         session: SessionId,
     ) -> StoreResult<Vec<IssuedCredentialRecord>>;
+}
+
+/// Values a client may present once (a DPoP proof's jti), remembered by their hash until they
+/// can no longer be presented; `purge` forgets them after that.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records the use; `Stale` when it was used before.
+    async fn record_use(&self, hash: &str, remember_until: Millis) -> StoreResult<Applied>;
 }
 
 /// The event log.
@@ -586,6 +603,7 @@ pub trait Store:
     + ProfileStore
     + SessionStore
     + CredentialStore
+    + ReplayStore
     + EventLog
     + Outbox
     + 'static
@@ -598,6 +616,7 @@ impl<T> Store for T where
         + ProfileStore
         + SessionStore
         + CredentialStore
+        + ReplayStore
         + EventLog
         + Outbox
         + 'static

@@ -13,9 +13,9 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
 use crate::limits;
-use crate::oauth;
 use crate::secrets::hash_secret;
 use crate::streams::{self, Access};
+use crate::{issuance, oauth};
 
 fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -178,7 +178,7 @@ impl FromRequest<AppState> for Token {
                     .map(str::to_owned)
             };
             oauth::TokenHeaders {
-                dpop: header("dpop"),
+                dpop: dpop_header(request.headers()).map_err(OAuthError::InvalidDpopProof),
                 client_attestation: header("oauth-client-attestation"),
                 client_attestation_pop: header("oauth-client-attestation-pop"),
             }
@@ -206,12 +206,44 @@ impl FromRequest<AppState> for Token {
     }
 }
 
-/// The credential request: the access token and the JSON body. A body that is not JSON is
-/// passed on as its error, so that the token is checked first and the failure is recorded.
-pub struct CredentialRequest {
-    pub access_token: Option<String>,
-    pub body: Result<Value, CredentialError>,
+/// The `DPoP` header (RFC 9449 §4.3: exactly one), if sent.
+fn dpop_header(headers: &axum::http::HeaderMap) -> Result<Option<String>, String> {
+    let mut values = headers.get_all("dpop").iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => value
+            .to_str()
+            .map(|proof| Some(proof.trim().to_owned()))
+            .map_err(|_| "the DPoP header is not a compact JWS".to_owned()),
+        (Some(_), Some(_)) => Err("send one DPoP header, not several".to_owned()),
+    }
 }
+
+/// The access token as presented in the Authorization header (RFC 6750 §2.1, RFC 9449 §7.1).
+fn presented_token(headers: &axum::http::HeaderMap) -> Option<issuance::PresentedToken> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        issuance::TokenScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        issuance::TokenScheme::Dpop
+    } else {
+        return None;
+    };
+    Some(issuance::PresentedToken {
+        scheme,
+        token: token.to_owned(),
+    })
+}
+
+/// The credential request: the access token, the DPoP proof and the JSON body. A body that is
+/// not JSON is passed on as its error, so that the token is checked first and the failure is
+/// recorded.
+pub struct CredentialRequest(pub issuance::CredentialRequest);
 
 impl FromRequest<AppState> for CredentialRequest {
     type Rejection = Response;
@@ -227,27 +259,16 @@ impl FromRequest<AppState> for CredentialRequest {
             )
             .into_response());
         }
-        if let Some(value) = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            && value
-                .split_once(' ')
-                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("dpop"))
-        {
-            return Err(CredentialError::InvalidToken(
-                "DPoP-bound access tokens are not issued by this issuer; use Bearer".into(),
-            )
-            .into_response());
-        }
-        let access_token = bearer(request.headers()).map(str::to_owned);
+        let access_token = presented_token(request.headers());
+        let dpop = dpop_header(request.headers()).map_err(CredentialError::InvalidDpopProof);
         match axum::Json::<Value>::from_request(request, state).await {
-            Ok(axum::Json(body)) => Ok(CredentialRequest {
+            Ok(axum::Json(body)) => Ok(CredentialRequest(issuance::CredentialRequest {
                 access_token,
+                dpop,
                 body: limits::check("", &body)
                     .map(|()| body)
                     .map_err(|error| CredentialError::InvalidCredentialRequest(error.to_string())),
-            }),
+            })),
             Err(rejection) => {
                 let status = rejection.status();
                 let text = match &rejection {
@@ -263,10 +284,11 @@ impl FromRequest<AppState> for CredentialRequest {
                     *response.status_mut() = status;
                     return Err(response);
                 }
-                Ok(CredentialRequest {
+                Ok(CredentialRequest(issuance::CredentialRequest {
                     access_token,
+                    dpop,
                     body: Err(error),
-                })
+                }))
             }
         }
     }

@@ -2,21 +2,24 @@
 //! credential endpoint.
 
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::middleware;
 use axum::response::Response;
 
 use super::AppState;
 use super::extract::CredentialRequest;
-use super::responses::json_no_store;
+use super::responses::{json_no_store, with_dpop_nonce};
 use super::routes::Routes;
-use crate::context::Context;
 use crate::errors::{CredentialError, OAuthError};
 use crate::{issuance, oauth, offers};
 
-pub fn routes(ctx: &Context) -> Routes {
-    Routes::new()
-        .get("/credential-offer/{handle}", get_credential_offer)
+pub fn routes(ctx: &AppState) -> Routes {
+    let dpop_nonces = Routes::new()
         .post("/nonce", nonce)
         .post("/credential", credential)
+        .map(|router| router.layer(middleware::from_fn_with_state(ctx.clone(), with_dpop_nonce)));
+    Routes::new()
+        .get("/credential-offer/{handle}", get_credential_offer)
+        .merge(dpop_nonces)
         .map(|router| router.layer(DefaultBodyLimit::max(ctx.config.http.protocol_body_limit)))
 }
 
@@ -33,9 +36,9 @@ async fn nonce(State(ctx): State<AppState>) -> Response {
 
 async fn credential(
     State(ctx): State<AppState>,
-    request: CredentialRequest,
+    CredentialRequest(request): CredentialRequest,
 ) -> Result<Response, CredentialError> {
-    let response =
-        issuance::request_credential(&ctx, request.access_token.as_deref(), request.body).await?;
-    Ok(json_no_store(response))
+    Ok(json_no_store(
+        issuance::request_credential(&ctx, request).await?,
+    ))
 }

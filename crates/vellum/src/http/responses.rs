@@ -8,7 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+
+use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
+use crate::oauth::dpop;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -59,7 +64,9 @@ impl IntoResponse for OAuthError {
 impl IntoResponse for CredentialError {
     fn into_response(self) -> Response {
         let status = match &self {
-            CredentialError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            CredentialError::InvalidToken(_)
+            | CredentialError::InvalidDpopProof(_)
+            | CredentialError::UseDpopNonce(_) => StatusCode::UNAUTHORIZED,
             CredentialError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             CredentialError::Internal(error) => {
                 tracing::error!(error = %error, "credential request failed");
@@ -70,9 +77,15 @@ impl IntoResponse for CredentialError {
         let description = self.to_string();
         let body = json!({"error": self.code(), "error_description": description});
         let mut response = no_store((status, Json(body)).into_response());
-        if let CredentialError::InvalidToken(_) = self {
+        let scheme = match &self {
+            CredentialError::InvalidToken(_) => Some("Bearer"),
+            CredentialError::InvalidDpopProof(_) | CredentialError::UseDpopNonce(_) => Some("DPoP"),
+            _ => None,
+        };
+        if let Some(scheme) = scheme {
             let challenge = format!(
-                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                "{scheme} error=\"{}\", error_description=\"{}\"",
+                self.code(),
                 description.replace(['"', '\\'], "'")
             );
             if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -81,6 +94,23 @@ impl IntoResponse for CredentialError {
         }
         response
     }
+}
+
+/// Middleware: a fresh `DPoP-Nonce` on every answer of the token, nonce and credential endpoints
+/// (errors and refused requests included) when proofs must carry one (RFC 9449 §8, §9): the
+/// wallet's next proof uses it, so a stale nonce costs it one retry at most.
+pub async fn with_dpop_nonce(
+    State(ctx): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if ctx.config.dpop.require_nonce
+        && let Ok(value) = HeaderValue::from_str(&dpop::nonce(&ctx))
+    {
+        response.headers_mut().insert(dpop::NONCE_HEADER, value);
+    }
+    response
 }
 
 /// Token, nonce and credential responses must not be cached (RFC 6749 §5.1, OID4VCI §7.2).

@@ -20,8 +20,8 @@ use crate::limits;
 use crate::secrets::{Purpose, Secrets, hash_secret, random_token};
 use crate::sessions;
 use crate::store::{
-    Applied, GrantKind, GrantRecord, GrantState, NewGrant, SessionRecord, SessionStatus,
-    TxCodeFailure,
+    Applied, GrantKind, GrantRecord, GrantState, NewAccessToken, NewGrant, SessionRecord,
+    SessionStatus, TxCodeFailure,
 };
 
 /// The offer's `tx_code` object (OID4VCI 1.0 §4.1.1), as wallets see it.
@@ -174,15 +174,28 @@ pub fn offer_grant(secrets: &Secrets, session: SessionId, tx_code: Option<&Value
     grant
 }
 
+/// What a token request brings to redeem the code.
+pub(super) struct Redemption<'a> {
+    pub tx_code: Option<&'a str>,
+    /// The key the access token is bound to (DPoP), if any.
+    pub dpop_jkt: Option<String>,
+    /// The request as the `requested_token` event records it.
+    pub recorded: Value,
+}
+
 /// Redeems the code for an access token, checking the tx_code (each wrong one counted against
 /// the limit, exactly once however many race).
 pub(super) async fn redeem(
     ctx: &Context,
     mut session: SessionRecord,
-    tx_code: Option<&str>,
-    recorded: Value,
+    request: Redemption<'_>,
     now: Millis,
 ) -> Result<TokenResponse, Failure> {
+    let Redemption {
+        tx_code,
+        dpop_jkt,
+        recorded,
+    } = request;
     let max_attempts = ctx.config.protocol.max_tx_code_attempts;
     loop {
         let grant = redeemable(&session)?;
@@ -221,6 +234,12 @@ pub(super) async fn redeem(
         }
         let token = random_token();
         let ttl = ctx.config.protocol.access_token_ttl_seconds;
+        let token_type = if dpop_jkt.is_some() { "DPoP" } else { "Bearer" };
+        let new_token = NewAccessToken {
+            hash: hash_secret(&token),
+            expires_at: now + i64::from(ttl) * 1000,
+            dpop_jkt: dpop_jkt.clone(),
+        };
         let event = events::new(
             session.id,
             events::REQUESTED_TOKEN,
@@ -229,19 +248,12 @@ pub(super) async fn redeem(
         );
         return match ctx
             .store
-            .redeem_grant(
-                session.id,
-                grant.id,
-                &hash_secret(&token),
-                now + i64::from(ttl) * 1000,
-                now,
-                &[event],
-            )
+            .redeem_grant(session.id, grant.id, &new_token, now, &[event])
             .await?
         {
             Applied::Yes => Ok(TokenResponse {
                 access_token: token,
-                token_type: "Bearer",
+                token_type,
                 expires_in: ttl,
             }),
             Applied::Stale => {

@@ -54,6 +54,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_grants_and_issued_credentials.sql",
         include_str!("../../migrations/postgres/0004_grants_and_issued_credentials.sql"),
     ),
+    (
+        "0005_dpop.sql",
+        include_str!("../../migrations/postgres/0005_dpop.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -1234,8 +1238,7 @@ impl SessionStore for PostgresStore {
         &self,
         session: SessionId,
         grant: i64,
-        token_hash: &str,
-        token_expires_at: Millis,
+        token: &NewAccessToken,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
@@ -1263,11 +1266,12 @@ impl SessionStore for PostgresStore {
         db.execute(
             sql::INSERT_ACCESS_TOKEN,
             &[
-                &token_hash,
+                &token.hash,
                 &session.to_string(),
                 &grant,
                 &now,
-                &token_expires_at,
+                &token.expires_at,
+                &token.dpop_jkt,
             ],
         )
         .await
@@ -1275,7 +1279,7 @@ impl SessionStore for PostgresStore {
         db.execute(
             "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, $1), \
              updated_at = $1, expires_at = GREATEST(expires_at, $2) WHERE id = $3",
-            &[&now, &token_expires_at, &session.to_string()],
+            &[&now, &token.expires_at, &session.to_string()],
         )
         .await
         .map_err(db_error)?;
@@ -1406,6 +1410,23 @@ impl CredentialStore for PostgresStore {
             rows::issued_credential,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl ReplayStore for PostgresStore {
+    async fn record_use(&self, hash: &str, remember_until: Millis) -> StoreResult<Applied> {
+        let conn = self.pool.get().await?;
+        let fresh = conn
+            .db()
+            .execute(sql::USE_NONCE, &[&hash, &remember_until])
+            .await
+            .map_err(db_error)?;
+        Ok(if fresh == 0 {
+            Applied::Stale
+        } else {
+            Applied::Yes
+        })
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) const SESSION_JOINS: &str = "LEFT JOIN webhooks w ON w.session_id = s
 
 /// An access token and its session: `SELECT {TOKEN_SESSION_SELECT} WHERE t.token_hash = ?`.
 pub(super) const TOKEN_FIELDS: &str = "t.grant_id AS access_grant_id, \
-    t.issued_at AS access_issued_at, t.expires_at AS access_expires_at";
+    t.issued_at AS access_issued_at, t.expires_at AS access_expires_at, t.dpop_jkt AS access_dpop_jkt";
 
 pub(super) const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
 
@@ -152,6 +152,7 @@ pub(super) fn token_session(row: &dyn Columns) -> StoreResult<(AccessTokenRecord
         grant_id: row.int("access_grant_id")?,
         issued_at: row.int("access_issued_at")?,
         expires_at: row.int("access_expires_at")?,
+        dpop_jkt: row.opt_text("access_dpop_jkt")?,
     };
     Ok((token, session))
 }

@@ -40,7 +40,8 @@ pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (session_id, kind, sec
 
 /// An access token: hash, session, grant, issued at, expires at.
 pub(super) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens \
-    (token_hash, session_id, grant_id, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+    (token_hash, session_id, grant_id, issued_at, expires_at, dpop_jkt) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// The access token with this hash, and its session.
 pub(super) static TOKEN_SESSION: LazyLock<String> = LazyLock::new(|| {

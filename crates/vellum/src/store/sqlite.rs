@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_grants_and_issued_credentials.sql",
         include_str!("../../migrations/sqlite/0004_grants_and_issued_credentials.sql"),
     ),
+    (
+        "0005_dpop.sql",
+        include_str!("../../migrations/sqlite/0005_dpop.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -1016,12 +1020,11 @@ impl SessionStore for SqliteStore {
         &self,
         session: SessionId,
         grant: i64,
-        token_hash: &str,
-        token_expires_at: Millis,
+        token: &NewAccessToken,
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
-        let (token_hash, events) = (token_hash.to_owned(), events.to_vec());
+        let (token, events) = (token.clone(), events.to_vec());
         self.write(move |conn| {
             let redeemed = conn
                 .prepare_cached(
@@ -1040,11 +1043,12 @@ impl SessionStore for SqliteStore {
             conn.prepare_cached(sql::INSERT_ACCESS_TOKEN)
                 .and_then(|mut statement| {
                     statement.execute(params![
-                        token_hash,
+                        token.hash,
                         session.to_string(),
                         grant,
                         now,
-                        token_expires_at
+                        token.expires_at,
+                        token.dpop_jkt
                     ])
                 })
                 .map_err(db_error)?;
@@ -1053,7 +1057,7 @@ impl SessionStore for SqliteStore {
                  updated_at = ?1, expires_at = MAX(expires_at, ?2) WHERE id = ?3",
             )
             .and_then(|mut statement| {
-                statement.execute(params![now, token_expires_at, session.to_string()])
+                statement.execute(params![now, token.expires_at, session.to_string()])
             })
             .map_err(db_error)?;
             insert_events(conn, &events)?;
@@ -1188,6 +1192,25 @@ impl CredentialStore for SqliteStore {
                 [session.to_string()],
                 rows::issued_credential,
             )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl ReplayStore for SqliteStore {
+    async fn record_use(&self, hash: &str, remember_until: Millis) -> StoreResult<Applied> {
+        let hash = hash.to_owned();
+        self.write(move |conn| {
+            let fresh = conn
+                .prepare_cached(sql::USE_NONCE)
+                .and_then(|mut statement| statement.execute(params![hash, remember_until]))
+                .map_err(db_error)?;
+            Ok(if fresh == 0 {
+                Applied::Stale
+            } else {
+                Applied::Yes
+            })
         })
         .await
     }

@@ -2,6 +2,7 @@
 
 mod connections;
 mod credential;
+mod dpop;
 mod flow;
 mod headers;
 mod keys;

@@ -181,7 +181,7 @@ async fn the_description_requires_the_api_key_exactly_where_the_code_does() {
         } else if is_management(&path) && path != DESCRIPTION {
             json!([{"apiKey": []}])
         } else if path == "/credential" {
-            json!([{"accessToken": []}])
+            json!([{"accessToken": []}, {"dpopAccessToken": []}])
         } else {
             json!([])
         };

@@ -14,9 +14,9 @@ use vellum::store::postgres::PostgresStore;
 use vellum::store::sqlite::SqliteStore;
 use vellum::store::{
     Applied, AttemptOutcome, AttemptRecord, DeliveryStatus, EventLog, FinishedAttempt, GrantKind,
-    GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord, KeyRecord, NewEvent, NewGrant,
-    ProfileRecord, SessionFilter, SessionLookup, SessionRecord, SessionStatus, Store, StoreError,
-    TxCodeFailure, WebhookTarget,
+    GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord, KeyRecord, NewAccessToken,
+    NewEvent, NewGrant, ProfileRecord, SessionFilter, SessionLookup, SessionRecord, SessionStatus,
+    Store, StoreError, TxCodeFailure, WebhookTarget,
 };
 
 /// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
@@ -65,6 +65,7 @@ conformance!(
     a_tx_code_failure_applies_only_to_the_count_it_saw,
     a_code_is_redeemed_once,
     ten_concurrent_redemptions_apply_exactly_once,
+    a_token_is_bound_to_its_key_and_a_proof_is_used_once,
     issuance_completes_once_and_a_nonce_is_used_once,
     issued_credentials_are_recorded_and_outlive_their_session_until_they_expire,
     sessions_expire_once_when_due,
@@ -192,13 +193,27 @@ fn token_hash(session: SessionId) -> String {
 }
 
 async fn redeem(store: &dyn Store, session: &SessionRecord, now: Millis) -> Applied {
+    redeem_bound(store, session, None, now).await
+}
+
+/// Redeems the session's grant for a token bound to `dpop_jkt` (`None`: a Bearer token).
+async fn redeem_bound(
+    store: &dyn Store,
+    session: &SessionRecord,
+    dpop_jkt: Option<&str>,
+    now: Millis,
+) -> Applied {
     let grant = stored_grant(store, session.id).await.id;
+    let token = NewAccessToken {
+        hash: token_hash(session.id),
+        expires_at: now + 500,
+        dpop_jkt: dpop_jkt.map(str::to_owned),
+    };
     store
         .redeem_grant(
             session.id,
             grant,
-            &token_hash(session.id),
-            now + 500,
+            &token,
             now,
             &[event(Some(session.id), "token_issued", now)],
         )
@@ -626,6 +641,7 @@ async fn a_code_is_redeemed_once(store: &dyn Store) {
         .expect("lookup")
         .expect("the token");
     assert_eq!(token.grant_id, redeemed_grant.id);
+    assert_eq!(token.dpop_jkt, None, "a Bearer token");
     assert_eq!(
         (
             token.expires_at,
@@ -647,6 +663,52 @@ async fn a_code_is_redeemed_once(store: &dyn Store) {
     let events = store.events(Some(s.id), 0, 100).await.expect("events");
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["credential_offer_created", "token_issued"]);
+}
+
+async fn a_token_is_bound_to_its_key_and_a_proof_is_used_once(store: &dyn Store) {
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(
+        redeem_bound(store, &s, Some("thumbprint"), 5).await,
+        Applied::Yes
+    );
+    let (token, _) = store
+        .token_session(&token_hash(s.id))
+        .await
+        .expect("lookup")
+        .expect("the token");
+    assert_eq!(token.dpop_jkt.as_deref(), Some("thumbprint"));
+
+    assert_eq!(
+        store.record_use("jti-a", 100).await.expect("use"),
+        Applied::Yes
+    );
+    assert_eq!(
+        store.record_use("jti-b", 200).await.expect("use"),
+        Applied::Yes
+    );
+    assert_eq!(
+        store.record_use("jti-a", 100).await.expect("use"),
+        Applied::Stale,
+        "a replay"
+    );
+    let uses = (0..8).map(|_| store.record_use("jti-c", 100));
+    let outcomes = futures_util::future::join_all(uses).await;
+    let applied = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Ok(Applied::Yes)))
+        .count();
+    assert_eq!(applied, 1, "concurrent uses: {outcomes:?}");
+    // Once a use can no longer be replayed (its proof is refused as too old), it is forgotten.
+    store.purge(0, 150).await.expect("purge");
+    assert_eq!(
+        store.record_use("jti-a", 300).await.expect("use"),
+        Applied::Yes
+    );
+    assert_eq!(
+        store.record_use("jti-b", 300).await.expect("use"),
+        Applied::Stale
+    );
 }
 
 async fn ten_concurrent_redemptions_apply_exactly_once(store: &dyn Store) {

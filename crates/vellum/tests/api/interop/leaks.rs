@@ -1,12 +1,14 @@
 //! The secrets scan: after complete flows with a third-party wallet (which also sends the tx
 //! code as `user_pin`) and a hand-driven one with the usual mistakes, no event, webhook body,
 //! management listing or line of the real binary's log (at trace level) holds a pre-authorized
-//! code, an offer handle, a tx code, an access token, a nonce, the API key, the master key, a
-//! webhook's bearer token or signing secret, a stream token, or a private key member.
+//! code, an offer handle, a tx code, an access token, a nonce, a DPoP proof, the API key, the
+//! master key, a webhook's bearer token or signing secret, a stream token, or a private key
+//! member.
 
 use base64::Engine;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
 use crate::support::database::TestDir;
@@ -218,6 +220,92 @@ async fn no_secret_reaches_an_event_a_webhook_a_listing_or_the_log() {
             .expect("private")
             .as_bytes(),
     ));
+    // With DPoP: a proof for the wrong endpoint (refused and recorded), then a bound token and
+    // a credential request with its proof. No proof may be copied anywhere.
+    let created = issuer
+        .api(
+            Method::POST,
+            "/api/v1/offers",
+            Some(json!({"profileId": "scanned"})),
+        )
+        .await;
+    let (offer, dpop_handle) = issuer.offer(&created).await;
+    let dpop_code = self::code(&offer);
+    let dpop_key = SigningKey::generate(Algorithm::ES256);
+    let dpop_proof = |url: String, nonce: Option<&str>, token: Option<&str>| {
+        let mut claims = json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": "POST",
+                                "htu": url, "iat": now});
+        if let Some(nonce) = nonce {
+            claims["nonce"] = Value::from(nonce);
+        }
+        if let Some(token) = token {
+            claims["ath"] = Value::from(jose::b64(Sha256::digest(token.as_bytes())));
+        }
+        signed(
+            json!({"typ": "dpop+jwt", "jwk": dpop_key.public_jwk().to_value()}),
+            &claims,
+            &dpop_key,
+        )
+    };
+    let form = [
+        ("grant_type", PRE_AUTHORIZED_GRANT),
+        ("pre-authorized_code", dpop_code.as_str()),
+    ];
+    let dpop_nonce = issuer
+        .client
+        .post(format!("{}/nonce", issuer.url))
+        .send()
+        .await
+        .expect("nonce")
+        .headers()["DPoP-Nonce"]
+        .to_str()
+        .expect("DPoP-Nonce")
+        .to_owned();
+    let refused = dpop_proof(format!("{}/nonce", issuer.url), Some(&dpop_nonce), None);
+    let accepted = dpop_proof(format!("{}/token", issuer.url), Some(&dpop_nonce), None);
+    let mut bound = String::new();
+    for (proof, expected) in [
+        (&refused, StatusCode::BAD_REQUEST),
+        (&accepted, StatusCode::OK),
+    ] {
+        let response = issuer
+            .client
+            .post(format!("{}/token", issuer.url))
+            .header("DPoP", proof)
+            .form(&form)
+            .send()
+            .await
+            .expect("POST /token");
+        assert_eq!(response.status(), expected);
+        let body: Value = response.json().await.expect("JSON");
+        if expected == StatusCode::OK {
+            bound = body["access_token"].as_str().expect("token").to_owned();
+        }
+    }
+    let credential_proof = dpop_proof(
+        format!("{}/credential", issuer.url),
+        Some(&dpop_nonce),
+        Some(&bound),
+    );
+    let response = issuer
+        .client
+        .post(format!("{}/credential", issuer.url))
+        .header("Authorization", format!("DPoP {bound}"))
+        .header("DPoP", &credential_proof)
+        .json(&json!({"credential_configuration_id": "identity_credential"}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "no key proof");
+    secrets.extend([
+        refused,
+        accepted,
+        credential_proof,
+        bound,
+        dpop_code,
+        dpop_handle,
+    ]);
+
     let stream = issuer
         .api(Method::POST, "/api/v1/events/tokens", Some(json!({})))
         .await;

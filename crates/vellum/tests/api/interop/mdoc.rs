@@ -17,7 +17,9 @@ use vellum::config::Config;
 use vellum::credentials::Configurations;
 use vellum_formats::jose::b64_decode;
 
-use crate::support::interop::{interop_dir, require_installed, run, stdout_json};
+use crate::support::interop::{
+    interop_dir, oid4vc_ts_wallet_with, require_installed, run, stdout_json,
+};
 use crate::support::{TestApp, spawn_app_with};
 use crate::support::{create_profile, events_of, offer_id, x5_chain_for};
 
@@ -81,29 +83,11 @@ fn iaca_file(app: &TestApp, chain: &[String]) -> PathBuf {
 
 /// `node interop/wallet.mjs <offer-uri> [tx-code]` with `VELLUM_IACA_PEM` naming the IACA.
 async fn oid4vc_ts_mdoc_wallet(offer_uri: &str, tx_code: Option<&str>, iaca: &Path) -> Output {
-    let dir = interop_dir();
     require_installed(
-        &dir.join("node_modules/@openid4vc/openid4vci"),
-        "the oid4vc-ts wallet (npm)",
-    );
-    require_installed(
-        &dir.join("node_modules/@auth0/mdl"),
+        &interop_dir().join("node_modules/@auth0/mdl"),
         "the mdoc verifier (npm @auth0/mdl)",
     );
-    let mut command = Command::new("node");
-    command
-        .arg(dir.join("wallet.mjs"))
-        .arg(offer_uri)
-        .env("VELLUM_IACA_PEM", iaca);
-    if let Some(tx_code) = tx_code {
-        command.arg(tx_code);
-    }
-    run(
-        command,
-        None,
-        "the oid4vc-ts wallet (node interop/wallet.mjs)",
-    )
-    .await
+    oid4vc_ts_wallet_with(offer_uri, tx_code, &[("VELLUM_IACA_PEM", iaca.as_os_str())]).await
 }
 
 /// `interop/.venv/bin/python interop/verify_mdoc.py <iaca.pem> <doctype>` with the credential on

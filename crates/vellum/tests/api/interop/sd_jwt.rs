@@ -5,8 +5,10 @@
 
 use serde_json::json;
 
+use std::ffi::OsStr;
+
 use crate::support::interop::*;
-use crate::support::spawn_app;
+use crate::support::{offer_id, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn oid4vc_ts_wallet_redeems_a_by_reference_offer_with_tx_code() {
@@ -81,6 +83,42 @@ async fn oid4vc_ts_wallet_fails_with_the_issuers_error_on_a_wrong_tx_code() {
         .session(created["offerId"].as_str().expect("offerId"))
         .await;
     assert_ne!(session["status"], "SUCCESSFUL", "{session}");
+}
+
+/// Where the issuer requires DPoP (HAIP), the third-party wallet binds its token to a DPoP key of
+/// its own, goes through the server-nonce round the library implements, and presents the bound
+/// token with a proof; neither nonce round is reported to the operator as a failure.
+#[tokio::test]
+async fn oid4vc_ts_wallet_binds_its_token_with_dpop_where_the_issuer_requires_it() {
+    let app = spawn_app_with(json!({"dpop": {"required": true}})).await;
+    let created = app
+        .create_offer(json!({"profileId": "demo-identity", "txCode": {}}))
+        .await;
+    let output = oid4vc_ts_wallet_with(
+        created["credentialOffer"]
+            .as_str()
+            .expect("credentialOffer"),
+        created["txCodeValue"].as_str(),
+        &[("VELLUM_WALLET_DPOP", OsStr::new("1"))],
+    )
+    .await;
+    let wallet = stdout_json(&output, "the oid4vc-ts wallet with DPoP");
+    assert_eq!(wallet["verified"], true, "{wallet}");
+    assert_demo_claims(
+        &wallet["claims"],
+        &wallet["holderJwk"],
+        &app,
+        "@sd-jwt/sd-jwt-vc",
+    );
+
+    let session_id = offer_id(&created);
+    let session = app.session(&session_id).await;
+    assert_eq!(session["status"], "SUCCESSFUL", "{session}");
+    let types = app.event_types(&session_id).await;
+    assert!(
+        !types.iter().any(|kind| kind.ends_with("_failed")),
+        "{types:?}"
+    );
 }
 
 /// The Python verifier really checks the issuer signature: a credential whose signature was

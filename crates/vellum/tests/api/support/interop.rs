@@ -82,6 +82,16 @@ pub fn stdout_json(output: &Output, what: &str) -> Value {
 
 /// `node interop/wallet.mjs <offer-uri> [tx-code]`.
 pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output {
+    oid4vc_ts_wallet_with(offer_uri, tx_code, &[]).await
+}
+
+/// [`oid4vc_ts_wallet`] with its settings in the environment: `VELLUM_WALLET_DPOP=1` (use DPoP),
+/// `VELLUM_IACA_PEM` (the IACA an mdoc is verified against).
+pub async fn oid4vc_ts_wallet_with(
+    offer_uri: &str,
+    tx_code: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Output {
     let dir = interop_dir();
     require_installed(
         &dir.join("node_modules/@openid4vc/openid4vci"),
@@ -89,6 +99,7 @@ pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output 
     );
     let mut command = Command::new("node");
     command.arg(dir.join("wallet.mjs")).arg(offer_uri);
+    command.envs(env.iter().copied());
     if let Some(tx_code) = tx_code {
         command.arg(tx_code);
     }
