@@ -1,7 +1,8 @@
 //! `vellum bench flows`: complete pre-authorized flows (create offer -> resolve -> token -> nonce ->
 //! credential) against a running issuer, at a given concurrency, with a fresh holder key per
-//! flow. Prints throughput and per-step latency percentiles. Given several instances (on one
-//! database, behind one public URL), each step of a flow goes to the next instance in turn.
+//! flow (and with `--dpop` a fresh DPoP key, proofs at the token and credential endpoints).
+//! Prints throughput and per-step latency percentiles. Given several instances (on one database,
+//! behind one public URL), each step of a flow goes to the next instance in turn.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
 use super::{Instances, millis, percentile};
@@ -40,6 +42,11 @@ pub struct FlowOptions {
     /// Require a tx_code on every offer.
     #[arg(long)]
     pub tx_code: bool,
+    /// Bind every access token with DPoP (a fresh key per flow). Each flow in flight keeps the
+    /// latest DPoP-Nonce it was given, as a wallet does, so only its first token request is
+    /// answered use_dpop_nonce and sent again.
+    #[arg(long)]
+    pub dpop: bool,
     /// Flows run first and left out of the figures (connection set-up, caches).
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
@@ -57,6 +64,8 @@ struct Flows {
     client: reqwest::Client,
     instances: Instances,
     issuer: String,
+    /// Token requests sent again after use_dpop_nonce.
+    nonce_rounds: AtomicUsize,
 }
 
 pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
@@ -75,10 +84,12 @@ pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
         client,
         instances,
         issuer,
+        nonce_rounds: AtomicUsize::new(0),
     });
     if flows.options.warmup > 0 {
         flows.drive(flows.options.warmup).await?;
     }
+    flows.nonce_rounds.store(0, Ordering::Relaxed);
     let started = Instant::now();
     let samples = flows.drive(flows.options.flows).await?;
     let elapsed = started.elapsed();
@@ -108,8 +119,9 @@ impl Flows {
             let (bench, next) = (self.clone(), next.clone());
             workers.push(tokio::spawn(async move {
                 let mut samples = Samples::default();
+                let mut dpop_nonce = None;
                 while next.fetch_add(1, Ordering::Relaxed) < flows {
-                    let timings = bench.one_flow().await?;
+                    let timings = bench.one_flow(&mut dpop_nonce).await?;
                     for (step, timing) in timings.into_iter().enumerate() {
                         samples.0[step].push(timing);
                     }
@@ -127,7 +139,8 @@ impl Flows {
         Ok(all)
     }
 
-    async fn one_flow(&self) -> anyhow::Result<[Duration; 6]> {
+    /// One flow; `dpop_nonce` is the latest DPoP-Nonce this worker was given.
+    async fn one_flow(&self, dpop_nonce: &mut Option<String>) -> anyhow::Result<[Duration; 6]> {
         let (client, options) = (&self.client, &self.options);
         // Each step on the next instance: what "any step on any instance" costs.
         let mut instance = self.instances.rotation();
@@ -185,15 +198,34 @@ impl Flows {
         if let Some(tx_code) = created["txCodeValue"].as_str() {
             form.push(("tx_code", tx_code));
         }
-        let token: Value = expect_ok(
-            client
-                .post(format!("{}/token", instance.next_url()))
-                .form(&form)
-                .send()
-                .await?,
-            "token",
-        )
-        .await?;
+        let dpop_key = options.dpop.then(|| SigningKey::generate(Algorithm::ES256));
+        let token_url = format!("{}/token", instance.next_url());
+        let token = loop {
+            let mut request = client.post(&token_url).form(&form);
+            if let Some(key) = &dpop_key {
+                let proof = self.dpop_proof(key, "/token", dpop_nonce.as_deref(), None);
+                request = request.header("DPoP", proof);
+            }
+            let response = request.send().await?;
+            let given = response
+                .headers()
+                .get("DPoP-Nonce")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            let retry = dpop_key.is_some() && response.status() == 400 && given.is_some();
+            if given.is_some() {
+                *dpop_nonce = given;
+            }
+            if retry {
+                let body: Value = response.json().await?;
+                if body["error"] == "use_dpop_nonce" {
+                    self.nonce_rounds.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                bail!("token failed with 400: {body}");
+            }
+            break expect_ok(response, "token").await?;
+        };
         lap(2, &mut step);
 
         let nonce: Value = expect_ok(
@@ -217,19 +249,28 @@ impl Flows {
             &holder,
         );
         let configuration = offer["credential_configuration_ids"][0].clone();
-        let credential: Value = expect_ok(
-            client
-                .post(format!("{}/credential", instance.next_url()))
-                .bearer_auth(token["access_token"].as_str().context("no access_token")?)
-                .json(&json!({
-                    "credential_configuration_id": configuration,
-                    "proofs": {"jwt": [proof]}
-                }))
-                .send()
-                .await?,
-            "credential",
-        )
-        .await?;
+        let access_token = token["access_token"].as_str().context("no access_token")?;
+        let mut request = client
+            .post(format!("{}/credential", instance.next_url()))
+            .json(&json!({
+                "credential_configuration_id": configuration,
+                "proofs": {"jwt": [proof]}
+            }));
+        request = match &dpop_key {
+            Some(key) => request
+                .header("Authorization", format!("DPoP {access_token}"))
+                .header(
+                    "DPoP",
+                    self.dpop_proof(
+                        key,
+                        "/credential",
+                        dpop_nonce.as_deref(),
+                        Some(access_token),
+                    ),
+                ),
+            None => request.bearer_auth(access_token),
+        };
+        let credential: Value = expect_ok(request.send().await?, "credential").await?;
         lap(4, &mut step);
         if credential["credentials"][0]["credential"]
             .as_str()
@@ -241,16 +282,47 @@ impl Flows {
         Ok(timings)
     }
 
+    /// A DPoP proof (RFC 9449) for `POST <issuer><path>`.
+    fn dpop_proof(
+        &self,
+        key: &SigningKey,
+        path: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+    ) -> String {
+        let mut header = Map::new();
+        header.insert("typ".into(), Value::from("dpop+jwt"));
+        header.insert("jwk".into(), key.public_jwk().to_value());
+        let mut claims = json!({
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "htm": "POST",
+            "htu": format!("{}{path}", self.issuer),
+            "iat": time::OffsetDateTime::now_utc().unix_timestamp(),
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = Value::from(nonce);
+        }
+        if let Some(token) = access_token {
+            claims["ath"] = Value::from(jose::b64(Sha256::digest(token.as_bytes())));
+        }
+        jose::sign_compact(header, &claims, key)
+    }
+
     fn report(&self, samples: &Samples, elapsed: Duration) {
         let flows = samples.0[5].len();
+        let rounds = self.nonce_rounds.load(Ordering::Relaxed);
         println!(
-            "{flows} complete flows at concurrency {}{} in {:.2} s: {:.0} flows/s ({:.0} HTTP requests/s)",
+            "{flows} complete flows{} at concurrency {}{} in {:.2} s: {:.0} flows/s ({:.0} HTTP requests/s)",
+            if self.options.dpop { " with DPoP" } else { "" },
             self.options.concurrency,
             self.instances.label(),
             elapsed.as_secs_f64(),
             flows as f64 / elapsed.as_secs_f64(),
-            (flows * 5) as f64 / elapsed.as_secs_f64()
+            (flows * 5 + rounds) as f64 / elapsed.as_secs_f64()
         );
+        if self.options.dpop {
+            println!("token requests sent again after use_dpop_nonce: {rounds}");
+        }
         println!(
             "{:<11} {:>9} {:>9} {:>9} {:>9}",
             "step", "p50 ms", "p90 ms", "p99 ms", "max ms"
