@@ -8,7 +8,7 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DatabaseUrl};
-use crate::context::{Context, KeyCache};
+use crate::context::{Context, KeyCache, ProviderCache};
 use crate::credentials::Configurations;
 use crate::events::tail::LogTail;
 use crate::keys;
@@ -115,6 +115,14 @@ impl App {
         check_master_key(&secrets, store.as_ref()).await?;
         let log_tail = LogTail::new(*store.watch_events().borrow());
         let api_key_hash = api_key_hash(&config, store.as_ref()).await?;
+        let provider_client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.authorization.provider_timeout)
+            .timeout(config.authorization.provider_timeout)
+            .user_agent(concat!("Vellum/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| StartError::Setup(format!("provider client: {error}")))?;
         let ctx = Arc::new(Context {
             config,
             credential_configurations,
@@ -125,6 +133,8 @@ impl App {
             clock,
             api_key_hash,
             keys: KeyCache::default(),
+            provider_client,
+            providers: ProviderCache::default(),
             stopping: CancellationToken::new(),
             log_tail,
         });

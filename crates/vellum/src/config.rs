@@ -32,6 +32,7 @@ pub struct Config {
     pub offers: OffersConfig,
     pub protocol: ProtocolConfig,
     pub dpop: DpopConfig,
+    pub authorization: AuthorizationConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
@@ -137,6 +138,59 @@ impl DpopConfig {
     }
 }
 
+/// The authorization code flow: PAR, the authorization endpoint, and the OpenID providers
+/// holders log in at.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// Authorization requests must be pushed first (RFC 9126); HAIP requires it.
+    pub require_pushed_authorization_requests: bool,
+    /// How long a `request_uri` from the PAR endpoint may be used (once).
+    pub request_uri_ttl_seconds: u32,
+    /// How long the holder may take to log in at the provider.
+    pub login_timeout_seconds: u32,
+    /// How long an authorization code may be exchanged (once).
+    pub code_ttl_seconds: u32,
+    /// How long the provider may take to answer one request (discovery, keys, token).
+    #[serde(deserialize_with = "delay")]
+    pub provider_timeout: Duration,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// An OpenID Connect provider (`[authorization.providers.<id>]`), a confidential client of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Its issuer identifier; discovery is read from `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: ClientSecret,
+    #[serde(default = "default_provider_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_provider_scopes() -> Vec<String> {
+    vec!["openid".into()]
+}
+
+/// A client secret: never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecret([redacted])")
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationsConfig {
@@ -216,6 +270,25 @@ impl CredentialConfiguration {
 #[serde(deny_unknown_fields)]
 pub struct KeyDeclaration {
     pub algorithm: String,
+}
+
+/// An https URL, or http on a loopback address (a provider run beside the issuer), with a host
+/// and without user info, query or fragment.
+pub fn trusted_url(text: &str) -> bool {
+    let Ok(url) = Url::parse(text) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name == "localhost",
+        None => return false,
+    };
+    (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
 }
 
 /// `250ms`, `5s`, `5m`, `2h`, `1d`.
@@ -534,6 +607,45 @@ impl Config {
         ] {
             if value == 0 {
                 return fail(key, "must be greater than 0");
+            }
+        }
+        for (key, value) in [
+            (
+                "authorization.request_uri_ttl_seconds",
+                self.authorization.request_uri_ttl_seconds,
+            ),
+            (
+                "authorization.login_timeout_seconds",
+                self.authorization.login_timeout_seconds,
+            ),
+            (
+                "authorization.code_ttl_seconds",
+                self.authorization.code_ttl_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return fail(key, "must be greater than 0");
+            }
+        }
+        for (id, provider) in &self.authorization.providers {
+            let key = |member: &str| format!("authorization.providers.{id}.{member}");
+            if let Err(why) = crate::ids::ProviderId::parse(id) {
+                return fail(&format!("authorization.providers.{id}"), &why);
+            }
+            if !trusted_url(&provider.issuer) {
+                return fail(
+                    &key("issuer"),
+                    "must be an https URL (http only on a loopback address) without query or fragment",
+                );
+            }
+            if provider.client_id.is_empty() {
+                return fail(&key("client_id"), "must not be empty");
+            }
+            if provider.client_secret.expose().is_empty() {
+                return fail(&key("client_secret"), "must not be empty");
+            }
+            if !provider.scopes.iter().any(|scope| scope == "openid") {
+                return fail(&key("scopes"), "must include openid");
             }
         }
         if self.dpop.signing_alg_values_supported.is_empty() {

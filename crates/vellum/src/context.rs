@@ -1,16 +1,17 @@
-//! What every feature function receives: configuration, store, secrets, clock and key cache.
+//! What every feature function receives: configuration, store, secrets, clock, key cache, and
+//! what was learnt from the OpenID providers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
-use vellum_formats::jose::SigningKey;
+use vellum_formats::jose::{Jwk, SigningKey};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::credentials::Configurations;
 use crate::events::tail::LogTail;
-use crate::ids::KeyId;
+use crate::ids::{KeyId, ProviderId};
 use crate::secrets::Secrets;
 use crate::store::Store;
 
@@ -28,6 +29,10 @@ pub struct Context {
     /// SHA-256 (hex) of the management API key.
     pub api_key_hash: String,
     pub keys: KeyCache,
+    /// For requests to the OpenID providers: timeouts, no redirects, no proxy from the
+    /// environment.
+    pub provider_client: reqwest::Client,
+    pub providers: ProviderCache,
     /// Cancelled when the server starts to shut down: live event streams end on it, since
     /// graceful shutdown waits for every response to finish.
     pub stopping: CancellationToken,
@@ -55,6 +60,40 @@ impl KeyCache {
     pub fn insert(&self, id: KeyId, key: SigningKey) {
         if let Ok(mut keys) = self.0.lock() {
             keys.insert(id, key);
+        }
+    }
+}
+
+/// An OpenID provider's discovery document, as far as the authorization code flow reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+}
+
+/// What is known of one provider: its metadata and signing keys, and when each was fetched.
+#[derive(Debug, Clone)]
+pub struct KnownProvider {
+    pub metadata: ProviderMetadata,
+    pub metadata_fetched_at: Millis,
+    pub keys: Vec<(Option<String>, Jwk)>,
+    pub keys_fetched_at: Millis,
+}
+
+/// The providers' documents, fetched on first use (`oauth::upstream`) and refreshed there.
+#[derive(Default)]
+pub struct ProviderCache(Mutex<HashMap<ProviderId, KnownProvider>>);
+
+impl ProviderCache {
+    pub fn get(&self, id: &ProviderId) -> Option<KnownProvider> {
+        self.0.lock().ok()?.get(id).cloned()
+    }
+
+    pub fn insert(&self, id: ProviderId, known: KnownProvider) {
+        if let Ok(mut providers) = self.0.lock() {
+            providers.insert(id, known);
         }
     }
 }

@@ -58,6 +58,7 @@ macro_rules! slug_id {
 
 slug_id!(ProfileId, "a profile id");
 slug_id!(KeyId, "a key id");
+slug_id!(ProviderId, "a provider id");
 
 /// An issuance session, created by an offer: the offer id, the session id and the `id` of its
 /// events are the same value. Random (UUID v4), never chosen by the caller.

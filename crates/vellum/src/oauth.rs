@@ -16,6 +16,7 @@ use crate::store::{SessionLookup, SessionRecord};
 pub mod dpop;
 pub mod nonces;
 pub mod pre_authorized;
+pub mod upstream;
 
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {

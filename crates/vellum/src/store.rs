@@ -125,10 +125,29 @@ stored_names!(SessionStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantKind {
     PreAuthorizedCode,
+    AuthorizationCode,
 }
 
 stored_names!(GrantKind {
     PreAuthorizedCode => "PRE_AUTHORIZED_CODE",
+    AuthorizationCode => "AUTHORIZATION_CODE",
+});
+
+/// An authorization request's life: pushed (PAR), the holder at the provider, ended with a code,
+/// or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStatus {
+    Pushed,
+    AtProvider,
+    Completed,
+    Failed,
+}
+
+stored_names!(RequestStatus {
+    Pushed => "PUSHED",
+    AtProvider => "AT_PROVIDER",
+    Completed => "COMPLETED",
+    Failed => "FAILED",
 });
 
 /// A grant's life: unused, exchanged for an access token, or dead after too many wrong
@@ -207,6 +226,11 @@ pub struct GrantRecord {
     pub tx_code_failures: u32,
     pub created_at: Millis,
     pub redeemed_at: Option<Millis>,
+    /// Until when it may be redeemed, when that is not the session's expiry (an authorization
+    /// code).
+    pub expires_at: Option<Millis>,
+    /// The authorization request it ends (an authorization code).
+    pub request_id: Option<String>,
 }
 
 /// A grant written with its session.
@@ -217,6 +241,48 @@ pub struct NewGrant {
     pub secret_hash: String,
     pub tx_code: Option<Value>,
     pub tx_code_mac: Option<String>,
+    pub expires_at: Option<Millis>,
+    pub request_id: Option<String>,
+}
+
+/// An authorization request (RFC 6749 §4.1.1, pushed per RFC 9126 or not): who asked, where
+/// the code goes, and how far the holder got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizationRequestRecord {
+    /// Random; names the request in the values derived for the provider (nonce, PKCE).
+    pub id: String,
+    /// SHA-256 of the `request_uri` the PAR endpoint returned, if pushed.
+    pub request_uri_hash: Option<String>,
+    /// SHA-256 of the `state` the holder was sent to the provider with.
+    pub state_hash: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub profile_id: ProfileId,
+    pub client_id: String,
+    /// The request's parameters (redirect_uri, code_challenge, state, ...), as JSON.
+    pub parameters: Value,
+    pub status: RequestStatus,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// How an authorization request is found: by its `request_uri`, or by the state the provider
+/// sends back (hashes).
+#[derive(Debug, Clone, Copy)]
+pub enum RequestLookup<'a> {
+    RequestUri(&'a str),
+    State(&'a str),
+}
+
+/// A holder logged in: the request is completed with an authorization code, a grant of the
+/// session, whose template now carries the claims mapped from the ID token.
+#[derive(Debug, Clone)]
+pub struct AuthorizationCompletion {
+    pub request_id: String,
+    pub session: SessionId,
+    pub template: String,
+    pub grant: NewGrant,
+    pub now: Millis,
+    pub events: Vec<NewEvent>,
 }
 
 /// An access token: what the credential endpoint accepts, until `expires_at`.
@@ -529,6 +595,43 @@ pub trait CredentialStore: Send + Sync {
     ) -> StoreResult<Vec<IssuedCredentialRecord>>;
 }
 
+/// The authorization code flow's requests.
+#[async_trait]
+pub trait AuthorizationStore: Send + Sync {
+    async fn create_authorization_request(
+        &self,
+        request: &AuthorizationRequestRecord,
+        events: &[NewEvent],
+    ) -> StoreResult<()>;
+    async fn authorization_request(
+        &self,
+        lookup: RequestLookup<'_>,
+    ) -> StoreResult<Option<AuthorizationRequestRecord>>;
+    /// PUSHED and unexpired -> AT_PROVIDER, with the state's hash and a new expiry.
+    async fn start_login(
+        &self,
+        id: &str,
+        state_hash: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<Applied>;
+    /// AT_PROVIDER -> COMPLETED, if the session is still ACTIVE: its template replaced, the
+    /// authorization code added, the events written.
+    async fn complete_authorization(
+        &self,
+        completion: &AuthorizationCompletion,
+    ) -> StoreResult<Applied>;
+    /// PUSHED or AT_PROVIDER -> FAILED, with the events.
+    async fn fail_authorization(&self, id: &str, events: &[NewEvent]) -> StoreResult<Applied>;
+    /// The grant with this code's hash, its request and its session.
+    async fn code_grant(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<(GrantRecord, AuthorizationRequestRecord, SessionRecord)>>;
+    /// Revokes every access token obtained with the grant (a code used twice), with the events.
+    async fn revoke_grant_tokens(&self, grant: i64, events: &[NewEvent]) -> StoreResult<u64>;
+}
+
 /// Values a client may present once (a DPoP proof's jti), remembered by their hash until they
 /// can no longer be presented; `purge` forgets them after that.
 #[async_trait]
@@ -603,6 +706,7 @@ pub trait Store:
     + ProfileStore
     + SessionStore
     + CredentialStore
+    + AuthorizationStore
     + ReplayStore
     + EventLog
     + Outbox
@@ -616,6 +720,7 @@ impl<T> Store for T where
         + ProfileStore
         + SessionStore
         + CredentialStore
+        + AuthorizationStore
         + ReplayStore
         + EventLog
         + Outbox

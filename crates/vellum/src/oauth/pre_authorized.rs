@@ -161,6 +161,8 @@ pub fn new_grant(secrets: &Secrets, session: SessionId, tx_code: Option<&TxCode>
         secret_hash: hash_secret(&code(secrets, session)),
         tx_code: tx_code.map(|tx_code| serde_json::to_value(&tx_code.spec).unwrap_or(Value::Null)),
         tx_code_mac: tx_code.map(|tx_code| tx_code_mac(secrets, session, &tx_code.value)),
+        expires_at: None,
+        request_id: None,
     }
 }
 

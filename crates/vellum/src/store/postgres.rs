@@ -58,6 +58,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_dpop.sql",
         include_str!("../../migrations/postgres/0005_dpop.sql"),
     ),
+    (
+        "0006_authorization_requests.sql",
+        include_str!("../../migrations/postgres/0006_authorization_requests.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -622,6 +626,30 @@ async fn listing<T>(
     Ok(Listing { rows })
 }
 
+async fn insert_grant(
+    db: Db<'_, Transaction<'_>>,
+    session: SessionId,
+    grant: &NewGrant,
+    now: Millis,
+) -> StoreResult<()> {
+    db.execute(
+        sql::INSERT_GRANT,
+        &[
+            &session.to_string(),
+            &grant.kind.as_str(),
+            &grant.secret_hash,
+            &grant.tx_code.as_ref().map(Value::to_string),
+            &grant.tx_code_mac,
+            &now,
+            &grant.expires_at,
+            &grant.request_id,
+        ],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
 async fn first<T>(
     db: Db<'_, impl GenericClient + Sync>,
     sql: &str,
@@ -1078,19 +1106,7 @@ impl SessionStore for PostgresStore {
         .await
         .map_err(db_error)?;
         if let Some(grant) = grant {
-            db.execute(
-                sql::INSERT_GRANT,
-                &[
-                    &s.id.to_string(),
-                    &grant.kind.as_str(),
-                    &grant.secret_hash,
-                    &grant.tx_code.as_ref().map(Value::to_string),
-                    &grant.tx_code_mac,
-                    &s.created_at,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+            insert_grant(db, s.id, grant, s.created_at).await?;
         }
         publish_key(db, &s.issuer_key_id).await?;
         if let Some(webhook) = &s.webhook {
@@ -1331,6 +1347,9 @@ impl SessionStore for PostgresStore {
         db.execute(sql::PURGE_NONCES, &[&now])
             .await
             .map_err(db_error)?;
+        db.execute(sql::PURGE_AUTHORIZATION_REQUESTS, &[&now])
+            .await
+            .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(sessions)
     }
@@ -1410,6 +1429,145 @@ impl CredentialStore for PostgresStore {
             rows::issued_credential,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl AuthorizationStore for PostgresStore {
+    async fn create_authorization_request(
+        &self,
+        request: &AuthorizationRequestRecord,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        let r = request;
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        db.execute(
+            &sql::INSERT_AUTHORIZATION_REQUEST,
+            &[
+                &r.id,
+                &r.request_uri_hash,
+                &r.state_hash,
+                &r.session_id.map(|id| id.to_string()),
+                &r.profile_id.as_str(),
+                &r.client_id,
+                &r.parameters.to_string(),
+                &r.status.as_str(),
+                &r.created_at,
+                &r.expires_at,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(())
+    }
+
+    async fn authorization_request(
+        &self,
+        lookup: RequestLookup<'_>,
+    ) -> StoreResult<Option<AuthorizationRequestRecord>> {
+        let (statement, hash): (&str, &str) = match lookup {
+            RequestLookup::RequestUri(hash) => (&sql::REQUEST_BY_URI, hash),
+            RequestLookup::State(hash) => (&sql::REQUEST_BY_STATE, hash),
+        };
+        let conn = self.pool.get().await?;
+        first(conn.db(), statement, &[&hash], rows::authorization_request).await
+    }
+
+    async fn start_login(
+        &self,
+        id: &str,
+        state_hash: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<Applied> {
+        let conn = self.pool.get().await?;
+        let started = conn
+            .db()
+            .execute(sql::START_LOGIN, &[&state_hash, &expires_at, &id, &now])
+            .await
+            .map_err(db_error)?;
+        Ok(applied(started))
+    }
+
+    async fn complete_authorization(
+        &self,
+        completion: &AuthorizationCompletion,
+    ) -> StoreResult<Applied> {
+        let c = completion;
+        let session = c.session.to_string();
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let completed = db
+            .execute(
+                sql::COMPLETE_AUTHORIZATION,
+                &[&session, &c.grant.expires_at, &c.request_id],
+            )
+            .await
+            .map_err(db_error)?;
+        if completed == 0 {
+            return Ok(Applied::Stale);
+        }
+        db.execute(sql::SET_TEMPLATE, &[&c.template, &c.now, &session])
+            .await
+            .map_err(db_error)?;
+        insert_grant(db, c.session, &c.grant, c.now).await?;
+        let newest = insert_events(db, &c.events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
+    }
+
+    async fn fail_authorization(&self, id: &str, events: &[NewEvent]) -> StoreResult<Applied> {
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let failed = db
+            .execute(sql::FAIL_AUTHORIZATION, &[&id])
+            .await
+            .map_err(db_error)?;
+        if failed == 0 {
+            return Ok(Applied::Stale);
+        }
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
+    }
+
+    async fn code_grant(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<(GrantRecord, AuthorizationRequestRecord, SessionRecord)>> {
+        let conn = self.pool.get().await?;
+        first(conn.db(), &sql::CODE_GRANT, &[&code_hash], rows::code_grant).await
+    }
+
+    async fn revoke_grant_tokens(&self, grant: i64, events: &[NewEvent]) -> StoreResult<u64> {
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let revoked = db
+            .execute(sql::REVOKE_GRANT_TOKENS, &[&grant])
+            .await
+            .map_err(db_error)?;
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(revoked)
+    }
+}
+
+fn applied(rows: u64) -> Applied {
+    if rows == 0 {
+        Applied::Stale
+    } else {
+        Applied::Yes
     }
 }
 

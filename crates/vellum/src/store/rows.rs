@@ -39,7 +39,29 @@ pub(super) const SESSION_FIELDS: &str = "s.*, w.url AS webhook_url, \
     CAST(w.events AS TEXT) AS webhook_events, g.id AS grant_id, g.kind AS grant_kind, \
     g.state AS grant_state, g.tx_code AS grant_tx_code, g.tx_code_mac AS grant_tx_code_mac, \
     g.tx_code_failures AS grant_tx_code_failures, g.created_at AS grant_created_at, \
-    g.redeemed_at AS grant_redeemed_at";
+    g.redeemed_at AS grant_redeemed_at, g.expires_at AS grant_expires_at, \
+    g.request_id AS grant_request_id";
+
+/// An authorization code grant as `code_*` and its request as `request_*`: with
+/// `{SESSION_FIELDS}`, a row of [`code_grant`].
+pub(super) const CODE_GRANT_FIELDS: &str = "c.id AS code_id, c.kind AS code_kind, \
+    c.state AS code_state, c.tx_code AS code_tx_code, c.tx_code_mac AS code_tx_code_mac, \
+    c.tx_code_failures AS code_tx_code_failures, c.created_at AS code_created_at, \
+    c.redeemed_at AS code_redeemed_at, c.expires_at AS code_expires_at, \
+    c.request_id AS code_request_id";
+
+/// An authorization request's columns as `request_*`, from `authorization_requests r`.
+pub(super) const REQUEST_FIELDS: &str = "r.id AS request_id, \
+    r.request_uri_hash AS request_request_uri_hash, r.state_hash AS request_state_hash, \
+    r.session_id AS request_session_id, r.profile_id AS request_profile_id, \
+    r.client_id AS request_client_id, r.parameters AS request_parameters, \
+    r.status AS request_status, r.created_at AS request_created_at, \
+    r.expires_at AS request_expires_at";
+
+/// The values of a new authorization request, in the order of
+/// `sql::INSERT_AUTHORIZATION_REQUEST`.
+pub(super) const REQUEST_COLUMNS: &str = "id, request_uri_hash, state_hash, session_id, \
+    profile_id, client_id, parameters, status, created_at, expires_at";
 
 pub(super) const SESSION_JOINS: &str = "LEFT JOIN webhooks w ON w.session_id = s.id \
     LEFT JOIN grants g ON g.session_id = s.id AND g.kind = 'PRE_AUTHORIZED_CODE'";
@@ -100,27 +122,66 @@ pub(super) fn webhook(row: &dyn Columns, prefix: &str) -> StoreResult<Option<Web
     }))
 }
 
+/// The grant in the columns named `<prefix>id`, `<prefix>kind`, ..., if there is one.
+fn grant(row: &dyn Columns, prefix: &str) -> StoreResult<Option<GrantRecord>> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let Some(id) = row.opt_int(&column("id"))? else {
+        return Ok(None);
+    };
+    Ok(Some(GrantRecord {
+        id,
+        kind: GrantKind::parse(&row.text(&column("kind"))?).ok_or_else(|| corrupt("grant kind"))?,
+        state: GrantState::parse(&row.text(&column("state"))?)
+            .ok_or_else(|| corrupt("grant state"))?,
+        tx_code: row
+            .opt_text(&column("tx_code"))?
+            .map(|text| json(&text, "tx_code"))
+            .transpose()?,
+        tx_code_mac: row.opt_text(&column("tx_code_mac"))?,
+        tx_code_failures: count(row.int(&column("tx_code_failures"))?, "tx_code_failures")?,
+        created_at: row.int(&column("created_at"))?,
+        redeemed_at: row.opt_int(&column("redeemed_at"))?,
+        expires_at: row.opt_int(&column("expires_at"))?,
+        request_id: row.opt_text(&column("request_id"))?,
+    }))
+}
+
+/// A row of `SELECT {REQUEST_FIELDS} ...`.
+pub(super) fn authorization_request(row: &dyn Columns) -> StoreResult<AuthorizationRequestRecord> {
+    Ok(AuthorizationRequestRecord {
+        id: row.text("request_id")?,
+        request_uri_hash: row.opt_text("request_request_uri_hash")?,
+        state_hash: row.opt_text("request_state_hash")?,
+        session_id: row
+            .opt_text("request_session_id")?
+            .map(|text| session_id(&text))
+            .transpose()?,
+        profile_id: ProfileId::parse(&row.text("request_profile_id")?)
+            .map_err(|_| corrupt("authorization request profile id"))?,
+        client_id: row.text("request_client_id")?,
+        parameters: json(
+            &row.text("request_parameters")?,
+            "authorization request parameters",
+        )?,
+        status: RequestStatus::parse(&row.text("request_status")?)
+            .ok_or_else(|| corrupt("authorization request status"))?,
+        created_at: row.int("request_created_at")?,
+        expires_at: row.int("request_expires_at")?,
+    })
+}
+
+/// A row of `SELECT {CODE_GRANT_FIELDS}, {REQUEST_FIELDS}, {SESSION_FIELDS} ...`.
+pub(super) fn code_grant(
+    row: &dyn Columns,
+) -> StoreResult<(GrantRecord, AuthorizationRequestRecord, SessionRecord)> {
+    let grant = grant(row, "code_")?.ok_or_else(|| corrupt("authorization code grant"))?;
+    Ok((grant, authorization_request(row)?, session(row)?))
+}
+
 /// A row of `SELECT {SESSION_FIELDS} ...`.
 pub(super) fn session(row: &dyn Columns) -> StoreResult<SessionRecord> {
     let webhook = webhook(row, "webhook_")?;
-    let pre_authorized = match row.opt_int("grant_id")? {
-        None => None,
-        Some(id) => Some(GrantRecord {
-            id,
-            kind: GrantKind::parse(&row.text("grant_kind")?)
-                .ok_or_else(|| corrupt("grant kind"))?,
-            state: GrantState::parse(&row.text("grant_state")?)
-                .ok_or_else(|| corrupt("grant state"))?,
-            tx_code: row
-                .opt_text("grant_tx_code")?
-                .map(|text| json(&text, "tx_code"))
-                .transpose()?,
-            tx_code_mac: row.opt_text("grant_tx_code_mac")?,
-            tx_code_failures: count(row.int("grant_tx_code_failures")?, "tx_code_failures")?,
-            created_at: row.int("grant_created_at")?,
-            redeemed_at: row.opt_int("grant_redeemed_at")?,
-        }),
-    };
+    let pre_authorized = grant(row, "grant_")?;
     Ok(SessionRecord {
         id: session_id(&row.text("id")?)?,
         profile_id: ProfileId::parse(&row.text("profile_id")?)

@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use super::rows::{
-    EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS,
-    TOKEN_FIELDS,
+    CODE_GRANT_FIELDS, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, REQUEST_COLUMNS, REQUEST_FIELDS,
+    SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS, TOKEN_FIELDS,
 };
 
 pub(super) const NEWEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
@@ -36,7 +36,8 @@ pub(super) static INSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
 
 /// A new session's grant: session, kind, secret hash, tx_code object, tx_code MAC, created at.
 pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (session_id, kind, secret_hash, \
-    state, tx_code, tx_code_mac, created_at) VALUES ($1, $2, $3, 'UNUSED', $4, $5, $6)";
+    state, tx_code, tx_code_mac, created_at, expires_at, request_id) \
+    VALUES ($1, $2, $3, 'UNUSED', $4, $5, $6, $7, $8)";
 
 /// An access token: hash, session, grant, issued at, expires at.
 pub(super) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens \
@@ -122,6 +123,10 @@ pub(super) const PURGE_SESSIONS: &str =
 /// Now: nonces that can no longer be replayed.
 pub(super) const PURGE_NONCES: &str = "DELETE FROM used_nonces WHERE expires_at < $1";
 
+/// Now: authorization requests that can no longer be used (their code, if any, has expired).
+pub(super) const PURGE_AUTHORIZATION_REQUESTS: &str =
+    "DELETE FROM authorization_requests WHERE expires_at < $1";
+
 /// Session, after, limit.
 pub(super) static SESSION_EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -141,3 +146,53 @@ pub(super) const SESSION_DELIVERIES: &str = "SELECT id, event_seq, url, status, 
 /// Now, delivery: a retry whose URL answered 410 to another delivery meanwhile is gone too.
 pub(super) const GONE_MEANWHILE: &str = "UPDATE deliveries SET status = 'GONE', \
     finished_at = $1 WHERE id = $2 AND url IN (SELECT url FROM gone_webhook_urls)";
+
+/// The values of [`REQUEST_COLUMNS`], in order.
+pub(super) static INSERT_AUTHORIZATION_REQUEST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO authorization_requests ({REQUEST_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    )
+});
+
+/// An authorization request by the hash of its request_uri.
+pub(super) static REQUEST_BY_URI: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {REQUEST_FIELDS} FROM authorization_requests r WHERE r.request_uri_hash = $1")
+});
+
+/// An authorization request by the hash of the state sent to the provider.
+pub(super) static REQUEST_BY_STATE: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {REQUEST_FIELDS} FROM authorization_requests r WHERE r.state_hash = $1")
+});
+
+/// State hash, expires at, id, now: a pushed request the holder now takes to the provider.
+pub(super) const START_LOGIN: &str = "UPDATE authorization_requests \
+    SET status = 'AT_PROVIDER', state_hash = $1, expires_at = $2 \
+    WHERE id = $3 AND status = 'PUSHED' AND expires_at > $4";
+
+/// Id: a request ends without a code.
+pub(super) const FAIL_AUTHORIZATION: &str = "UPDATE authorization_requests SET status = 'FAILED' \
+    WHERE id = $1 AND status IN ('PUSHED', 'AT_PROVIDER')";
+
+/// Session, expires at (the code's), id: the holder logged in and the session is still active.
+pub(super) const COMPLETE_AUTHORIZATION: &str = "UPDATE authorization_requests \
+    SET status = 'COMPLETED', session_id = $1, expires_at = $2 \
+    WHERE id = $3 AND status = 'AT_PROVIDER' \
+    AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE')";
+
+/// Template, now, session.
+pub(super) const SET_TEMPLATE: &str =
+    "UPDATE sessions SET template = $1, updated_at = $2 WHERE id = $3";
+
+/// The authorization code grant with this hash, its request and its session.
+pub(super) static CODE_GRANT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {CODE_GRANT_FIELDS}, {REQUEST_FIELDS}, {SESSION_FIELDS} FROM grants c \
+         JOIN authorization_requests r ON r.id = c.request_id \
+         JOIN sessions s ON s.id = c.session_id {SESSION_JOINS} \
+         WHERE c.secret_hash = $1 AND c.kind = 'AUTHORIZATION_CODE'"
+    )
+});
+
+/// Grant: the access tokens obtained with it.
+pub(super) const REVOKE_GRANT_TOKENS: &str = "DELETE FROM access_tokens WHERE grant_id = $1";

@@ -49,6 +49,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_dpop.sql",
         include_str!("../../migrations/sqlite/0005_dpop.sql"),
     ),
+    (
+        "0006_authorization_requests.sql",
+        include_str!("../../migrations/sqlite/0006_authorization_requests.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -338,6 +342,29 @@ fn read_loop(conn: Connection, reads: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
 
 /// Appends events and, in the same transaction, one delivery per event for the session's
 /// webhook when it wants that event type (the transactional outbox).
+fn insert_grant(
+    conn: &Connection,
+    session: SessionId,
+    grant: &NewGrant,
+    now: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(sql::INSERT_GRANT)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                session.to_string(),
+                grant.kind.as_str(),
+                grant.secret_hash,
+                grant.tx_code.as_ref().map(Value::to_string),
+                grant.tx_code_mac,
+                now,
+                grant.expires_at,
+                grant.request_id,
+            ])
+        })
+        .map_err(db_error)?;
+    Ok(())
+}
+
 fn insert_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
     let mut insert = conn
         .prepare_cached(
@@ -864,18 +891,7 @@ impl SessionStore for SqliteStore {
                 })
                 .map_err(db_error)?;
             if let Some(grant) = &grant {
-                conn.prepare_cached(sql::INSERT_GRANT)
-                    .and_then(|mut statement| {
-                        statement.execute(params![
-                            s.id.to_string(),
-                            grant.kind.as_str(),
-                            grant.secret_hash,
-                            grant.tx_code.as_ref().map(Value::to_string),
-                            grant.tx_code_mac,
-                            s.created_at,
-                        ])
-                    })
-                    .map_err(db_error)?;
+                insert_grant(conn, s.id, grant, s.created_at)?;
             }
             publish_key(conn, &s.issuer_key_id)?;
             if let Some(webhook) = &s.webhook {
@@ -1108,6 +1124,8 @@ impl SessionStore for SqliteStore {
                 .execute(sql::PURGE_SESSIONS, [finished_before])
                 .map_err(db_error)?;
             conn.execute(sql::PURGE_NONCES, [now]).map_err(db_error)?;
+            conn.execute(sql::PURGE_AUTHORIZATION_REQUESTS, [now])
+                .map_err(db_error)?;
             Ok(sessions as u64)
         })
         .await
@@ -1194,6 +1212,146 @@ impl CredentialStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[async_trait]
+impl AuthorizationStore for SqliteStore {
+    async fn create_authorization_request(
+        &self,
+        request: &AuthorizationRequestRecord,
+        events: &[NewEvent],
+    ) -> StoreResult<()> {
+        let (r, events) = (request.clone(), events.to_vec());
+        self.write(move |conn| {
+            conn.prepare_cached(&sql::INSERT_AUTHORIZATION_REQUEST)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        r.id,
+                        r.request_uri_hash,
+                        r.state_hash,
+                        r.session_id.map(|id| id.to_string()),
+                        r.profile_id.as_str(),
+                        r.client_id,
+                        r.parameters.to_string(),
+                        r.status.as_str(),
+                        r.created_at,
+                        r.expires_at,
+                    ])
+                })
+                .map_err(db_error)?;
+            insert_events(conn, &events)
+        })
+        .await
+    }
+
+    async fn authorization_request(
+        &self,
+        lookup: RequestLookup<'_>,
+    ) -> StoreResult<Option<AuthorizationRequestRecord>> {
+        let (statement, hash): (&'static str, String) = match lookup {
+            RequestLookup::RequestUri(hash) => (&sql::REQUEST_BY_URI, hash.to_owned()),
+            RequestLookup::State(hash) => (&sql::REQUEST_BY_STATE, hash.to_owned()),
+        };
+        self.read(move |conn| first(conn, statement, [hash], rows::authorization_request))
+            .await
+    }
+
+    async fn start_login(
+        &self,
+        id: &str,
+        state_hash: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> StoreResult<Applied> {
+        let (id, state_hash) = (id.to_owned(), state_hash.to_owned());
+        self.write(move |conn| {
+            let started = conn
+                .prepare_cached(sql::START_LOGIN)
+                .and_then(|mut statement| {
+                    statement.execute(params![state_hash, expires_at, id, now])
+                })
+                .map_err(db_error)?;
+            Ok(applied(started))
+        })
+        .await
+    }
+
+    async fn complete_authorization(
+        &self,
+        completion: &AuthorizationCompletion,
+    ) -> StoreResult<Applied> {
+        let c = completion.clone();
+        self.write(move |conn| {
+            let completed = conn
+                .prepare_cached(sql::COMPLETE_AUTHORIZATION)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        c.session.to_string(),
+                        c.grant.expires_at,
+                        c.request_id
+                    ])
+                })
+                .map_err(db_error)?;
+            if completed == 0 {
+                return Ok(Applied::Stale);
+            }
+            conn.prepare_cached(sql::SET_TEMPLATE)
+                .and_then(|mut statement| {
+                    statement.execute(params![c.template, c.now, c.session.to_string()])
+                })
+                .map_err(db_error)?;
+            insert_grant(conn, c.session, &c.grant, c.now)?;
+            insert_events(conn, &c.events)?;
+            Ok(Applied::Yes)
+        })
+        .await
+    }
+
+    async fn fail_authorization(&self, id: &str, events: &[NewEvent]) -> StoreResult<Applied> {
+        let (id, events) = (id.to_owned(), events.to_vec());
+        self.write(move |conn| {
+            let failed = conn
+                .prepare_cached(sql::FAIL_AUTHORIZATION)
+                .and_then(|mut statement| statement.execute(params![id]))
+                .map_err(db_error)?;
+            if failed == 0 {
+                return Ok(Applied::Stale);
+            }
+            insert_events(conn, &events)?;
+            Ok(Applied::Yes)
+        })
+        .await
+    }
+
+    async fn code_grant(
+        &self,
+        code_hash: &str,
+    ) -> StoreResult<Option<(GrantRecord, AuthorizationRequestRecord, SessionRecord)>> {
+        let hash = code_hash.to_owned();
+        self.read(move |conn| first(conn, &sql::CODE_GRANT, [hash], rows::code_grant))
+            .await
+    }
+
+    async fn revoke_grant_tokens(&self, grant: i64, events: &[NewEvent]) -> StoreResult<u64> {
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let revoked = conn
+                .prepare_cached(sql::REVOKE_GRANT_TOKENS)
+                .and_then(|mut statement| statement.execute(params![grant]))
+                .map_err(db_error)?;
+            insert_events(conn, &events)?;
+            Ok(revoked as u64)
+        })
+        .await
+    }
+}
+
+fn applied(rows: usize) -> Applied {
+    if rows == 0 {
+        Applied::Stale
+    } else {
+        Applied::Yes
     }
 }
 

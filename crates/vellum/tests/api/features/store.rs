@@ -13,9 +13,10 @@ use vellum::ids::{KeyId, ProfileId, SessionId};
 use vellum::store::postgres::PostgresStore;
 use vellum::store::sqlite::SqliteStore;
 use vellum::store::{
-    Applied, AttemptOutcome, AttemptRecord, DeliveryStatus, EventLog, FinishedAttempt, GrantKind,
-    GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord, KeyRecord, NewAccessToken,
-    NewEvent, NewGrant, ProfileRecord, SessionFilter, SessionLookup, SessionRecord, SessionStatus,
+    Applied, AttemptOutcome, AttemptRecord, AuthorizationCompletion, AuthorizationRequestRecord,
+    DeliveryStatus, EventLog, FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit,
+    IssuedCredentialRecord, KeyRecord, NewAccessToken, NewEvent, NewGrant, ProfileRecord,
+    RequestLookup, RequestStatus, SessionFilter, SessionLookup, SessionRecord, SessionStatus,
     Store, StoreError, TxCodeFailure, WebhookTarget,
 };
 
@@ -66,6 +67,7 @@ conformance!(
     a_code_is_redeemed_once,
     ten_concurrent_redemptions_apply_exactly_once,
     a_token_is_bound_to_its_key_and_a_proof_is_used_once,
+    an_authorization_request_goes_from_pushed_to_a_code_once,
     issuance_completes_once_and_a_nonce_is_used_once,
     issued_credentials_are_recorded_and_outlive_their_session_until_they_expire,
     sessions_expire_once_when_due,
@@ -147,6 +149,8 @@ fn grant(session: &SessionRecord) -> NewGrant {
         secret_hash: format!("code-{}", session.id),
         tx_code: Some(json!({"length": 4, "input_mode": "numeric"})),
         tx_code_mac: Some(format!("mac-{}", session.id)),
+        expires_at: None,
+        request_id: None,
     }
 }
 
@@ -709,6 +713,212 @@ async fn a_token_is_bound_to_its_key_and_a_proof_is_used_once(store: &dyn Store)
         store.record_use("jti-b", 300).await.expect("use"),
         Applied::Stale
     );
+}
+
+fn authorization_request(
+    id: &str,
+    session: Option<SessionId>,
+    now: Millis,
+) -> AuthorizationRequestRecord {
+    AuthorizationRequestRecord {
+        id: id.into(),
+        request_uri_hash: Some(format!("uri-{id}")),
+        state_hash: None,
+        session_id: session,
+        profile_id: ProfileId::parse("pid").expect("profile id"),
+        client_id: "wallet".into(),
+        parameters: json!({"redirect_uri": "https://wallet.example/cb", "code_challenge": "c"}),
+        status: RequestStatus::Pushed,
+        created_at: now,
+        expires_at: now + 60,
+    }
+}
+
+async fn an_authorization_request_goes_from_pushed_to_a_code_once(store: &dyn Store) {
+    let s = session(10, None);
+    store
+        .create_session(&s, None, &event(Some(s.id), "credential_offer_created", 10))
+        .await
+        .expect("create session");
+    let pushed = authorization_request("req-1", Some(s.id), 20);
+    store
+        .create_authorization_request(&pushed, &[event(Some(s.id), "pushed", 20)])
+        .await
+        .expect("create request");
+    let found = store
+        .authorization_request(RequestLookup::RequestUri("uri-req-1"))
+        .await
+        .expect("lookup")
+        .expect("the request");
+    assert_eq!(found, pushed);
+
+    // Used once, and only before it expires.
+    assert_eq!(
+        store
+            .start_login("req-1", "state-1", 500, 80)
+            .await
+            .expect("start"),
+        Applied::Stale,
+        "expired"
+    );
+    assert_eq!(
+        store
+            .start_login("req-1", "state-1", 500, 30)
+            .await
+            .expect("start"),
+        Applied::Yes
+    );
+    assert_eq!(
+        store
+            .start_login("req-1", "state-2", 500, 31)
+            .await
+            .expect("start"),
+        Applied::Stale,
+        "used"
+    );
+    let at_provider = store
+        .authorization_request(RequestLookup::State("state-1"))
+        .await
+        .expect("lookup")
+        .expect("the request");
+    assert_eq!(
+        (
+            at_provider.status,
+            at_provider.expires_at,
+            at_provider.state_hash.as_deref()
+        ),
+        (RequestStatus::AtProvider, 500, Some("state-1"))
+    );
+
+    let completion = AuthorizationCompletion {
+        request_id: "req-1".into(),
+        session: s.id,
+        template: json!({"claims": {"given_name": "Erika"}}).to_string(),
+        grant: NewGrant {
+            kind: GrantKind::AuthorizationCode,
+            secret_hash: "code-hash".into(),
+            tx_code: None,
+            tx_code_mac: None,
+            expires_at: Some(100),
+            request_id: Some("req-1".into()),
+        },
+        now: 40,
+        events: vec![event(Some(s.id), "authorized", 40)],
+    };
+    assert_eq!(
+        store
+            .complete_authorization(&completion)
+            .await
+            .expect("complete"),
+        Applied::Yes
+    );
+    assert_eq!(
+        store
+            .complete_authorization(&completion)
+            .await
+            .expect("complete"),
+        Applied::Stale,
+        "completed once"
+    );
+    assert_eq!(
+        store.fail_authorization("req-1", &[]).await.expect("fail"),
+        Applied::Stale
+    );
+    assert_eq!(reload(store, s.id).await.template, completion.template);
+    let (code, request, session) = store
+        .code_grant("code-hash")
+        .await
+        .expect("lookup")
+        .expect("the code");
+    assert_eq!(
+        (
+            code.kind,
+            code.state,
+            code.expires_at,
+            code.request_id.as_deref()
+        ),
+        (
+            GrantKind::AuthorizationCode,
+            GrantState::Unused,
+            Some(100),
+            Some("req-1")
+        )
+    );
+    assert_eq!(
+        (request.status, request.session_id, request.expires_at),
+        (RequestStatus::Completed, Some(s.id), 100)
+    );
+    assert_eq!(session.id, s.id);
+    assert!(
+        store
+            .code_grant("code-hash-x")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    // Redeemed, then revoked as a code used twice.
+    let token = NewAccessToken {
+        hash: "code-token".into(),
+        expires_at: 900,
+        dpop_jkt: None,
+    };
+    assert_eq!(
+        store
+            .redeem_grant(s.id, code.id, &token, 50, &[])
+            .await
+            .expect("redeem"),
+        Applied::Yes
+    );
+    assert!(
+        store
+            .token_session("code-token")
+            .await
+            .expect("lookup")
+            .is_some()
+    );
+    let revoked = store
+        .revoke_grant_tokens(code.id, &[event(Some(s.id), "revoked", 60)])
+        .await
+        .expect("revoke");
+    assert_eq!(revoked, 1);
+    assert!(
+        store
+            .token_session("code-token")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    // A request that fails, and one left to expire: purged once they cannot be used.
+    store
+        .create_authorization_request(&authorization_request("req-2", None, 20), &[])
+        .await
+        .expect("create request");
+    assert_eq!(
+        store
+            .fail_authorization("req-2", &[event(None, "failed", 21)])
+            .await
+            .expect("fail"),
+        Applied::Yes
+    );
+    assert_eq!(
+        store.fail_authorization("req-2", &[]).await.expect("fail"),
+        Applied::Stale
+    );
+    store.purge(0, 101).await.expect("purge");
+    for lookup in [
+        RequestLookup::RequestUri("uri-req-1"),
+        RequestLookup::RequestUri("uri-req-2"),
+    ] {
+        assert!(
+            store
+                .authorization_request(lookup)
+                .await
+                .expect("lookup")
+                .is_none()
+        );
+    }
 }
 
 async fn ten_concurrent_redemptions_apply_exactly_once(store: &dyn Store) {
