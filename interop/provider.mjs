@@ -8,6 +8,10 @@
 // once it listens; everything else goes to stderr. Its EC P-256 signing key is new at every start,
 // so restarting it on the same port rotates the key (a new kid at the same JWKS URI).
 //
+// With --tamper signature|nonce|aud|expired every ID token the token endpoint hands out is spoilt
+// that way (a flipped signature byte, or a claim changed and signed again with the provider's own
+// key), for the tests of what the issuer refuses.
+//
 // Accounts: alice / alice-password and bob / bob-password log in; logging in as "denied" (any
 // password) refuses, ending the flow with access_denied at the client's redirect_uri; a wrong
 // password shows the form again. Consent is granted without asking, for what was requested.
@@ -16,7 +20,7 @@ import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import { parseArgs } from 'node:util'
 
-import { calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose'
+import { CompactSign, base64url, calculateJwkThumbprint, decodeProtectedHeader, exportJWK, generateKeyPair } from 'jose'
 import Provider from 'oidc-provider'
 
 // oidc-provider prints its notices with console.info, which writes to stdout: stdout is only for
@@ -36,6 +40,7 @@ try {
       'client-id': { type: 'string' },
       'client-secret': { type: 'string' },
       'redirect-uri': { type: 'string', multiple: true },
+      tamper: { type: 'string' },
     },
   }))
 } catch (error) {
@@ -46,6 +51,8 @@ if (!Number.isInteger(port) || port <= 0 || !args['client-id'] || !args['client-
   fail('usage: node provider.mjs --port <port> --client-id <id> --client-secret <secret> --redirect-uri <uri> [--redirect-uri <uri> ...]')
 }
 const issuer = `http://127.0.0.1:${port}`
+const TAMPERINGS = ['signature', 'nonce', 'aud', 'expired']
+if (args.tamper && !TAMPERINGS.includes(args.tamper)) fail(`--tamper takes one of ${TAMPERINGS.join(', ')}`)
 
 const ACCOUNTS = {
   alice: {
@@ -87,7 +94,6 @@ const provider = new Provider(issuer, {
   ],
   // The issuer verifies only ES256, ES384 and EdDSA: with no RSA key, nothing can ask for RS256.
   jwks: { keys: [signingJwk] },
-  clientDefaults: { id_token_signed_response_alg: 'ES256' },
   responseTypes: ['code'],
   scopes: ['openid', 'profile', 'email', 'address'],
   claims: {
@@ -107,20 +113,42 @@ const provider = new Provider(issuer, {
   features: { devInteractions: { enabled: false } },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   async findAccount(ctx, sub) {
-    const account = ACCOUNTS[sub]
-    if (!account) return undefined
-    return { accountId: sub, claims: async () => ({ sub, ...account.claims }) }
+    if (!Object.hasOwn(ACCOUNTS, sub)) return undefined
+    return { accountId: sub, claims: async () => ({ sub, ...ACCOUNTS[sub].claims }) }
   },
 })
 
+/** The ID token spoilt as --tamper asks. */
+async function tampered(idToken) {
+  const [header, payload, signature] = idToken.split('.')
+  if (args.tamper === 'signature') {
+    const bytes = base64url.decode(signature)
+    bytes[0] ^= 0x01
+    return `${header}.${payload}.${base64url.encode(bytes)}`
+  }
+  const claims = JSON.parse(new TextDecoder().decode(base64url.decode(payload)))
+  const now = Math.floor(Date.now() / 1000)
+  if (args.tamper === 'nonce') claims.nonce = 'not-the-nonce-of-this-login'
+  if (args.tamper === 'aud') claims.aud = 'another-client'
+  if (args.tamper === 'expired') Object.assign(claims, { iat: now - 7200, exp: now - 3600 })
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
+    .setProtectedHeader(decodeProtectedHeader(idToken))
+    .sign(privateKey)
+}
+
+if (args.tamper) {
+  provider.use(async (ctx, next) => {
+    await next()
+    if (ctx.path === '/token' && typeof ctx.body?.id_token === 'string') {
+      ctx.body = { ...ctx.body, id_token: await tampered(ctx.body.id_token) }
+    }
+  })
+}
+
 /** A grant of everything the client asked for, standing in for the holder's consent. */
-async function grantAll({ params, session }, accountId) {
+async function grantAll({ params }, accountId) {
   const grant = new provider.Grant({ accountId, clientId: params.client_id })
   grant.addOIDCScope(params.scope)
-  if (params.claims) {
-    const { id_token: idToken = {}, userinfo = {} } = JSON.parse(params.claims)
-    grant.addOIDCClaims([...Object.keys(idToken), ...Object.keys(userinfo)])
-  }
   return grant.save()
 }
 
@@ -158,12 +186,6 @@ async function readForm(req) {
 async function interaction(req, res, uid, action) {
   const details = await provider.interactionDetails(req, res)
   if (details.uid !== uid) throw Object.assign(new Error('interaction mismatch'), { statusCode: 400 })
-
-  // A holder already logged in in this browser only has consent left to give.
-  if (details.prompt.name === 'consent' && req.method === 'GET' && !action) {
-    const grantId = await grantAll(details, details.session.accountId)
-    return provider.interactionFinished(req, res, { consent: { grantId } })
-  }
   if (req.method === 'GET' && !action) return loginPage(res, uid)
   if (req.method !== 'POST' || action !== 'login') {
     throw Object.assign(new Error('not found'), { statusCode: 404 })
@@ -196,7 +218,8 @@ const server = createServer(async (req, res) => {
     await interaction(req, res, match[1], match[2])
   } catch (error) {
     const status = error.statusCode ?? error.status ?? 500
-    process.stderr.write(`provider: ${req.method} ${req.url}: ${error.stack ?? error}\n`)
+    const detail = status >= 500 ? error.stack : (error.error_description ?? error.message)
+    process.stderr.write(`provider: ${req.method} ${req.url}: ${detail}\n`)
     if (!res.headersSent) {
       res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
     }

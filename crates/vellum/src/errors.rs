@@ -115,6 +115,12 @@ pub enum OAuthError {
     /// RFC 9449 §5: the DPoP proof is missing, malformed or fails a check.
     #[error("{0}")]
     InvalidDpopProof(String),
+    /// RFC 6749 §4.1.2.1: the holder or the identity provider refused (sent by redirect).
+    #[error("{0}")]
+    AccessDenied(String),
+    /// RFC 6749 §4.1.2.1: the identity provider could not be used (sent by redirect).
+    #[error("{0}")]
+    TemporarilyUnavailable(String),
     /// RFC 9449 §8: retry with the nonce in the response's `DPoP-Nonce` header.
     #[error("{0}")]
     UseDpopNonce(String),
@@ -135,6 +141,8 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
             OAuthError::UseDpopNonce(_) => "use_dpop_nonce",
+            OAuthError::AccessDenied(_) => "access_denied",
+            OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::Unavailable => "temporarily_unavailable",
             OAuthError::Internal(_) => "server_error",
         }

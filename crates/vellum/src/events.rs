@@ -20,11 +20,20 @@ pub const CREDENTIAL_OFFER_CREATED: &str = "credential_offer_created";
 pub const TOKEN_REQUEST_FAILED: &str = "token_request_failed";
 pub const CREDENTIAL_REQUEST_FAILED: &str = "credential_request_failed";
 pub const ISSUANCE_STATUS_CHANGED: &str = "issuance_status_changed";
+/// The authorization code flow's steps.
+pub const PUSHED_AUTHORIZATION_REQUEST_SUCCEEDED: &str = "pushed_authorization_request_succeeded";
+pub const PUSHED_AUTHORIZATION_REQUEST_FAILED: &str = "pushed_authorization_request_failed";
+pub const AUTHORIZATION_REQUEST_SUCCEEDED: &str = "authorization_request_succeeded";
+pub const AUTHORIZATION_REQUEST_FAILED: &str = "authorization_request_failed";
 
 /// Every event type, for validating webhook filters.
 pub const ALL: &[&str] = &[
     CREDENTIAL_OFFER_CREATED,
     RESOLVED_CREDENTIAL_OFFER,
+    PUSHED_AUTHORIZATION_REQUEST_SUCCEEDED,
+    PUSHED_AUTHORIZATION_REQUEST_FAILED,
+    AUTHORIZATION_REQUEST_SUCCEEDED,
+    AUTHORIZATION_REQUEST_FAILED,
     REQUESTED_TOKEN,
     TOKEN_REQUEST_FAILED,
     SDJWT_ISSUE,
@@ -91,6 +100,7 @@ pub fn envelope(event: &EventRecord) -> Value {
 /// Form or JSON members that are secrets in any OAuth or OID4VCI message.
 const SECRET_MEMBERS: &[&str] = &[
     "pre-authorized_code",
+    "issuer_state",
     "tx_code",
     "code",
     "code_verifier",

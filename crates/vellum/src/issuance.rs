@@ -13,7 +13,7 @@ use crate::events;
 use crate::keys;
 use crate::mapping::{self, Inputs};
 use crate::oauth::{dpop, nonces};
-use crate::offers::IssuanceTemplate;
+use crate::profiles::IssuanceTemplate;
 use crate::protocol::PROOF_TYP;
 use crate::secrets::{Purpose, hash_secret};
 use crate::sessions;
@@ -205,10 +205,12 @@ async fn issue(
                 "credential_configuration_id is missing".into(),
             ));
         }
+        // The identifier a token response gives with authorization_details names the one
+        // dataset of the session: its configuration.
+        (None, Some(id)) if id.as_str() == Some(&session.credential_configuration_id) => {}
         (None, Some(_)) => {
             return Err(CredentialError::UnknownCredentialIdentifier(
-                "this issuer issued no credential identifiers; use credential_configuration_id"
-                    .into(),
+                "not a credential identifier of this access token".into(),
             ));
         }
         (Some(id), None) if id.as_str() != Some(&session.credential_configuration_id) => {

@@ -202,6 +202,138 @@ pub fn deep_merge(base: &mut Map<String, Value>, overlay: Map<String, Value>) {
     }
 }
 
+/// The reference tokens of a JSON Pointer (RFC 6901): `/a/b~1c` is `["a", "b/c"]`. The empty
+/// pointer (the whole document) is refused: a mapping names a member.
+pub fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!(
+            "{pointer:?} is not a JSON Pointer (it starts with /)"
+        ));
+    };
+    let tokens: Vec<String> = rest
+        .split('/')
+        .map(|token| token.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    if tokens.len() > 16 || tokens.iter().any(String::is_empty) {
+        return Err(format!("{pointer:?} must name 1-16 non-empty members"));
+    }
+    Ok(tokens)
+}
+
+/// Checks an `idTokenClaimsMapping` (ID token claim pointer -> credentialData pointer): at most
+/// 100 entries, every pointer well formed. Returns the credentialData paths, for the reserved-name
+/// check.
+pub fn validate_claims_mapping(mapping: &Map<String, Value>) -> Result<Vec<Vec<String>>, String> {
+    if mapping.len() > 100 {
+        return Err("idTokenClaimsMapping may have at most 100 entries".into());
+    }
+    mapping
+        .iter()
+        .map(|(claim, target)| {
+            pointer_tokens(claim).map_err(|why| format!("idTokenClaimsMapping key {why}"))?;
+            let target = target.as_str().ok_or_else(|| {
+                format!(
+                    "idTokenClaimsMapping[{claim:?}] must be a JSON Pointer into credentialData"
+                )
+            })?;
+            pointer_tokens(target).map_err(|why| format!("idTokenClaimsMapping[{claim:?}]: {why}"))
+        })
+        .collect()
+}
+
+/// Writes each mapped ID token claim into `data` at its pointer, creating objects on the way
+/// (and replacing a non-object in the way). A claim the token does not carry is left out.
+pub fn apply_claims_mapping(
+    mapping: &Map<String, Value>,
+    claims: &Map<String, Value>,
+    data: &mut Map<String, Value>,
+) {
+    for (claim, target) in mapping {
+        let (Ok(source), Some(Ok(target))) =
+            (pointer_tokens(claim), target.as_str().map(pointer_tokens))
+        else {
+            continue;
+        };
+        let Some(value) = source
+            .iter()
+            .try_fold(None::<&Value>, |at, token| {
+                let object = match at {
+                    None => Some(claims),
+                    Some(Value::Object(object)) => Some(object),
+                    Some(_) => None,
+                }?;
+                object.get(token).map(Some)
+            })
+            .flatten()
+        else {
+            continue;
+        };
+        set_at(data, &target, value.clone());
+    }
+}
+
+/// Puts `value` at `path` (one or more member names) in `data`, creating objects on the way and
+/// replacing a non-object in the way.
+pub fn set_at(data: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut at = data;
+    for token in parents {
+        let entry = at
+            .entry(token.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(object) = entry else {
+            return;
+        };
+        at = object;
+    }
+    at.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod claims_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_are_mapped_by_pointer_into_nested_data() {
+        let mapping = json!({
+            "/given_name": "/org.iso.18013.5.1/given_name",
+            "/address/locality": "/address/city",
+            "/a~1b": "/plain",
+            "/missing": "/never",
+        });
+        let claims = json!({"given_name": "Erika", "address": {"locality": "Köln"}, "a/b": 1});
+        let mut data = json!({"address": "replaced", "kept": true});
+        apply_claims_mapping(
+            mapping.as_object().unwrap(),
+            claims.as_object().unwrap(),
+            data.as_object_mut().unwrap(),
+        );
+        assert_eq!(
+            data,
+            json!({"org.iso.18013.5.1": {"given_name": "Erika"}, "address": {"city": "Köln"},
+                   "plain": 1, "kept": true})
+        );
+        assert!(validate_claims_mapping(mapping.as_object().unwrap()).is_ok());
+        for bad in [
+            json!({"given_name": "/x"}),
+            json!({"/x": "y"}),
+            json!({"/x": 1}),
+            json!({"/x": "/a//b"}),
+        ] {
+            assert!(
+                validate_claims_mapping(bad.as_object().unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use crate::context::Context;
 use crate::credentials::Configured;
 use crate::errors::Internal;
 use crate::keys;
-use crate::protocol::PRE_AUTHORIZED_GRANT;
+use crate::protocol::{AUTHORIZATION_CODE_GRANT, OPENID_CREDENTIAL, PRE_AUTHORIZED_GRANT};
 
 /// OID4VCI 1.0 §12.2: everything advertised here works.
 pub fn credential_issuer(ctx: &Context) -> Value {
@@ -45,9 +45,8 @@ pub fn credential_issuer(ctx: &Context) -> Value {
                         .clone()
                         .unwrap_or_else(|| json!({})),
                 });
-                if let Some(scope) = &configuration.scope {
-                    entry["scope"] = Value::from(scope.as_str());
-                }
+                // HAIP: every configuration has a scope; its id serves when none is configured.
+                entry["scope"] = Value::from(configuration.scope.as_deref().unwrap_or(id));
                 if let Value::Object(entry) = &mut entry {
                     entry.extend(format.metadata());
                 }
@@ -63,12 +62,24 @@ pub fn credential_issuer(ctx: &Context) -> Value {
     })
 }
 
-/// RFC 8414, for the pre-authorized code grant only, with DPoP (RFC 9449 §5.1).
+/// RFC 8414: the pre-authorized code grant, and the authorization code grant with PAR
+/// (RFC 9126), PKCE S256 (RFC 7636), `iss` in the response (RFC 9207) and
+/// `authorization_details` (RFC 9396); DPoP (RFC 9449 §5.1) for both.
 pub fn authorization_server(ctx: &Context) -> Value {
+    let authorization = &ctx.config.authorization;
     json!({
         "issuer": ctx.issuer_url,
         "token_endpoint": ctx.endpoint("/token"),
-        "grant_types_supported": [PRE_AUTHORIZED_GRANT],
+        "authorization_endpoint": ctx.endpoint("/authorize"),
+        "pushed_authorization_request_endpoint": ctx.endpoint("/par"),
+        "require_pushed_authorization_requests":
+            authorization.require_pushed_authorization_requests,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": [AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "authorization_details_types_supported": [OPENID_CREDENTIAL],
         "pre-authorized_grant_anonymous_access_supported": true,
         "token_endpoint_auth_methods_supported": ["none"],
         "dpop_signing_alg_values_supported": ctx.config.dpop.signing_alg_values_supported,

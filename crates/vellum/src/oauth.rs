@@ -9,10 +9,12 @@ use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::OAuthError;
 use crate::events;
-use crate::protocol::PRE_AUTHORIZED_GRANT;
+use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT};
 use crate::secrets::{Purpose, hash_secret};
 use crate::store::{SessionLookup, SessionRecord};
 
+pub mod authorization;
+pub mod authorization_code;
 pub mod dpop;
 pub mod nonces;
 pub mod pre_authorized;
@@ -23,6 +25,10 @@ pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u32,
+    /// The `authorization_details` of the request, each with its `credential_identifiers`
+    /// (OID4VCI 1.0 §6.2), when the wallet asked with them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<Value>,
 }
 
 /// An error the wallet gets, and whether its event is already written.
@@ -37,6 +43,12 @@ impl From<OAuthError> for Failure {
             error,
             recorded: false,
         }
+    }
+}
+
+impl From<crate::errors::Internal> for Failure {
+    fn from(error: crate::errors::Internal) -> Self {
+        OAuthError::from(error).into()
     }
 }
 
@@ -61,6 +73,11 @@ pub enum GrantRequest {
         code: String,
         tx_code: Option<String>,
     },
+    AuthorizationCode {
+        code: String,
+        redirect_uri: Option<String>,
+        code_verifier: Option<String>,
+    },
 }
 
 /// The token request's headers that grants and client authentication read: a DPoP proof
@@ -74,12 +91,20 @@ pub struct TokenHeaders {
 }
 
 /// The parameters [`TokenRequest`] reads.
-const PARAMETERS: [&str; 4] = ["grant_type", "pre-authorized_code", "tx_code", "client_id"];
+const PARAMETERS: [&str; 7] = [
+    "grant_type",
+    "pre-authorized_code",
+    "tx_code",
+    "client_id",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+];
 
 impl TokenRequest {
     /// From the form's pairs, in order. A parameter may appear once (RFC 6749 §3.2).
     pub fn parse(form: Vec<(String, String)>) -> Result<TokenRequest, OAuthError> {
-        let mut known: [Option<String>; 4] = Default::default();
+        let mut known: [Option<String>; 7] = Default::default();
         for (name, value) in form {
             let Some(index) = PARAMETERS.iter().position(|known| *known == name) else {
                 continue;
@@ -91,20 +116,34 @@ impl TokenRequest {
                 )));
             }
         }
-        let [grant_type, code, tx_code, client_id] = known;
+        let [
+            grant_type,
+            pre_authorized_code,
+            tx_code,
+            client_id,
+            code,
+            redirect_uri,
+            code_verifier,
+        ] = known;
         let grant_type =
             grant_type.ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
         let grant = match grant_type.as_str() {
             PRE_AUTHORIZED_GRANT => GrantRequest::PreAuthorizedCode {
-                code: code.ok_or_else(|| {
+                code: pre_authorized_code.ok_or_else(|| {
                     OAuthError::InvalidRequest("pre-authorized_code is missing".into())
                 })?,
                 tx_code,
             },
+            AUTHORIZATION_CODE_GRANT => GrantRequest::AuthorizationCode {
+                code: code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?,
+                redirect_uri,
+                code_verifier,
+            },
             // The value is not repeated back: it is the client's, and it reaches the event log.
             _ => {
                 return Err(OAuthError::UnsupportedGrantType(format!(
-                    "this grant_type is not supported; use {PRE_AUTHORIZED_GRANT}"
+                    "this grant_type is not supported; use {PRE_AUTHORIZED_GRANT} or \
+                     {AUTHORIZATION_CODE_GRANT}"
                 )));
             }
         };
@@ -132,6 +171,21 @@ impl TokenRequest {
                     recorded.insert("tx_code".into(), Value::from(events::REDACTED));
                 }
             }
+            GrantRequest::AuthorizationCode {
+                redirect_uri,
+                code_verifier,
+                ..
+            } => {
+                recorded.insert("grant_type".into(), Value::from(AUTHORIZATION_CODE_GRANT));
+                recorded.insert("code".into(), Value::from(events::REDACTED));
+                // Checked against the request's before anything is recorded.
+                if let Some(redirect_uri) = redirect_uri {
+                    recorded.insert("redirect_uri".into(), Value::from(redirect_uri.as_str()));
+                }
+                if code_verifier.is_some() {
+                    recorded.insert("code_verifier".into(), Value::from(events::REDACTED));
+                }
+            }
         }
         if let Some(client_id) = &self.client_id {
             recorded.insert("client_id".into(), Value::from(client_id.as_str()));
@@ -155,27 +209,55 @@ pub async fn token(
     headers: TokenHeaders,
 ) -> Result<TokenResponse, OAuthError> {
     let recorded = request.recorded();
-    let GrantRequest::PreAuthorizedCode { code, tx_code } = request.grant;
-    let Some(session) = ctx
-        .store
-        .session_by(SessionLookup::Grant(&hash_secret(&code)))
-        .await?
-    else {
-        return Err(OAuthError::InvalidGrant(
-            "unknown pre-authorized_code".into(),
-        ));
-    };
     let now = ctx.clock.now();
-    let redeemed = match key_binding(ctx, headers.dpop?, now).await {
-        Ok(dpop_jkt) => {
-            let grant = pre_authorized::Redemption {
-                tx_code: tx_code.as_deref(),
-                dpop_jkt,
+    let (session, redeemed) = match request.grant {
+        GrantRequest::PreAuthorizedCode { code, tx_code } => {
+            let Some(session) = ctx
+                .store
+                .session_by(SessionLookup::Grant(&hash_secret(&code)))
+                .await?
+            else {
+                return Err(OAuthError::InvalidGrant(
+                    "unknown pre-authorized_code".into(),
+                ));
+            };
+            let redeemed = match key_binding(ctx, headers.dpop?, None, now).await {
+                Ok(dpop_jkt) => {
+                    let grant = pre_authorized::Redemption {
+                        tx_code: tx_code.as_deref(),
+                        dpop_jkt,
+                        recorded,
+                    };
+                    pre_authorized::redeem(ctx, session.clone(), grant, now).await
+                }
+                Err(error) => Err(error.into()),
+            };
+            (session, redeemed)
+        }
+        GrantRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+        } => {
+            let Some((grant, authorization, session)) =
+                ctx.store.code_grant(&hash_secret(&code)).await?
+            else {
+                return Err(OAuthError::InvalidGrant(
+                    "unknown authorization code".into(),
+                ));
+            };
+            let exchange = authorization_code::Exchange {
+                client_id: request.client_id.as_deref(),
+                redirect_uri: redirect_uri.as_deref(),
+                code_verifier: code_verifier.as_deref(),
+                dpop: headers.dpop?,
                 recorded,
             };
-            pre_authorized::redeem(ctx, session.clone(), grant, now).await
+            let redeemed =
+                authorization_code::redeem(ctx, &session, &grant, &authorization, exchange, now)
+                    .await;
+            (session, redeemed)
         }
-        Err(error) => Err(error.into()),
     };
     match redeemed {
         Ok(response) => Ok(response),
@@ -199,10 +281,11 @@ pub async fn token(
 async fn key_binding(
     ctx: &Context,
     proof: Option<String>,
+    required_key: Option<&str>,
     now: Millis,
 ) -> Result<Option<String>, OAuthError> {
     let Some(proof) = proof else {
-        return if ctx.config.dpop.required {
+        return if ctx.config.dpop.required || required_key.is_some() {
             Err(OAuthError::InvalidDpopProof(
                 "this issuer requires DPoP: send a DPoP proof with the token request".into(),
             ))
@@ -215,7 +298,13 @@ async fn key_binding(
         url: &ctx.endpoint("/token"),
         access_token: None,
     };
-    Ok(Some(dpop::verify(ctx, &proof, &target, now).await?))
+    let jkt = dpop::verify(ctx, &proof, &target, now).await?;
+    if required_key.is_some_and(|required| required != jkt) {
+        return Err(OAuthError::InvalidDpopProof(
+            "the DPoP proof is not signed by the key the authorization request was bound to".into(),
+        ));
+    }
+    Ok(Some(jkt))
 }
 
 impl From<dpop::DpopFailure> for OAuthError {

@@ -14,12 +14,13 @@ use crate::keys;
 use crate::limits;
 use crate::mapping;
 use crate::notifications::Notifications;
+use crate::oauth::authorization;
 use crate::oauth::pre_authorized::{self, TxCodeSpec};
-use crate::profiles::{self, ProfileDefinition};
-use crate::protocol::PRE_AUTHORIZED_GRANT;
+use crate::profiles::{self, IssuanceTemplate, ProfileDefinition};
+use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT};
 use crate::secrets::hash_secret;
 use crate::sessions;
-use crate::store::{GrantState, SessionLookup, SessionRecord, SessionStatus};
+use crate::store::{GrantKind, GrantState, SessionLookup, SessionRecord, SessionStatus};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -27,6 +28,15 @@ pub enum AuthMethod {
     #[default]
     PreAuthorized,
     Authorized,
+}
+
+/// Whether an AUTHORIZED offer carries `issuer_state` (Issuer2's `issuerStateMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IssuerStateMode {
+    #[default]
+    Include,
+    Omit,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +79,8 @@ pub struct CreateOfferRequest {
     #[serde(default)]
     pub auth_method: AuthMethod,
     #[serde(default, deserialize_with = "limits::not_null")]
+    pub issuer_state_mode: Option<IssuerStateMode>,
+    #[serde(default, deserialize_with = "limits::not_null")]
     pub tx_code: Option<TxCodeSpec>,
     #[serde(default, deserialize_with = "limits::not_null")]
     pub tx_code_value: Option<String>,
@@ -87,6 +99,8 @@ pub struct OfferCreated {
     pub profile_id: ProfileId,
     pub profile_version: i64,
     pub auth_method: AuthMethod,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer_state_mode: Option<IssuerStateMode>,
     pub value_mode: ValueMode,
     /// The `openid-credential-offer://` URI to show as a QR code or deep link.
     pub credential_offer: String,
@@ -96,16 +110,6 @@ pub struct OfferCreated {
     pub tx_code_value: Option<String>,
     /// Unix milliseconds.
     pub expires_at: Millis,
-}
-
-/// Everything issuance needs, fixed at offer time and stored with the session.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IssuanceTemplate {
-    pub definition: ProfileDefinition,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_proof_key_thumbprint: Option<String>,
-    pub value_mode: ValueMode,
 }
 
 fn invalid(code: &'static str, detail: impl Into<String>) -> ApiError {
@@ -127,10 +131,34 @@ pub async fn create_offer(
             detail: format!("profile {} is deactivated", profile.id),
         });
     }
-    if request.auth_method == AuthMethod::Authorized {
+    let issuer_state_mode = match (request.auth_method, request.issuer_state_mode) {
+        (AuthMethod::PreAuthorized, None) => None,
+        (AuthMethod::PreAuthorized, Some(_)) => {
+            return Err(invalid(
+                "invalid_offer",
+                "issuerStateMode is for AUTHORIZED offers",
+            ));
+        }
+        (AuthMethod::Authorized, mode) => Some(mode.unwrap_or_default()),
+    };
+    if issuer_state_mode.is_some() && (request.tx_code.is_some() || request.tx_code_value.is_some())
+    {
         return Err(invalid(
-            "unsupported_auth_method",
-            "only PRE_AUTHORIZED offers are supported",
+            "invalid_tx_code",
+            "txCode is for PRE_AUTHORIZED offers: in the authorization code flow the holder logs in",
+        ));
+    }
+    if issuer_state_mode == Some(IssuerStateMode::Omit) {
+        // Without issuer_state the wallet's request cannot name this offer's session, so its
+        // overrides could never apply (Issuer2's rule); and such a request is wallet-initiated
+        // issuance, which this issuer does not offer yet.
+        return Err(invalid(
+            "unsupported_issuer_state_mode",
+            if request.runtime_overrides.is_some() {
+                "issuerStateMode OMIT cannot carry runtimeOverrides: the wallet's request could not name this offer"
+            } else {
+                "issuerStateMode OMIT (wallet-initiated issuance) is not supported yet; use INCLUDE"
+            },
         ));
     }
     let expires_in = request
@@ -165,6 +193,15 @@ pub async fn create_offer(
         })
         .transpose()?;
     let mut definition = apply_overrides(base.clone(), overrides);
+    if issuer_state_mode.is_some() && definition.identity_provider.is_none() {
+        return Err(invalid(
+            "invalid_offer",
+            format!(
+                "profile {} names no identityProvider for holders to log in at: AUTHORIZED offers need one",
+                profile.id
+            ),
+        ));
+    }
     profiles::expand_shorthands(ctx, &mut definition).await?;
     profiles::validate(ctx, &definition, Some(&base))
         .await
@@ -187,7 +224,6 @@ pub async fn create_offer(
     let template = IssuanceTemplate {
         definition,
         expected_proof_key_thumbprint,
-        value_mode: request.value_mode,
     };
     let session = SessionRecord {
         id,
@@ -215,9 +251,12 @@ pub async fn create_offer(
         resolved_at: None,
         token_issued_at: None,
         finished_at: None,
-        pre_authorized: None,
+        offer_grant: None,
     };
-    let grant = pre_authorized::new_grant(&ctx.secrets, id, tx_code.as_ref());
+    let grant = match request.auth_method {
+        AuthMethod::PreAuthorized => pre_authorized::new_grant(&ctx.secrets, id, tx_code.as_ref()),
+        AuthMethod::Authorized => authorization::new_grant(&ctx.secrets, id),
+    };
     let event = events::new(
         id,
         events::CREDENTIAL_OFFER_CREATED,
@@ -227,6 +266,7 @@ pub async fn create_offer(
             "profileVersion": profile.version,
             "credentialConfigurationId": session.credential_configuration_id,
             "authMethod": request.auth_method,
+            "issuerStateMode": issuer_state_mode,
             "valueMode": request.value_mode,
             "txCodeRequired": tx_code.is_some(),
             "expiresAt": expires_at,
@@ -240,7 +280,7 @@ pub async fn create_offer(
         ValueMode::ByValue => (
             format!(
                 "openid-credential-offer://?credential_offer={}",
-                encode(&offer_json(ctx, &session, grant.tx_code.as_ref()).to_string())
+                encode(&offer_json(ctx, &session, grant.kind, grant.tx_code.as_ref()).to_string())
             ),
             None,
         ),
@@ -261,6 +301,7 @@ pub async fn create_offer(
         profile_id: profile.id,
         profile_version: profile.version,
         auth_method: request.auth_method,
+        issuer_state_mode,
         value_mode: request.value_mode,
         credential_offer,
         credential_offer_uri,
@@ -307,14 +348,26 @@ fn apply_overrides(
     definition
 }
 
-/// The credential offer object (OID4VCI 1.0 §4.1.1), with the pre-authorized grant and its
-/// `tx_code` object.
-fn offer_json(ctx: &Context, session: &SessionRecord, tx_code: Option<&Value>) -> Value {
-    let grant = pre_authorized::offer_grant(&ctx.secrets, session.id, tx_code);
+/// The credential offer object (OID4VCI 1.0 §4.1.1), with its grant: the pre-authorized code
+/// and its `tx_code` object, or the authorization code grant with `issuer_state`.
+fn offer_json(
+    ctx: &Context,
+    session: &SessionRecord,
+    kind: GrantKind,
+    tx_code: Option<&Value>,
+) -> Value {
+    let grants = match kind {
+        GrantKind::IssuerState => json!({
+            AUTHORIZATION_CODE_GRANT: authorization::offer_grant(&ctx.secrets, session.id)
+        }),
+        _ => json!({
+            PRE_AUTHORIZED_GRANT: pre_authorized::offer_grant(&ctx.secrets, session.id, tx_code)
+        }),
+    };
     json!({
         "credential_issuer": ctx.issuer_url,
         "credential_configuration_ids": [session.credential_configuration_id],
-        "grants": { PRE_AUTHORIZED_GRANT: grant },
+        "grants": grants,
     })
 }
 
@@ -328,7 +381,7 @@ pub async fn resolve_offer(ctx: &Context, handle: &str) -> Result<Value, OAuthEr
         .ok_or_else(gone)?;
     let now = ctx.clock.now();
     let Some(grant) = session
-        .pre_authorized
+        .offer_grant
         .as_ref()
         .filter(|grant| grant.state == GrantState::Unused)
     else {
@@ -341,7 +394,7 @@ pub async fn resolve_offer(ctx: &Context, handle: &str) -> Result<Value, OAuthEr
         sessions::expire(ctx, &session, Vec::new()).await?;
         return Err(gone());
     }
-    let offer = offer_json(ctx, &session, grant.tx_code.as_ref());
+    let offer = offer_json(ctx, &session, grant.kind, grant.tx_code.as_ref());
     let event = events::new(
         session.id,
         events::RESOLVED_CREDENTIAL_OFFER,

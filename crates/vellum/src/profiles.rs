@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::credentials::{Configurations, Configured, DEVELOPMENT_CHAIN, Issuer, x5_chain_der};
 use crate::errors::{ApiError, Internal};
 use crate::events;
-use crate::ids::{KeyId, ProfileId};
+use crate::ids::{KeyId, ProfileId, ProviderId};
 use crate::keys;
 use crate::limits;
 use crate::mapping::{self, DataFunction};
@@ -64,6 +64,27 @@ pub struct ProfileDefinition {
         deserialize_with = "limits::not_null"
     )]
     pub notifications: Option<Notifications>,
+    /// The OpenID provider (`[authorization.providers.<id>]`) holders log in at in the
+    /// authorization code flow.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "limits::not_null"
+    )]
+    pub identity_provider: Option<ProviderId>,
+    /// ID token claim (JSON Pointer) -> where its value goes in credentialData (JSON Pointer).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub id_token_claims_mapping: Map<String, Value>,
+}
+
+/// Everything issuance needs, fixed when the offer is made (the profile version with the offer's
+/// overrides) and stored with the session; the holder's login may add claims to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuanceTemplate {
+    pub definition: ProfileDefinition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_proof_key_thumbprint: Option<String>,
 }
 
 /// `x5Chain` is a list of PEM certificates, or the string [`DEVELOPMENT_CHAIN`] (held as a
@@ -180,7 +201,7 @@ pub async fn validate(
     let Configured {
         configuration,
         format,
-    } = check_rules(&ctx.credential_configurations, definition)?;
+    } = check_rules(&ctx.config, &ctx.credential_configurations, definition)?;
     let Some(key) = ctx.store.key(&definition.issuer_key_id).await? else {
         return Err(ApiError::invalid(
             "unknown_key",
@@ -243,6 +264,7 @@ pub async fn validate(
 /// shorthands (`"did:jwk"`, `x5Chain: "development"`, ...) pass here; they are expanded before
 /// [`validate`]. Returns the profile's credential configuration.
 pub fn check_rules<'c>(
+    config: &Config,
     configurations: &'c Configurations,
     definition: &ProfileDefinition,
 ) -> Result<&'c Configured, ApiError> {
@@ -273,6 +295,7 @@ pub fn check_rules<'c>(
         return Err(invalid(format!("issuerDid {did:?} is not a DID")));
     }
     check_data(definition, configured.format.issuer_claims())?;
+    check_login(config, definition, configured.format.issuer_claims())?;
     let functions = mapping::validate(&definition.mapping).map_err(invalid)?;
     if functions.contains(&DataFunction::IssuerDid) && definition.issuer_did.is_none() {
         return Err(invalid(
@@ -315,7 +338,7 @@ const DID_SHORTHANDS: [&str; 3] = ["did:jwk", "did:key", "did:web"];
 pub fn check_configured(config: &Config, configurations: &Configurations) -> Result<(), String> {
     configured(config).try_for_each(|profile| {
         let (id, definition) = profile?;
-        check_rules(configurations, &definition)
+        check_rules(config, configurations, &definition)
             .map(|_| ())
             .map_err(|error| format!("profiles.{id}: {error}"))
     })
@@ -362,6 +385,68 @@ fn check_data(definition: &ProfileDefinition, issuer_claims: &[&str]) -> Result<
         }
     }
     Ok(())
+}
+
+/// The authorization code flow's settings: a configured provider, and a claims mapping whose
+/// targets the issuer does not write itself. The mapped values are checked like any
+/// credentialData when a holder logs in ([`with_login_claims`]).
+fn check_login(
+    config: &Config,
+    definition: &ProfileDefinition,
+    issuer_claims: &[&str],
+) -> Result<(), ApiError> {
+    if let Some(provider) = &definition.identity_provider
+        && !config
+            .authorization
+            .providers
+            .contains_key(provider.as_str())
+    {
+        return Err(invalid(format!(
+            "identityProvider {provider:?} is not configured; configured: {:?}",
+            config.authorization.providers.keys().collect::<Vec<_>>()
+        )));
+    }
+    if definition.id_token_claims_mapping.is_empty() {
+        return Ok(());
+    }
+    if definition.identity_provider.is_none() {
+        return Err(invalid(
+            "idTokenClaimsMapping needs an identityProvider whose ID token it maps",
+        ));
+    }
+    let targets =
+        mapping::validate_claims_mapping(&definition.id_token_claims_mapping).map_err(invalid)?;
+    // A stand-in value at every target shows a reserved name wherever it sits.
+    let mut probe = Map::new();
+    for target in &targets {
+        mapping::set_at(&mut probe, target, Value::Null);
+    }
+    if let Some(path) = sdjwt::reserved_member(&probe, issuer_claims) {
+        return Err(invalid(format!(
+            "idTokenClaimsMapping writes {path}, which is reserved: the issuer writes it"
+        )));
+    }
+    Ok(())
+}
+
+/// The definition with a logged-in holder's ID token claims mapped into its credentialData,
+/// held to the rules of any credentialData (size, depth, reserved names at any depth).
+pub fn with_login_claims(
+    configurations: &Configurations,
+    mut definition: ProfileDefinition,
+    claims: &Map<String, Value>,
+) -> Result<ProfileDefinition, String> {
+    mapping::apply_claims_mapping(
+        &definition.id_token_claims_mapping,
+        claims,
+        &mut definition.credential_data,
+    );
+    let configured = configurations
+        .get(&definition.credential_configuration_id)
+        .ok_or("the profile's credential configuration is no longer configured")?;
+    check_data(&definition, configured.format.issuer_claims())
+        .map_err(|error| error.to_string())?;
+    Ok(definition)
 }
 
 /// Replaces the identity shorthands, so that stored definitions always hold the full DID and

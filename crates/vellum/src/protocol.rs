@@ -1,6 +1,12 @@
 //! Names the protocols fix (OID4VCI 1.0, RFC 6749): grant types and JOSE types. A leaf: every
 //! layer may use it.
 
+/// The `type` of an `authorization_details` entry for credentials (OID4VCI 1.0 §5.1.1).
+pub const OPENID_CREDENTIAL: &str = "openid_credential";
+
+/// The authorization code grant type (RFC 6749 §4.1.3).
+pub const AUTHORIZATION_CODE_GRANT: &str = "authorization_code";
+
 /// The pre-authorized code grant type (OID4VCI 1.0 §4.1.1).
 pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
 

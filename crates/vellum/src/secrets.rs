@@ -34,6 +34,8 @@ pub enum Purpose {
     TxCode,
     Nonce,
     DpopNonce,
+    IssuerState,
+    UpstreamLogin,
     StreamToken,
     MasterKeyCheck,
 }
@@ -47,6 +49,8 @@ impl Purpose {
             Purpose::TxCode => b"vellum/v1/tx-code",
             Purpose::Nonce => b"vellum/v1/nonce",
             Purpose::DpopNonce => b"vellum/v1/dpop-nonce",
+            Purpose::IssuerState => b"vellum/v1/issuer-state",
+            Purpose::UpstreamLogin => b"vellum/v1/upstream-login",
             Purpose::StreamToken => b"vellum/v1/stream-token",
             Purpose::MasterKeyCheck => b"vellum/v1/master-key-check",
         }

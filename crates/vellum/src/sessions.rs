@@ -13,8 +13,8 @@ use crate::errors::ApiError;
 use crate::events;
 use crate::ids::{ProfileId, SessionId};
 use crate::store::{
-    DeliveryRecord, EventRecord, Listing, NewEvent, SessionFilter, SessionRecord, SessionStatus,
-    StoreError, Unreadable,
+    DeliveryRecord, EventRecord, GrantKind, Listing, NewEvent, SessionFilter, SessionRecord,
+    SessionStatus, StoreError, Unreadable,
 };
 
 #[derive(Debug, Serialize)]
@@ -41,7 +41,7 @@ pub struct SessionView {
 
 impl From<SessionRecord> for SessionView {
     fn from(record: SessionRecord) -> Self {
-        let grant = record.pre_authorized.as_ref();
+        let grant = record.offer_grant.as_ref();
         SessionView {
             id: record.id,
             profile_id: record.profile_id,
@@ -49,7 +49,10 @@ impl From<SessionRecord> for SessionView {
             credential_configuration_id: record.credential_configuration_id,
             status: record.status.as_str(),
             status_reason: record.status_reason,
-            auth_method: "PRE_AUTHORIZED",
+            auth_method: match grant.map(|grant| grant.kind) {
+                Some(GrantKind::IssuerState) => "AUTHORIZED",
+                _ => "PRE_AUTHORIZED",
+            },
             value_mode: if record.by_value {
                 "BY_VALUE"
             } else {

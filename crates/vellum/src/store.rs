@@ -125,11 +125,15 @@ stored_names!(SessionStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantKind {
     PreAuthorizedCode,
+    /// The `issuer_state` of an offer for the authorization code flow: it ties the wallet's
+    /// authorization request to the session, and is exchanged for nothing by itself.
+    IssuerState,
     AuthorizationCode,
 }
 
 stored_names!(GrantKind {
     PreAuthorizedCode => "PRE_AUTHORIZED_CODE",
+    IssuerState => "ISSUER_STATE",
     AuthorizationCode => "AUTHORIZATION_CODE",
 });
 
@@ -210,8 +214,9 @@ pub struct SessionRecord {
     /// When its first access token was issued.
     pub token_issued_at: Option<Millis>,
     pub finished_at: Option<Millis>,
-    /// The offer's pre-authorized code grant, when it has one (read with the session).
-    pub pre_authorized: Option<GrantRecord>,
+    /// The grant the offer carries, read with the session: its pre-authorized code, or for the
+    /// authorization code flow its issuer_state.
+    pub offer_grant: Option<GrantRecord>,
 }
 
 /// A grant, as read: never its secret (only a hash of it is stored).
@@ -440,7 +445,8 @@ pub struct EventRecord {
 pub enum SessionLookup<'a> {
     /// The handle of the offer's `credential_offer_uri`.
     OfferHandle(&'a str),
-    /// A grant's code: the session comes with that grant as `pre_authorized`.
+    /// An offer grant's code (pre-authorized code or issuer_state): the session comes with that
+    /// grant as `offer_grant`.
     Grant(&'a str),
 }
 
@@ -615,8 +621,8 @@ pub trait AuthorizationStore: Send + Sync {
         expires_at: Millis,
         now: Millis,
     ) -> StoreResult<Applied>;
-    /// AT_PROVIDER -> COMPLETED, if the session is still ACTIVE: its template replaced, the
-    /// authorization code added, the events written.
+    /// AT_PROVIDER -> COMPLETED, if the session is still ACTIVE: its template replaced, its
+    /// issuer_state used, the authorization code added, the events written.
     async fn complete_authorization(
         &self,
         completion: &AuthorizationCompletion,

@@ -183,26 +183,68 @@ impl FromRequest<AppState> for Token {
                 client_attestation_pop: header("oauth-client-attestation-pop"),
             }
         };
-        match axum::Form::<Vec<(String, String)>>::from_request(request, state).await {
-            Ok(axum::Form(pairs)) => oauth::TokenRequest::parse(pairs)
-                .map(|request| Token { request, headers })
-                .map_err(IntoResponse::into_response),
-            Err(rejection) => {
-                let status = rejection.status();
-                let text = match &rejection {
-                    FormRejection::InvalidFormContentType(_) => {
-                        "send Content-Type: application/x-www-form-urlencoded".to_owned()
-                    }
-                    _ => rejection.body_text(),
-                };
-                let detail = body_detail(status, text, state.config.http.protocol_body_limit);
-                let mut response = OAuthError::InvalidRequest(detail).into_response();
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    *response.status_mut() = status;
+        let pairs = oauth_form(request, state).await?;
+        oauth::TokenRequest::parse(pairs)
+            .map(|request| Token { request, headers })
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// A pushed authorization request (RFC 9126): its parameters, checked, and its DPoP proof.
+pub struct PushedAuthorization {
+    pub parameters: oauth::authorization::AuthorizationParameters,
+    pub dpop: Option<String>,
+}
+
+impl FromRequest<AppState> for PushedAuthorization {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let dpop = dpop_header(request.headers())
+            .map_err(|why| OAuthError::InvalidDpopProof(why).into_response())?;
+        let pairs = oauth_form(request, state).await?;
+        oauth::authorization::AuthorizationParameters::parse(pairs)
+            .map(|parameters| PushedAuthorization { parameters, dpop })
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// A form of an OAuth endpoint as ordered pairs (so that a repeated parameter can be refused);
+/// failures in the OAuth error format.
+async fn oauth_form(request: Request, state: &AppState) -> Result<Vec<(String, String)>, Response> {
+    match axum::Form::<Vec<(String, String)>>::from_request(request, state).await {
+        Ok(axum::Form(pairs)) => Ok(pairs),
+        Err(rejection) => {
+            let status = rejection.status();
+            let text = match &rejection {
+                FormRejection::InvalidFormContentType(_) => {
+                    "send Content-Type: application/x-www-form-urlencoded".to_owned()
                 }
-                Err(response)
+                _ => rejection.body_text(),
+            };
+            let detail = body_detail(status, text, state.config.http.protocol_body_limit);
+            let mut response = OAuthError::InvalidRequest(detail).into_response();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                *response.status_mut() = status;
             }
+            Err(response)
         }
+    }
+}
+
+/// The query of a browser-facing OAuth endpoint (authorization, callback) as ordered pairs.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl FromRequestParts<AppState> for QueryPairs {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        Ok(QueryPairs(
+            url::form_urlencoded::parse(query.as_bytes())
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect(),
+        ))
     }
 }
 

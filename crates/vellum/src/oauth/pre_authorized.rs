@@ -256,6 +256,7 @@ pub(super) async fn redeem(
             Applied::Yes => Ok(TokenResponse {
                 access_token: token,
                 token_type,
+                authorization_details: None,
                 expires_in: ttl,
             }),
             Applied::Stale => {
@@ -319,8 +320,9 @@ async fn wrong_tx_code(
 /// The session's pre-authorized grant, if it can still be redeemed.
 fn redeemable(session: &SessionRecord) -> Result<&GrantRecord, OAuthError> {
     let grant = session
-        .pre_authorized
+        .offer_grant
         .as_ref()
+        .filter(|grant| grant.kind == GrantKind::PreAuthorizedCode)
         .ok_or_else(|| OAuthError::InvalidGrant("unknown pre-authorized_code".into()))?;
     match (grant.state, session.status) {
         (GrantState::Redeemed, _) => Err(OAuthError::InvalidGrant(

@@ -1,6 +1,7 @@
 //! The OpenID providers holders log in at (`[authorization.providers.<id>]`): discovery and
 //! signing keys fetched on first use and kept (metadata for an hour; keys until an ID token names
-//! one that is not known, then fetched again, at most every few seconds), the authorization
+//! one that is not known, then fetched again: ID tokens come only from the provider's own token
+//! endpoint, over a connection the issuer opened, so no client can make it fetch), the authorization
 //! request the holder is sent with (state, nonce, PKCE S256), and the code exchanged for an ID
 //! token that is checked (signature, iss, aud, azp, exp, iat, nonce) before its claims are used.
 
@@ -15,8 +16,6 @@ use crate::ids::ProviderId;
 
 /// Metadata older than this is fetched again before use.
 const METADATA_TTL: Millis = 3_600_000;
-/// An ID token naming an unknown key makes the keys be fetched again, at most this often.
-const KEYS_REFETCH_INTERVAL: Millis = 5_000;
 /// Clock difference tolerated in an ID token's `exp` and `iat`.
 const SKEW_SECONDS: i64 = 60;
 /// How much of a provider's answer is kept in an error (events and logs).
@@ -206,11 +205,6 @@ async fn signing_key(
     };
     if let Some(key) = pick(&known.keys) {
         return Ok(key);
-    }
-    if now - known.keys_fetched_at < KEYS_REFETCH_INTERVAL {
-        return Err(UpstreamError::Failed(
-            "the ID token names a key the provider does not publish".into(),
-        ));
     }
     let keys = fetch_keys(ctx, &known.metadata.jwks_uri).await?;
     let key = pick(&keys);

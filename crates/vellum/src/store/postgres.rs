@@ -1516,6 +1516,9 @@ impl AuthorizationStore for PostgresStore {
         db.execute(sql::SET_TEMPLATE, &[&c.template, &c.now, &session])
             .await
             .map_err(db_error)?;
+        db.execute(sql::USE_ISSUER_STATE, &[&c.now, &session])
+            .await
+            .map_err(db_error)?;
         insert_grant(db, c.session, &c.grant, c.now).await?;
         let newest = insert_events(db, &c.events).await?;
         tx.commit().await.map_err(db_error)?;

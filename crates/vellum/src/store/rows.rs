@@ -32,7 +32,7 @@ pub(super) const SESSION_COLUMNS: &str = "id, profile_id, profile_version, \
     credential_configuration_id, status, status_reason, offer_handle_hash, by_value, template, \
     issuer_key_id, created_at, updated_at, expires_at, resolved_at, token_issued_at, finished_at";
 
-/// A session with its webhook and its pre-authorized grant: `SELECT {SESSION_FIELDS}
+/// A session with its webhook and its offer grant: `SELECT {SESSION_FIELDS}
 /// {SESSION_FROM}`. (`CAST` because PostgreSQL keeps the webhook's event types as JSONB.)
 pub(super) const SESSION_FIELDS: &str = "s.*, w.url AS webhook_url, \
     w.bearer_token AS webhook_bearer_token, w.secret AS webhook_secret, \
@@ -64,7 +64,7 @@ pub(super) const REQUEST_COLUMNS: &str = "id, request_uri_hash, state_hash, sess
     profile_id, client_id, parameters, status, created_at, expires_at";
 
 pub(super) const SESSION_JOINS: &str = "LEFT JOIN webhooks w ON w.session_id = s.id \
-    LEFT JOIN grants g ON g.session_id = s.id AND g.kind = 'PRE_AUTHORIZED_CODE'";
+    LEFT JOIN grants g ON g.session_id = s.id AND g.kind IN ('PRE_AUTHORIZED_CODE', 'ISSUER_STATE')";
 
 /// An access token and its session: `SELECT {TOKEN_SESSION_SELECT} WHERE t.token_hash = ?`.
 pub(super) const TOKEN_FIELDS: &str = "t.grant_id AS access_grant_id, \
@@ -181,7 +181,7 @@ pub(super) fn code_grant(
 /// A row of `SELECT {SESSION_FIELDS} ...`.
 pub(super) fn session(row: &dyn Columns) -> StoreResult<SessionRecord> {
     let webhook = webhook(row, "webhook_")?;
-    let pre_authorized = grant(row, "grant_")?;
+    let offer_grant = grant(row, "grant_")?;
     Ok(SessionRecord {
         id: session_id(&row.text("id")?)?,
         profile_id: ProfileId::parse(&row.text("profile_id")?)
@@ -201,7 +201,7 @@ pub(super) fn session(row: &dyn Columns) -> StoreResult<SessionRecord> {
         resolved_at: row.opt_int("resolved_at")?,
         token_issued_at: row.opt_int("token_issued_at")?,
         finished_at: row.opt_int("finished_at")?,
-        pre_authorized,
+        offer_grant,
     })
 }
 

@@ -180,6 +180,10 @@ pub(super) const COMPLETE_AUTHORIZATION: &str = "UPDATE authorization_requests \
     WHERE id = $3 AND status = 'AT_PROVIDER' \
     AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE')";
 
+/// Now, session: the offer's issuer_state has done its work once the holder has logged in.
+pub(super) const USE_ISSUER_STATE: &str = "UPDATE grants SET state = 'REDEEMED', redeemed_at = $1 \
+    WHERE session_id = $2 AND kind = 'ISSUER_STATE' AND state = 'UNUSED'";
+
 /// Template, now, session.
 pub(super) const SET_TEMPLATE: &str =
     "UPDATE sessions SET template = $1, updated_at = $2 WHERE id = $3";

@@ -1301,6 +1301,9 @@ impl AuthorizationStore for SqliteStore {
                     statement.execute(params![c.template, c.now, c.session.to_string()])
                 })
                 .map_err(db_error)?;
+            conn.prepare_cached(sql::USE_ISSUER_STATE)
+                .and_then(|mut statement| statement.execute(params![c.now, c.session.to_string()]))
+                .map_err(db_error)?;
             insert_grant(conn, c.session, &c.grant, c.now)?;
             insert_events(conn, &c.events)?;
             Ok(Applied::Yes)
@@ -1540,7 +1543,7 @@ mod tests {
             resolved_at: None,
             token_issued_at: None,
             finished_at: None,
-            pre_authorized: None,
+            offer_grant: None,
         }
     }
 

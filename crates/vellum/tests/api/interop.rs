@@ -1,5 +1,6 @@
 //! Interoperability: software written by others drives or checks the service.
 
+mod authorization;
 mod fuzz;
 mod leaks;
 mod mdoc;

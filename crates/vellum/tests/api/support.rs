@@ -7,6 +7,7 @@ pub mod database;
 pub mod flow;
 pub mod interop;
 pub mod process;
+pub mod provider;
 pub mod streams;
 pub mod wallet;
 pub mod webhooks;

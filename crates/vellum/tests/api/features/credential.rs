@@ -483,12 +483,12 @@ async fn an_unknown_credential_configuration_id_is_rejected_with_unknown_credent
 }
 
 #[tokio::test]
-async fn a_credential_identifier_is_rejected_with_unknown_credential_identifier() {
+async fn only_the_sessions_credential_identifier_is_accepted() {
     let app = spawn_app().await;
     let (session, token) = demo_session_with_token(&app).await;
     let wallet = Wallet::new();
     let proof = fresh_proof(&app, &wallet).await;
-    let request = json!({"credential_identifier": CONFIGURATION, "proofs": {"jwt": [proof]}});
+    let request = json!({"credential_identifier": "another-dataset", "proofs": {"jwt": [proof]}});
     expect_error(
         &app,
         &session,
@@ -497,7 +497,11 @@ async fn a_credential_identifier_is_rejected_with_unknown_credential_identifier(
         "unknown_credential_identifier",
     )
     .await;
-    expect_credential(&app, &wallet, &token).await;
+    // The identifier a token response names (OID4VCI 1.0 §6.2) is the session's configuration.
+    let proof = fresh_proof(&app, &wallet).await;
+    let request = json!({"credential_identifier": CONFIGURATION, "proofs": {"jwt": [proof]}});
+    let reply = Reply::of(wallet.credential_request(&app, &token, &request).await).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
 
 #[tokio::test]

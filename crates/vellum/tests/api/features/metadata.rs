@@ -112,7 +112,10 @@ async fn a_configured_credential_configuration_appears_as_configured() {
     assert_eq!(configurations.len(), 2);
     let membership = &configurations["membership"];
     assert_eq!(membership["vct"], "https://credentials.example/membership");
-    assert!(membership.get("scope").is_none());
+    assert_eq!(
+        membership["scope"], "membership",
+        "HAIP: a scope for every configuration"
+    );
     assert_eq!(membership["credential_metadata"], json!({}));
     assert_eq!(
         membership["proof_types_supported"]["jwt"]["proof_signing_alg_values_supported"],
@@ -121,22 +124,40 @@ async fn a_configured_credential_configuration_appears_as_configured() {
 }
 
 #[tokio::test]
-async fn authorization_server_metadata_advertises_the_pre_authorized_grant() {
+async fn authorization_server_metadata_advertises_both_grants_par_pkce_and_dpop() {
     let app = spawn_app().await;
     let metadata = json_document(&app, "/.well-known/oauth-authorization-server").await;
     assert_eq!(metadata["issuer"], app.url.as_str());
     assert_eq!(metadata["token_endpoint"], format!("{}/token", app.url));
     assert_eq!(
         metadata["grant_types_supported"],
-        json!([PRE_AUTHORIZED_GRANT])
+        json!(["authorization_code", PRE_AUTHORIZED_GRANT])
     );
     assert_eq!(
         metadata["pre-authorized_grant_anonymous_access_supported"],
         true
     );
-    assert!(
-        metadata.get("authorization_endpoint").is_none(),
-        "the code flow is not offered"
+    assert_eq!(
+        metadata["authorization_endpoint"],
+        format!("{}/authorize", app.url)
+    );
+    assert_eq!(
+        metadata["pushed_authorization_request_endpoint"],
+        format!("{}/par", app.url)
+    );
+    assert_eq!(metadata["require_pushed_authorization_requests"], true);
+    assert_eq!(
+        metadata["code_challenge_methods_supported"],
+        json!(["S256"])
+    );
+    assert_eq!(metadata["response_types_supported"], json!(["code"]));
+    assert_eq!(
+        metadata["authorization_response_iss_parameter_supported"],
+        true
+    );
+    assert_eq!(
+        metadata["authorization_details_types_supported"],
+        json!(["openid_credential"])
     );
 }
 

@@ -54,14 +54,14 @@ async fn an_offer_for_a_deactivated_profile_is_409_profile_inactive() {
 }
 
 #[tokio::test]
-async fn an_authorization_code_offer_is_refused_with_400() {
+async fn an_authorization_code_offer_needs_a_profile_with_an_identity_provider() {
     let app = spawn_app().await;
     let reply = create(
         &app,
         json!({"profileId": DEMO_PROFILE, "authMethod": "AUTHORIZED"}),
     )
     .await;
-    reply.assert_api_error(StatusCode::BAD_REQUEST, "unsupported_auth_method");
+    reply.assert_api_error(StatusCode::BAD_REQUEST, "invalid_offer");
     let reply = create(
         &app,
         json!({"profileId": DEMO_PROFILE, "authMethod": "MAGIC"}),

@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use reqwest::header::{CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use vellum_formats::jose::{Algorithm, SigningKey};
 
-use crate::support::free_port;
+use crate::support::provider;
 use crate::support::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
 use crate::support::{TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json};
+use crate::support::{create_profile, free_port, profile_body};
 
 const DESCRIPTION: &str = "/api/v1/openapi.json";
 const HTTP_METHODS: &[&str] = &[
@@ -589,7 +591,8 @@ impl Documented {
                 body
             }
         };
-        if status.is_success() {
+        // A redirect is the successful answer of the browser-facing endpoints.
+        if status.is_success() || status.is_redirection() {
             self.exercised
                 .insert((method.to_owned(), template.to_owned()));
         }
@@ -748,7 +751,7 @@ async fn every_management_request_body_must_be_a_json_object() {
 
 #[tokio::test]
 async fn real_responses_match_the_documented_schemas_and_examples() {
-    let app = spawn_app().await;
+    let (app, _provider) = provider::app_with_provider(json!({}), None).await;
     let mut api = Documented {
         document: served_description(&app).await,
         exercised: BTreeSet::new(),
@@ -1142,6 +1145,70 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         .check("GET", "/api/v1/keys", response.expect("GET"))
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The authorization code flow, the holder logging in at a real provider.
+    let profile = create_profile(
+        &app,
+        profile_body(json!({
+            "identityProvider": provider::PROVIDER,
+            "idTokenClaimsMapping": {"/given_name": "/given_name"},
+        })),
+    )
+    .await;
+    let created = app
+        .create_offer(json!({"profileId": profile["id"], "authMethod": "AUTHORIZED"}))
+        .await;
+    let offer = Wallet::new()
+        .resolve(&app, created["credentialOffer"].as_str().expect("offer"))
+        .await;
+    let verifier = "verifier-of-the-openapi-test-0123456789-abcdef";
+    let challenge = vellum_formats::jose::b64(Sha256::digest(verifier.as_bytes()));
+    let response = app
+        .client
+        .post(app.endpoint("/par"))
+        .form(&[
+            ("response_type", "code"),
+            ("client_id", "wallet"),
+            ("redirect_uri", "https://wallet.example/cb"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            (
+                "issuer_state",
+                offer["grants"]["authorization_code"]["issuer_state"]
+                    .as_str()
+                    .expect("issuer_state"),
+            ),
+        ])
+        .send()
+        .await;
+    let (status, pushed) = api.check("POST", "/par", response.expect("PAR")).await;
+    assert_eq!(status, StatusCode::CREATED, "{pushed}");
+    let response = app
+        .client
+        .get(app.endpoint("/authorize"))
+        .query(&[
+            ("client_id", "wallet"),
+            (
+                "request_uri",
+                pushed["request_uri"].as_str().expect("request_uri"),
+            ),
+        ])
+        .send()
+        .await
+        .expect("authorize");
+    let to_provider = header(&response, "location");
+    let (status, _) = api.check("GET", "/authorize", response).await;
+    assert_eq!(status, StatusCode::FOUND);
+    let callback =
+        provider::log_in(&to_provider, "alice", &app.endpoint("/authorize/callback")).await;
+    let response = app.client.get(callback).send().await.expect("callback");
+    let to_wallet = header(&response, "location");
+    let (status, _) = api.check("GET", "/authorize/callback", response).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(
+        to_wallet.starts_with("https://wallet.example/cb?code="),
+        "{to_wallet}"
+    );
 
     let missed = difference(&routes(&app), &api.exercised);
     assert!(

@@ -138,7 +138,7 @@ fn session(created_at: Millis, webhook: Option<WebhookTarget>) -> SessionRecord 
         resolved_at: None,
         token_issued_at: None,
         finished_at: None,
-        pre_authorized: None,
+        offer_grant: None,
     }
 }
 
@@ -189,7 +189,7 @@ async fn reload(store: &dyn Store, id: SessionId) -> SessionRecord {
 
 /// The session's pre-authorized grant, as stored.
 async fn stored_grant(store: &dyn Store, id: SessionId) -> vellum::store::GrantRecord {
-    reload(store, id).await.pre_authorized.expect("a grant")
+    reload(store, id).await.offer_grant.expect("a grant")
 }
 
 fn token_hash(session: SessionId) -> String {
@@ -438,7 +438,7 @@ async fn sessions_are_stored_with_their_webhook_and_found_by_hash(store: &dyn St
 
     let stored = reload(store, with_hook.id).await;
     assert_eq!(stored.webhook, with_hook.webhook);
-    let stored_grant = stored.pre_authorized.clone().expect("its grant");
+    let stored_grant = stored.offer_grant.clone().expect("its grant");
     assert_eq!(stored_grant.tx_code, grant(&with_hook).tx_code);
     assert_eq!(stored_grant.tx_code_mac, grant(&with_hook).tx_code_mac);
     assert_eq!(
@@ -605,7 +605,7 @@ async fn a_tx_code_failure_applies_only_to_the_count_it_saw(store: &dyn Store) {
     let counted = reload(store, s.id).await;
     assert_eq!(
         (
-            counted.pre_authorized.expect("grant").tx_code_failures,
+            counted.offer_grant.expect("grant").tx_code_failures,
             counted.status,
             counted.updated_at
         ),
@@ -613,7 +613,7 @@ async fn a_tx_code_failure_applies_only_to_the_count_it_saw(store: &dyn Store) {
     );
     assert_eq!(fail(failure(1, true), 30).await, Applied::Yes);
     let locked = reload(store, s.id).await;
-    let locked_grant = locked.pre_authorized.clone().expect("grant");
+    let locked_grant = locked.offer_grant.clone().expect("grant");
     assert_eq!(locked_grant.tx_code_failures, 2);
     assert_eq!(locked_grant.state, GrantState::Locked);
     assert_eq!(locked.status, SessionStatus::Unsuccessful);
@@ -634,7 +634,7 @@ async fn a_code_is_redeemed_once(store: &dyn Store) {
     create(store, &s).await;
     assert_eq!(redeem(store, &s, 900).await, Applied::Yes);
     let redeemed = reload(store, s.id).await;
-    let redeemed_grant = redeemed.pre_authorized.clone().expect("grant");
+    let redeemed_grant = redeemed.offer_grant.clone().expect("grant");
     assert_eq!(
         (redeemed_grant.state, redeemed_grant.redeemed_at),
         (GrantState::Redeemed, Some(900))

@@ -10,7 +10,7 @@ use serde_json::json;
 use vellum::clock::Clock;
 use vellum::ids::{KeyId, SessionId};
 use vellum::oauth::pre_authorized;
-use vellum::offers::{IssuanceTemplate, ValueMode};
+use vellum::profiles::IssuanceTemplate;
 use vellum::profiles::ProfileDefinition;
 use vellum::secrets::{Purpose, Secrets, hash_secret};
 use vellum_formats::did::did_jwk;
@@ -106,11 +106,15 @@ async fn a_database_of_the_previous_schema_upgrades_in_place_and_its_flows_finis
             selective_disclosure: None,
             credential_status: None,
             notifications: None,
+            identity_provider: None,
+            id_token_claims_mapping: Default::default(),
         },
         expected_proof_key_thumbprint: None,
-        value_mode: ValueMode::ByReference,
     };
-    let template = serde_json::to_string(&template).expect("template");
+    // As the previous schema wrote it: with the offer's valueMode, which templates no longer keep.
+    let mut template = serde_json::to_value(&template).expect("template");
+    template["valueMode"] = serde_json::Value::from("BY_REFERENCE");
+    let template = template.to_string();
     let tx_code = "493536";
     let tx_code_spec = r#"{"input_mode":"numeric","length":6}"#;
 
