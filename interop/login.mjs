@@ -3,6 +3,7 @@
 // stops at the first redirect to the wallet's redirect_uri, which it returns without fetching.
 //
 //   node interop/login.mjs <authorization-url> <username> <password> <stop-prefix>
+//   import { login } from './login.mjs'   (login(url, {username, password, stopAt}) -> final URL)
 //
 // Prints one JSON line {"url": "<final url>"} on stdout; exits 1 with a message on stderr when the
 // login fails, a page answers an error or anything but a login form, or the redirects go on too long.

@@ -1,6 +1,7 @@
-// A third-party OID4VCI 1.0 wallet (oid4vc-ts) that redeems a pre-authorized credential offer,
-// then checks the credential it received with an independent verifier, chosen by the format the
-// issuer metadata gives the offered credential configuration:
+// A third-party OID4VCI 1.0 wallet (oid4vc-ts) that redeems a credential offer, pre-authorized or
+// issuer-initiated for the authorization code flow, then checks the credential it received with an
+// independent verifier, chosen by the format the issuer metadata gives the offered credential
+// configuration:
 //   dc+sd-jwt    the SD-JWT VC, with @sd-jwt/sd-jwt-vc and the issuer's jwt-vc-issuer metadata;
 //   jwt_vc_json  the W3C VC as JWT, with jose and the issuer key resolved from the header's kid
 //                (a did:jwk or did:key DID URL, resolved locally);
@@ -9,21 +10,41 @@
 //                device key) and verifies that against the IACA PEM in the file $VELLUM_IACA_PEM.
 //
 //   node interop/wallet.mjs <offer-uri> [tx-code]
+//   VELLUM_WALLET_USER=<name> VELLUM_WALLET_PASSWORD=<password> node interop/wallet.mjs <offer-uri>
 //
-// With VELLUM_WALLET_DPOP=1 the wallet proves a DPoP key of its own (RFC 9449, another key than
-// the holder key) at the token endpoint, answering use_dpop_nonce as the library does, and
-// presents the DPoP-bound token with a proof at the credential endpoint; it fails unless the
-// token it got is of type DPoP.
+// An offer with a pre-authorized_code grant is redeemed at the token endpoint with the tx-code.
+// An offer with only an authorization_code grant goes through the library's authorization code
+// flow, always with DPoP: a pushed authorization request (RFC 9126) with the offer's issuer_state,
+// the scope of the offered configuration and a PKCE S256 challenge; the holder's login at the
+// issuer's upstream provider as VELLUM_WALLET_USER (interop/login.mjs, stopping at the wallet's
+// redirect_uri, which is never fetched); the authorization response checked for iss (RFC 9207);
+// and the code exchanged with its verifier for a DPoP-bound token.
 //
-// Prints one JSON object on stdout: {credential, holderJwk, verified: true, claims}; for an mdoc,
-// claims is {namespace: {element: value}} as @auth0/mdl decoded it (dates as strings, byte strings
-// base64url) and docType names the document type.
+// With VELLUM_WALLET_DPOP=1 the pre-authorized flow too proves a DPoP key of its own (RFC 9449,
+// another key than the holder key) at the token endpoint, answering use_dpop_nonce as the library
+// does, and presents the DPoP-bound token with a proof at the credential endpoint. With DPoP the
+// wallet fails unless the token it got is of type DPoP.
+//
+// Prints one JSON object on stdout: {credential, holderJwk, verified: true, grant, claims}, grant
+// being the grant type the token was got with; for an mdoc, claims is {namespace: {element:
+// value}} as @auth0/mdl decoded it (dates as strings, byte strings base64url) and docType names
+// the document type.
 // Exits non-zero with a message on stderr on any failure.
 
 import { ECDH, createHash, randomBytes } from 'node:crypto'
 
-import { clientAuthenticationNone } from '@openid4vc/oauth2'
-import { Openid4vciClient, Openid4vciVersion } from '@openid4vc/openid4vci'
+import {
+  authorizationCodeGrantIdentifier,
+  clientAuthenticationNone,
+  getAuthorizationServerMetadataFromList,
+  preAuthorizedCodeGrantIdentifier,
+} from '@openid4vc/oauth2'
+import {
+  AuthorizationFlow,
+  Openid4vciClient,
+  Openid4vciVersion,
+  extractScopesForCredentialConfigurationIds,
+} from '@openid4vc/openid4vci'
 import { setGlobalConfig } from '@openid4vc/utils'
 import { readFileSync } from 'node:fs'
 
@@ -43,7 +64,12 @@ import {
   jwtVerify,
 } from 'jose'
 
+import { login } from './login.mjs'
+
 const FETCH_TIMEOUT_MS = 20_000
+const CLIENT_ID = 'vellum-interop-wallet'
+// A private-use scheme (RFC 8252 §7.1): the login stops at it, nothing ever fetches it.
+const REDIRECT_URI = 'org.vellum.interop-wallet:/callback'
 
 function fail(message) {
   process.stderr.write(`wallet: ${message}\n`)
@@ -82,10 +108,11 @@ function wellKnown(issuer, name) {
 const holder = await generateKeyPair('ES256', { extractable: true })
 const holderJwk = await exportJWK(holder.publicKey)
 
-// The DPoP key, when the wallet uses DPoP.
-const dpopKey = process.env.VELLUM_WALLET_DPOP === '1' ? await generateKeyPair('ES256', { extractable: true }) : undefined
-const dpopJwk = dpopKey ? await exportJWK(dpopKey.publicKey) : undefined
-const dpopSigner = dpopJwk ? { method: 'jwk', alg: 'ES256', publicJwk: dpopJwk } : undefined
+// The DPoP key, used in the authorization code flow and, with VELLUM_WALLET_DPOP=1, in the
+// pre-authorized one.
+const dpopKey = await generateKeyPair('ES256', { extractable: true })
+const dpopJwk = await exportJWK(dpopKey.publicKey)
+const dpopSigner = { method: 'jwk', alg: 'ES256', publicJwk: dpopJwk }
 
 const callbacks = {
   fetch: timedFetch,
@@ -97,7 +124,7 @@ const callbacks = {
   generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
   signJwt: async (signer, { header, payload }) => {
     const key = signer.publicJwk ?? {}
-    const pair = signer.method !== 'jwk' ? undefined : sameKey(key, holderJwk) ? holder : dpopJwk && sameKey(key, dpopJwk) ? dpopKey : undefined
+    const pair = signer.method !== 'jwk' ? undefined : sameKey(key, holderJwk) ? holder : sameKey(key, dpopJwk) ? dpopKey : undefined
     if (!pair) {
       throw new Error(`the wallet only signs with its holder and DPoP keys (asked for ${signer.method})`)
     }
@@ -114,7 +141,60 @@ const callbacks = {
       return { verified: false, signerJwk: publicJwk }
     }
   },
-  clientAuthentication: clientAuthenticationNone({ clientId: 'vellum-interop-wallet' }),
+  clientAuthentication: clientAuthenticationNone({ clientId: CLIENT_ID }),
+}
+
+/**
+ * The authorization code flow for an issuer-initiated offer, DPoP-bound from the pushed request
+ * on: the access token response and the DPoP state (key and latest server nonce).
+ */
+async function retrieveAccessTokenByLogin(client, credentialOffer, issuerMetadata) {
+  const username = process.env.VELLUM_WALLET_USER
+  const password = process.env.VELLUM_WALLET_PASSWORD
+  if (!username || !password) {
+    throw new Error('the offer needs a login: set VELLUM_WALLET_USER and VELLUM_WALLET_PASSWORD')
+  }
+  const scope = extractScopesForCredentialConfigurationIds({
+    credentialConfigurationIds: credentialOffer.credential_configuration_ids,
+    issuerMetadata,
+    throwOnConfigurationWithoutScope: true,
+  })
+  const authorization = await client.initiateAuthorization({
+    credentialOffer,
+    issuerMetadata,
+    clientId: CLIENT_ID,
+    redirectUri: REDIRECT_URI,
+    scope: scope.join(' '),
+    dpop: { signer: dpopSigner },
+  })
+  if (authorization.authorizationFlow !== AuthorizationFlow.Oauth2Redirect) {
+    throw new Error(`the issuer asked for the ${authorization.authorizationFlow} flow, not a redirect`)
+  }
+  const authorizationServerMetadata = getAuthorizationServerMetadataFromList(
+    issuerMetadata.authorizationServers,
+    authorization.authorizationServer,
+  )
+  if (authorization.pkce?.codeChallengeMethod !== 'S256') {
+    throw new Error(`the library chose PKCE ${authorization.pkce?.codeChallengeMethod}, not S256`)
+  }
+  // The library pushes the request when the server has a PAR endpoint and sends only its reference.
+  if (!new URL(authorization.authorizationRequestUrl).searchParams.has('request_uri')) {
+    throw new Error(`the authorization request was not pushed: ${authorization.authorizationRequestUrl}`)
+  }
+
+  const redirect = await login(authorization.authorizationRequestUrl, { username, password, stopAt: REDIRECT_URI })
+  const response = client.parseAndVerifyAuthorizationResponseRedirectUrl({ url: redirect, authorizationServerMetadata })
+  if (response.error) {
+    throw new Error(`the authorization ended with ${response.error}: ${response.error_description ?? ''}`)
+  }
+  return client.retrieveAuthorizationCodeAccessTokenFromOffer({
+    credentialOffer,
+    issuerMetadata,
+    authorizationCode: response.code,
+    pkceCodeVerifier: authorization.pkce.codeVerifier,
+    redirectUri: REDIRECT_URI,
+    dpop: authorization.dpop,
+  })
 }
 
 async function redeem() {
@@ -126,13 +206,28 @@ async function redeem() {
     throw new Error(`the wallet read the issuer metadata as ${issuerMetadata.originalDraftVersion}, not OID4VCI 1.0`)
   }
 
-  const { accessTokenResponse, dpop } = await client.retrievePreAuthorizedCodeAccessTokenFromOffer({
-    credentialOffer,
-    issuerMetadata,
-    txCode,
-    dpop: dpopSigner ? { signer: dpopSigner } : undefined,
-  })
-  if (dpopSigner && accessTokenResponse.token_type !== 'DPoP') {
+  const grants = credentialOffer.grants ?? {}
+  let grant
+  let useDpop
+  let token
+  if (grants[preAuthorizedCodeGrantIdentifier]) {
+    grant = preAuthorizedCodeGrantIdentifier
+    useDpop = process.env.VELLUM_WALLET_DPOP === '1'
+    token = await client.retrievePreAuthorizedCodeAccessTokenFromOffer({
+      credentialOffer,
+      issuerMetadata,
+      txCode,
+      dpop: useDpop ? { signer: dpopSigner } : undefined,
+    })
+  } else if (grants[authorizationCodeGrantIdentifier]) {
+    grant = authorizationCodeGrantIdentifier
+    useDpop = true
+    token = await retrieveAccessTokenByLogin(client, credentialOffer, issuerMetadata)
+  } else {
+    throw new Error(`the offer has no grant this wallet uses: ${JSON.stringify(grants)}`)
+  }
+  const { accessTokenResponse, dpop } = token
+  if (useDpop && accessTokenResponse.token_type !== 'DPoP') {
     throw new Error(`asked for a DPoP-bound token, got token_type ${accessTokenResponse.token_type}`)
   }
 
@@ -152,13 +247,13 @@ async function redeem() {
     accessToken: accessTokenResponse.access_token,
     credentialConfigurationId,
     proofs: { jwt: [proof] },
-    dpop: dpop ? { ...dpop, signer: dpopSigner } : undefined,
+    dpop: useDpop ? { ...dpop, signer: dpopSigner } : undefined,
   })
   const credentials = credentialResponse.credentials ?? []
   if (credentials.length !== 1 || typeof credentials[0].credential !== 'string') {
     throw new Error(`expected one compact credential, got ${JSON.stringify(credentialResponse)}`)
   }
-  return { issuer: credentialOffer.credential_issuer, configuration, credential: credentials[0].credential }
+  return { issuer: credentialOffer.credential_issuer, configuration, credential: credentials[0].credential, grant }
 }
 
 /** Verifies the SD-JWT VC with the issuer key named by `kid`, from the jwt-vc-issuer metadata. */
@@ -407,7 +502,7 @@ async function verifyMdoc(configuration, credential) {
 }
 
 try {
-  const { issuer, configuration, credential } = await redeem()
+  const { issuer, configuration, credential, grant } = await redeem()
   let claims
   let extra = {}
   if (configuration.format === 'dc+sd-jwt') {
@@ -421,7 +516,7 @@ try {
   } else {
     throw new Error(`the wallet cannot verify format ${configuration.format}`)
   }
-  process.stdout.write(`${JSON.stringify({ credential, holderJwk, verified: true, claims, ...extra })}\n`)
+  process.stdout.write(`${JSON.stringify({ credential, holderJwk, verified: true, grant, claims, ...extra })}\n`)
 } catch (error) {
   const detail = error?.response?.status ? ` (HTTP ${error.response.status} from ${error.response.url})` : ''
   fail(`${error?.stack ?? error}${detail}`)

@@ -33,6 +33,7 @@ pub struct Config {
     pub protocol: ProtocolConfig,
     pub dpop: DpopConfig,
     pub authorization: AuthorizationConfig,
+    pub client_attestation: ClientAttestationConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
@@ -156,6 +157,44 @@ pub struct AuthorizationConfig {
     pub provider_timeout: Duration,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+/// Wallet attestation as client authentication (draft-ietf-oauth-attestation-based-client-auth):
+/// a wallet provider the operator trusts vouches for the wallet instance's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAttestationConfig {
+    /// Wallets without an attestation (public clients) may use the authorization code flow;
+    /// HAIP: false.
+    pub allow_public_clients: bool,
+    /// Every attestation PoP must carry a challenge from the challenge endpoint.
+    pub require_challenge: bool,
+    pub challenge_ttl_seconds: u32,
+    /// A PoP's iat may be this old, or `dpop.proof_max_future_seconds` in the future; each PoP is
+    /// accepted once.
+    pub pop_max_age_seconds: u32,
+    pub signing_alg_values_supported: Vec<String>,
+    /// The public keys (JWKs) of the wallet providers whose attestations are accepted.
+    #[serde(default)]
+    pub trusted_keys: Vec<serde_json::Value>,
+}
+
+impl ClientAttestationConfig {
+    /// The accepted algorithms, parsed; validated at start so this cannot fail later.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.signing_alg_values_supported
+            .iter()
+            .filter_map(|name| Algorithm::parse(name).ok())
+            .collect()
+    }
+
+    /// The trusted wallet-provider keys, parsed; validated at start so none is dropped here.
+    pub fn keys(&self) -> Vec<vellum_formats::jose::Jwk> {
+        self.trusted_keys
+            .iter()
+            .filter_map(|jwk| vellum_formats::jose::Jwk::from_value(jwk).ok())
+            .collect()
+    }
 }
 
 /// An OpenID Connect provider (`[authorization.providers.<id>]`), a confidential client of it.
@@ -646,6 +685,31 @@ impl Config {
             }
             if !provider.scopes.iter().any(|scope| scope == "openid") {
                 return fail(&key("scopes"), "must include openid");
+            }
+        }
+        let attestation = &self.client_attestation;
+        if attestation.challenge_ttl_seconds == 0 || attestation.pop_max_age_seconds == 0 {
+            return fail(
+                "client_attestation",
+                "challenge_ttl_seconds and pop_max_age_seconds must be greater than 0",
+            );
+        }
+        for name in &attestation.signing_alg_values_supported {
+            if Algorithm::parse(name).is_err() {
+                return fail(
+                    "client_attestation.signing_alg_values_supported",
+                    &format!("{name:?} is not one of ES256, ES384, EdDSA"),
+                );
+            }
+        }
+        for (index, jwk) in attestation.trusted_keys.iter().enumerate() {
+            let key = format!("client_attestation.trusted_keys[{index}]");
+            match vellum_formats::jose::Jwk::from_value(jwk) {
+                Ok(jwk) if jwk.is_private() => {
+                    return fail(&key, "is a private key: give the public key only");
+                }
+                Ok(_) => {}
+                Err(error) => return fail(&key, &error.to_string()),
             }
         }
         if self.dpop.signing_alg_values_supported.is_empty() {

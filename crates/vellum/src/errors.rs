@@ -124,6 +124,20 @@ pub enum OAuthError {
     /// RFC 9449 §8: retry with the nonce in the response's `DPoP-Nonce` header.
     #[error("{0}")]
     UseDpopNonce(String),
+    /// RFC 6749 §4.1.2.1: the scope names no credential configuration this issuer can issue.
+    #[error("{0}")]
+    InvalidScope(String),
+    /// RFC 9396 §5: an `authorization_details` entry this issuer cannot grant.
+    #[error("{0}")]
+    InvalidAuthorizationDetails(String),
+    /// Attestation-based client authentication: the wallet attestation or its PoP is missing or
+    /// fails a check.
+    #[error("{0}")]
+    InvalidClientAttestation(String),
+    /// Attestation-based client authentication: the PoP must carry a challenge from the
+    /// challenge endpoint.
+    #[error("{0}")]
+    UseAttestationChallenge(String),
     /// A resource such as a credential offer that does not exist (404, `invalid_request`).
     #[error("{0}")]
     NotFound(String),
@@ -134,6 +148,19 @@ pub enum OAuthError {
 }
 
 impl OAuthError {
+    /// Whether the wallet's request failed in a way the operator's events record: not an outage
+    /// or a bug (logged instead), and not a step of an exchange (a wallet told to use a server's
+    /// DPoP nonce or attestation challenge, which it then does).
+    pub fn is_failure_event(&self) -> bool {
+        !matches!(
+            self,
+            OAuthError::Internal(_)
+                | OAuthError::Unavailable
+                | OAuthError::UseDpopNonce(_)
+                | OAuthError::UseAttestationChallenge(_)
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(_) | OAuthError::NotFound(_) => "invalid_request",
@@ -141,6 +168,10 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidDpopProof(_) => "invalid_dpop_proof",
             OAuthError::UseDpopNonce(_) => "use_dpop_nonce",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::InvalidAuthorizationDetails(_) => "invalid_authorization_details",
+            OAuthError::InvalidClientAttestation(_) => "invalid_client_attestation",
+            OAuthError::UseAttestationChallenge(_) => "use_attestation_challenge",
             OAuthError::AccessDenied(_) => "access_denied",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::Unavailable => "temporarily_unavailable",

@@ -25,10 +25,13 @@ pub const PUSHED_AUTHORIZATION_REQUEST_SUCCEEDED: &str = "pushed_authorization_r
 pub const PUSHED_AUTHORIZATION_REQUEST_FAILED: &str = "pushed_authorization_request_failed";
 pub const AUTHORIZATION_REQUEST_SUCCEEDED: &str = "authorization_request_succeeded";
 pub const AUTHORIZATION_REQUEST_FAILED: &str = "authorization_request_failed";
+/// A wallet asked for a credential without an offer naming a session: it got one.
+pub const WALLET_INITIATED_SESSION_CREATED: &str = "wallet_initiated_session_created";
 
 /// Every event type, for validating webhook filters.
 pub const ALL: &[&str] = &[
     CREDENTIAL_OFFER_CREATED,
+    WALLET_INITIATED_SESSION_CREATED,
     RESOLVED_CREDENTIAL_OFFER,
     PUSHED_AUTHORIZATION_REQUEST_SUCCEEDED,
     PUSHED_AUTHORIZATION_REQUEST_FAILED,

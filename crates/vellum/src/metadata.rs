@@ -8,7 +8,9 @@ use crate::context::Context;
 use crate::credentials::Configured;
 use crate::errors::Internal;
 use crate::keys;
-use crate::protocol::{AUTHORIZATION_CODE_GRANT, OPENID_CREDENTIAL, PRE_AUTHORIZED_GRANT};
+use crate::protocol::{
+    ATTEST_JWT_CLIENT_AUTH, AUTHORIZATION_CODE_GRANT, OPENID_CREDENTIAL, PRE_AUTHORIZED_GRANT,
+};
 
 /// OID4VCI 1.0 §12.2: everything advertised here works.
 pub fn credential_issuer(ctx: &Context) -> Value {
@@ -64,9 +66,15 @@ pub fn credential_issuer(ctx: &Context) -> Value {
 
 /// RFC 8414: the pre-authorized code grant, and the authorization code grant with PAR
 /// (RFC 9126), PKCE S256 (RFC 7636), `iss` in the response (RFC 9207) and
-/// `authorization_details` (RFC 9396); DPoP (RFC 9449 §5.1) for both.
+/// `authorization_details` (RFC 9396); DPoP (RFC 9449 §5.1) for both; wallet attestation as
+/// client authentication, with its challenge endpoint.
 pub fn authorization_server(ctx: &Context) -> Value {
     let authorization = &ctx.config.authorization;
+    let attestation = &ctx.config.client_attestation;
+    let mut auth_methods = vec![ATTEST_JWT_CLIENT_AUTH];
+    if attestation.allow_public_clients {
+        auth_methods.push("none");
+    }
     json!({
         "issuer": ctx.issuer_url,
         "token_endpoint": ctx.endpoint("/token"),
@@ -81,7 +89,12 @@ pub fn authorization_server(ctx: &Context) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "authorization_details_types_supported": [OPENID_CREDENTIAL],
         "pre-authorized_grant_anonymous_access_supported": true,
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "challenge_endpoint": ctx.endpoint("/challenge"),
+        "client_attestation_signing_alg_values_supported":
+            attestation.signing_alg_values_supported,
+        "client_attestation_pop_signing_alg_values_supported":
+            attestation.signing_alg_values_supported,
         "dpop_signing_alg_values_supported": ctx.config.dpop.signing_alg_values_supported,
     })
 }

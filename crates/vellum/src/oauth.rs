@@ -13,6 +13,7 @@ use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT};
 use crate::secrets::{Purpose, hash_secret};
 use crate::store::{SessionLookup, SessionRecord};
 
+pub mod attestation;
 pub mod authorization;
 pub mod authorization_code;
 pub mod dpop;
@@ -81,13 +82,12 @@ pub enum GrantRequest {
 }
 
 /// The token request's headers that grants and client authentication read: a DPoP proof
-/// (RFC 9449; the token is then bound to its key) and OAuth client attestation (not read yet).
+/// (RFC 9449; the token is then bound to its key) and the wallet's attestation.
 #[derive(Debug)]
 pub struct TokenHeaders {
     /// The `DPoP` header, or why it cannot be read (sent more than once, not text).
     pub dpop: Result<Option<String>, OAuthError>,
-    pub client_attestation: Option<String>,
-    pub client_attestation_pop: Option<String>,
+    pub attestation: attestation::Presented,
 }
 
 /// The parameters [`TokenRequest`] reads.
@@ -221,7 +221,19 @@ pub async fn token(
                     "unknown pre-authorized_code".into(),
                 ));
             };
-            let redeemed = match key_binding(ctx, headers.dpop?, None, now).await {
+            let client = async {
+                // Optional here; an attested wallet is checked, and must be the client it says.
+                let attested = attestation::authenticate(ctx, headers.attestation, now).await?;
+                if let (Some(attested), Some(client_id)) = (&attested, &request.client_id)
+                    && attested.client_id != *client_id
+                {
+                    return Err(OAuthError::InvalidClientAttestation(
+                        "client_id is not the client the wallet attestation names (sub)".into(),
+                    ));
+                }
+                key_binding(ctx, headers.dpop?, None, now).await
+            };
+            let redeemed = match client.await {
                 Ok(dpop_jkt) => {
                     let grant = pre_authorized::Redemption {
                         tx_code: tx_code.as_deref(),
@@ -248,6 +260,7 @@ pub async fn token(
             };
             let exchange = authorization_code::Exchange {
                 client_id: request.client_id.as_deref(),
+                attestation: headers.attestation,
                 redirect_uri: redirect_uri.as_deref(),
                 code_verifier: code_verifier.as_deref(),
                 dpop: headers.dpop?,
@@ -262,12 +275,7 @@ pub async fn token(
     match redeemed {
         Ok(response) => Ok(response),
         Err(Failure { error, recorded }) => {
-            // A wallet without a DPoP nonce yet is told one: a step of the exchange, no failure.
-            let expected = matches!(
-                error,
-                OAuthError::Internal(_) | OAuthError::Unavailable | OAuthError::UseDpopNonce(_)
-            );
-            if !recorded && !expected {
+            if !recorded && error.is_failure_event() {
                 let event = failed(&session, &error, now);
                 ctx.store.append_events(&[event]).await?;
             }

@@ -148,18 +148,27 @@ pub async fn create_offer(
             "txCode is for PRE_AUTHORIZED offers: in the authorization code flow the holder logs in",
         ));
     }
-    if issuer_state_mode == Some(IssuerStateMode::Omit) {
-        // Without issuer_state the wallet's request cannot name this offer's session, so its
-        // overrides could never apply (Issuer2's rule); and such a request is wallet-initiated
-        // issuance, which this issuer does not offer yet.
-        return Err(invalid(
-            "unsupported_issuer_state_mode",
-            if request.runtime_overrides.is_some() {
-                "issuerStateMode OMIT cannot carry runtimeOverrides: the wallet's request could not name this offer"
-            } else {
-                "issuerStateMode OMIT (wallet-initiated issuance) is not supported yet; use INCLUDE"
-            },
-        ));
+    let omit_issuer_state = issuer_state_mode == Some(IssuerStateMode::Omit);
+    if omit_issuer_state {
+        // Without issuer_state the wallet's request cannot name this offer's session: it gets a
+        // session of its own from the configuration's wallet-initiated profile, so the offer can
+        // carry no overrides (Issuer2's rule) and must name that profile.
+        if request.runtime_overrides.is_some() {
+            return Err(invalid(
+                "invalid_offer",
+                "issuerStateMode OMIT cannot carry runtimeOverrides: the wallet's request could not name this offer",
+            ));
+        }
+        if profile.definition.get("walletInitiated") != Some(&Value::Bool(true)) {
+            return Err(invalid(
+                "invalid_offer",
+                format!(
+                    "issuerStateMode OMIT: the wallet's request gets a session from the wallet-initiated \
+                     profile of the configuration, and profile {} is not one (walletInitiated)",
+                    profile.id
+                ),
+            ));
+        }
     }
     let expires_in = request
         .expires_in_seconds
@@ -224,35 +233,11 @@ pub async fn create_offer(
     let template = IssuanceTemplate {
         definition,
         expected_proof_key_thumbprint,
+        omit_issuer_state,
     };
-    let session = SessionRecord {
-        id,
-        profile_id: profile.id.clone(),
-        profile_version: profile.version,
-        credential_configuration_id: template.definition.credential_configuration_id.clone(),
-        status: SessionStatus::Active,
-        status_reason: None,
-        offer_handle_hash: hash_secret(&pre_authorized::offer_handle(&ctx.secrets, id)),
-        by_value: request.value_mode == ValueMode::ByValue,
-        issuer_key_id: template.definition.issuer_key_id.clone(),
-        webhook: template
-            .definition
-            .notifications
-            .as_ref()
-            .map(|notifications| {
-                notifications
-                    .webhook
-                    .target(ctx.config.notifications.signing_secret.as_ref())
-            }),
-        template: serde_json::to_string(&template).map_err(Internal::new)?,
-        created_at: now,
-        updated_at: now,
-        expires_at,
-        resolved_at: None,
-        token_issued_at: None,
-        finished_at: None,
-        offer_grant: None,
-    };
+    let mut session = profiles::new_session(ctx, id, &profile, &template, expires_at, now)?;
+    session.offer_handle_hash = hash_secret(&pre_authorized::offer_handle(&ctx.secrets, id));
+    session.by_value = request.value_mode == ValueMode::ByValue;
     let grant = match request.auth_method {
         AuthMethod::PreAuthorized => pre_authorized::new_grant(&ctx.secrets, id, tx_code.as_ref()),
         AuthMethod::Authorized => authorization::new_grant(&ctx.secrets, id),
@@ -357,9 +342,17 @@ fn offer_json(
     tx_code: Option<&Value>,
 ) -> Value {
     let grants = match kind {
-        GrantKind::IssuerState => json!({
-            AUTHORIZATION_CODE_GRANT: authorization::offer_grant(&ctx.secrets, session.id)
-        }),
+        GrantKind::IssuerState => {
+            // A template that cannot be read shows issuer_state: issuance reports the damage.
+            let omitted = serde_json::from_str::<IssuanceTemplate>(&session.template)
+                .is_ok_and(|template| template.omit_issuer_state);
+            let grant = if omitted {
+                json!({})
+            } else {
+                authorization::offer_grant(&ctx.secrets, session.id)
+            };
+            json!({ AUTHORIZATION_CODE_GRANT: grant })
+        }
         _ => json!({
             PRE_AUTHORIZED_GRANT: pre_authorized::offer_grant(&ctx.secrets, session.id, tx_code)
         }),

@@ -13,12 +13,13 @@ use crate::context::Context;
 use crate::credentials::{Configurations, Configured, DEVELOPMENT_CHAIN, Issuer, x5_chain_der};
 use crate::errors::{ApiError, Internal};
 use crate::events;
-use crate::ids::{KeyId, ProfileId, ProviderId};
+use crate::ids::{KeyId, ProfileId, ProviderId, SessionId};
 use crate::keys;
 use crate::limits;
 use crate::mapping::{self, DataFunction};
 use crate::notifications::Notifications;
-use crate::store::{ProfileRecord, StoreError};
+use crate::secrets::{hash_secret, random_token};
+use crate::store::{ProfileRecord, SessionRecord, SessionStatus, StoreError};
 
 /// The fields of a profile, named as in the product Vellum replaces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +76,11 @@ pub struct ProfileDefinition {
     /// ID token claim (JSON Pointer) -> where its value goes in credentialData (JSON Pointer).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub id_token_claims_mapping: Map<String, Value>,
+    /// A wallet that asks for this profile's credential configuration without an offer
+    /// (wallet-initiated issuance, or an offer without issuer_state) gets a session from this
+    /// profile; at most one active profile per configuration.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wallet_initiated: bool,
 }
 
 /// Everything issuance needs, fixed when the offer is made (the profile version with the offer's
@@ -85,6 +91,9 @@ pub struct IssuanceTemplate {
     pub definition: ProfileDefinition,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_proof_key_thumbprint: Option<String>,
+    /// The offer's authorization code grant carries no issuer_state (`issuerStateMode: OMIT`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omit_issuer_state: bool,
 }
 
 /// `x5Chain` is a list of PEM certificates, or the string [`DEVELOPMENT_CHAIN`] (held as a
@@ -406,6 +415,11 @@ fn check_login(
             config.authorization.providers.keys().collect::<Vec<_>>()
         )));
     }
+    if definition.wallet_initiated && definition.identity_provider.is_none() {
+        return Err(invalid(
+            "walletInitiated needs an identityProvider: holders log in to get its credential",
+        ));
+    }
     if definition.id_token_claims_mapping.is_empty() {
         return Ok(());
     }
@@ -561,6 +575,7 @@ async fn insert(
 ) -> Result<ProfileView, ApiError> {
     expand_shorthands(ctx, &mut definition).await?;
     validate(ctx, &definition, None).await?;
+    check_wallet_initiated(ctx, &id, &definition).await?;
     let now = ctx.clock.now();
     let record = ProfileRecord {
         id,
@@ -604,6 +619,7 @@ async fn update(
 ) -> Result<ProfileView, ApiError> {
     expand_shorthands(ctx, &mut definition).await?;
     validate(ctx, &definition, None).await?;
+    check_wallet_initiated(ctx, id, &definition).await?;
     let value = serde_json::to_value(&definition).map_err(Internal::new)?;
     match ctx
         .store
@@ -623,6 +639,93 @@ async fn missing_or_inactive(ctx: &Context, id: &ProfileId) -> ApiError {
         },
         Ok(None) => ApiError::NotFound(format!("no profile {id}")),
         Err(error) => error.into(),
+    }
+}
+
+/// A new ACTIVE session issuing `template` (from `profile`), until `expires_at`. Its offer
+/// handle is a random one that leads nowhere; an offer sets its own.
+pub fn new_session(
+    ctx: &Context,
+    id: SessionId,
+    profile: &ProfileRecord,
+    template: &IssuanceTemplate,
+    expires_at: Millis,
+    now: Millis,
+) -> Result<SessionRecord, Internal> {
+    Ok(SessionRecord {
+        id,
+        profile_id: profile.id.clone(),
+        profile_version: profile.version,
+        credential_configuration_id: template.definition.credential_configuration_id.clone(),
+        status: SessionStatus::Active,
+        status_reason: None,
+        offer_handle_hash: hash_secret(&random_token()),
+        by_value: false,
+        issuer_key_id: template.definition.issuer_key_id.clone(),
+        webhook: template
+            .definition
+            .notifications
+            .as_ref()
+            .map(|notifications| {
+                notifications
+                    .webhook
+                    .target(ctx.config.notifications.signing_secret.as_ref())
+            }),
+        template: serde_json::to_string(template).map_err(Internal::new)?,
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        resolved_at: None,
+        token_issued_at: None,
+        finished_at: None,
+        offer_grant: None,
+    })
+}
+
+/// The active profile for wallet-initiated issuance of `configuration`, if one is.
+pub async fn wallet_initiated(
+    ctx: &Context,
+    configuration: &str,
+) -> Result<Option<(ProfileRecord, ProfileDefinition)>, Internal> {
+    let profiles = ctx.store.profiles().await?.logged("profile");
+    for record in profiles {
+        if !record.active
+            || record.definition.get("walletInitiated") != Some(&Value::Bool(true))
+            || record
+                .definition
+                .get("credentialConfigurationId")
+                .and_then(Value::as_str)
+                != Some(configuration)
+        {
+            continue;
+        }
+        let definition = serde_json::from_value(record.definition.clone())
+            .map_err(|error| Internal::msg(format!("profile {}: {error}", record.id)))?;
+        return Ok(Some((record, definition)));
+    }
+    Ok(None)
+}
+
+/// A configuration has at most one profile for wallet-initiated issuance: which one a wallet
+/// gets must never be a guess.
+async fn check_wallet_initiated(
+    ctx: &Context,
+    id: &ProfileId,
+    definition: &ProfileDefinition,
+) -> Result<(), ApiError> {
+    if !definition.wallet_initiated {
+        return Ok(());
+    }
+    match wallet_initiated(ctx, &definition.credential_configuration_id).await? {
+        Some((other, _)) if other.id != *id => Err(ApiError::Conflict {
+            code: "wallet_initiated_taken",
+            detail: format!(
+                "profile {} is already the walletInitiated profile of {:?}; set it to false (or \
+                 deactivate it) first",
+                other.id, definition.credential_configuration_id
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

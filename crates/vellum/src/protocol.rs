@@ -12,3 +12,6 @@ pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-aut
 
 /// The `typ` of a JWT key proof (OID4VCI 1.0 Appendix F.1).
 pub const PROOF_TYP: &str = "openid4vci-proof+jwt";
+
+/// Client authentication by wallet attestation (draft-ietf-oauth-attestation-based-client-auth).
+pub const ATTEST_JWT_CLIENT_AUTH: &str = "attest_jwt_client_auth";

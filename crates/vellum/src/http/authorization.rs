@@ -1,6 +1,6 @@
 //! The authorization server: pushed authorization requests, the authorization endpoint and the
-//! identity provider's callback (browser redirects), and the token endpoint (with a DPoP-Nonce
-//! on every answer of the endpoints that take DPoP proofs).
+//! identity provider's callback (browser redirects), the token endpoint (with a DPoP-Nonce on
+//! every answer of the endpoints that take DPoP proofs), and the wallet attestation challenge.
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::LOCATION;
@@ -23,15 +23,20 @@ pub fn routes(ctx: &AppState) -> Routes {
     Routes::new()
         .get("/authorize", authorize)
         .get("/authorize/callback", callback)
+        .post("/challenge", challenge)
         .merge(proven)
         .map(|router| router.layer(DefaultBodyLimit::max(ctx.config.http.protocol_body_limit)))
 }
 
 async fn push(
     State(ctx): State<AppState>,
-    PushedAuthorization { parameters, dpop }: PushedAuthorization,
+    PushedAuthorization {
+        parameters,
+        dpop,
+        attestation,
+    }: PushedAuthorization,
 ) -> Result<Response, OAuthError> {
-    let pushed = oauth::authorization::push(&ctx, parameters, dpop).await?;
+    let pushed = oauth::authorization::push(&ctx, parameters, dpop, attestation).await?;
     let mut response = json_no_store(pushed);
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -61,6 +66,10 @@ fn redirect(location: &str) -> Result<Response, OAuthError> {
     let mut response = StatusCode::FOUND.into_response();
     response.headers_mut().insert(LOCATION, location);
     Ok(no_store(response))
+}
+
+async fn challenge(State(ctx): State<AppState>) -> Response {
+    json_no_store(oauth::attestation::challenge(&ctx))
 }
 
 async fn token(

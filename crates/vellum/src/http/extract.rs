@@ -169,19 +169,9 @@ impl FromRequest<AppState> for Token {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let headers = {
-            let header = |name: &str| {
-                request
-                    .headers()
-                    .get(name)
-                    .and_then(|value| value.to_str().ok())
-                    .map(str::to_owned)
-            };
-            oauth::TokenHeaders {
-                dpop: dpop_header(request.headers()).map_err(OAuthError::InvalidDpopProof),
-                client_attestation: header("oauth-client-attestation"),
-                client_attestation_pop: header("oauth-client-attestation-pop"),
-            }
+        let headers = oauth::TokenHeaders {
+            dpop: dpop_header(request.headers()).map_err(OAuthError::InvalidDpopProof),
+            attestation: attestation_headers(request.headers()),
         };
         let pairs = oauth_form(request, state).await?;
         oauth::TokenRequest::parse(pairs)
@@ -190,10 +180,12 @@ impl FromRequest<AppState> for Token {
     }
 }
 
-/// A pushed authorization request (RFC 9126): its parameters, checked, and its DPoP proof.
+/// A pushed authorization request (RFC 9126): its parameters, checked, its DPoP proof and the
+/// wallet's attestation.
 pub struct PushedAuthorization {
     pub parameters: oauth::authorization::AuthorizationParameters,
     pub dpop: Option<String>,
+    pub attestation: oauth::attestation::Presented,
 }
 
 impl FromRequest<AppState> for PushedAuthorization {
@@ -202,9 +194,14 @@ impl FromRequest<AppState> for PushedAuthorization {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let dpop = dpop_header(request.headers())
             .map_err(|why| OAuthError::InvalidDpopProof(why).into_response())?;
+        let attestation = attestation_headers(request.headers());
         let pairs = oauth_form(request, state).await?;
         oauth::authorization::AuthorizationParameters::parse(pairs)
-            .map(|parameters| PushedAuthorization { parameters, dpop })
+            .map(|parameters| PushedAuthorization {
+                parameters,
+                dpop,
+                attestation,
+            })
             .map_err(IntoResponse::into_response)
     }
 }
@@ -245,6 +242,21 @@ impl FromRequestParts<AppState> for QueryPairs {
                 .map(|(name, value)| (name.into_owned(), value.into_owned()))
                 .collect(),
         ))
+    }
+}
+
+/// The wallet attestation headers, each as text if sent (a value that is not text is as good as
+/// none: the pair is then incomplete and refused).
+fn attestation_headers(headers: &axum::http::HeaderMap) -> oauth::attestation::Presented {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    oauth::attestation::Presented {
+        attestation: header("oauth-client-attestation"),
+        pop: header("oauth-client-attestation-pop"),
     }
 }
 

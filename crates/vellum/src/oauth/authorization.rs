@@ -10,19 +10,20 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use vellum_formats::jose;
 
-use super::dpop;
 use super::upstream::{self, LoginRequest, UpstreamError};
+use super::{attestation, dpop};
 use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::{Internal, OAuthError};
 use crate::events;
 use crate::ids::{ProviderId, SessionId};
-use crate::profiles::{self, IssuanceTemplate};
+use crate::profiles::{self, IssuanceTemplate, ProfileDefinition};
 use crate::protocol::OPENID_CREDENTIAL;
 use crate::secrets::{Purpose, Secrets, hash_secret, random_token};
 use crate::store::{
     Applied, AuthorizationCompletion, AuthorizationRequestRecord, GrantKind, GrantState, NewEvent,
-    NewGrant, RequestLookup, RequestStatus, SessionLookup, SessionRecord, SessionStatus,
+    NewGrant, ProfileRecord, RequestLookup, RequestStatus, SessionLookup, SessionRecord,
+    SessionStatus,
 };
 
 const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
@@ -66,6 +67,10 @@ pub struct AuthorizationParameters {
     /// code is then only exchanged with a proof by that key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dpop_jkt: Option<String>,
+    /// The attested wallet instance's key (its thumbprint), when the wallet authenticated with a
+    /// wallet attestation: the code is then only exchanged by that instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_key: Option<String>,
     #[serde(skip)]
     issuer_state: Option<String>,
 }
@@ -172,6 +177,7 @@ impl AuthorizationParameters {
             scope,
             authorization_details,
             dpop_jkt,
+            attested_key: None,
             issuer_state,
         })
     }
@@ -179,22 +185,35 @@ impl AuthorizationParameters {
     /// The credential configurations the wallet asked for, by `authorization_details` and by
     /// `scope` (the configurations whose scope it names).
     fn requested_configurations(&self, ctx: &Context) -> Vec<String> {
-        let mut requested: Vec<String> = self
-            .authorization_details
+        let mut requested = self.detailed_configurations();
+        requested.extend(self.scoped_configurations(ctx));
+        requested
+    }
+
+    /// The configurations `authorization_details` names.
+    fn detailed_configurations(&self) -> Vec<String> {
+        self.authorization_details
             .iter()
             .flat_map(|details| details.as_array().into_iter().flatten())
             .filter_map(|detail| detail["credential_configuration_id"].as_str())
             .map(str::to_owned)
-            .collect();
-        if let Some(scope) = &self.scope {
-            for (id, configuration) in &ctx.config.credential_configurations {
+            .collect()
+    }
+
+    /// The configurations whose scope `scope` names; its other values (openid, ...) are not ours.
+    fn scoped_configurations(&self, ctx: &Context) -> Vec<String> {
+        let Some(scope) = &self.scope else {
+            return Vec::new();
+        };
+        ctx.config
+            .credential_configurations
+            .iter()
+            .filter(|(id, configuration)| {
                 let configured = configuration.scope.as_deref().unwrap_or(id);
-                if scope.split(' ').any(|token| token == configured) {
-                    requested.push(id.clone());
-                }
-            }
-        }
-        requested
+                scope.split(' ').any(|token| token == configured)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 
@@ -269,23 +288,27 @@ pub async fn push(
     ctx: &Context,
     parameters: AuthorizationParameters,
     dpop_proof: Option<String>,
+    attestation: attestation::Presented,
 ) -> Result<PushedRequest, OAuthError> {
     let now = ctx.clock.now();
-    let session = session_of(ctx, &parameters).await?.ok_or_else(|| {
-        OAuthError::InvalidRequest(
-            "no issuance session for this request: start from a credential offer \
-             (issuer_state); wallet-initiated issuance is not configured on this issuer"
-                .into(),
-        )
-    })?;
-    match keep(ctx, &session, parameters, dpop_proof, now).await {
+    let Some(session) = session_of(ctx, &parameters).await? else {
+        // Wallet-initiated: the client is authenticated before a session is made for it.
+        let (profile, definition) = wallet_initiated_profile(ctx, &parameters).await?;
+        let mut parameters = parameters;
+        authenticate(ctx, &mut parameters, dpop_proof, attestation, now).await?;
+        let session = start_session(ctx, &profile, definition, &parameters, now).await?;
+        return keep(ctx, &session, parameters, now).await;
+    };
+    let checked = async {
+        check_for_session(ctx, &session, &parameters, now)?;
+        let mut parameters = parameters;
+        authenticate(ctx, &mut parameters, dpop_proof, attestation, now).await?;
+        keep(ctx, &session, parameters, now).await
+    };
+    match checked.await {
         Ok(pushed) => Ok(pushed),
         Err(error) => {
-            // A wallet without a DPoP nonce yet is told one: a step of the exchange.
-            if !matches!(
-                error,
-                OAuthError::Internal(_) | OAuthError::Unavailable | OAuthError::UseDpopNonce(_)
-            ) {
+            if error.is_failure_event() {
                 let event = events::request_failed(
                     session.id,
                     events::PUSHED_AUTHORIZATION_REQUEST_FAILED,
@@ -300,14 +323,17 @@ pub async fn push(
     }
 }
 
-async fn keep(
+/// The client of a pushed request: its wallet attestation (required unless public clients are
+/// allowed) and the DPoP key it proves, both kept with the request.
+async fn authenticate(
     ctx: &Context,
-    session: &SessionRecord,
-    mut parameters: AuthorizationParameters,
+    parameters: &mut AuthorizationParameters,
     dpop_proof: Option<String>,
+    attestation: attestation::Presented,
     now: Millis,
-) -> Result<PushedRequest, OAuthError> {
-    check_for_session(ctx, session, &parameters, now)?;
+) -> Result<(), OAuthError> {
+    let attested = attestation::require(ctx, attestation, Some(&parameters.client_id), now).await?;
+    parameters.attested_key = attested.map(|client| client.key_thumbprint);
     if let Some(proof) = dpop_proof {
         let target = dpop::Target {
             method: "POST",
@@ -326,6 +352,16 @@ async fn keep(
         }
         parameters.dpop_jkt = Some(jkt);
     }
+    Ok(())
+}
+
+/// Keeps a checked request under a new single-use `request_uri`.
+async fn keep(
+    ctx: &Context,
+    session: &SessionRecord,
+    parameters: AuthorizationParameters,
+    now: Millis,
+) -> Result<PushedRequest, OAuthError> {
     let request_uri = format!("{REQUEST_URI_PREFIX}{}", random_token());
     let ttl = ctx.config.authorization.request_uri_ttl_seconds;
     let record = AuthorizationRequestRecord {
@@ -348,6 +384,7 @@ async fn keep(
             "clientId": parameters.client_id,
             "credentialConfigurationId": session.credential_configuration_id,
             "dpopBound": parameters.dpop_jkt.is_some(),
+            "clientAttested": parameters.attested_key.is_some(),
         }),
     );
     ctx.store
@@ -383,6 +420,99 @@ async fn session_of(
             "unknown issuer_state: it was not issued by this issuer".into(),
         )),
     }
+}
+
+/// The profile a wallet-initiated request gets its session from: the wallet-initiated profile of
+/// the one credential configuration it asks for.
+async fn wallet_initiated_profile(
+    ctx: &Context,
+    parameters: &AuthorizationParameters,
+) -> Result<(ProfileRecord, ProfileDefinition), OAuthError> {
+    let detailed = parameters.detailed_configurations();
+    if let Some(unknown) = detailed
+        .iter()
+        .find(|id| !ctx.config.credential_configurations.contains_key(*id))
+    {
+        return Err(OAuthError::InvalidAuthorizationDetails(format!(
+            "no credential configuration {unknown:?} at this issuer"
+        )));
+    }
+    let mut requested = detailed;
+    let by_details = !requested.is_empty();
+    requested.extend(parameters.scoped_configurations(ctx));
+    requested.sort();
+    requested.dedup();
+    let configuration = match requested.as_slice() {
+        [one] => one,
+        [] if parameters.scope.is_some() => {
+            return Err(OAuthError::InvalidScope(
+                "the scope names no credential configuration of this issuer".into(),
+            ));
+        }
+        [] => {
+            return Err(OAuthError::InvalidRequest(
+                "without issuer_state, name the credential configuration by scope or \
+                 authorization_details (wallet-initiated issuance)"
+                    .into(),
+            ));
+        }
+        _ => {
+            return Err(OAuthError::InvalidRequest(
+                "ask for one credential configuration per authorization request".into(),
+            ));
+        }
+    };
+    let why =
+        format!("no profile is configured for wallet-initiated issuance of {configuration:?}");
+    profiles::wallet_initiated(ctx, configuration)
+        .await?
+        .ok_or(if by_details {
+            OAuthError::InvalidAuthorizationDetails(why)
+        } else {
+            OAuthError::InvalidScope(why)
+        })
+}
+
+/// A session for a wallet-initiated request, from the profile, for as long as the request's
+/// steps may take: pushed, logged in, the code exchanged.
+async fn start_session(
+    ctx: &Context,
+    profile: &ProfileRecord,
+    definition: ProfileDefinition,
+    parameters: &AuthorizationParameters,
+    now: Millis,
+) -> Result<SessionRecord, OAuthError> {
+    let settings = &ctx.config.authorization;
+    let lifetime = i64::from(settings.request_uri_ttl_seconds)
+        + i64::from(settings.login_timeout_seconds)
+        + i64::from(settings.code_ttl_seconds);
+    let id = SessionId::generate();
+    let template = IssuanceTemplate {
+        definition,
+        expected_proof_key_thumbprint: None,
+        omit_issuer_state: false,
+    };
+    let session = profiles::new_session(ctx, id, profile, &template, now + lifetime * 1000, now)?;
+    let event = events::new(
+        id,
+        events::WALLET_INITIATED_SESSION_CREATED,
+        now,
+        json!({
+            "profileId": profile.id,
+            "profileVersion": profile.version,
+            "credentialConfigurationId": session.credential_configuration_id,
+            "authMethod": "AUTHORIZED",
+            "clientId": parameters.client_id,
+            "expiresAt": session.expires_at,
+        }),
+    );
+    // The session's grant is an issuer_state no wallet is given: the request below uses it as an
+    // offer's would be.
+    let grant = new_grant(&ctx.secrets, id);
+    ctx.store
+        .create_session(&session, Some(&grant), &event)
+        .await?;
+    Ok(session)
 }
 
 /// What a session requires of a request: still active and unexpired, its offer's grant not yet
@@ -496,14 +626,25 @@ async fn direct_request(
     pairs: Vec<(String, String)>,
     now: Millis,
 ) -> Result<AuthorizationRequestRecord, OAuthError> {
-    let parameters = AuthorizationParameters::parse(pairs)?;
-    let session = session_of(ctx, &parameters).await?.ok_or_else(|| {
-        OAuthError::InvalidRequest(
-            "no issuance session for this request: start from a credential offer (issuer_state)"
+    // A browser's request carries no attestation headers.
+    if !ctx.config.client_attestation.allow_public_clients {
+        return Err(OAuthError::InvalidClientAttestation(
+            "this issuer requires wallet attestation: push the request to the PAR endpoint with \
+             OAuth-Client-Attestation and OAuth-Client-Attestation-PoP, then send its request_uri"
                 .into(),
-        )
-    })?;
-    check_for_session(ctx, &session, &parameters, now)?;
+        ));
+    }
+    let parameters = AuthorizationParameters::parse(pairs)?;
+    let session = match session_of(ctx, &parameters).await? {
+        Some(session) => {
+            check_for_session(ctx, &session, &parameters, now)?;
+            session
+        }
+        None => {
+            let (profile, definition) = wallet_initiated_profile(ctx, &parameters).await?;
+            start_session(ctx, &profile, definition, &parameters, now).await?
+        }
+    };
     let record = AuthorizationRequestRecord {
         id: uuid::Uuid::new_v4().to_string(),
         request_uri_hash: None,

@@ -5,8 +5,8 @@
 
 use serde_json::{Value, json};
 
-use super::authorization;
 use super::{Failure, TokenResponse};
+use super::{attestation, authorization};
 use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::OAuthError;
@@ -21,6 +21,7 @@ use crate::store::{
 /// What the token request brings to exchange the code.
 pub(super) struct Exchange<'a> {
     pub client_id: Option<&'a str>,
+    pub attestation: attestation::Presented,
     pub redirect_uri: Option<&'a str>,
     pub code_verifier: Option<&'a str>,
     pub dpop: Option<String>,
@@ -56,8 +57,21 @@ pub(super) async fn redeem(
         return Err(invalid("the authorization code has expired").into());
     }
     let parameters = authorization::kept_parameters(request)?;
-    if exchange.client_id != Some(request.client_id.as_str()) {
+    let attested = attestation::require(ctx, exchange.attestation, exchange.client_id, now).await?;
+    // An attested wallet is identified by its attestation; a public client by client_id.
+    let client_id = exchange
+        .client_id
+        .or(attested.as_ref().map(|client| client.client_id.as_str()));
+    if client_id != Some(request.client_id.as_str()) {
         return Err(invalid("the authorization code was issued to another client_id").into());
+    }
+    if let Some(key) = &parameters.attested_key
+        && attested.as_ref().map(|client| &client.key_thumbprint) != Some(key)
+    {
+        return Err(OAuthError::InvalidClientAttestation(
+            "the code must be exchanged by the attested wallet instance that requested it".into(),
+        )
+        .into());
     }
     if exchange.redirect_uri != Some(parameters.redirect_uri.as_str()) {
         return Err(invalid("redirect_uri is not the one of the authorization request").into());

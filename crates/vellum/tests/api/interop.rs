@@ -1,9 +1,12 @@
 //! Interoperability: software written by others drives or checks the service.
 
+mod attestation;
 mod authorization;
+mod code_flow;
 mod fuzz;
 mod leaks;
 mod mdoc;
 mod sd_jwt;
 mod w3c;
+mod wallet_initiated;
 mod webhooks;

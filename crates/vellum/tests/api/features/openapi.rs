@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vellum_formats::jose::{Algorithm, SigningKey};
 
+use crate::support::attester::WalletProvider;
 use crate::support::provider;
 use crate::support::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
 use crate::support::{TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json};
@@ -751,7 +752,9 @@ async fn every_management_request_body_must_be_a_json_object() {
 
 #[tokio::test]
 async fn real_responses_match_the_documented_schemas_and_examples() {
-    let (app, _provider) = provider::app_with_provider(json!({}), None).await;
+    let wallet_provider = WalletProvider::new();
+    let attestation = json!({"client_attestation": wallet_provider.settings(json!({}))});
+    let (app, _provider) = provider::app_with_provider_over(attestation, json!({}), None).await;
     let mut api = Documented {
         document: served_description(&app).await,
         exercised: BTreeSet::new(),
@@ -1163,24 +1166,32 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         .await;
     let verifier = "verifier-of-the-openapi-test-0123456789-abcdef";
     let challenge = vellum_formats::jose::b64(Sha256::digest(verifier.as_bytes()));
-    let response = app
-        .client
-        .post(app.endpoint("/par"))
-        .form(&[
-            ("response_type", "code"),
-            ("client_id", "wallet"),
-            ("redirect_uri", "https://wallet.example/cb"),
-            ("code_challenge", &challenge),
-            ("code_challenge_method", "S256"),
-            (
-                "issuer_state",
-                offer["grants"]["authorization_code"]["issuer_state"]
-                    .as_str()
-                    .expect("issuer_state"),
-            ),
-        ])
-        .send()
+    let form = [
+        ("response_type", "code"),
+        ("client_id", "wallet"),
+        ("redirect_uri", "https://wallet.example/cb"),
+        ("code_challenge", &challenge),
+        ("code_challenge_method", "S256"),
+        (
+            "issuer_state",
+            offer["grants"]["authorization_code"]["issuer_state"]
+                .as_str()
+                .expect("issuer_state"),
+        ),
+    ];
+    let par = || app.client.post(app.endpoint("/par")).form(&form);
+    let (status, refused) = api
+        .check("POST", "/par", par().send().await.expect("PAR"))
         .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"], "invalid_client_attestation");
+    let response = app.client.post(app.endpoint("/challenge")).send().await;
+    let (status, _) = api
+        .check("POST", "/challenge", response.expect("challenge"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let instance = wallet_provider.instance(&app, "wallet");
+    let response = instance.attach(&app, par()).send().await;
     let (status, pushed) = api.check("POST", "/par", response.expect("PAR")).await;
     assert_eq!(status, StatusCode::CREATED, "{pushed}");
     let response = app

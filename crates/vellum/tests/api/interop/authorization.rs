@@ -8,30 +8,38 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vellum_formats::jose;
 
+use crate::support::attester::Instance;
 use crate::support::provider::{self, Provider};
 use crate::support::wallet::{Wallet, check_sd_jwt};
 use crate::support::{
     CONFIGURATION, DEMO_KEY, Reply, TestApp, create_profile, events_of, offer_id, profile_body,
 };
 
-const WALLET_REDIRECT: &str = "https://wallet.example/callback";
-const WALLET_CLIENT: &str = "wallet.example";
+pub(super) const WALLET_REDIRECT: &str = "https://wallet.example/callback";
+pub(super) const WALLET_CLIENT: &str = "wallet.example";
 const AUTHORIZATION_CODE: &str = "authorization_code";
 
 /// An issuer whose holders log in at a real provider, and a profile that maps their ID token.
-struct Setup {
-    app: TestApp,
+pub(super) struct Setup {
+    pub app: TestApp,
     provider: Provider,
-    profile: String,
+    pub profile: String,
 }
 
-async fn setup(authorization: Value) -> Setup {
+/// Public clients allowed: the wallet attestation has tests of its own (interop::attestation).
+pub(super) async fn setup(authorization: Value) -> Setup {
     setup_tampering(authorization, None).await
 }
 
 /// [`setup`] with a provider that spoils its ID tokens as `tamper` says.
 async fn setup_tampering(authorization: Value, tamper: Option<&str>) -> Setup {
-    let (app, provider) = provider::app_with_provider(authorization, tamper).await;
+    let public_clients = json!({"client_attestation": {"allow_public_clients": true}});
+    setup_with(public_clients, authorization, tamper).await
+}
+
+/// [`setup`] with `config` over the test defaults.
+pub(super) async fn setup_with(config: Value, authorization: Value, tamper: Option<&str>) -> Setup {
+    let (app, provider) = provider::app_with_provider_over(config, authorization, tamper).await;
     let profile = create_profile(
         &app,
         profile_body(json!({
@@ -54,13 +62,13 @@ async fn setup_tampering(authorization: Value, tamper: Option<&str>) -> Setup {
 }
 
 /// The wallet's side of one authorization: its PKCE verifier and state.
-struct Authorization {
-    verifier: String,
-    state: String,
+pub(super) struct Authorization {
+    pub verifier: String,
+    pub state: String,
 }
 
 impl Authorization {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Authorization {
             verifier: jose::b64(rand_bytes()),
             state: jose::b64(rand_bytes()),
@@ -72,7 +80,7 @@ impl Authorization {
     }
 
     /// The PAR form for an offer's issuer_state.
-    fn form(&self, issuer_state: &str) -> Vec<(String, String)> {
+    pub fn form(&self, issuer_state: &str) -> Vec<(String, String)> {
         [
             ("response_type", "code"),
             ("client_id", WALLET_CLIENT),
@@ -107,7 +115,7 @@ fn rand_bytes() -> [u8; 32] {
 }
 
 /// An AUTHORIZED offer: its session id and issuer_state.
-async fn authorized_offer(setup: &Setup) -> (String, String) {
+pub(super) async fn authorized_offer(setup: &Setup) -> (String, String) {
     let created = setup
         .app
         .create_offer(json!({"profileId": setup.profile, "authMethod": "AUTHORIZED"}))
@@ -130,18 +138,23 @@ async fn authorized_offer(setup: &Setup) -> (String, String) {
 }
 
 async fn push(app: &TestApp, form: &[(String, String)]) -> Reply {
-    Reply::of(
-        app.client
-            .post(app.endpoint("/par"))
-            .form(form)
-            .send()
-            .await
-            .expect("PAR"),
-    )
-    .await
+    push_as(app, form, None).await
 }
 
-fn authorize_url(app: &TestApp, request_uri: &str) -> String {
+/// A PAR request, authenticated by `instance`'s attestation when given.
+pub(super) async fn push_as(
+    app: &TestApp,
+    form: &[(String, String)],
+    instance: Option<&Instance>,
+) -> Reply {
+    let mut request = app.client.post(app.endpoint("/par")).form(form);
+    if let Some(instance) = instance {
+        request = instance.attach(app, request);
+    }
+    Reply::of(request.send().await.expect("PAR")).await
+}
+
+pub(super) fn authorize_url(app: &TestApp, request_uri: &str) -> String {
     let mut url = url::Url::parse(&app.endpoint("/authorize")).expect("url");
     url.query_pairs_mut()
         .append_pair("client_id", WALLET_CLIENT)
@@ -150,7 +163,7 @@ fn authorize_url(app: &TestApp, request_uri: &str) -> String {
 }
 
 /// The response parameters of the URL the holder's browser was sent back to.
-fn response(url: &str) -> Value {
+pub(super) fn response(url: &str) -> Value {
     assert!(url.starts_with(WALLET_REDIRECT), "{url}");
     let url = url::Url::parse(url).expect("redirect URL");
     Value::Object(
@@ -177,18 +190,23 @@ async fn authorize(
 }
 
 async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> Reply {
-    Reply::of(
-        app.client
-            .post(app.endpoint("/token"))
-            .form(form)
-            .send()
-            .await
-            .expect("token"),
-    )
-    .await
+    exchange_as(app, form, None).await
 }
 
-fn code_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
+/// A token request, authenticated by `instance`'s attestation when given.
+pub(super) async fn exchange_as(
+    app: &TestApp,
+    form: &[(&str, &str)],
+    instance: Option<&Instance>,
+) -> Reply {
+    let mut request = app.client.post(app.endpoint("/token")).form(form);
+    if let Some(instance) = instance {
+        request = instance.attach(app, request);
+    }
+    Reply::of(request.send().await.expect("token")).await
+}
+
+pub(super) fn code_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("grant_type", AUTHORIZATION_CODE),
         ("code", code),
@@ -404,7 +422,6 @@ async fn pushed_requests_are_checked_single_use_and_short_lived() {
             "unknown issuer_state",
             with("issuer_state", Some("not-issued-here")),
         ),
-        ("no issuer_state", with("issuer_state", None)),
         (
             "another configuration",
             with(
@@ -483,7 +500,12 @@ async fn authorized_offers_follow_issuer2s_rules() {
         (
             json!({"profileId": setup.profile, "authMethod": "AUTHORIZED", "issuerStateMode": "OMIT",
                    "runtimeOverrides": {"credentialData": {"x": 1}}}),
-            "unsupported_issuer_state_mode",
+            "invalid_offer",
+        ),
+        (
+            // OMIT is for the configuration's wallet-initiated profile (interop::wallet_initiated).
+            json!({"profileId": setup.profile, "authMethod": "AUTHORIZED", "issuerStateMode": "OMIT"}),
+            "invalid_offer",
         ),
         (
             json!({"profileId": "demo-identity", "authMethod": "AUTHORIZED"}),

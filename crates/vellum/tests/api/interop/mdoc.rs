@@ -24,8 +24,8 @@ use crate::support::{TestApp, spawn_app_with};
 use crate::support::{create_profile, events_of, offer_id, x5_chain_for};
 
 const MDL: &str = "mdl";
-const MDL_DOCTYPE: &str = "org.iso.18013.5.1.mDL";
-const NAMESPACE: &str = "org.iso.18013.5.1";
+pub(super) const MDL_DOCTYPE: &str = "org.iso.18013.5.1.mDL";
+pub(super) const NAMESPACE: &str = "org.iso.18013.5.1";
 const PID: &str = "pid";
 const PID_DOCTYPE: &str = "eu.europa.ec.eudi.pid.1";
 /// The portrait element: a JPEG start, as base64url (the profile's form of a byte string).
@@ -36,7 +36,7 @@ fn examples_dir() -> PathBuf {
 }
 
 /// An example configuration file as the JSON overrides a test app layers over its defaults.
-fn example(name: &str) -> Value {
+pub(super) fn example(name: &str) -> Value {
     Figment::from(Toml::file(examples_dir().join(name)))
         .extract()
         .unwrap_or_else(|error| panic!("examples/{name}: {error}"))
@@ -47,7 +47,7 @@ async fn mdl_app() -> TestApp {
     spawn_app_with(example("mdl.toml")).await
 }
 
-fn mdl_profile(chain: &[String]) -> Value {
+pub(super) fn mdl_profile(chain: &[String]) -> Value {
     json!({
         "name": "mDL",
         "credentialConfigurationId": MDL,
@@ -74,7 +74,7 @@ fn mdl_profile(chain: &[String]) -> Value {
 
 /// Writes the chain's root (the IACA, last in the leaf-first chain) to a PEM file in the app's
 /// directory.
-fn iaca_file(app: &TestApp, chain: &[String]) -> PathBuf {
+pub(super) fn iaca_file(app: &TestApp, chain: &[String]) -> PathBuf {
     assert!(chain.len() >= 2, "the chain has no IACA: {chain:?}");
     let path = app.dir.path().join("iaca.pem");
     std::fs::write(&path, chain.last().expect("IACA")).expect("write IACA PEM");

@@ -108,8 +108,10 @@ async fn a_database_of_the_previous_schema_upgrades_in_place_and_its_flows_finis
             notifications: None,
             identity_provider: None,
             id_token_claims_mapping: Default::default(),
+            wallet_initiated: false,
         },
         expected_proof_key_thumbprint: None,
+        omit_issuer_state: false,
     };
     // As the previous schema wrote it: with the offer's valueMode, which templates no longer keep.
     let mut template = serde_json::to_value(&template).expect("template");

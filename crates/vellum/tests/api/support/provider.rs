@@ -89,8 +89,13 @@ impl Provider {
 }
 
 /// An issuer whose holders log in at a provider of its own (spoiling its ID tokens as `tamper`
-/// says), with `authorization` merged into its `[authorization]` settings.
-pub async fn app_with_provider(authorization: Value, tamper: Option<&str>) -> (TestApp, Provider) {
+/// says), with `authorization` merged into its `[authorization]` settings and `config` (other
+/// than `http` and `authorization`) layered over the test defaults.
+pub async fn app_with_provider_over(
+    config: Value,
+    authorization: Value,
+    tamper: Option<&str>,
+) -> (TestApp, Provider) {
     let (app_port, provider_port) = (free_port(), free_port());
     let issuer_url = format!("http://127.0.0.1:{app_port}");
     let provider = Provider::start_tampering(provider_port, &issuer_url, tamper).await;
@@ -98,7 +103,12 @@ pub async fn app_with_provider(authorization: Value, tamper: Option<&str>) -> (T
     if let (Value::Object(settings), Value::Object(extra)) = (&mut settings, authorization) {
         settings.extend(extra);
     }
-    let app = spawn_app_with(json!({"http": {"port": app_port}, "authorization": settings})).await;
+    let Value::Object(mut config) = config else {
+        panic!("the configuration overrides must be an object")
+    };
+    config.insert("http".into(), json!({"port": app_port}));
+    config.insert("authorization".into(), settings);
+    let app = spawn_app_with(Value::Object(config)).await;
     (app, provider)
 }
 
