@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::bail;
 use clap::Subcommand;
 
+pub mod code_flow;
 pub mod flows;
 pub mod formats;
 pub mod sse;
@@ -15,6 +16,9 @@ pub mod webhooks;
 pub enum Bench {
     /// Complete issuance flows: create offer -> resolve -> token -> nonce -> credential.
     Flows(flows::FlowOptions),
+    /// Complete authorization code flows to HAIP: AUTHORIZED offer -> resolve -> PAR (wallet
+    /// attestation, DPoP, PKCE) -> authorize -> login -> callback -> token -> nonce -> credential.
+    CodeFlow(Box<code_flow::CodeFlowOptions>),
     /// Building and signing one credential of each format, in-process (no server).
     Formats(formats::FormatOptions),
     /// Webhook delivery: delivered events/s, and commit-to-receipt latency at a fixed rate.
@@ -27,6 +31,7 @@ pub enum Bench {
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Flows(options) => flows::run(options).await,
+        Bench::CodeFlow(options) => code_flow::run(*options).await,
         Bench::Formats(options) => formats::run(options).await,
         Bench::Webhooks(options) => webhooks::run(options).await,
         Bench::Sse(options) => sse::run(options).await,

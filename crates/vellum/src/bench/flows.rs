@@ -100,7 +100,10 @@ pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
 /// The credential issuer identifier, from the issuer metadata (RFC 8615: a path of the base URL
 /// goes after the well-known segment). Proofs are addressed to it, and offer URIs start with it,
 /// whichever instance made them.
-async fn issuer_identifier(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+pub(super) async fn issuer_identifier(
+    client: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<String> {
     let mut url = reqwest::Url::parse(base).with_context(|| format!("--url {base}"))?;
     let path = url.path().trim_end_matches('/').to_owned();
     url.set_path(&format!("/.well-known/openid-credential-issuer{path}"));
@@ -238,16 +241,7 @@ impl Flows {
         .await?;
         lap(3, &mut step);
 
-        let holder = SigningKey::generate(Algorithm::ES256);
-        let mut header = Map::new();
-        header.insert("typ".into(), Value::from("openid4vci-proof+jwt"));
-        header.insert("jwk".into(), holder.public_jwk().to_value());
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let proof = jose::sign_compact(
-            header,
-            &json!({"aud": self.issuer, "iat": now, "nonce": nonce["c_nonce"]}),
-            &holder,
-        );
+        let proof = key_proof(&self.issuer, &nonce["c_nonce"]);
         let configuration = offer["credential_configuration_ids"][0].clone();
         let access_token = token["access_token"].as_str().context("no access_token")?;
         let mut request = client
@@ -290,22 +284,7 @@ impl Flows {
         nonce: Option<&str>,
         access_token: Option<&str>,
     ) -> String {
-        let mut header = Map::new();
-        header.insert("typ".into(), Value::from("dpop+jwt"));
-        header.insert("jwk".into(), key.public_jwk().to_value());
-        let mut claims = json!({
-            "jti": uuid::Uuid::new_v4().to_string(),
-            "htm": "POST",
-            "htu": format!("{}{path}", self.issuer),
-            "iat": time::OffsetDateTime::now_utc().unix_timestamp(),
-        });
-        if let Some(nonce) = nonce {
-            claims["nonce"] = Value::from(nonce);
-        }
-        if let Some(token) = access_token {
-            claims["ath"] = Value::from(jose::b64(Sha256::digest(token.as_bytes())));
-        }
-        jose::sign_compact(header, &claims, key)
+        dpop_proof(&self.issuer, key, path, nonce, access_token)
     }
 
     fn report(&self, samples: &Samples, elapsed: Duration) {
@@ -342,11 +321,52 @@ impl Flows {
     }
 }
 
-async fn expect_ok(response: reqwest::Response, step: &str) -> anyhow::Result<Value> {
+pub(super) async fn expect_ok(response: reqwest::Response, step: &str) -> anyhow::Result<Value> {
     let status = response.status();
     let body = response.text().await?;
     if !status.is_success() {
         bail!("{step} failed with {status}: {body}");
     }
     serde_json::from_str(&body).with_context(|| format!("{step}: response is not JSON"))
+}
+
+/// A DPoP proof (RFC 9449) for `POST <issuer><path>`, with the server's nonce and the access
+/// token's hash when given.
+pub(super) fn dpop_proof(
+    issuer: &str,
+    key: &SigningKey,
+    path: &str,
+    nonce: Option<&str>,
+    access_token: Option<&str>,
+) -> String {
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::from("dpop+jwt"));
+    header.insert("jwk".into(), key.public_jwk().to_value());
+    let mut claims = json!({
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "htm": "POST",
+        "htu": format!("{issuer}{path}"),
+        "iat": time::OffsetDateTime::now_utc().unix_timestamp(),
+    });
+    if let Some(nonce) = nonce {
+        claims["nonce"] = Value::from(nonce);
+    }
+    if let Some(token) = access_token {
+        claims["ath"] = Value::from(jose::b64(Sha256::digest(token.as_bytes())));
+    }
+    jose::sign_compact(header, &claims, key)
+}
+
+/// A key proof (OID4VCI 1.0 Appendix F.1) by a fresh holder key over the issuer's `c_nonce`.
+pub(super) fn key_proof(issuer: &str, c_nonce: &Value) -> String {
+    let holder = SigningKey::generate(Algorithm::ES256);
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::from("openid4vci-proof+jwt"));
+    header.insert("jwk".into(), holder.public_jwk().to_value());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    jose::sign_compact(
+        header,
+        &json!({"aud": issuer, "iat": now, "nonce": c_nonce}),
+        &holder,
+    )
 }
