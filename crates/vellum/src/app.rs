@@ -144,6 +144,10 @@ impl App {
         profiles::load_configured_profiles(&ctx)
             .await
             .map_err(StartError::Setup)?;
+        // Signed once at start, so a key or chain that cannot sign stops the start, not a wallet.
+        crate::metadata::signed_credential_issuer(&ctx)
+            .await
+            .map_err(|error| StartError::Setup(format!("metadata: {error}")))?;
         Ok(App { listener, ctx })
     }
 

@@ -34,6 +34,7 @@ pub struct Config {
     pub dpop: DpopConfig,
     pub authorization: AuthorizationConfig,
     pub client_attestation: ClientAttestationConfig,
+    pub metadata: MetadataConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
@@ -195,6 +196,21 @@ impl ClientAttestationConfig {
             .filter_map(|jwk| vellum_formats::jose::Jwk::from_value(jwk).ok())
             .collect()
     }
+}
+
+/// Signed credential issuer metadata (OID4VCI 1.0 §12.2.2), served on `Accept: application/jwt`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// The managed key that signs the metadata; none: metadata is served as JSON only.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// PEM certificates, leaf first, certifying `signing_key` (the `x5c` header); none: a
+    /// development chain for the key.
+    #[serde(default)]
+    pub x5_chain_file: Option<PathBuf>,
+    /// How long a signed metadata document is valid (`exp` - `iat`).
+    pub validity_seconds: u32,
 }
 
 /// An OpenID Connect provider (`[authorization.providers.<id>]`), a confidential client of it.
@@ -686,6 +702,27 @@ impl Config {
             if !provider.scopes.iter().any(|scope| scope == "openid") {
                 return fail(&key("scopes"), "must include openid");
             }
+        }
+        if let Some(key) = &self.metadata.signing_key
+            && let Err(why) = crate::ids::KeyId::parse(key)
+        {
+            return fail("metadata.signing_key", &why);
+        }
+        if let Some(path) = &self.metadata.x5_chain_file {
+            let read = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot be read: {error}"))
+                .and_then(|pem| {
+                    vellum_formats::x509::from_pem_chain(&pem).map_err(|error| error.to_string())
+                });
+            if let Err(why) = read {
+                return fail("metadata.x5_chain_file", &why);
+            }
+            if self.metadata.signing_key.is_none() {
+                return fail("metadata.x5_chain_file", "needs metadata.signing_key");
+            }
+        }
+        if self.metadata.validity_seconds == 0 {
+            return fail("metadata.validity_seconds", "must be greater than 0");
         }
         let attestation = &self.client_attestation;
         if attestation.challenge_ttl_seconds == 0 || attestation.pop_max_age_seconds == 0 {

@@ -235,6 +235,15 @@ fn header_chain(chain: &[String]) -> Result<Vec<Vec<u8>>, String> {
     Ok(der)
 }
 
+/// The `x5c` JOSE header value: each certificate of [`header_chain`] as standard base64 DER.
+pub fn x5c(chain: &[String]) -> Result<Vec<String>, String> {
+    use base64::Engine as _;
+    Ok(header_chain(chain)?
+        .iter()
+        .map(|der| base64::engine::general_purpose::STANDARD.encode(der))
+        .collect())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use serde_json::json;

@@ -2,11 +2,13 @@
 //! SD-JWT VC issuer metadata and the JWKS.
 
 use serde_json::{Map, Value, json};
-use vellum_formats::jose::Algorithm;
+use vellum_formats::jose::{self, Algorithm};
+use vellum_formats::x509::{self, CertificateProfile};
 
 use crate::context::Context;
-use crate::credentials::Configured;
+use crate::credentials::{self, Configured};
 use crate::errors::Internal;
+use crate::ids::KeyId;
 use crate::keys;
 use crate::protocol::{
     ATTEST_JWT_CLIENT_AUTH, AUTHORIZATION_CODE_GRANT, OPENID_CREDENTIAL, PRE_AUTHORIZED_GRANT,
@@ -62,6 +64,61 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         "nonce_endpoint": ctx.endpoint("/nonce"),
         "credential_configurations_supported": configurations,
     })
+}
+
+/// The `typ` of signed credential issuer metadata (OID4VCI 1.0 §12.2.2).
+pub const SIGNED_METADATA_TYP: &str = "openidvci-issuer-metadata+jwt";
+
+/// The credential issuer metadata as a JWT signed by `metadata.signing_key`, with its
+/// certificates in `x5c` (OID4VCI 1.0 §12.2.2, HAIP); `None` when no key is configured.
+pub async fn signed_credential_issuer(ctx: &Context) -> Result<Option<String>, Internal> {
+    let settings = &ctx.config.metadata;
+    let Some(key_id) = &settings.signing_key else {
+        return Ok(None);
+    };
+    let key_id = KeyId::parse(key_id).map_err(Internal::msg)?;
+    let key = keys::signing_key(ctx, &key_id).await?;
+    let chain: Vec<String> = match &settings.x5_chain_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|error| {
+                Internal::msg(format!(
+                    "metadata.x5_chain_file {}: {error}",
+                    path.display()
+                ))
+            })?;
+            x509::from_pem_chain(&pem)
+                .map_err(|error| Internal::msg(format!("metadata.x5_chain_file: {error}")))?
+                .iter()
+                .map(|der| x509::to_pem(der))
+                .collect()
+        }
+        None => keys::development_chain(ctx, &key_id, CertificateProfile::SdJwtSigner, None)
+            .await
+            .map_err(|error| Internal::msg(format!("metadata development chain: {error}")))?,
+    };
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Internal::msg("metadata.x5_chain_file holds no certificate"))
+        .and_then(|pem| x509::from_pem(pem).map_err(Internal::new))
+        .and_then(|der| x509::leaf_public_jwk(&der).map_err(Internal::new))?;
+    if leaf != key.public_jwk() {
+        return Err(Internal::msg(format!(
+            "the metadata certificate does not certify key {key_id}"
+        )));
+    }
+    let mut header = Map::new();
+    header.insert("typ".into(), Value::from(SIGNED_METADATA_TYP));
+    header.insert(
+        "x5c".into(),
+        Value::from(credentials::x5c(&chain).map_err(Internal::msg)?),
+    );
+    let now = ctx.clock.now().div_euclid(1000);
+    let mut claims = credential_issuer(ctx);
+    claims["iss"] = Value::from(ctx.issuer_url.as_str());
+    claims["sub"] = Value::from(ctx.issuer_url.as_str());
+    claims["iat"] = Value::from(now);
+    claims["exp"] = Value::from(now + i64::from(settings.validity_seconds));
+    Ok(Some(jose::sign_compact(header, &claims, &key)))
 }
 
 /// RFC 8414: the pre-authorized code grant, and the authorization code grant with PAR

@@ -1,16 +1,14 @@
 //! SD-JWT VC (`dc+sd-jwt`), also under its name before OID4VCI 1.0 (`vc+sd-jwt`, with that
 //! `typ`) for older wallets. Issued as a DID or as the issuer URL under an `x5c` chain.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use rand::rngs::OsRng;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use vellum_formats::{sdjwt, x509};
 
 use super::{
-    DEVELOPMENT_CHAIN, Format, Input, Issued, Issuer, Refusal, header_chain, members,
-    verification_method, x5_chain_der,
+    DEVELOPMENT_CHAIN, Format, Input, Issued, Issuer, Refusal, members, verification_method,
+    x5_chain_der,
 };
 use crate::events;
 use crate::mapping;
@@ -115,7 +113,7 @@ impl Format for SdJwtVc {
                 Some(did) => verification_method(did, issuer.key_id),
                 None => issuer.key_id.to_string(),
             }),
-            x5c: issuer.x5_chain.map(x5c).transpose()?,
+            x5c: issuer.x5_chain.map(super::x5c).transpose()?,
         };
         let disclosure = selective_disclosure.cloned().unwrap_or_default();
         let credential = sdjwt::issue(&header, claims, &disclosure, key, &mut OsRng);
@@ -125,14 +123,6 @@ impl Format for SdJwtVc {
             credential,
         })
     }
-}
-
-/// The `x5c` header value: each certificate of [`header_chain`] as standard base64 DER.
-fn x5c(chain: &[String]) -> Result<Vec<String>, String> {
-    Ok(header_chain(chain)?
-        .iter()
-        .map(|der| STANDARD.encode(der))
-        .collect())
 }
 
 #[cfg(test)]

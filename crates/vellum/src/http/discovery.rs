@@ -3,6 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CONTENT_TYPE, VARY};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -41,8 +43,31 @@ pub fn well_known(ctx: &Context) -> Routes {
     }
 }
 
-async fn credential_issuer_metadata(State(ctx): State<AppState>) -> Response {
-    Json(metadata::credential_issuer(&ctx)).into_response()
+/// JSON, or (OID4VCI 1.0 §12.2.2) a signed JWT when the wallet accepts `application/jwt` and a
+/// signing key is configured.
+async fn credential_issuer_metadata(
+    State(ctx): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let wants_jwt = headers.get_all(ACCEPT).iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',')
+                .any(|range| range.split(';').next().map(str::trim) == Some("application/jwt"))
+        })
+    });
+    let signed = if wants_jwt {
+        metadata::signed_credential_issuer(&ctx).await?
+    } else {
+        None
+    };
+    let mut response = match signed {
+        Some(jwt) => ([(CONTENT_TYPE, "application/jwt")], jwt).into_response(),
+        None => Json(metadata::credential_issuer(&ctx)).into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(VARY, axum::http::HeaderValue::from_static("accept"));
+    Ok(response)
 }
 
 async fn authorization_server_metadata(State(ctx): State<AppState>) -> Response {

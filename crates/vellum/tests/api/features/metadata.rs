@@ -297,3 +297,64 @@ async fn an_issuer_url_with_a_path_serves_metadata_under_the_path_and_the_whole_
     .await;
     reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_proof");
 }
+
+/// OID4VCI 1.0 §12.2.2: with a signing key, `Accept: application/jwt` gets the metadata as a JWT
+/// whose x5c chain certifies the key that signed it; JSON otherwise, and without a key.
+#[tokio::test]
+async fn signed_metadata_is_served_on_accept_application_jwt() {
+    let app = spawn_app_with(json!({"metadata": {"signing_key": DEMO_KEY}})).await;
+    let path = "/.well-known/openid-credential-issuer";
+    let signed = Reply::of(
+        app.client
+            .get(app.endpoint(path))
+            .header("Accept", "application/jwt, application/json;q=0.5")
+            .send()
+            .await
+            .expect("metadata"),
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.text);
+    assert_eq!(signed.header("content-type"), Some("application/jwt"));
+    assert_eq!(signed.header("vary"), Some("accept"));
+    let jws = vellum_formats::jose::UnverifiedJws::parse(&signed.text).expect("a compact JWS");
+    assert_eq!(jws.header["typ"], "openidvci-issuer-metadata+jwt");
+    let chain: Vec<Vec<u8>> = jws.header["x5c"]
+        .as_array()
+        .expect("x5c")
+        .iter()
+        .map(|der| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(der.as_str().expect("base64"))
+                .expect("DER")
+        })
+        .collect();
+    let leaf = vellum_formats::x509::leaf_public_jwk(&chain[0]).expect("leaf key");
+    jws.verify_with(&leaf).expect("signed by the certified key");
+    let claims = &jws.payload;
+    assert_eq!(claims["sub"], app.url.as_str());
+    assert!(claims["exp"].as_i64() > claims["iat"].as_i64());
+    let plain = app.get_json(path).await;
+    assert_eq!(
+        claims["credential_configurations_supported"],
+        plain["credential_configurations_supported"]
+    );
+    // Without a key, a wallet asking for a JWT gets the JSON.
+    let unsigned = spawn_app().await;
+    let reply = Reply::of(
+        unsigned
+            .client
+            .get(unsigned.endpoint(path))
+            .header("Accept", "application/jwt")
+            .send()
+            .await
+            .expect("metadata"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.body["credential_issuer"].is_string(),
+        "{}",
+        reply.text
+    );
+}

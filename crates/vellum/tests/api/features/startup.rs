@@ -104,6 +104,16 @@ async fn settings_that_could_not_work_are_refused_in_one_line_naming_the_key() {
             "ftp://proxy",
             "notifications.proxy",
         ),
+        (
+            "VELLUM_METADATA__SIGNING_KEY",
+            "no such key!",
+            "metadata.signing_key",
+        ),
+        (
+            "VELLUM_METADATA__X5_CHAIN_FILE",
+            "/nonexistent/chain.pem",
+            "metadata.x5_chain_file",
+        ),
     ] {
         let line = refused(&[(name, value)], &[], &[]).await;
         assert!(line.contains(key), "{name}={value}: {line}");
