@@ -1,7 +1,7 @@
 // A third-party OID4VCI 1.0 wallet (oid4vc-ts) that redeems a credential offer, pre-authorized or
-// issuer-initiated for the authorization code flow, then checks the credential it received with an
-// independent verifier, chosen by the format the issuer metadata gives the offered credential
-// configuration:
+// issuer-initiated for the authorization code flow, or starts wallet-initiated from the issuer's
+// metadata, then checks the credential it received with an independent verifier, chosen by the
+// format the issuer metadata gives the credential configuration:
 //   dc+sd-jwt    the SD-JWT VC, with @sd-jwt/sd-jwt-vc and the issuer's jwt-vc-issuer metadata;
 //   jwt_vc_json  the W3C VC as JWT, with jose and the issuer key resolved from the header's kid
 //                (a did:jwk or did:key DID URL, resolved locally);
@@ -11,6 +11,8 @@
 //
 //   node interop/wallet.mjs <offer-uri> [tx-code]
 //   VELLUM_WALLET_USER=<name> VELLUM_WALLET_PASSWORD=<password> node interop/wallet.mjs <offer-uri>
+//   VELLUM_WALLET_USER=<name> VELLUM_WALLET_PASSWORD=<password> \
+//     node interop/wallet.mjs --issuer <issuer-url> --configuration <credential-configuration-id>
 //
 // An offer with a pre-authorized_code grant is redeemed at the token endpoint with the tx-code.
 // An offer with only an authorization_code grant goes through the library's authorization code
@@ -18,7 +20,19 @@
 // the scope of the offered configuration and a PKCE S256 challenge; the holder's login at the
 // issuer's upstream provider as VELLUM_WALLET_USER (interop/login.mjs, stopping at the wallet's
 // redirect_uri, which is never fetched); the authorization response checked for iss (RFC 9207);
-// and the code exchanged with its verifier for a DPoP-bound token.
+// and the code exchanged with its verifier for a DPoP-bound token. With --issuer and
+// --configuration there is no offer (wallet-initiated, OID4VCI 1.0 §5.1): the wallet reads the
+// issuer's metadata and pushes a request for the configuration's scope without issuer_state, the
+// rest of the flow being the same.
+//
+// With VELLUM_WALLET_PROVIDER_JWK set to a wallet provider's private JWK (JSON, EC P-256 or P-384
+// or Ed25519), the wallet authenticates as a HAIP wallet does (attest_jwt_client_auth,
+// draft-ietf-oauth-attestation-based-client-auth): it makes a wallet instance key, has the
+// provider key attest it (a Client Attestation with sub = its client_id, cnf.jwk = the instance
+// key, valid for an hour), and sends that attestation with a fresh PoP by the instance key at
+// every request to the authorization server (PAR and token); in the code flow it fails unless the
+// authorization server metadata lists attest_jwt_client_auth. Without it the wallet is a public
+// client.
 //
 // With VELLUM_WALLET_DPOP=1 the pre-authorized flow too proves a DPoP key of its own (RFC 9449,
 // another key than the holder key) at the token endpoint, answering use_dpop_nonce as the library
@@ -29,13 +43,19 @@
 // being the grant type the token was got with; for an mdoc, claims is {namespace: {element:
 // value}} as @auth0/mdl decoded it (dates as strings, byte strings base64url) and docType names
 // the document type.
-// Exits non-zero with a message on stderr on any failure.
+// Exits non-zero with a message on stderr on any failure (with an OAuth error response, its error
+// and error_description as the library reports them).
 
 import { ECDH, createHash, randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
 
 import {
+  Oauth2Client,
   authorizationCodeGrantIdentifier,
+  clientAuthenticationClientAttestationJwt,
   clientAuthenticationNone,
+  createClientAttestationJwt,
   getAuthorizationServerMetadataFromList,
   preAuthorizedCodeGrantIdentifier,
 } from '@openid4vc/oauth2'
@@ -43,10 +63,10 @@ import {
   AuthorizationFlow,
   Openid4vciClient,
   Openid4vciVersion,
+  determineAuthorizationServerForCredentialOffer,
   extractScopesForCredentialConfigurationIds,
 } from '@openid4vc/openid4vci'
 import { setGlobalConfig } from '@openid4vc/utils'
-import { readFileSync } from 'node:fs'
 
 import { DataItem, DeviceResponse, Verifier, parse as parseMdoc } from '@auth0/mdl'
 // @auth0/mdl exports no encoder; its own (cbor-x with its options) keeps the transcript identical.
@@ -70,16 +90,39 @@ const FETCH_TIMEOUT_MS = 20_000
 const CLIENT_ID = 'vellum-interop-wallet'
 // A private-use scheme (RFC 8252 §7.1): the login stops at it, nothing ever fetches it.
 const REDIRECT_URI = 'org.vellum.interop-wallet:/callback'
+// The attestation's iss: the wallet provider is played by the wallet itself here.
+const WALLET_PROVIDER = 'https://wallet-provider.vellum-interop.invalid'
+const ATTESTATION_LIFETIME_MS = 60 * 60 * 1000
+const USAGE = `usage: node wallet.mjs <offer-uri> [tx-code]
+       node wallet.mjs --issuer <issuer-url> --configuration <credential-configuration-id>`
 
 function fail(message) {
   process.stderr.write(`wallet: ${message}\n`)
   process.exit(1)
 }
 
-const [offerUri, txCode] = process.argv.slice(2)
-if (!offerUri) {
-  fail('usage: node wallet.mjs <offer-uri> [tx-code]')
+/** What the wallet is asked to do: redeem an offer, or start from an issuer's metadata. */
+function parseCommandLine() {
+  let parsed
+  try {
+    parsed = parseArgs({
+      options: { issuer: { type: 'string' }, configuration: { type: 'string' } },
+      allowPositionals: true,
+    })
+  } catch (error) {
+    fail(`${error.message}\n${USAGE}`)
+  }
+  const { values, positionals } = parsed
+  if (values.issuer !== undefined || values.configuration !== undefined) {
+    if (!values.issuer || !values.configuration || positionals.length > 0) fail(USAGE)
+    return { issuer: values.issuer, configurationId: values.configuration }
+  }
+  const [offerUri, txCode] = positionals
+  if (!offerUri || positionals.length > 2) fail(USAGE)
+  return { offerUri, txCode }
 }
+
+const command = parseCommandLine()
 
 // The issuer under test listens on plain http on the loopback interface.
 setGlobalConfig({ allowInsecureUrls: true })
@@ -114,6 +157,41 @@ const dpopKey = await generateKeyPair('ES256', { extractable: true })
 const dpopJwk = await exportJWK(dpopKey.publicKey)
 const dpopSigner = { method: 'jwk', alg: 'ES256', publicJwk: dpopJwk }
 
+/** The JWS algorithm of a key of the curves a wallet provider may sign with. */
+function algorithmOf(jwk) {
+  const algorithm = { 'P-256': 'ES256', 'P-384': 'ES384', Ed25519: 'EdDSA' }[jwk.crv]
+  if (!algorithm) throw new Error(`the wallet provider key has crv ${jwk.crv}: use P-256, P-384 or Ed25519`)
+  return algorithm
+}
+
+/**
+ * With VELLUM_WALLET_PROVIDER_JWK, the wallet provider's key and a fresh wallet instance key, the
+ * one it attests; null for a public client.
+ */
+async function attestationKeys() {
+  const text = process.env.VELLUM_WALLET_PROVIDER_JWK
+  if (!text) return null
+  const { d, ...providerJwk } = JSON.parse(text)
+  if (!d) throw new Error('VELLUM_WALLET_PROVIDER_JWK must be a private JWK (with d)')
+  const providerAlg = algorithmOf(providerJwk)
+  const provider = { publicJwk: providerJwk, privateKey: await importJWK({ ...providerJwk, d }, providerAlg) }
+  const instance = await generateKeyPair('ES256', { extractable: true })
+  return {
+    provider,
+    providerSigner: { method: 'jwk', alg: providerAlg, publicJwk: providerJwk },
+    instance: { publicJwk: await exportJWK(instance.publicKey), privateKey: instance.privateKey },
+  }
+}
+
+const attestation = await attestationKeys().catch((error) => fail(error.message))
+
+// Every key the wallet signs with, found by the public JWK the library names.
+const signingKeys = [
+  { publicJwk: holderJwk, privateKey: holder.privateKey },
+  { publicJwk: dpopJwk, privateKey: dpopKey.privateKey },
+  ...(attestation ? [attestation.provider, attestation.instance] : []),
+]
+
 const callbacks = {
   fetch: timedFetch,
   hash: (data, alg) => {
@@ -124,11 +202,11 @@ const callbacks = {
   generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
   signJwt: async (signer, { header, payload }) => {
     const key = signer.publicJwk ?? {}
-    const pair = signer.method !== 'jwk' ? undefined : sameKey(key, holderJwk) ? holder : sameKey(key, dpopJwk) ? dpopKey : undefined
-    if (!pair) {
-      throw new Error(`the wallet only signs with its holder and DPoP keys (asked for ${signer.method})`)
+    const own = signer.method === 'jwk' ? signingKeys.find(({ publicJwk }) => sameKey(publicJwk, key)) : undefined
+    if (!own) {
+      throw new Error(`the wallet only signs with keys of its own (asked for ${signer.method})`)
     }
-    const jwt = await new SignJWT(payload).setProtectedHeader({ ...header, alg: signer.alg }).sign(pair.privateKey)
+    const jwt = await new SignJWT(payload).setProtectedHeader({ ...header, alg: signer.alg }).sign(own.privateKey)
     return { jwt, signerJwk: key }
   },
   verifyJwt: async (signer, { compact }) => {
@@ -141,39 +219,83 @@ const callbacks = {
       return { verified: false, signerJwk: publicJwk }
     }
   },
-  clientAuthentication: clientAuthenticationNone({ clientId: CLIENT_ID }),
 }
 
 /**
- * The authorization code flow for an issuer-initiated offer, DPoP-bound from the pushed request
- * on: the access token response and the DPoP state (key and latest server nonce).
+ * The wallet instance's Client Attestation, as its provider issues it: the client_id in sub, the
+ * instance key in cnf.jwk.
  */
-async function retrieveAccessTokenByLogin(client, credentialOffer, issuerMetadata) {
+async function attestInstance({ providerSigner, instance }) {
+  return createClientAttestationJwt({
+    issuer: WALLET_PROVIDER,
+    clientId: CLIENT_ID,
+    expiresAt: new Date(Date.now() + ATTESTATION_LIFETIME_MS),
+    confirmation: { jwk: instance.publicJwk },
+    additionalPayload: { wallet_name: 'Vellum interop wallet (oid4vc-ts)' },
+    signer: providerSigner,
+    callbacks,
+  })
+}
+
+// The library sends the attestation with a new PoP (aud: the authorization server's issuer) at
+// each request to the authorization server; the client_id goes in the pushed request itself.
+callbacks.clientAuthentication = attestation
+  ? clientAuthenticationClientAttestationJwt({
+      clientAttestationJwt: await attestInstance(attestation).catch((error) => fail(`cannot attest the instance: ${error}`)),
+      callbacks,
+    })
+  : clientAuthenticationNone({ clientId: CLIENT_ID })
+
+/**
+ * The authorization code flow, DPoP-bound from the pushed request on, for an issuer-initiated
+ * offer or, without `credentialOffer`, wallet-initiated for `credentialConfigurationId`: the
+ * access token response and the DPoP state (key and latest server nonce).
+ */
+async function retrieveAccessTokenByLogin(client, issuerMetadata, credentialConfigurationId, credentialOffer) {
   const username = process.env.VELLUM_WALLET_USER
   const password = process.env.VELLUM_WALLET_PASSWORD
   if (!username || !password) {
-    throw new Error('the offer needs a login: set VELLUM_WALLET_USER and VELLUM_WALLET_PASSWORD')
+    throw new Error('the code flow needs a login: set VELLUM_WALLET_USER and VELLUM_WALLET_PASSWORD')
   }
   const scope = extractScopesForCredentialConfigurationIds({
-    credentialConfigurationIds: credentialOffer.credential_configuration_ids,
+    credentialConfigurationIds: credentialOffer?.credential_configuration_ids ?? [credentialConfigurationId],
     issuerMetadata,
     throwOnConfigurationWithoutScope: true,
-  })
-  const authorization = await client.initiateAuthorization({
-    credentialOffer,
-    issuerMetadata,
-    clientId: CLIENT_ID,
-    redirectUri: REDIRECT_URI,
-    scope: scope.join(' '),
-    dpop: { signer: dpopSigner },
-  })
-  if (authorization.authorizationFlow !== AuthorizationFlow.Oauth2Redirect) {
-    throw new Error(`the issuer asked for the ${authorization.authorizationFlow} flow, not a redirect`)
-  }
+  }).join(' ')
   const authorizationServerMetadata = getAuthorizationServerMetadataFromList(
     issuerMetadata.authorizationServers,
-    authorization.authorizationServer,
+    // Unless the offer's grant names one: the only one the issuer metadata lists, or the issuer.
+    determineAuthorizationServerForCredentialOffer({
+      issuerMetadata,
+      grantAuthorizationServer: credentialOffer?.grants?.[authorizationCodeGrantIdentifier]?.authorization_server,
+    }),
   )
+  const oauth2Client = new Oauth2Client({ callbacks })
+  if (attestation && !oauth2Client.isClientAttestationSupported({ authorizationServerMetadata }).supported) {
+    throw new Error(
+      `the authorization server does not list attest_jwt_client_auth: ${JSON.stringify(authorizationServerMetadata.token_endpoint_auth_methods_supported)}`,
+    )
+  }
+  const authorizationRequest = {
+    clientId: CLIENT_ID,
+    redirectUri: REDIRECT_URI,
+    scope,
+    dpop: { signer: dpopSigner },
+  }
+  let authorization
+  if (credentialOffer) {
+    authorization = await client.initiateAuthorization({ ...authorizationRequest, credentialOffer, issuerMetadata })
+    if (authorization.authorizationFlow !== AuthorizationFlow.Oauth2Redirect) {
+      throw new Error(`the issuer asked for the ${authorization.authorizationFlow} flow, not a redirect`)
+    }
+  } else {
+    // No issuer_state: the scope alone says what the wallet asks for.
+    authorization = await oauth2Client.initiateAuthorization({
+      ...authorizationRequest,
+      authorizationServerMetadata,
+      resource: issuerMetadata.credentialIssuer.credential_issuer,
+    })
+  }
   if (authorization.pkce?.codeChallengeMethod !== 'S256') {
     throw new Error(`the library chose PKCE ${authorization.pkce?.codeChallengeMethod}, not S256`)
   }
@@ -187,26 +309,44 @@ async function retrieveAccessTokenByLogin(client, credentialOffer, issuerMetadat
   if (response.error) {
     throw new Error(`the authorization ended with ${response.error}: ${response.error_description ?? ''}`)
   }
-  return client.retrieveAuthorizationCodeAccessTokenFromOffer({
-    credentialOffer,
-    issuerMetadata,
+  const exchange = {
     authorizationCode: response.code,
     pkceCodeVerifier: authorization.pkce.codeVerifier,
     redirectUri: REDIRECT_URI,
     dpop: authorization.dpop,
+  }
+  if (credentialOffer) {
+    return client.retrieveAuthorizationCodeAccessTokenFromOffer({ ...exchange, credentialOffer, issuerMetadata })
+  }
+  return oauth2Client.retrieveAuthorizationCodeAccessToken({
+    ...exchange,
+    authorizationServerMetadata,
+    resource: issuerMetadata.credentialIssuer.credential_issuer,
   })
+}
+
+/**
+ * What the wallet is to get and from whom: the offer resolved, or, wallet-initiated, the issuer
+ * named on the command line and the configuration it was asked for.
+ */
+async function resolveRequest(client) {
+  const credentialOffer = command.offerUri ? await client.resolveCredentialOffer(command.offerUri) : undefined
+  const issuer = credentialOffer?.credential_issuer ?? command.issuer
+  const issuerMetadata = await client.resolveIssuerMetadata(issuer)
+  if (issuerMetadata.originalDraftVersion !== Openid4vciVersion.V1) {
+    throw new Error(`the wallet read the issuer metadata as ${issuerMetadata.originalDraftVersion}, not OID4VCI 1.0`)
+  }
+  const credentialConfigurationId = credentialOffer?.credential_configuration_ids[0] ?? command.configurationId
+  return { issuer, issuerMetadata, credentialOffer, credentialConfigurationId }
 }
 
 async function redeem() {
   const client = new Openid4vciClient({ callbacks })
+  const { issuer, issuerMetadata, credentialOffer, credentialConfigurationId } = await resolveRequest(client)
+  const configuration = issuerMetadata.credentialIssuer.credential_configurations_supported[credentialConfigurationId]
+  if (!configuration) throw new Error(`the issuer metadata has no configuration ${credentialConfigurationId}`)
 
-  const credentialOffer = await client.resolveCredentialOffer(offerUri)
-  const issuerMetadata = await client.resolveIssuerMetadata(credentialOffer.credential_issuer)
-  if (issuerMetadata.originalDraftVersion !== Openid4vciVersion.V1) {
-    throw new Error(`the wallet read the issuer metadata as ${issuerMetadata.originalDraftVersion}, not OID4VCI 1.0`)
-  }
-
-  const grants = credentialOffer.grants ?? {}
+  const grants = credentialOffer?.grants ?? {}
   let grant
   let useDpop
   let token
@@ -216,13 +356,13 @@ async function redeem() {
     token = await client.retrievePreAuthorizedCodeAccessTokenFromOffer({
       credentialOffer,
       issuerMetadata,
-      txCode,
+      txCode: command.txCode,
       dpop: useDpop ? { signer: dpopSigner } : undefined,
     })
-  } else if (grants[authorizationCodeGrantIdentifier]) {
+  } else if (!credentialOffer || grants[authorizationCodeGrantIdentifier]) {
     grant = authorizationCodeGrantIdentifier
     useDpop = true
-    token = await retrieveAccessTokenByLogin(client, credentialOffer, issuerMetadata)
+    token = await retrieveAccessTokenByLogin(client, issuerMetadata, credentialConfigurationId, credentialOffer)
   } else {
     throw new Error(`the offer has no grant this wallet uses: ${JSON.stringify(grants)}`)
   }
@@ -231,9 +371,6 @@ async function redeem() {
     throw new Error(`asked for a DPoP-bound token, got token_type ${accessTokenResponse.token_type}`)
   }
 
-  const credentialConfigurationId = credentialOffer.credential_configuration_ids[0]
-  const configuration = issuerMetadata.credentialIssuer.credential_configurations_supported[credentialConfigurationId]
-  if (!configuration) throw new Error(`the issuer metadata has no configuration ${credentialConfigurationId}`)
   const { c_nonce: nonce } = await client.requestNonce({ issuerMetadata })
   const { jwt: proof } = await client.createCredentialRequestJwtProof({
     issuerMetadata,
@@ -253,7 +390,7 @@ async function redeem() {
   if (credentials.length !== 1 || typeof credentials[0].credential !== 'string') {
     throw new Error(`expected one compact credential, got ${JSON.stringify(credentialResponse)}`)
   }
-  return { issuer: credentialOffer.credential_issuer, configuration, credential: credentials[0].credential, grant }
+  return { issuer, configuration, credential: credentials[0].credential, grant }
 }
 
 /** Verifies the SD-JWT VC with the issuer key named by `kid`, from the jwt-vc-issuer metadata. */

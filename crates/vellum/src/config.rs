@@ -153,6 +153,12 @@ pub struct AuthorizationConfig {
     pub login_timeout_seconds: u32,
     /// How long an authorization code may be exchanged (once).
     pub code_ttl_seconds: u32,
+    /// The authorization code grant also gives a refresh token (rotated at each use) for new
+    /// access tokens, and so new credentials, after the first.
+    pub refresh_tokens: bool,
+    /// How long the refresh tokens of one authorization may be used, from the code's exchange:
+    /// rotation never extends it.
+    pub refresh_token_ttl_seconds: u32,
     /// How long the provider may take to answer one request (discovery, keys, token).
     #[serde(deserialize_with = "delay")]
     pub provider_timeout: Duration,
@@ -676,6 +682,10 @@ impl Config {
             (
                 "authorization.code_ttl_seconds",
                 self.authorization.code_ttl_seconds,
+            ),
+            (
+                "authorization.refresh_token_ttl_seconds",
+                self.authorization.refresh_token_ttl_seconds,
             ),
         ] {
             if value == 0 {

@@ -18,7 +18,8 @@ use crate::protocol::PROOF_TYP;
 use crate::secrets::{Purpose, hash_secret};
 use crate::sessions;
 use crate::store::{
-    Issuance, IssuanceCommit, IssuedCredentialRecord, NewEvent, SessionRecord, SessionStatus,
+    AccessTokenRecord, GrantKind, Issuance, IssuanceCommit, IssuedCredentialRecord, NewEvent,
+    SessionRecord, SessionStatus,
 };
 
 #[derive(Debug, Serialize)]
@@ -87,7 +88,7 @@ pub async fn request_credential(
         request.body,
     ) {
         (Err(error), _) | (Ok(()), Err(error)) => Err(error),
-        (Ok(()), Ok(body)) => issue(ctx, &session, token_hash, &body, now).await,
+        (Ok(()), Ok(body)) => issue(ctx, &session, &token, token_hash, &body, now).await,
     };
     match issued {
         Ok(response) => Ok(response),
@@ -166,12 +167,16 @@ impl From<dpop::DpopFailure> for CredentialError {
 async fn issue(
     ctx: &Context,
     session: &SessionRecord,
+    token: &AccessTokenRecord,
     token_hash: String,
     body: &Value,
     now: Millis,
 ) -> Result<CredentialResponse, CredentialError> {
     match session.status {
         SessionStatus::Active => {}
+        // A refreshed access token issues the session's credential again (new keys, a lost
+        // device): the holder logged in for this data, within the refresh token's lifetime.
+        SessionStatus::Successful if token.grant_kind == GrantKind::RefreshToken => {}
         SessionStatus::Successful => {
             return Err(CredentialError::CredentialRequestDenied(
                 "the credential of this offer has already been issued".into(),
@@ -243,8 +248,8 @@ async fn issue(
         expires_at: expires_at.saturating_mul(1000),
         status: template.definition.credential_status.clone(),
     };
-    // An offer names one credential configuration: its credential completes the session.
-    let finish = true;
+    // An offer names one credential configuration: its first credential completes the session.
+    let finish = session.status == SessionStatus::Active;
     let mut events = vec![issued];
     if finish {
         events.push(events::status_changed(

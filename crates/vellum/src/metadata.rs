@@ -12,6 +12,7 @@ use crate::ids::KeyId;
 use crate::keys;
 use crate::protocol::{
     ATTEST_JWT_CLIENT_AUTH, AUTHORIZATION_CODE_GRANT, OPENID_CREDENTIAL, PRE_AUTHORIZED_GRANT,
+    REFRESH_TOKEN_GRANT,
 };
 
 /// OID4VCI 1.0 §12.2: everything advertised here works.
@@ -128,6 +129,10 @@ pub async fn signed_credential_issuer(ctx: &Context) -> Result<Option<String>, I
 pub fn authorization_server(ctx: &Context) -> Value {
     let authorization = &ctx.config.authorization;
     let attestation = &ctx.config.client_attestation;
+    let mut grant_types = vec![AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT];
+    if authorization.refresh_tokens {
+        grant_types.push(REFRESH_TOKEN_GRANT);
+    }
     let mut auth_methods = vec![ATTEST_JWT_CLIENT_AUTH];
     if attestation.allow_public_clients {
         auth_methods.push("none");
@@ -141,7 +146,7 @@ pub fn authorization_server(ctx: &Context) -> Value {
             authorization.require_pushed_authorization_requests,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": [AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT],
+        "grant_types_supported": grant_types,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "authorization_details_types_supported": [OPENID_CREDENTIAL],

@@ -9,9 +9,9 @@ use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::OAuthError;
 use crate::events;
-use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT};
+use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT, REFRESH_TOKEN_GRANT};
 use crate::secrets::{Purpose, hash_secret};
-use crate::store::{SessionLookup, SessionRecord};
+use crate::store::{GrantKind, SessionLookup, SessionRecord};
 
 pub mod attestation;
 pub mod authorization;
@@ -19,6 +19,7 @@ pub mod authorization_code;
 pub mod dpop;
 pub mod nonces;
 pub mod pre_authorized;
+pub mod refresh;
 pub mod upstream;
 
 #[derive(Debug, Serialize)]
@@ -30,6 +31,8 @@ pub struct TokenResponse {
     /// (OID4VCI 1.0 §6.2), when the wallet asked with them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// An error the wallet gets, and whether its event is already written.
@@ -79,6 +82,9 @@ pub enum GrantRequest {
         redirect_uri: Option<String>,
         code_verifier: Option<String>,
     },
+    RefreshToken {
+        refresh_token: String,
+    },
 }
 
 /// The token request's headers that grants and client authentication read: a DPoP proof
@@ -91,7 +97,7 @@ pub struct TokenHeaders {
 }
 
 /// The parameters [`TokenRequest`] reads.
-const PARAMETERS: [&str; 7] = [
+const PARAMETERS: [&str; 8] = [
     "grant_type",
     "pre-authorized_code",
     "tx_code",
@@ -99,12 +105,13 @@ const PARAMETERS: [&str; 7] = [
     "code",
     "redirect_uri",
     "code_verifier",
+    "refresh_token",
 ];
 
 impl TokenRequest {
     /// From the form's pairs, in order. A parameter may appear once (RFC 6749 §3.2).
     pub fn parse(form: Vec<(String, String)>) -> Result<TokenRequest, OAuthError> {
-        let mut known: [Option<String>; 7] = Default::default();
+        let mut known: [Option<String>; 8] = Default::default();
         for (name, value) in form {
             let Some(index) = PARAMETERS.iter().position(|known| *known == name) else {
                 continue;
@@ -124,6 +131,7 @@ impl TokenRequest {
             code,
             redirect_uri,
             code_verifier,
+            refresh_token,
         ] = known;
         let grant_type =
             grant_type.ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
@@ -139,11 +147,15 @@ impl TokenRequest {
                 redirect_uri,
                 code_verifier,
             },
+            REFRESH_TOKEN_GRANT => GrantRequest::RefreshToken {
+                refresh_token: refresh_token
+                    .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?,
+            },
             // The value is not repeated back: it is the client's, and it reaches the event log.
             _ => {
                 return Err(OAuthError::UnsupportedGrantType(format!(
-                    "this grant_type is not supported; use {PRE_AUTHORIZED_GRANT} or \
-                     {AUTHORIZATION_CODE_GRANT}"
+                    "this grant_type is not supported; use {PRE_AUTHORIZED_GRANT}, \
+                     {AUTHORIZATION_CODE_GRANT} or {REFRESH_TOKEN_GRANT}"
                 )));
             }
         };
@@ -185,6 +197,10 @@ impl TokenRequest {
                 if code_verifier.is_some() {
                     recorded.insert("code_verifier".into(), Value::from(events::REDACTED));
                 }
+            }
+            GrantRequest::RefreshToken { .. } => {
+                recorded.insert("grant_type".into(), Value::from(REFRESH_TOKEN_GRANT));
+                recorded.insert("refresh_token".into(), Value::from(events::REDACTED));
             }
         }
         if let Some(client_id) = &self.client_id {
@@ -251,8 +267,10 @@ pub async fn token(
             redirect_uri,
             code_verifier,
         } => {
-            let Some((grant, authorization, session)) =
-                ctx.store.code_grant(&hash_secret(&code)).await?
+            let Some((grant, authorization, session)) = ctx
+                .store
+                .request_grant(GrantKind::AuthorizationCode, &hash_secret(&code))
+                .await?
             else {
                 return Err(OAuthError::InvalidGrant(
                     "unknown authorization code".into(),
@@ -269,6 +287,24 @@ pub async fn token(
             let redeemed =
                 authorization_code::redeem(ctx, &session, &grant, &authorization, exchange, now)
                     .await;
+            (session, redeemed)
+        }
+        GrantRequest::RefreshToken { refresh_token } => {
+            let Some((grant, authorization, session)) = ctx
+                .store
+                .request_grant(GrantKind::RefreshToken, &hash_secret(&refresh_token))
+                .await?
+            else {
+                return Err(OAuthError::InvalidGrant("unknown refresh_token".into()));
+            };
+            let exchange = refresh::Exchange {
+                client_id: request.client_id.as_deref(),
+                attestation: headers.attestation,
+                dpop: headers.dpop?,
+                recorded,
+            };
+            let redeemed =
+                refresh::redeem(ctx, &session, &grant, &authorization, exchange, now).await;
             (session, redeemed)
         }
     };

@@ -7,6 +7,9 @@ pub const OPENID_CREDENTIAL: &str = "openid_credential";
 /// The authorization code grant type (RFC 6749 §4.1.3).
 pub const AUTHORIZATION_CODE_GRANT: &str = "authorization_code";
 
+/// The refresh token grant type (RFC 6749 §6).
+pub const REFRESH_TOKEN_GRANT: &str = "refresh_token";
+
 /// The pre-authorized code grant type (OID4VCI 1.0 §4.1.1).
 pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
 

@@ -129,12 +129,16 @@ pub enum GrantKind {
     /// authorization request to the session, and is exchanged for nothing by itself.
     IssuerState,
     AuthorizationCode,
+    /// Obtains new access tokens after the code's (rotated: each is used once), within the
+    /// lifetime of the authorization it descends from.
+    RefreshToken,
 }
 
 stored_names!(GrantKind {
     PreAuthorizedCode => "PRE_AUTHORIZED_CODE",
     IssuerState => "ISSUER_STATE",
     AuthorizationCode => "AUTHORIZATION_CODE",
+    RefreshToken => "REFRESH_TOKEN",
 });
 
 /// An authorization request's life: pushed (PAR), the holder at the provider, ended with a code,
@@ -234,8 +238,11 @@ pub struct GrantRecord {
     /// Until when it may be redeemed, when that is not the session's expiry (an authorization
     /// code).
     pub expires_at: Option<Millis>,
-    /// The authorization request it ends (an authorization code).
+    /// The authorization request it ends (an authorization code) or descends from (a refresh
+    /// token).
     pub request_id: Option<String>,
+    /// The DPoP key a refresh token is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A grant written with its session.
@@ -248,6 +255,7 @@ pub struct NewGrant {
     pub tx_code_mac: Option<String>,
     pub expires_at: Option<Millis>,
     pub request_id: Option<String>,
+    pub dpop_jkt: Option<String>,
 }
 
 /// An authorization request (RFC 6749 §4.1.1, pushed per RFC 9126 or not): who asked, where
@@ -296,6 +304,7 @@ pub struct AccessTokenRecord {
     pub session_id: SessionId,
     /// The grant it was obtained with.
     pub grant_id: i64,
+    pub grant_kind: GrantKind,
     pub issued_at: Millis,
     pub expires_at: Millis,
     /// RFC 7638 thumbprint of the key it is bound to (DPoP, `cnf.jkt`); `None` for a Bearer token.
@@ -308,6 +317,8 @@ pub struct NewAccessToken {
     pub hash: String,
     pub expires_at: Millis,
     pub dpop_jkt: Option<String>,
+    /// The refresh token issued with it, if any.
+    pub refresh: Option<NewGrant>,
 }
 
 /// A credential as issued: what it is and whom it is bound to, never the credential itself.
@@ -629,13 +640,16 @@ pub trait AuthorizationStore: Send + Sync {
     ) -> StoreResult<Applied>;
     /// PUSHED or AT_PROVIDER -> FAILED, with the events.
     async fn fail_authorization(&self, id: &str, events: &[NewEvent]) -> StoreResult<Applied>;
-    /// The grant with this code's hash, its request and its session.
-    async fn code_grant(
+    /// The grant of this kind (an authorization code or a refresh token) with this secret's hash,
+    /// its request and its session.
+    async fn request_grant(
         &self,
-        code_hash: &str,
+        kind: GrantKind,
+        secret_hash: &str,
     ) -> StoreResult<Option<(GrantRecord, AuthorizationRequestRecord, SessionRecord)>>;
-    /// Revokes every access token obtained with the grant (a code used twice), with the events.
-    async fn revoke_grant_tokens(&self, grant: i64, events: &[NewEvent]) -> StoreResult<u64>;
+    /// Revokes every access token obtained with the grants of an authorization request, and its
+    /// refresh tokens not yet used (a code or refresh token used twice), with the events.
+    async fn revoke_request(&self, request_id: &str, events: &[NewEvent]) -> StoreResult<u64>;
 }
 
 /// Values a client may present once (a DPoP proof's jti), remembered by their hash until they

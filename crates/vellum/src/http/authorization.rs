@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::extract::{PushedAuthorization, QueryPairs, Token};
-use super::responses::{json_no_store, no_store, with_dpop_nonce};
+use super::responses::{json_no_store, no_store, with_attestation_challenge, with_dpop_nonce};
 use super::routes::Routes;
 use crate::errors::OAuthError;
 use crate::oauth;
@@ -19,7 +19,14 @@ pub fn routes(ctx: &AppState) -> Routes {
     let proven = Routes::new()
         .post("/par", push)
         .post("/token", token)
-        .map(|router| router.layer(middleware::from_fn_with_state(ctx.clone(), with_dpop_nonce)));
+        .map(|router| {
+            router
+                .layer(middleware::from_fn_with_state(ctx.clone(), with_dpop_nonce))
+                .layer(middleware::from_fn_with_state(
+                    ctx.clone(),
+                    with_attestation_challenge,
+                ))
+        });
     Routes::new()
         .get("/authorize", authorize)
         .get("/authorize/callback", callback)

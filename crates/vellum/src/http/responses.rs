@@ -13,7 +13,7 @@ use axum::middleware::Next;
 
 use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
-use crate::oauth::dpop;
+use crate::oauth::{attestation, dpop};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -109,6 +109,26 @@ pub async fn with_dpop_nonce(
         && let Ok(value) = HeaderValue::from_str(&dpop::nonce(&ctx))
     {
         response.headers_mut().insert(dpop::NONCE_HEADER, value);
+    }
+    response
+}
+
+/// Middleware: a fresh attestation challenge (`OAuth-Client-Attestation-Challenge`) on every
+/// answer of the PAR and token endpoints when PoPs must carry one, so that a wallet told
+/// `use_attestation_challenge` has it at hand, as the attestation draft requires.
+pub async fn with_attestation_challenge(
+    State(ctx): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if ctx.config.client_attestation.require_challenge
+        && let Ok(value) =
+            HeaderValue::from_str(&attestation::challenge(&ctx).attestation_challenge)
+    {
+        response
+            .headers_mut()
+            .insert(attestation::CHALLENGE_HEADER, value);
     }
     response
 }

@@ -20,6 +20,8 @@ use crate::store::Applied;
 pub const ATTESTATION_TYP: &str = "oauth-client-attestation+jwt";
 /// The `typ` of a Client Attestation PoP.
 pub const POP_TYP: &str = "oauth-client-attestation-pop+jwt";
+/// The response header carrying a fresh challenge.
+pub const CHALLENGE_HEADER: &str = "OAuth-Client-Attestation-Challenge";
 
 /// The two headers as a request carried them.
 #[derive(Debug, Default)]

@@ -42,6 +42,7 @@ pub fn new_grant(secrets: &Secrets, session: SessionId) -> NewGrant {
         tx_code_mac: None,
         expires_at: None,
         request_id: None,
+        dpop_jkt: None,
     }
 }
 
@@ -944,6 +945,7 @@ async fn complete(
             tx_code_mac: None,
             expires_at: Some(now + i64::from(ctx.config.authorization.code_ttl_seconds) * 1000),
             request_id: Some(request.id.clone()),
+            dpop_jkt: None,
         },
         now,
         events: vec![events::new(

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{Failure, TokenResponse};
-use super::{attestation, authorization};
+use super::{attestation, authorization, refresh};
 use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::OAuthError;
@@ -47,7 +47,7 @@ pub(super) async fn redeem(
             "the authorization code has already been used; the tokens issued with it are revoked",
         );
         let event = super::failed(session, &error, now);
-        ctx.store.revoke_grant_tokens(grant.id, &[event]).await?;
+        ctx.store.revoke_request(&request.id, &[event]).await?;
         return Err(Failure {
             error,
             recorded: true,
@@ -85,6 +85,11 @@ pub(super) async fn redeem(
     let dpop_jkt =
         super::key_binding(ctx, exchange.dpop, parameters.dpop_jkt.as_deref(), now).await?;
 
+    let settings = &ctx.config.authorization;
+    let refresh = settings.refresh_tokens.then(|| {
+        let lifetime = i64::from(settings.refresh_token_ttl_seconds) * 1000;
+        refresh::Issued::new(&request.id, now + lifetime, dpop_jkt.clone())
+    });
     let token = random_token();
     let ttl = ctx.config.protocol.access_token_ttl_seconds;
     let token_type = if dpop_jkt.is_some() { "DPoP" } else { "Bearer" };
@@ -92,6 +97,7 @@ pub(super) async fn redeem(
         hash: hash_secret(&token),
         expires_at: now + i64::from(ttl) * 1000,
         dpop_jkt,
+        refresh: refresh.as_ref().map(|issued| issued.grant.clone()),
     };
     let event = events::new(
         session.id,
@@ -108,6 +114,7 @@ pub(super) async fn redeem(
             access_token: token,
             token_type,
             expires_in: ttl,
+            refresh_token: refresh.map(|issued| issued.token),
             authorization_details: parameters
                 .authorization_details
                 .as_ref()

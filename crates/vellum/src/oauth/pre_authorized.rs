@@ -163,6 +163,7 @@ pub fn new_grant(secrets: &Secrets, session: SessionId, tx_code: Option<&TxCode>
         tx_code_mac: tx_code.map(|tx_code| tx_code_mac(secrets, session, &tx_code.value)),
         expires_at: None,
         request_id: None,
+        dpop_jkt: None,
     }
 }
 
@@ -238,6 +239,7 @@ pub(super) async fn redeem(
         let ttl = ctx.config.protocol.access_token_ttl_seconds;
         let token_type = if dpop_jkt.is_some() { "DPoP" } else { "Bearer" };
         let new_token = NewAccessToken {
+            refresh: None,
             hash: hash_secret(&token),
             expires_at: now + i64::from(ttl) * 1000,
             dpop_jkt: dpop_jkt.clone(),
@@ -257,6 +259,7 @@ pub(super) async fn redeem(
                 access_token: token,
                 token_type,
                 authorization_details: None,
+                refresh_token: None,
                 expires_in: ttl,
             }),
             Applied::Stale => {

@@ -62,6 +62,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_authorization_requests.sql",
         include_str!("../../migrations/postgres/0006_authorization_requests.sql"),
     ),
+    (
+        "0007_refresh_tokens.sql",
+        include_str!("../../migrations/postgres/0007_refresh_tokens.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -643,6 +647,7 @@ async fn insert_grant(
             &now,
             &grant.expires_at,
             &grant.request_id,
+            &grant.dpop_jkt,
         ],
     )
     .await
@@ -1264,8 +1269,10 @@ impl SessionStore for PostgresStore {
         let active = db
             .query_opt(
                 "SELECT 1 FROM sessions s JOIN grants g ON g.session_id = s.id \
-                 WHERE s.id = $1 AND s.status = 'ACTIVE' AND s.expires_at > $2 AND g.id = $3 \
-                 AND g.state = 'UNUSED' FOR UPDATE",
+                 WHERE s.id = $1 AND g.id = $3 AND g.state = 'UNUSED' \
+                 AND (g.expires_at IS NULL OR g.expires_at > $2) \
+                 AND ((s.status = 'ACTIVE' AND s.expires_at > $2) \
+                 OR (g.kind = 'REFRESH_TOKEN' AND s.status = 'SUCCESSFUL')) FOR UPDATE",
                 &[&session.to_string(), &now, &grant],
             )
             .await
@@ -1292,6 +1299,9 @@ impl SessionStore for PostgresStore {
         )
         .await
         .map_err(db_error)?;
+        if let Some(refresh) = &token.refresh {
+            insert_grant(db, session, refresh, now).await?;
+        }
         db.execute(
             "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, $1), \
              updated_at = $1, expires_at = GREATEST(expires_at, $2) WHERE id = $3",
@@ -1367,7 +1377,9 @@ impl CredentialStore for PostgresStore {
         let active = db
             .query_opt(
                 "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
-                 WHERE s.id = $1 AND s.status = 'ACTIVE' AND t.token_hash = $2 \
+                 WHERE s.id = $1 AND t.token_hash = $2 AND (s.status = 'ACTIVE' \
+                 OR (s.status = 'SUCCESSFUL' AND EXISTS (SELECT 1 FROM grants rg \
+                 WHERE rg.id = t.grant_id AND rg.kind = 'REFRESH_TOKEN'))) \
                  AND t.expires_at > $3 FOR UPDATE OF s",
                 &[&session, &issuance.token_hash, &issuance.now],
             )
@@ -1543,20 +1555,30 @@ impl AuthorizationStore for PostgresStore {
         Ok(Applied::Yes)
     }
 
-    async fn code_grant(
+    async fn request_grant(
         &self,
-        code_hash: &str,
+        kind: GrantKind,
+        secret_hash: &str,
     ) -> StoreResult<Option<(GrantRecord, AuthorizationRequestRecord, SessionRecord)>> {
         let conn = self.pool.get().await?;
-        first(conn.db(), &sql::CODE_GRANT, &[&code_hash], rows::code_grant).await
+        first(
+            conn.db(),
+            &sql::CODE_GRANT,
+            &[&secret_hash, &kind.as_str()],
+            rows::code_grant,
+        )
+        .await
     }
 
-    async fn revoke_grant_tokens(&self, grant: i64, events: &[NewEvent]) -> StoreResult<u64> {
+    async fn revoke_request(&self, request_id: &str, events: &[NewEvent]) -> StoreResult<u64> {
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
         let revoked = db
-            .execute(sql::REVOKE_GRANT_TOKENS, &[&grant])
+            .execute(sql::REVOKE_REQUEST_TOKENS, &[&request_id])
+            .await
+            .map_err(db_error)?;
+        db.execute(sql::LOCK_REQUEST_GRANTS, &[&request_id])
             .await
             .map_err(db_error)?;
         let newest = insert_events(db, events).await?;

@@ -40,7 +40,7 @@ pub(super) const SESSION_FIELDS: &str = "s.*, w.url AS webhook_url, \
     g.state AS grant_state, g.tx_code AS grant_tx_code, g.tx_code_mac AS grant_tx_code_mac, \
     g.tx_code_failures AS grant_tx_code_failures, g.created_at AS grant_created_at, \
     g.redeemed_at AS grant_redeemed_at, g.expires_at AS grant_expires_at, \
-    g.request_id AS grant_request_id";
+    g.request_id AS grant_request_id, g.dpop_jkt AS grant_dpop_jkt";
 
 /// An authorization code grant as `code_*` and its request as `request_*`: with
 /// `{SESSION_FIELDS}`, a row of [`code_grant`].
@@ -48,7 +48,7 @@ pub(super) const CODE_GRANT_FIELDS: &str = "c.id AS code_id, c.kind AS code_kind
     c.state AS code_state, c.tx_code AS code_tx_code, c.tx_code_mac AS code_tx_code_mac, \
     c.tx_code_failures AS code_tx_code_failures, c.created_at AS code_created_at, \
     c.redeemed_at AS code_redeemed_at, c.expires_at AS code_expires_at, \
-    c.request_id AS code_request_id";
+    c.request_id AS code_request_id, c.dpop_jkt AS code_dpop_jkt";
 
 /// An authorization request's columns as `request_*`, from `authorization_requests r`.
 pub(super) const REQUEST_FIELDS: &str = "r.id AS request_id, \
@@ -68,6 +68,7 @@ pub(super) const SESSION_JOINS: &str = "LEFT JOIN webhooks w ON w.session_id = s
 
 /// An access token and its session: `SELECT {TOKEN_SESSION_SELECT} WHERE t.token_hash = ?`.
 pub(super) const TOKEN_FIELDS: &str = "t.grant_id AS access_grant_id, \
+    (SELECT kind FROM grants tg WHERE tg.id = t.grant_id) AS access_grant_kind, \
     t.issued_at AS access_issued_at, t.expires_at AS access_expires_at, t.dpop_jkt AS access_dpop_jkt";
 
 pub(super) const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
@@ -143,6 +144,7 @@ fn grant(row: &dyn Columns, prefix: &str) -> StoreResult<Option<GrantRecord>> {
         redeemed_at: row.opt_int(&column("redeemed_at"))?,
         expires_at: row.opt_int(&column("expires_at"))?,
         request_id: row.opt_text(&column("request_id"))?,
+        dpop_jkt: row.opt_text(&column("dpop_jkt"))?,
     }))
 }
 
@@ -211,6 +213,8 @@ pub(super) fn token_session(row: &dyn Columns) -> StoreResult<(AccessTokenRecord
     let token = AccessTokenRecord {
         session_id: session.id,
         grant_id: row.int("access_grant_id")?,
+        grant_kind: GrantKind::parse(&row.text("access_grant_kind")?)
+            .ok_or_else(|| corrupt("access token grant kind"))?,
         issued_at: row.int("access_issued_at")?,
         expires_at: row.int("access_expires_at")?,
         dpop_jkt: row.opt_text("access_dpop_jkt")?,

@@ -34,10 +34,11 @@ pub(super) static INSERT_SESSION: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// A new session's grant: session, kind, secret hash, tx_code object, tx_code MAC, created at.
+/// A grant: session, kind, secret hash, tx_code object, tx_code MAC, created at, expires at,
+/// request, DPoP key.
 pub(super) const INSERT_GRANT: &str = "INSERT INTO grants (session_id, kind, secret_hash, \
-    state, tx_code, tx_code_mac, created_at, expires_at, request_id) \
-    VALUES ($1, $2, $3, 'UNUSED', $4, $5, $6, $7, $8)";
+    state, tx_code, tx_code_mac, created_at, expires_at, request_id, dpop_jkt) \
+    VALUES ($1, $2, $3, 'UNUSED', $4, $5, $6, $7, $8, $9)";
 
 /// An access token: hash, session, grant, issued at, expires at.
 pub(super) const INSERT_ACCESS_TOKEN: &str = "INSERT INTO access_tokens \
@@ -188,15 +189,21 @@ pub(super) const USE_ISSUER_STATE: &str = "UPDATE grants SET state = 'REDEEMED',
 pub(super) const SET_TEMPLATE: &str =
     "UPDATE sessions SET template = $1, updated_at = $2 WHERE id = $3";
 
-/// The authorization code grant with this hash, its request and its session.
+/// The grant of this kind (an authorization code or a refresh token) with this hash, its
+/// request and its session.
 pub(super) static CODE_GRANT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {CODE_GRANT_FIELDS}, {REQUEST_FIELDS}, {SESSION_FIELDS} FROM grants c \
          JOIN authorization_requests r ON r.id = c.request_id \
          JOIN sessions s ON s.id = c.session_id {SESSION_JOINS} \
-         WHERE c.secret_hash = $1 AND c.kind = 'AUTHORIZATION_CODE'"
+         WHERE c.secret_hash = $1 AND c.kind = $2"
     )
 });
 
-/// Grant: the access tokens obtained with it.
-pub(super) const REVOKE_GRANT_TOKENS: &str = "DELETE FROM access_tokens WHERE grant_id = $1";
+/// Authorization request: the access tokens obtained with its grants.
+pub(super) const REVOKE_REQUEST_TOKENS: &str = "DELETE FROM access_tokens WHERE grant_id IN \
+    (SELECT id FROM grants WHERE request_id = $1)";
+
+/// Authorization request: its refresh tokens not yet used, dead.
+pub(super) const LOCK_REQUEST_GRANTS: &str =
+    "UPDATE grants SET state = 'LOCKED' WHERE request_id = $1 AND state = 'UNUSED'";

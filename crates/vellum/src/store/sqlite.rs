@@ -53,6 +53,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_authorization_requests.sql",
         include_str!("../../migrations/sqlite/0006_authorization_requests.sql"),
     ),
+    (
+        "0007_refresh_tokens.sql",
+        include_str!("../../migrations/sqlite/0007_refresh_tokens.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -359,6 +363,7 @@ fn insert_grant(
                 now,
                 grant.expires_at,
                 grant.request_id,
+                grant.dpop_jkt,
             ])
         })
         .map_err(db_error)?;
@@ -1045,9 +1050,11 @@ impl SessionStore for SqliteStore {
             let redeemed = conn
                 .prepare_cached(
                     "UPDATE grants SET state = 'REDEEMED', redeemed_at = ?1 \
-                     WHERE id = ?2 AND session_id = ?3 AND state = 'UNUSED' AND EXISTS \
-                     (SELECT 1 FROM sessions WHERE id = ?3 AND status = 'ACTIVE' \
-                      AND expires_at > ?1)",
+                     WHERE id = ?2 AND session_id = ?3 AND state = 'UNUSED' \
+                     AND (expires_at IS NULL OR expires_at > ?1) AND EXISTS \
+                     (SELECT 1 FROM sessions s WHERE s.id = ?3 \
+                      AND ((s.status = 'ACTIVE' AND s.expires_at > ?1) \
+                      OR (grants.kind = 'REFRESH_TOKEN' AND s.status = 'SUCCESSFUL')))",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![now, grant, session.to_string()])
@@ -1068,6 +1075,9 @@ impl SessionStore for SqliteStore {
                     ])
                 })
                 .map_err(db_error)?;
+            if let Some(refresh) = &token.refresh {
+                insert_grant(conn, session, refresh, now)?;
+            }
             conn.prepare_cached(
                 "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, ?1), \
                  updated_at = ?1, expires_at = MAX(expires_at, ?2) WHERE id = ?3",
@@ -1151,7 +1161,9 @@ impl CredentialStore for SqliteStore {
             let active: Option<i64> = conn
                 .prepare_cached(
                     "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
-                     WHERE s.id = ?1 AND s.status = 'ACTIVE' AND t.token_hash = ?2 \
+                     WHERE s.id = ?1 AND t.token_hash = ?2 AND (s.status = 'ACTIVE' \
+                     OR (s.status = 'SUCCESSFUL' AND EXISTS (SELECT 1 FROM grants rg \
+                     WHERE rg.id = t.grant_id AND rg.kind = 'REFRESH_TOKEN'))) \
                      AND t.expires_at > ?3",
                 )
                 .and_then(|mut statement| {
@@ -1327,21 +1339,32 @@ impl AuthorizationStore for SqliteStore {
         .await
     }
 
-    async fn code_grant(
+    async fn request_grant(
         &self,
-        code_hash: &str,
+        kind: GrantKind,
+        secret_hash: &str,
     ) -> StoreResult<Option<(GrantRecord, AuthorizationRequestRecord, SessionRecord)>> {
-        let hash = code_hash.to_owned();
-        self.read(move |conn| first(conn, &sql::CODE_GRANT, [hash], rows::code_grant))
-            .await
+        let hash = secret_hash.to_owned();
+        self.read(move |conn| {
+            first(
+                conn,
+                &sql::CODE_GRANT,
+                [hash, kind.as_str().to_owned()],
+                rows::code_grant,
+            )
+        })
+        .await
     }
 
-    async fn revoke_grant_tokens(&self, grant: i64, events: &[NewEvent]) -> StoreResult<u64> {
-        let events = events.to_vec();
+    async fn revoke_request(&self, request_id: &str, events: &[NewEvent]) -> StoreResult<u64> {
+        let (request_id, events) = (request_id.to_owned(), events.to_vec());
         self.write(move |conn| {
             let revoked = conn
-                .prepare_cached(sql::REVOKE_GRANT_TOKENS)
-                .and_then(|mut statement| statement.execute(params![grant]))
+                .prepare_cached(sql::REVOKE_REQUEST_TOKENS)
+                .and_then(|mut statement| statement.execute(params![request_id]))
+                .map_err(db_error)?;
+            conn.prepare_cached(sql::LOCK_REQUEST_GRANTS)
+                .and_then(|mut statement| statement.execute(params![request_id]))
                 .map_err(db_error)?;
             insert_events(conn, &events)?;
             Ok(revoked as u64)

@@ -6,6 +6,7 @@ mod code_flow;
 mod fuzz;
 mod leaks;
 mod mdoc;
+mod refresh;
 mod sd_jwt;
 mod w3c;
 mod wallet_initiated;

@@ -151,6 +151,7 @@ fn grant(session: &SessionRecord) -> NewGrant {
         tx_code_mac: Some(format!("mac-{}", session.id)),
         expires_at: None,
         request_id: None,
+        dpop_jkt: None,
     }
 }
 
@@ -212,6 +213,7 @@ async fn redeem_bound(
         hash: token_hash(session.id),
         expires_at: now + 500,
         dpop_jkt: dpop_jkt.map(str::to_owned),
+        refresh: None,
     };
     store
         .redeem_grant(
@@ -801,6 +803,7 @@ async fn an_authorization_request_goes_from_pushed_to_a_code_once(store: &dyn St
             tx_code_mac: None,
             expires_at: Some(100),
             request_id: Some("req-1".into()),
+            dpop_jkt: None,
         },
         now: 40,
         events: vec![event(Some(s.id), "authorized", 40)],
@@ -826,7 +829,7 @@ async fn an_authorization_request_goes_from_pushed_to_a_code_once(store: &dyn St
     );
     assert_eq!(reload(store, s.id).await.template, completion.template);
     let (code, request, session) = store
-        .code_grant("code-hash")
+        .request_grant(GrantKind::AuthorizationCode, "code-hash")
         .await
         .expect("lookup")
         .expect("the code");
@@ -851,17 +854,28 @@ async fn an_authorization_request_goes_from_pushed_to_a_code_once(store: &dyn St
     assert_eq!(session.id, s.id);
     assert!(
         store
-            .code_grant("code-hash-x")
+            .request_grant(GrantKind::AuthorizationCode, "code-hash-x")
             .await
             .expect("lookup")
             .is_none()
     );
 
-    // Redeemed, then revoked as a code used twice.
+    // Redeemed with a refresh token, which is redeemed (rotated) in turn; then all of the
+    // authorization revoked as a code used twice.
+    let refresh = |hash: &str, expires_at| NewGrant {
+        kind: GrantKind::RefreshToken,
+        secret_hash: hash.into(),
+        tx_code: None,
+        tx_code_mac: None,
+        expires_at: Some(expires_at),
+        request_id: Some("req-1".into()),
+        dpop_jkt: Some("jkt-1".into()),
+    };
     let token = NewAccessToken {
         hash: "code-token".into(),
         expires_at: 900,
-        dpop_jkt: None,
+        dpop_jkt: Some("jkt-1".into()),
+        refresh: Some(refresh("refresh-1", 800)),
     };
     assert_eq!(
         store
@@ -870,25 +884,80 @@ async fn an_authorization_request_goes_from_pushed_to_a_code_once(store: &dyn St
             .expect("redeem"),
         Applied::Yes
     );
+    let (first, request, _) = store
+        .request_grant(GrantKind::RefreshToken, "refresh-1")
+        .await
+        .expect("lookup")
+        .expect("the refresh token");
+    assert_eq!(
+        (
+            first.state,
+            first.expires_at,
+            first.dpop_jkt.as_deref(),
+            request.id.as_str()
+        ),
+        (GrantState::Unused, Some(800), Some("jkt-1"), "req-1")
+    );
     assert!(
         store
-            .token_session("code-token")
+            .request_grant(GrantKind::AuthorizationCode, "refresh-1")
             .await
             .expect("lookup")
-            .is_some()
+            .is_none(),
+        "looked up by kind"
+    );
+    let refreshed = NewAccessToken {
+        hash: "refreshed-token".into(),
+        expires_at: 950,
+        dpop_jkt: Some("jkt-1".into()),
+        refresh: Some(refresh("refresh-2", 800)),
+    };
+    assert_eq!(
+        store
+            .redeem_grant(s.id, first.id, &refreshed, 800, &[])
+            .await
+            .expect("redeem"),
+        Applied::Stale,
+        "expired"
+    );
+    assert_eq!(
+        store
+            .redeem_grant(s.id, first.id, &refreshed, 60, &[])
+            .await
+            .expect("redeem"),
+        Applied::Yes
+    );
+    let (token, _) = store
+        .token_session("refreshed-token")
+        .await
+        .expect("lookup")
+        .expect("the refreshed token");
+    assert_eq!(token.grant_kind, GrantKind::RefreshToken);
+    assert_eq!(
+        store
+            .redeem_grant(s.id, first.id, &refreshed, 61, &[])
+            .await
+            .expect("redeem"),
+        Applied::Stale,
+        "used once"
     );
     let revoked = store
-        .revoke_grant_tokens(code.id, &[event(Some(s.id), "revoked", 60)])
+        .revoke_request("req-1", &[event(Some(s.id), "revoked", 62)])
         .await
         .expect("revoke");
-    assert_eq!(revoked, 1);
-    assert!(
-        store
-            .token_session("code-token")
-            .await
-            .expect("lookup")
-            .is_none()
-    );
+    assert_eq!(revoked, 2);
+    for hash in ["code-token", "refreshed-token"] {
+        assert!(
+            store.token_session(hash).await.expect("lookup").is_none(),
+            "{hash} revoked"
+        );
+    }
+    let (second, _, _) = store
+        .request_grant(GrantKind::RefreshToken, "refresh-2")
+        .await
+        .expect("lookup")
+        .expect("the second refresh token");
+    assert_eq!(second.state, GrantState::Locked, "unusable once revoked");
 
     // A request that fails, and one left to expire: purged once they cannot be used.
     store

@@ -6,11 +6,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::authorization::{
-    Authorization, Setup, WALLET_CLIENT, WALLET_REDIRECT, authorize_url, authorized_offer,
-    code_form, exchange_as, push_as, response, setup_with,
+    Setup, authorize_url, authorized_offer, exchange_as, push_as, setup_with,
 };
 use crate::support::attester::{self, Instance, WalletProvider};
 use crate::support::provider;
+use crate::support::wallet::{
+    Authorization, WALLET_CLIENT, WALLET_REDIRECT, authorization_response, code_form,
+};
 use crate::support::{Reply, events_of};
 
 /// An issuer that trusts `wallet_provider`, with `settings` merged into `[client_attestation]`.
@@ -70,7 +72,7 @@ async fn an_attested_wallet_gets_its_code_and_only_that_instance_exchanges_it() 
         app,
         pushed.body["request_uri"].as_str().expect("request_uri"),
     );
-    let callback = response(&provider::log_in(&url, "alice", WALLET_REDIRECT).await);
+    let callback = authorization_response(&provider::log_in(&url, "alice", WALLET_REDIRECT).await);
     let code = callback["code"].as_str().expect("code");
     let form = code_form(code, &authorization.verifier);
 
@@ -215,6 +217,14 @@ async fn a_required_challenge_comes_from_the_challenge_endpoint() {
     )
     .await;
     without.assert_oauth_error(StatusCode::BAD_REQUEST, "use_attestation_challenge");
+    // The refusal carries a challenge to use, as the challenge endpoint's would be.
+    let offered = without
+        .header("oauth-client-attestation-challenge")
+        .expect("a challenge with use_attestation_challenge")
+        .to_owned();
+    let pop = instance.pop_with(app, json!({"challenge": offered}));
+    let pushed = push_with(&setup, &issuer_state, &instance.attestation, &pop).await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.text);
     let made_up = instance.pop_with(app, json!({"challenge": "bm90LWEtY2hhbGxlbmdl"}));
     let made_up = push_with(&setup, &issuer_state, &instance.attestation, &made_up).await;
     made_up.assert_oauth_error(StatusCode::BAD_REQUEST, "use_attestation_challenge");

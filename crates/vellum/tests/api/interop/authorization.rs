@@ -5,19 +5,16 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use vellum_formats::jose;
 
 use crate::support::attester::Instance;
 use crate::support::provider::{self, Provider};
-use crate::support::wallet::{Wallet, check_sd_jwt};
+use crate::support::wallet::{
+    AUTHORIZATION_CODE_GRANT, Authorization, WALLET_CLIENT, WALLET_REDIRECT, Wallet,
+    authorization_response, check_sd_jwt, code_form,
+};
 use crate::support::{
     CONFIGURATION, DEMO_KEY, Reply, TestApp, create_profile, events_of, offer_id, profile_body,
 };
-
-pub(super) const WALLET_REDIRECT: &str = "https://wallet.example/callback";
-pub(super) const WALLET_CLIENT: &str = "wallet.example";
-const AUTHORIZATION_CODE: &str = "authorization_code";
 
 /// An issuer whose holders log in at a real provider, and a profile that maps their ID token.
 pub(super) struct Setup {
@@ -61,59 +58,6 @@ pub(super) async fn setup_with(config: Value, authorization: Value, tamper: Opti
     }
 }
 
-/// The wallet's side of one authorization: its PKCE verifier and state.
-pub(super) struct Authorization {
-    pub verifier: String,
-    pub state: String,
-}
-
-impl Authorization {
-    pub fn new() -> Self {
-        Authorization {
-            verifier: jose::b64(rand_bytes()),
-            state: jose::b64(rand_bytes()),
-        }
-    }
-
-    fn challenge(&self) -> String {
-        jose::b64(Sha256::digest(self.verifier.as_bytes()))
-    }
-
-    /// The PAR form for an offer's issuer_state.
-    pub fn form(&self, issuer_state: &str) -> Vec<(String, String)> {
-        [
-            ("response_type", "code"),
-            ("client_id", WALLET_CLIENT),
-            ("redirect_uri", WALLET_REDIRECT),
-            ("code_challenge", &self.challenge()),
-            ("code_challenge_method", "S256"),
-            ("state", &self.state),
-            ("issuer_state", issuer_state),
-            (
-                "authorization_details",
-                &json!([{"type": "openid_credential", "credential_configuration_id": CONFIGURATION}])
-                    .to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-        .collect()
-    }
-}
-
-fn rand_bytes() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    for (index, byte) in uuid::Uuid::new_v4()
-        .as_bytes()
-        .iter()
-        .chain(uuid::Uuid::new_v4().as_bytes())
-        .enumerate()
-    {
-        bytes[index] = *byte;
-    }
-    bytes
-}
-
 /// An AUTHORIZED offer: its session id and issuer_state.
 pub(super) async fn authorized_offer(setup: &Setup) -> (String, String) {
     let created = setup
@@ -130,7 +74,7 @@ pub(super) async fn authorized_offer(setup: &Setup) -> (String, String) {
         .await;
     let grants = offer["grants"].as_object().expect("grants");
     assert_eq!(grants.len(), 1, "{offer}");
-    let issuer_state = offer["grants"][AUTHORIZATION_CODE]["issuer_state"]
+    let issuer_state = offer["grants"][AUTHORIZATION_CODE_GRANT]["issuer_state"]
         .as_str()
         .expect("issuer_state")
         .to_owned();
@@ -162,17 +106,6 @@ pub(super) fn authorize_url(app: &TestApp, request_uri: &str) -> String {
     url.into()
 }
 
-/// The response parameters of the URL the holder's browser was sent back to.
-pub(super) fn response(url: &str) -> Value {
-    assert!(url.starts_with(WALLET_REDIRECT), "{url}");
-    let url = url::Url::parse(url).expect("redirect URL");
-    Value::Object(
-        url.query_pairs()
-            .map(|(name, value)| (name.into_owned(), Value::from(value.into_owned())))
-            .collect(),
-    )
-}
-
 /// PAR, then the holder logs in as `username`: the wallet's callback parameters.
 async fn authorize(
     setup: &Setup,
@@ -186,7 +119,7 @@ async fn authorize(
     let request_uri = pushed.body["request_uri"].as_str().expect("request_uri");
     assert!(request_uri.starts_with("urn:ietf:params:oauth:request_uri:"));
     let url = authorize_url(&setup.app, request_uri);
-    response(&provider::log_in(&url, username, WALLET_REDIRECT).await)
+    authorization_response(&provider::log_in(&url, username, WALLET_REDIRECT).await)
 }
 
 async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> Reply {
@@ -204,16 +137,6 @@ pub(super) async fn exchange_as(
         request = instance.attach(app, request);
     }
     Reply::of(request.send().await.expect("token")).await
-}
-
-pub(super) fn code_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("grant_type", AUTHORIZATION_CODE),
-        ("code", code),
-        ("redirect_uri", WALLET_REDIRECT),
-        ("code_verifier", verifier),
-        ("client_id", WALLET_CLIENT),
-    ]
 }
 
 #[tokio::test]

@@ -1,18 +1,26 @@
 //! The authorization code flow driven by a wallet written by others: the oid4vc-ts wallet
-//! (interop/wallet.mjs) takes an issuer-initiated offer through PAR with issuer_state, PKCE S256
-//! and DPoP with server nonces, its holder logs in at a real OpenID provider (interop/provider.mjs)
-//! through interop/login.mjs, and the SD-JWT VC or mdoc it gets carries claims from the
-//! provider's ID token, checked by the wallet's independent verifiers.
+//! (interop/wallet.mjs), authenticating with a wallet attestation as HAIP 1.0 asks, takes an
+//! issuer-initiated offer through PAR with issuer_state, or starts wallet-initiated from the
+//! issuer's metadata, with PKCE S256 and DPoP with server nonces; its holder logs in at a real
+//! OpenID provider (interop/provider.mjs) through interop/login.mjs, and the SD-JWT VC or mdoc it
+//! gets carries claims from the provider's ID token, checked by the wallet's independent
+//! verifiers. The issuers here require wallet attestation (the default).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::process::Output;
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::mdoc::{MDL_DOCTYPE, NAMESPACE, example, iaca_file, mdl_profile};
-use crate::support::interop::{oid4vc_ts_wallet_with, python_sd_jwt_verifier, stdout_json};
-use crate::support::provider;
-use crate::support::{TestApp, create_profile, events, offer_id, profile_body, x5_chain_for};
+use crate::support::attester::WalletProvider;
+use crate::support::interop::{
+    oid4vc_ts_wallet_from_metadata, oid4vc_ts_wallet_with, python_sd_jwt_verifier, stdout_json,
+};
+use crate::support::provider::{self, Provider};
+use crate::support::{
+    CONFIGURATION, TestApp, create_profile, events, offer_id, profile_body, x5_chain_for,
+};
 
 /// The client_id interop/wallet.mjs gives itself.
 const WALLET_CLIENT: &str = "vellum-interop-wallet";
@@ -27,37 +35,83 @@ const CODE_FLOW_EVENTS: [&str; 3] = [
     "requested_token",
 ];
 
-/// `config` for an issuer that lets public clients in: the wallet has a client_id of its own and
-/// no wallet attestation (interop::attestation tests those).
-fn with_public_clients(mut config: Value) -> Value {
-    config["client_attestation"] = json!({"allow_public_clients": true});
-    config
+/// An issuer whose holders log in at a provider of its own and that trusts the attestations of
+/// `wallet_provider`, requiring one of every wallet; `config` is layered over the test defaults.
+async fn app_trusting(wallet_provider: &WalletProvider, mut config: Value) -> (TestApp, Provider) {
+    config["client_attestation"] = wallet_provider.settings(json!({}));
+    provider::app_with_provider_over(config, json!({}), None).await
 }
 
-/// Creates an AUTHORIZED offer of `profile` and lets the oid4vc-ts wallet redeem it, its holder
-/// logging in as `username`; `env` adds settings. Returns the session id and the wallet's output.
+/// The SD-JWT VC profile whose claims come from the holder's ID token; `extra` is merged in.
+async fn id_token_profile(app: &TestApp, extra: Value) -> Value {
+    let mut body = json!({
+        "identityProvider": provider::PROVIDER,
+        "idTokenClaimsMapping": {
+            "/given_name": "/given_name",
+            "/family_name": "/family_name",
+            "/email": "/email",
+            "/birthdate": "/birthdate",
+        },
+    });
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    create_profile(app, profile_body(body)).await
+}
+
+/// What the wallet is given besides `env`: the private key of `wallet_provider`, so that it
+/// attests a wallet instance key of its own as a real wallet's provider would, and the holder's
+/// login as `username`.
+fn wallet_env(
+    wallet_provider: &WalletProvider,
+    username: &str,
+    env: &[(&'static str, &OsStr)],
+) -> Vec<(&'static str, OsString)> {
+    let provider_jwk =
+        serde_json::to_string(&wallet_provider.key.private_jwk()).expect("the provider's JWK");
+    let mut all: Vec<(&'static str, OsString)> = vec![
+        ("VELLUM_WALLET_PROVIDER_JWK", provider_jwk.into()),
+        ("VELLUM_WALLET_USER", username.into()),
+        (
+            "VELLUM_WALLET_PASSWORD",
+            format!("{username}-password").into(),
+        ),
+    ];
+    all.extend(
+        env.iter()
+            .map(|(name, value)| (*name, value.to_os_string())),
+    );
+    all
+}
+
+/// `env` as the wallet runners take it.
+fn borrowed<'a>(env: &'a [(&'static str, OsString)]) -> Vec<(&'static str, &'a OsStr)> {
+    env.iter()
+        .map(|(name, value)| (*name, value.as_os_str()))
+        .collect()
+}
+
+/// Creates an AUTHORIZED offer of `profile` and lets the oid4vc-ts wallet, attested by
+/// `wallet_provider`, redeem it, its holder logging in as `username`; `env` adds settings.
+/// Returns the session id and the wallet's output.
 async fn wallet_logs_in(
     app: &TestApp,
     profile: &Value,
+    wallet_provider: &WalletProvider,
     username: &str,
-    env: &[(&str, &OsStr)],
+    env: &[(&'static str, &OsStr)],
 ) -> (String, Output) {
     let created = app
         .create_offer(json!({"profileId": profile["id"], "authMethod": "AUTHORIZED"}))
         .await;
     assert_eq!(created["authMethod"], "AUTHORIZED", "{created}");
-    let password = format!("{username}-password");
-    let mut env = env.to_vec();
-    env.extend([
-        ("VELLUM_WALLET_USER", OsStr::new(username)),
-        ("VELLUM_WALLET_PASSWORD", OsStr::new(&password)),
-    ]);
+    let env = wallet_env(wallet_provider, username, env);
     let output = oid4vc_ts_wallet_with(
         created["credentialOffer"]
             .as_str()
             .expect("credentialOffer"),
         None,
-        &env,
+        &borrowed(&env),
     )
     .await;
     (offer_id(&created), output)
@@ -74,18 +128,22 @@ fn redeemed(output: &Output) -> Value {
     wallet
 }
 
-/// The session finished, each step of the code flow and `issue_event` were recorded, the code
-/// was bound to the wallet's DPoP key from the pushed request on and exchanged by the code grant,
-/// and nothing failed on the way, not even the DPoP nonce rounds.
-async fn assert_code_flow_events(app: &TestApp, session: &str, issue_event: &str) {
+/// The session finished, each step of the code flow and `issue_event` were recorded, the pushed
+/// request came from the attested wallet and bound the code to its DPoP key, the code was
+/// exchanged by the code grant, and nothing failed on the way, not even the DPoP nonce rounds.
+/// Returns the session's event types.
+async fn assert_code_flow_events(app: &TestApp, session: &str, issue_event: &str) -> Vec<String> {
     assert_eq!(app.session(session).await["status"], "SUCCESSFUL");
     let events = events(app, session).await;
-    let types: Vec<&str> = events
+    let types: Vec<String> = events
         .iter()
-        .map(|event| event["type"].as_str().expect("type"))
+        .map(|event| event["type"].as_str().expect("type").to_owned())
         .collect();
     for expected in CODE_FLOW_EVENTS.into_iter().chain([issue_event]) {
-        assert!(types.contains(&expected), "{expected} in {types:?}");
+        assert!(
+            types.iter().any(|kind| kind == expected),
+            "{expected} in {types:?}"
+        );
     }
     assert!(
         !types.iter().any(|kind| kind.ends_with("_failed")),
@@ -100,55 +158,79 @@ async fn assert_code_flow_events(app: &TestApp, session: &str, issue_event: &str
     };
     let pushed = of_type("pushed_authorization_request_succeeded");
     assert_eq!(pushed["clientId"], WALLET_CLIENT, "{pushed}");
+    assert_eq!(pushed["clientAttested"], true, "{pushed}");
     assert_eq!(pushed["dpopBound"], true, "{pushed}");
     let token = &of_type("requested_token")["tokenRequest"];
     assert_eq!(token["grant_type"], "authorization_code", "{token}");
+    types
 }
 
-#[tokio::test]
-async fn oid4vc_ts_wallet_gets_an_sd_jwt_vc_with_the_holders_id_token_claims_by_the_code_flow() {
-    let (app, _provider) =
-        provider::app_with_provider_over(with_public_clients(json!({})), json!({}), None).await;
-    let profile = create_profile(
-        &app,
-        profile_body(json!({
-            "identityProvider": provider::PROVIDER,
-            "idTokenClaimsMapping": {
-                "/given_name": "/given_name",
-                "/family_name": "/family_name",
-                "/email": "/email",
-                "/birthdate": "/birthdate",
-            },
-        })),
-    )
-    .await;
-    let (session, output) = wallet_logs_in(&app, &profile, HOLDER, &[]).await;
-    let wallet = redeemed(&output);
-
+/// The SD-JWT VC's claims as bob's ID token has them (the profile says Ada Lovelace), and the
+/// same claims as the Python verifier discloses them.
+async fn assert_bobs_sd_jwt_vc(app: &TestApp, wallet: &Value) {
     let claims = &wallet["claims"];
     assert_eq!(claims["iss"], app.url.as_str(), "{claims}");
     assert_eq!(claims["cnf"]["jwk"], wallet["holderJwk"], "{claims}");
-    // The profile says Ada Lovelace: these came from bob's ID token.
     assert_eq!(claims["given_name"], "Max", "{claims}");
     assert_eq!(claims["family_name"], "Meier", "{claims}");
     assert_eq!(claims["email"], "max@example.com", "{claims}");
     assert_eq!(claims["birthdate"], "1990-01-01", "{claims}");
     let python_claims = stdout_json(
-        &python_sd_jwt_verifier(&app, wallet["credential"].as_str().expect("credential")).await,
+        &python_sd_jwt_verifier(app, wallet["credential"].as_str().expect("credential")).await,
         "the Python SD-JWT verifier",
     );
     assert_eq!(
         python_claims, *claims,
         "the two verifiers disclose different claims"
     );
+}
 
+/// The ids of the sessions of `profile`.
+async fn sessions_of(app: &TestApp, profile: &Value) -> Vec<String> {
+    let id = profile["id"].as_str().expect("id");
+    let (status, listing) = app
+        .api_get(&format!("/api/v1/sessions?profileId={id}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listing}");
+    listing["items"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|session| session["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// The wallet failed before anything was issued, with `error` in what it printed.
+fn assert_wallet_failed_with(output: &Output, error: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the wallet did not fail: {stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(stderr.contains(error), "{error} in {stderr}");
+}
+
+#[tokio::test]
+async fn oid4vc_ts_wallet_gets_an_sd_jwt_vc_with_the_holders_id_token_claims_by_the_code_flow() {
+    let wallet_provider = WalletProvider::new();
+    let (app, _provider) = app_trusting(&wallet_provider, json!({})).await;
+    let profile = id_token_profile(&app, json!({})).await;
+    let (session, output) = wallet_logs_in(&app, &profile, &wallet_provider, HOLDER, &[]).await;
+    let wallet = redeemed(&output);
+
+    assert_bobs_sd_jwt_vc(&app, &wallet).await;
     assert_code_flow_events(&app, &session, "sdjwt_issue").await;
 }
 
 #[tokio::test]
 async fn oid4vc_ts_wallet_gets_an_mdl_with_the_holders_id_token_claims_by_the_code_flow() {
-    let config = with_public_clients(example("mdl.toml"));
-    let (app, _provider) = provider::app_with_provider_over(config, json!({}), None).await;
+    let wallet_provider = WalletProvider::new();
+    let (app, _provider) = app_trusting(&wallet_provider, example("mdl.toml")).await;
     let chain = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
     let iaca = iaca_file(&app, &chain);
     let mut body = mdl_profile(&chain);
@@ -162,6 +244,7 @@ async fn oid4vc_ts_wallet_gets_an_mdl_with_the_holders_id_token_claims_by_the_co
     let (session, output) = wallet_logs_in(
         &app,
         &profile,
+        &wallet_provider,
         HOLDER,
         &[("VELLUM_IACA_PEM", iaca.as_os_str())],
     )
@@ -188,29 +271,65 @@ async fn oid4vc_ts_wallet_gets_an_mdl_with_the_holders_id_token_claims_by_the_co
     assert_code_flow_events(&app, &session, "generated_mdoc").await;
 }
 
+/// No offer: the wallet reads the metadata, pushes a request for the configuration's scope without
+/// issuer_state, and gets a session of its own from the configuration's wallet-initiated profile.
+#[tokio::test]
+async fn oid4vc_ts_wallet_starting_from_metadata_gets_an_sd_jwt_vc_by_the_wallet_initiated_code_flow()
+ {
+    let wallet_provider = WalletProvider::new();
+    let (app, _provider) = app_trusting(&wallet_provider, json!({})).await;
+    let profile = id_token_profile(&app, json!({"walletInitiated": true})).await;
+    assert_eq!(profile["walletInitiated"], true, "{profile}");
+    let env = wallet_env(&wallet_provider, HOLDER, &[]);
+    let output = oid4vc_ts_wallet_from_metadata(&app.url, CONFIGURATION, &borrowed(&env)).await;
+    let wallet = redeemed(&output);
+
+    assert_bobs_sd_jwt_vc(&app, &wallet).await;
+    let sessions = sessions_of(&app, &profile).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let types = assert_code_flow_events(&app, &sessions[0], "sdjwt_issue").await;
+    assert_eq!(types[0], "wallet_initiated_session_created", "{types:?}");
+}
+
+/// A wallet whose provider the issuer does not trust is refused at the pushed request, before
+/// the holder is asked to log in, and nothing is issued.
+#[tokio::test]
+async fn oid4vc_ts_wallet_attested_by_an_untrusted_provider_fails_with_invalid_client_attestation()
+{
+    let (app, _provider) = app_trusting(&WalletProvider::new(), json!({})).await;
+    let profile = id_token_profile(&app, json!({})).await;
+    let untrusted = WalletProvider::new();
+    let (session, output) = wallet_logs_in(&app, &profile, &untrusted, HOLDER, &[]).await;
+
+    assert_wallet_failed_with(&output, "invalid_client_attestation");
+    assert_ne!(app.session(&session).await["status"], "SUCCESSFUL");
+    let types = app.event_types(&session).await;
+    assert!(
+        types
+            .iter()
+            .any(|kind| kind == "pushed_authorization_request_failed"),
+        "{types:?}"
+    );
+    assert!(
+        !types
+            .iter()
+            .any(|kind| kind == "pushed_authorization_request_succeeded"
+                || kind == "requested_token"
+                || kind == "sdjwt_issue"),
+        "{types:?}"
+    );
+}
+
 /// The harness notices a broken login: a holder who refuses at the provider makes the wallet exit
 /// non-zero with access_denied, and nothing is issued.
 #[tokio::test]
 async fn oid4vc_ts_wallet_fails_with_access_denied_when_the_holder_refuses() {
-    let (app, _provider) =
-        provider::app_with_provider_over(with_public_clients(json!({})), json!({}), None).await;
-    let profile = create_profile(
-        &app,
-        profile_body(json!({
-            "identityProvider": provider::PROVIDER,
-            "idTokenClaimsMapping": {"/given_name": "/given_name"},
-        })),
-    )
-    .await;
-    let (session, output) = wallet_logs_in(&app, &profile, "denied", &[]).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "the wallet got past a refusal");
-    assert!(
-        output.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    assert!(stderr.contains("access_denied"), "{stderr}");
+    let wallet_provider = WalletProvider::new();
+    let (app, _provider) = app_trusting(&wallet_provider, json!({})).await;
+    let profile = id_token_profile(&app, json!({})).await;
+    let (session, output) = wallet_logs_in(&app, &profile, &wallet_provider, "denied", &[]).await;
+
+    assert_wallet_failed_with(&output, "access_denied");
     assert_ne!(app.session(&session).await["status"], "SUCCESSFUL");
     let types = app.event_types(&session).await;
     assert!(

@@ -6,12 +6,11 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::authorization::{
-    Authorization, Setup, WALLET_REDIRECT, authorize_url, code_form, exchange_as, push_as,
-    response, setup, setup_with,
-};
+use super::authorization::{Setup, authorize_url, exchange_as, push_as, setup, setup_with};
 use crate::support::provider;
-use crate::support::wallet::{Wallet, check_sd_jwt};
+use crate::support::wallet::{
+    Authorization, WALLET_REDIRECT, Wallet, authorization_response, check_sd_jwt, code_form,
+};
 use crate::support::{CONFIGURATION, DEMO_KEY, Reply, create_profile, profile_body};
 
 /// A profile for wallet-initiated issuance of the test configuration.
@@ -77,7 +76,7 @@ async fn redeem(setup: &Setup, authorization: &Authorization, form: &[(String, S
         app,
         pushed.body["request_uri"].as_str().expect("request_uri"),
     );
-    let callback = response(&provider::log_in(&url, "alice", WALLET_REDIRECT).await);
+    let callback = authorization_response(&provider::log_in(&url, "alice", WALLET_REDIRECT).await);
     let code = callback["code"].as_str().expect("code");
     let token = exchange_as(app, &code_form(code, &authorization.verifier), None).await;
     assert_eq!(token.status, StatusCode::OK, "{}", token.text);

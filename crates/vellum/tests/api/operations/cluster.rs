@@ -4,7 +4,9 @@
 //! codes, nonces and sessions are used once even when instances race; each event is delivered
 //! by one instance, and by another after a crash once the lease has run out; a stream on one
 //! instance sees what another committed; roles split serving from delivering; and the
-//! third-party wallet redeems an offer through a load balancer that spreads its requests.
+//! third-party wallet redeems an offer through a load balancer that spreads its requests. The
+//! authorization code flow, whose steps hand each other more state, has a file of its own
+//! (`code_flow`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +27,8 @@ use crate::support::streams::EventStream;
 use crate::support::wallet::{PRE_AUTHORIZED_GRANT, ProofClaims, Wallet};
 use crate::support::webhooks::{Receiver, Reply, WAIT, now};
 use crate::support::{DEMO_PROFILE, free_port};
+
+mod code_flow;
 
 const CONFIGURATION: &str = "identity_credential";
 

@@ -43,7 +43,11 @@ impl WalletProvider {
         key: &SigningKey,
         changes: Value,
     ) -> String {
-        let now = now_millis(app) / 1000;
+        self.attest_at(now_millis(app) / 1000, client_id, key, changes)
+    }
+
+    /// [`WalletProvider::attest_with`] at `now` (Unix seconds).
+    pub fn attest_at(&self, now: i64, client_id: &str, key: &SigningKey, changes: Value) -> String {
         let mut claims = json!({
             "iss": "https://wallet-provider.example",
             "sub": client_id,
@@ -62,9 +66,14 @@ impl WalletProvider {
 
     /// A new wallet instance of `client_id`, attested.
     pub fn instance(&self, app: &TestApp, client_id: &str) -> Instance {
+        self.instance_at(now_millis(app) / 1000, client_id)
+    }
+
+    /// [`WalletProvider::instance`] attested at `now` (Unix seconds).
+    pub fn instance_at(&self, now: i64, client_id: &str) -> Instance {
         let key = SigningKey::generate(Algorithm::ES256);
         Instance {
-            attestation: self.attest_with(app, client_id, &key, json!({})),
+            attestation: self.attest_at(now, client_id, &key, json!({})),
             client_id: client_id.to_owned(),
             key,
         }
@@ -74,10 +83,14 @@ impl WalletProvider {
 impl Instance {
     /// A PoP for `app` with the claims of a good one, `changes` applied (a null removes a claim).
     pub fn pop_with(&self, app: &TestApp, changes: Value) -> String {
-        let now = now_millis(app) / 1000;
+        self.pop_for(&app.url, now_millis(app) / 1000, changes)
+    }
+
+    /// A PoP for the issuer `audience` at `now` (Unix seconds), `changes` applied.
+    pub fn pop_for(&self, audience: &str, now: i64, changes: Value) -> String {
         let mut claims = json!({
             "iss": self.client_id,
-            "aud": app.url,
+            "aud": audience,
             "jti": jose::b64(uuid::Uuid::new_v4().as_bytes()),
             "iat": now,
             "exp": now + 60,

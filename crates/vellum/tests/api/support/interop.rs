@@ -1,5 +1,6 @@
 //! Running software written by others as child processes (interop/, installed by
 //! interop/install): locating it, bounded runs, and the oid4vc-ts wallet.
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -86,23 +87,38 @@ pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output 
 }
 
 /// [`oid4vc_ts_wallet`] with its settings in the environment: `VELLUM_WALLET_DPOP=1` (use DPoP),
-/// `VELLUM_IACA_PEM` (the IACA an mdoc is verified against).
+/// `VELLUM_IACA_PEM` (the IACA an mdoc is verified against), `VELLUM_WALLET_USER` and
+/// `VELLUM_WALLET_PASSWORD` (the holder's login in the code flow), `VELLUM_WALLET_PROVIDER_JWK`
+/// (the private key of the wallet provider that attests the wallet).
 pub async fn oid4vc_ts_wallet_with(
     offer_uri: &str,
     tx_code: Option<&str>,
-    env: &[(&str, &std::ffi::OsStr)],
+    env: &[(&str, &OsStr)],
 ) -> Output {
+    let mut args = vec![offer_uri];
+    args.extend(tx_code);
+    run_oid4vc_ts_wallet(&args, env).await
+}
+
+/// `node interop/wallet.mjs --issuer <issuer> --configuration <configuration>`: wallet-initiated
+/// issuance from the issuer's metadata, settings in `env` as for [`oid4vc_ts_wallet_with`].
+pub async fn oid4vc_ts_wallet_from_metadata(
+    issuer: &str,
+    configuration: &str,
+    env: &[(&str, &OsStr)],
+) -> Output {
+    run_oid4vc_ts_wallet(&["--issuer", issuer, "--configuration", configuration], env).await
+}
+
+async fn run_oid4vc_ts_wallet(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let dir = interop_dir();
     require_installed(
         &dir.join("node_modules/@openid4vc/openid4vci"),
         "the oid4vc-ts wallet (npm)",
     );
     let mut command = Command::new("node");
-    command.arg(dir.join("wallet.mjs")).arg(offer_uri);
+    command.arg(dir.join("wallet.mjs")).args(args);
     command.envs(env.iter().copied());
-    if let Some(tx_code) = tx_code {
-        command.arg(tx_code);
-    }
     run(
         command,
         None,

@@ -1,14 +1,20 @@
 //! A minimal wallet for driving the protocol in Rust tests, including the ways a wallet can get
-//! things wrong. The interop tests use a third-party wallet instead.
+//! things wrong, and its side of the authorization code flow (PKCE, state, the PAR form, the
+//! code exchange). The interop tests use a third-party wallet instead.
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use vellum_formats::jose::{self, Algorithm, Jwk, SigningKey};
 use vellum_formats::sdjwt;
 
-use crate::support::{TestApp, status_and_json};
+use crate::support::{CONFIGURATION, TestApp, status_and_json};
 
 pub const PRE_AUTHORIZED_GRANT: &str = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+pub const AUTHORIZATION_CODE_GRANT: &str = "authorization_code";
+/// The wallet's client_id and redirect_uri in the authorization code flow.
+pub const WALLET_CLIENT: &str = "wallet.example";
+pub const WALLET_REDIRECT: &str = "https://wallet.example/callback";
 
 pub struct Wallet {
     pub key: SigningKey,
@@ -169,6 +175,81 @@ impl Wallet {
     }
 }
 
+/// The wallet's side of one authorization: its PKCE verifier and state.
+pub struct Authorization {
+    pub verifier: String,
+    pub state: String,
+}
+
+impl Authorization {
+    pub fn new() -> Self {
+        Authorization {
+            verifier: jose::b64(rand_bytes()),
+            state: jose::b64(rand_bytes()),
+        }
+    }
+
+    fn challenge(&self) -> String {
+        jose::b64(Sha256::digest(self.verifier.as_bytes()))
+    }
+
+    /// The PAR form for an offer's issuer_state.
+    pub fn form(&self, issuer_state: &str) -> Vec<(String, String)> {
+        [
+            ("response_type", "code"),
+            ("client_id", WALLET_CLIENT),
+            ("redirect_uri", WALLET_REDIRECT),
+            ("code_challenge", &self.challenge()),
+            ("code_challenge_method", "S256"),
+            ("state", &self.state),
+            ("issuer_state", issuer_state),
+            (
+                "authorization_details",
+                &json!([{"type": "openid_credential", "credential_configuration_id": CONFIGURATION}])
+                    .to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (index, byte) in uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes())
+        .enumerate()
+    {
+        bytes[index] = *byte;
+    }
+    bytes
+}
+
+/// The response parameters of the URL the holder's browser was sent back to.
+pub fn authorization_response(url: &str) -> Value {
+    assert!(url.starts_with(WALLET_REDIRECT), "{url}");
+    let url = url::Url::parse(url).expect("redirect URL");
+    Value::Object(
+        url.query_pairs()
+            .map(|(name, value)| (name.into_owned(), Value::from(value.into_owned())))
+            .collect(),
+    )
+}
+
+/// The form of a token request exchanging an authorization code.
+pub fn code_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", AUTHORIZATION_CODE_GRANT),
+        ("code", code),
+        ("redirect_uri", WALLET_REDIRECT),
+        ("code_verifier", verifier),
+        ("client_id", WALLET_CLIENT),
+    ]
+}
+
 impl TestApp {
     pub fn clock_seconds(&self) -> i64 {
         use vellum::clock::Clock;
@@ -185,6 +266,11 @@ pub struct CheckedSdJwt {
 }
 
 pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
+    check_sd_jwt_against(&app.get_json("/jwks").await, compact)
+}
+
+/// [`check_sd_jwt`] with the issuer's JWKS at hand (an issuer that is not a [`TestApp`]).
+pub fn check_sd_jwt_against(jwks: &Value, compact: &str) -> CheckedSdJwt {
     assert!(
         compact.ends_with('~'),
         "an SD-JWT without key binding ends with ~"
@@ -201,7 +287,6 @@ pub async fn check_sd_jwt(app: &TestApp, compact: &str) -> CheckedSdJwt {
     };
     // Any other DID URL names one of our keys by its fragment (as our did:web document does).
     let kid = kid.rsplit('#').next().expect("kid");
-    let jwks = app.get_json("/jwks").await;
     let jwk = match issuer_key {
         Some(jwk) => jwk,
         None => Jwk::from_value(
