@@ -184,6 +184,13 @@ pub struct ClientAttestationConfig {
     /// The public keys (JWKs) of the wallet providers whose attestations are accepted.
     #[serde(default)]
     pub trusted_keys: Vec<serde_json::Value>,
+    /// PEM files of the certificates (trust anchors) under which wallet providers sign: an
+    /// attestation whose `x5c` chains to one is accepted.
+    #[serde(default)]
+    pub trusted_certificates: Vec<PathBuf>,
+    /// The anchors read from `trusted_certificates` (DER), read once.
+    #[serde(skip)]
+    anchors: std::sync::OnceLock<Vec<Vec<u8>>>,
 }
 
 impl ClientAttestationConfig {
@@ -193,6 +200,18 @@ impl ClientAttestationConfig {
             .iter()
             .filter_map(|name| Algorithm::parse(name).ok())
             .collect()
+    }
+
+    /// The certificates of `trusted_certificates` (DER); read and checked at start, so a file
+    /// that became unreadable since leaves only the others.
+    pub fn anchors(&self) -> &[Vec<u8>] {
+        self.anchors.get_or_init(|| {
+            self.trusted_certificates
+                .iter()
+                .filter_map(|path| read_certificates(path).ok())
+                .flatten()
+                .collect()
+        })
     }
 
     /// The trusted wallet-provider keys, parsed; validated at start so none is dropped here.
@@ -217,6 +236,12 @@ pub struct MetadataConfig {
     pub x5_chain_file: Option<PathBuf>,
     /// How long a signed metadata document is valid (`exp` - `iat`).
     pub validity_seconds: u32,
+}
+
+/// The certificates (DER) of a PEM file.
+fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read_to_string(path).map_err(|error| error.to_string())?;
+    vellum_formats::x509::from_pem_chain(&pem).map_err(|error| error.to_string())
 }
 
 /// An OpenID Connect provider (`[authorization.providers.<id>]`), a confidential client of it.
@@ -746,6 +771,14 @@ impl Config {
                 return fail(
                     "client_attestation.signing_alg_values_supported",
                     &format!("{name:?} is not one of ES256, ES384, EdDSA"),
+                );
+            }
+        }
+        for path in &attestation.trusted_certificates {
+            if let Err(why) = read_certificates(path) {
+                return fail(
+                    "client_attestation.trusted_certificates",
+                    &format!("{}: {why}", path.display()),
                 );
             }
         }

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use vellum_formats::jose::{Jwk, UnverifiedJws};
+use vellum_formats::x509;
 
 use super::nonces;
 use crate::clock::Millis;
@@ -141,10 +142,17 @@ fn check_attestation(
             "uses alg {algorithm}, which is not accepted"
         )));
     }
-    let trusted = settings
-        .keys()
-        .iter()
-        .any(|key| key.algorithm().ok() == Some(algorithm) && jws.verify_with(key).is_ok());
+    let trusted = match jws.header.get("x5c") {
+        // A certificate chain to a trusted anchor names the wallet provider's key.
+        Some(x5c) => {
+            let key = certified_key(settings.anchors(), x5c, now).map_err(|why| invalid(&why))?;
+            key.algorithm().ok() == Some(algorithm) && jws.verify_with(&key).is_ok()
+        }
+        None => settings
+            .keys()
+            .iter()
+            .any(|key| key.algorithm().ok() == Some(algorithm) && jws.verify_with(key).is_ok()),
+    };
     if !trusted {
         return Err(invalid(
             "is not signed by a wallet provider this issuer trusts",
@@ -186,6 +194,39 @@ fn check_attestation(
         return Err(invalid("carries a private key in cnf.jwk"));
     }
     Ok((client_id.to_owned(), key))
+}
+
+/// The key of the leaf of `x5c` (standard base64 DER certificates, leaf first), once the chain
+/// verifies up to one of the trust anchors and every certificate is valid now.
+fn certified_key(anchors: &[Vec<u8>], x5c: &Value, now: Millis) -> Result<Jwk, String> {
+    use base64::Engine as _;
+    let entries = x5c
+        .as_array()
+        .filter(|entries| !entries.is_empty() && entries.len() <= 8)
+        .ok_or("has an x5c that is not a list of 1-8 certificates")?;
+    let chain = entries
+        .iter()
+        .map(|entry| {
+            entry
+                .as_str()
+                .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                .ok_or("has an x5c entry that is not base64 DER")
+        })
+        .collect::<Result<Vec<Vec<u8>>, _>>()?;
+    let seconds = now.div_euclid(1000);
+    let chains_to = |anchor: &Vec<u8>| {
+        let mut path = chain.clone();
+        if path.last() != Some(anchor) {
+            path.push(anchor.clone());
+        }
+        x509::verify_chain(&path, Some(seconds)).is_ok()
+    };
+    if !anchors.iter().any(chains_to) {
+        return Err(
+            "has an x5c chain to no certificate this issuer trusts, or one not valid now".into(),
+        );
+    }
+    x509::leaf_public_jwk(&chain[0]).map_err(|_| "has an x5c leaf with an unsupported key".into())
 }
 
 /// A PoP that passed every check but the single use of its `jti`.

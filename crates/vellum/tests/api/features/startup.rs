@@ -110,6 +110,11 @@ async fn settings_that_could_not_work_are_refused_in_one_line_naming_the_key() {
             "metadata.signing_key",
         ),
         (
+            "VELLUM_CLIENT_ATTESTATION__TRUSTED_CERTIFICATES",
+            "[\"/nonexistent/ca.pem\"]",
+            "client_attestation.trusted_certificates",
+        ),
+        (
             "VELLUM_METADATA__X5_CHAIN_FILE",
             "/nonexistent/chain.pem",
             "metadata.x5_chain_file",

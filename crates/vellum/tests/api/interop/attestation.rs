@@ -275,3 +275,53 @@ async fn public_clients_are_accepted_only_where_configured() {
     .await;
     refused.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_client_attestation");
 }
+
+/// A wallet provider may be trusted by its CA instead of by its key: the attestation's x5c
+/// chains to a configured certificate, valid now.
+#[tokio::test]
+async fn a_wallet_provider_certified_by_a_trusted_ca_is_trusted() {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (certified, anchor) = WalletProvider::certified(now, 86_400);
+    let (stranger, _) = WalletProvider::certified(now, 86_400);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let anchor_file = dir.path().join("wallet-ca.pem");
+    std::fs::write(&anchor_file, anchor).expect("write the CA");
+    let config = json!({"client_attestation": {"trusted_certificates": [anchor_file]}});
+    let setup = setup_with(config, json!({}), None).await;
+    let app = &setup.app;
+    let (_, issuer_state) = authorized_offer(&setup).await;
+
+    let instance = certified.instance(app, WALLET_CLIENT);
+    let pushed = push_as(
+        app,
+        &Authorization::new().form(&issuer_state),
+        Some(&instance),
+    )
+    .await;
+    assert_eq!(pushed.status, StatusCode::CREATED, "{}", pushed.text);
+
+    // Another CA's provider; the trusted CA's certificate with another key's signature.
+    let foreign = stranger.instance(app, WALLET_CLIENT);
+    let impostor = WalletProvider {
+        key: stranger.key,
+        x5c: certified.x5c.clone(),
+    }
+    .instance(app, WALLET_CLIENT);
+    for (case, instance, why) in [
+        ("another CA", foreign, "chain to no certificate"),
+        (
+            "a borrowed certificate",
+            impostor,
+            "not signed by a wallet provider",
+        ),
+    ] {
+        let reply = push_as(
+            app,
+            &Authorization::new().form(&issuer_state),
+            Some(&instance),
+        )
+        .await;
+        reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_client_attestation");
+        assert!(reply.text.contains(why), "{case}: {}", reply.text);
+    }
+}

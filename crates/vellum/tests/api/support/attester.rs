@@ -10,6 +10,8 @@ use crate::support::{TestApp, now_millis, signed};
 
 pub struct WalletProvider {
     pub key: SigningKey,
+    /// Its certificate (base64 DER), when a CA certifies it: attestations then carry it as x5c.
+    pub x5c: Option<String>,
 }
 
 /// One wallet instance: its key and the attestation its provider gave it.
@@ -23,7 +25,45 @@ impl WalletProvider {
     pub fn new() -> Self {
         WalletProvider {
             key: SigningKey::generate(Algorithm::ES256),
+            x5c: None,
         }
+    }
+
+    /// A wallet provider whose key a new CA certifies, valid around `now` (Unix seconds) for
+    /// `lifetime` seconds; returns it and the CA's certificate as PEM (the trust anchor).
+    pub fn certified(now: i64, lifetime: i64) -> (Self, String) {
+        use base64::Engine as _;
+        use vellum_formats::x509::{self, CertificateProfile, Leaf, Subject, Validity};
+        let subject = |name: &str| Subject {
+            common_name: name.into(),
+            country: None,
+            organization: Some("Test wallet provider".into()),
+        };
+        let validity = Validity {
+            not_before: now - 60,
+            not_after: now + lifetime,
+        };
+        let ca_key = SigningKey::generate(Algorithm::ES256);
+        let ca = x509::iaca(&ca_key, &subject("Test wallet CA"), &validity, &[1]).expect("CA");
+        let key = SigningKey::generate(Algorithm::ES256);
+        let leaf = x509::issue_leaf(
+            &ca_key,
+            &ca,
+            &Leaf {
+                subject_key: &key.public_jwk(),
+                subject: &subject("Test wallet provider"),
+                validity: &validity,
+                profile: CertificateProfile::SdJwtSigner,
+                serial: &[2],
+                alt_names: &[],
+            },
+        )
+        .expect("leaf");
+        let provider = WalletProvider {
+            key,
+            x5c: Some(base64::engine::general_purpose::STANDARD.encode(leaf)),
+        };
+        (provider, x509::to_pem(&ca))
     }
 
     /// The issuer's `[client_attestation]` trusting this provider, `extra` merged in.
@@ -57,11 +97,11 @@ impl WalletProvider {
             "wallet_name": "Test Wallet",
         });
         apply(&mut claims, changes);
-        signed(
-            json!({"typ": "oauth-client-attestation+jwt"}),
-            &claims,
-            &self.key,
-        )
+        let mut header = json!({"typ": "oauth-client-attestation+jwt"});
+        if let Some(x5c) = &self.x5c {
+            header["x5c"] = json!([x5c]);
+        }
+        signed(header, &claims, &self.key)
     }
 
     /// A new wallet instance of `client_id`, attested.
