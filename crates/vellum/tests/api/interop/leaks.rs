@@ -3,7 +3,10 @@
 //! management listing or line of the real binary's log (at trace level) holds a pre-authorized
 //! code, an offer handle, a tx code, an access token, a nonce, a DPoP proof, the API key, the
 //! master key, a webhook's bearer token or signing secret, a stream token, or a private key
-//! member.
+//! member; and after an authorization code flow with a real OpenID provider, wallet attestation,
+//! DPoP and refresh tokens, none holds an issuer_state, a request_uri, the provider's code or
+//! state, an authorization code, a PKCE verifier, a refresh token, the provider client secret, an
+//! attestation PoP or a DPoP proof.
 
 use base64::Engine;
 use reqwest::{Client, Method, StatusCode};
@@ -11,10 +14,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
+use crate::support::attester::{self, WalletProvider};
 use crate::support::database::TestDir;
 use crate::support::interop::wallet_redeems;
 use crate::support::process;
-use crate::support::wallet::PRE_AUTHORIZED_GRANT;
+use crate::support::provider::{self, Provider};
+use crate::support::wallet::{
+    AUTHORIZATION_CODE_GRANT, Authorization, PRE_AUTHORIZED_GRANT, WALLET_CLIENT, WALLET_REDIRECT,
+    Wallet, authorization_response,
+};
 use crate::support::webhooks::Receiver;
 use crate::support::{API_KEY, MASTER_KEY};
 use crate::support::{free_port, profile_body, signed};
@@ -347,8 +355,13 @@ async fn no_secret_reaches_an_event_a_webhook_a_listing_or_the_log() {
 
     // An offer by value has no handle.
     secrets.retain(|secret| !secret.is_empty());
-    for (what, text) in &seen {
-        for secret in &secrets {
+    assert_hidden(&seen, &secrets);
+}
+
+/// No text seen holds a secret or a private key member.
+fn assert_hidden(seen: &[(String, String)], secrets: &[String]) {
+    for (what, text) in seen {
+        for secret in secrets {
             assert!(
                 !text.contains(secret.as_str()),
                 "{what} holds the secret {secret}:\n{text}"
@@ -365,4 +378,293 @@ async fn no_secret_reaches_an_event_a_webhook_a_listing_or_the_log() {
 fn has_private_member(text: &str) -> bool {
     text.match_indices("\"d\"")
         .any(|(at, found)| text[at + found.len()..].trim_start().starts_with(':'))
+}
+
+#[tokio::test]
+async fn no_secret_of_the_code_flow_reaches_an_event_a_webhook_a_listing_or_the_log() {
+    let receiver = Receiver::start(Vec::new()).await;
+    let dir = TestDir::new().await;
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let provider = Provider::start(free_port(), &url).await;
+    let wallet_provider = WalletProvider::new();
+    let trusted: Vec<String> = wallet_provider
+        .key
+        .public_jwk()
+        .to_value()
+        .as_object()
+        .expect("JWK")
+        .iter()
+        .map(|(name, value)| format!("{name} = {value}"))
+        .collect();
+    let server = process::start(
+        &dir,
+        port,
+        &[
+            ("VELLUM_LOG", "trace".into()),
+            (
+                "VELLUM_NOTIFICATIONS__ALLOW_PRIVATE_TARGETS",
+                "[\"127.0.0.1/32\"]".into(),
+            ),
+            (
+                "VELLUM_AUTHORIZATION__PROVIDERS__CORP__ISSUER",
+                provider.issuer.clone(),
+            ),
+            (
+                "VELLUM_AUTHORIZATION__PROVIDERS__CORP__CLIENT_ID",
+                provider::CLIENT_ID.into(),
+            ),
+            (
+                "VELLUM_AUTHORIZATION__PROVIDERS__CORP__CLIENT_SECRET",
+                provider::CLIENT_SECRET.into(),
+            ),
+            (
+                "VELLUM_AUTHORIZATION__PROVIDERS__CORP__SCOPES",
+                "[\"openid\", \"profile\"]".into(),
+            ),
+            ("VELLUM_AUTHORIZATION__REFRESH_TOKENS", "true".into()),
+            ("VELLUM_DPOP__REQUIRE_NONCE", "false".into()),
+            (
+                "VELLUM_CLIENT_ATTESTATION__TRUSTED_KEYS",
+                format!("[{{{}}}]", trusted.join(", ")),
+            ),
+        ],
+    )
+    .await;
+    let issuer = Issuer {
+        client: Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        url: server.url.clone(),
+    };
+    let mut secrets = vec![API_KEY.to_owned(), provider::CLIENT_SECRET.to_owned()];
+    let mut profile = profile_body(json!({
+        "identityProvider": provider::PROVIDER,
+        "idTokenClaimsMapping": {"/given_name": "/given_name"},
+        "notifications": {"webhook": {"url": receiver.url}},
+    }));
+    profile["id"] = json!("scanned-code-flow");
+    issuer
+        .api(Method::POST, "/api/v1/profiles", Some(profile))
+        .await;
+    let created = issuer
+        .api(
+            Method::POST,
+            "/api/v1/offers",
+            Some(json!({"profileId": "scanned-code-flow", "authMethod": "AUTHORIZED"})),
+        )
+        .await;
+    let (offer, handle) = issuer.offer(&created).await;
+    let issuer_state = offer["grants"][AUTHORIZATION_CODE_GRANT]["issuer_state"]
+        .as_str()
+        .expect("issuer_state")
+        .to_owned();
+
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let instance = wallet_provider.instance_at(now(), WALLET_CLIENT);
+    let dpop_key = SigningKey::generate(Algorithm::ES256);
+    let dpop = |path: &str, token: Option<&str>| {
+        let mut claims = json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": "POST",
+                                "htu": format!("{url}{path}"), "iat": now()});
+        if let Some(token) = token {
+            claims["ath"] = json!(jose::b64(Sha256::digest(token.as_bytes())));
+        }
+        signed(
+            json!({"typ": "dpop+jwt", "jwk": dpop_key.public_jwk().to_value()}),
+            &claims,
+            &dpop_key,
+        )
+    };
+    let attested = |request: reqwest::RequestBuilder, proofs: &mut Vec<String>| {
+        let pop = instance.pop_for(&url, now(), json!({}));
+        proofs.push(pop.clone());
+        attester::headers(request, &instance.attestation, &pop)
+    };
+    let mut proofs = Vec::new();
+
+    let authorization = Authorization::new();
+    let par_proof = dpop("/par", None);
+    let pushed: Value = attested(
+        issuer
+            .client
+            .post(format!("{url}/par"))
+            .form(&authorization.form(&issuer_state))
+            .header("DPoP", &par_proof),
+        &mut proofs,
+    )
+    .send()
+    .await
+    .expect("PAR")
+    .json()
+    .await
+    .expect("JSON");
+    let request_uri = pushed["request_uri"]
+        .as_str()
+        .expect("request_uri")
+        .to_owned();
+    let to_provider = issuer
+        .client
+        .get(format!("{url}/authorize"))
+        .query(&[
+            ("client_id", WALLET_CLIENT),
+            ("request_uri", request_uri.as_str()),
+        ])
+        .send()
+        .await
+        .expect("authorize");
+    let to_provider = to_provider.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let callback_prefix = format!("{url}/authorize/callback");
+    let callback = provider::log_in(&to_provider, "alice", &callback_prefix).await;
+    let callback_url = url::Url::parse(&callback).expect("callback URL");
+    for (name, value) in callback_url.query_pairs() {
+        if name == "code" || name == "state" {
+            secrets.push(value.into_owned());
+        }
+    }
+    let to_wallet = issuer.client.get(&callback).send().await.expect("callback");
+    let to_wallet = to_wallet.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let code = authorization_response(&to_wallet)["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+
+    let token_proof = dpop("/token", None);
+    let form = [
+        ("grant_type", AUTHORIZATION_CODE_GRANT),
+        ("code", code.as_str()),
+        ("redirect_uri", WALLET_REDIRECT),
+        ("code_verifier", authorization.verifier.as_str()),
+    ];
+    let token: Value = attested(
+        issuer
+            .client
+            .post(format!("{url}/token"))
+            .form(&form)
+            .header("DPoP", &token_proof),
+        &mut proofs,
+    )
+    .send()
+    .await
+    .expect("token")
+    .json()
+    .await
+    .expect("JSON");
+    let access = token["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let refresh = token["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
+    let refresh_proof = dpop("/token", None);
+    let refreshed: Value = attested(
+        issuer
+            .client
+            .post(format!("{url}/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+            ])
+            .header("DPoP", &refresh_proof),
+        &mut proofs,
+    )
+    .send()
+    .await
+    .expect("refresh")
+    .json()
+    .await
+    .expect("JSON");
+    let second_access = refreshed["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+    let second_refresh = refreshed["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+
+    let wallet = Wallet::new();
+    let nonce: Value = issuer
+        .client
+        .post(format!("{url}/nonce"))
+        .send()
+        .await
+        .expect("nonce")
+        .json()
+        .await
+        .expect("JSON");
+    let c_nonce = nonce["c_nonce"].as_str().expect("c_nonce").to_owned();
+    let key_proof = signed(
+        json!({"typ": "openid4vci-proof+jwt", "jwk": wallet.key.public_jwk().to_value()}),
+        &json!({"aud": url, "iat": now(), "nonce": c_nonce}),
+        &wallet.key,
+    );
+    let credential_proof = dpop("/credential", Some(&second_access));
+    let response = issuer
+        .client
+        .post(format!("{url}/credential"))
+        .header("Authorization", format!("DPoP {second_access}"))
+        .header("DPoP", &credential_proof)
+        .json(&json!({"credential_identifier": "identity_credential",
+                      "proofs": {"jwt": [key_proof]}}))
+        .send()
+        .await
+        .expect("credential");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    secrets.extend(proofs);
+    secrets.extend([
+        issuer_state,
+        handle,
+        request_uri,
+        code,
+        authorization.verifier.clone(),
+        access,
+        refresh,
+        second_access,
+        second_refresh,
+        par_proof,
+        token_proof,
+        refresh_proof,
+        credential_proof,
+        c_nonce,
+    ]);
+
+    let events = issuer
+        .api(Method::GET, "/api/v1/events?limit=1000", None)
+        .await;
+    let count = events["items"].as_array().expect("items").len();
+    assert!(count >= 8, "{events}");
+    let received = receiver.wait_for(count).await;
+    let mut seen = vec![("events".to_owned(), events.to_string())];
+    let sessions = issuer.api(Method::GET, "/api/v1/sessions", None).await;
+    seen.push(("sessions".into(), sessions.to_string()));
+    for delivery in received {
+        seen.push((
+            "webhook body".into(),
+            String::from_utf8_lossy(&delivery.raw).into_owned(),
+        ));
+    }
+    let log = std::fs::read_to_string(&server.log).expect("log");
+    assert!(
+        log.contains("request"),
+        "the log holds the debug lines:\n{log}"
+    );
+    seen.push(("log".into(), log));
+    secrets.retain(|secret| !secret.is_empty());
+    assert_hidden(&seen, &secrets);
+    provider.stop().await;
 }
