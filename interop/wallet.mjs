@@ -39,10 +39,20 @@
 // does, and presents the DPoP-bound token with a proof at the credential endpoint. With DPoP the
 // wallet fails unless the token it got is of type DPoP.
 //
+// With VELLUM_WALLET_REFRESH=1 (code flow only), once it has its credential the wallet uses the
+// refresh token of the code's token response (RFC 6749 §6) as the library does, proving the same
+// DPoP key and sending the same wallet instance's attestation, since the refresh token is bound to
+// both; it fails unless the token response had a refresh_token and the new token is of type DPoP.
+// With the new token it asks for the credential again (a new proof, by the same holder key, of a
+// new nonce) and verifies that one as it did the first.
+//
 // Prints one JSON object on stdout: {credential, holderJwk, verified: true, grant, claims}, grant
 // being the grant type the token was got with; for an mdoc, claims is {namespace: {element:
 // value}} as @auth0/mdl decoded it (dates as strings, byte strings base64url) and docType names
-// the document type.
+// the document type. With VELLUM_WALLET_REFRESH=1 it adds refreshed: {credential, holderJwk,
+// verified: true, claims} for the credential got again, refreshTokens: [the code's, the refresh's (null without
+// one)], so a test can look for them where they must not be, and refreshTokenRotated: whether the
+// refresh answered another refresh token than the one it used.
 // Exits non-zero with a message on stderr on any failure (with an OAuth error response, its error
 // and error_description as the library reports them).
 
@@ -93,6 +103,7 @@ const REDIRECT_URI = 'org.vellum.interop-wallet:/callback'
 // The attestation's iss: the wallet provider is played by the wallet itself here.
 const WALLET_PROVIDER = 'https://wallet-provider.vellum-interop.invalid'
 const ATTESTATION_LIFETIME_MS = 60 * 60 * 1000
+const REFRESH = process.env.VELLUM_WALLET_REFRESH === '1'
 const USAGE = `usage: node wallet.mjs <offer-uri> [tx-code]
        node wallet.mjs --issuer <issuer-url> --configuration <credential-configuration-id>`
 
@@ -249,7 +260,8 @@ callbacks.clientAuthentication = attestation
 /**
  * The authorization code flow, DPoP-bound from the pushed request on, for an issuer-initiated
  * offer or, without `credentialOffer`, wallet-initiated for `credentialConfigurationId`: the
- * access token response and the DPoP state (key and latest server nonce).
+ * access token response, the DPoP state (key and latest server nonce) and the metadata of the
+ * authorization server that answered it.
  */
 async function retrieveAccessTokenByLogin(client, issuerMetadata, credentialConfigurationId, credentialOffer) {
   const username = process.env.VELLUM_WALLET_USER
@@ -315,14 +327,38 @@ async function retrieveAccessTokenByLogin(client, issuerMetadata, credentialConf
     redirectUri: REDIRECT_URI,
     dpop: authorization.dpop,
   }
-  if (credentialOffer) {
-    return client.retrieveAuthorizationCodeAccessTokenFromOffer({ ...exchange, credentialOffer, issuerMetadata })
+  const token = credentialOffer
+    ? await client.retrieveAuthorizationCodeAccessTokenFromOffer({ ...exchange, credentialOffer, issuerMetadata })
+    : await oauth2Client.retrieveAuthorizationCodeAccessToken({
+        ...exchange,
+        authorizationServerMetadata,
+        resource: issuerMetadata.credentialIssuer.credential_issuer,
+      })
+  return { ...token, authorizationServerMetadata }
+}
+
+/**
+ * Exchanges the refresh token of the code flow's `token` for a new access token at the server that
+ * issued it, with the DPoP key and server nonce of the exchange and, through the callbacks' client
+ * authentication, the same wallet instance's attestation. Returns the new token and the refresh
+ * tokens seen, the code's and the refresh's.
+ */
+async function refreshAccessToken(issuerMetadata, token) {
+  const refreshToken = token.accessTokenResponse.refresh_token
+  if (!refreshToken) {
+    throw new Error(`the code's token response has no refresh_token: ${JSON.stringify(Object.keys(token.accessTokenResponse))}`)
   }
-  return oauth2Client.retrieveAuthorizationCodeAccessToken({
-    ...exchange,
-    authorizationServerMetadata,
+  const refreshed = await new Oauth2Client({ callbacks }).retrieveRefreshTokenAccessToken({
+    authorizationServerMetadata: token.authorizationServerMetadata,
+    refreshToken,
+    // As the library sends it with the code.
     resource: issuerMetadata.credentialIssuer.credential_issuer,
+    dpop: { ...token.dpop, signer: dpopSigner },
   })
+  if (refreshed.accessTokenResponse.token_type !== 'DPoP') {
+    throw new Error(`the refresh gave a token of type ${refreshed.accessTokenResponse.token_type}, not DPoP`)
+  }
+  return { token: refreshed, refreshTokens: [refreshToken, refreshed.accessTokenResponse.refresh_token ?? null] }
 }
 
 /**
@@ -366,11 +402,23 @@ async function redeem() {
   } else {
     throw new Error(`the offer has no grant this wallet uses: ${JSON.stringify(grants)}`)
   }
-  const { accessTokenResponse, dpop } = token
-  if (useDpop && accessTokenResponse.token_type !== 'DPoP') {
-    throw new Error(`asked for a DPoP-bound token, got token_type ${accessTokenResponse.token_type}`)
+  if (REFRESH && grant !== authorizationCodeGrantIdentifier) {
+    throw new Error(`VELLUM_WALLET_REFRESH=1 needs the authorization code flow, the offer has ${grant}`)
   }
+  if (useDpop && token.accessTokenResponse.token_type !== 'DPoP') {
+    throw new Error(`asked for a DPoP-bound token, got token_type ${token.accessTokenResponse.token_type}`)
+  }
+  const credential = await requestCredential(client, issuerMetadata, credentialConfigurationId, token, useDpop)
+  if (!REFRESH) return { issuer, configuration, credential, grant }
 
+  const { token: refreshed, refreshTokens } = await refreshAccessToken(issuerMetadata, token)
+  const again = await requestCredential(client, issuerMetadata, credentialConfigurationId, refreshed, true)
+  return { issuer, configuration, credential, grant, refresh: { credential: again, refreshTokens } }
+}
+
+/** One credential for the holder key, asked for with `token` (proving its DPoP key if `useDpop`). */
+async function requestCredential(client, issuerMetadata, credentialConfigurationId, token, useDpop) {
+  const { accessTokenResponse, dpop } = token
   const { c_nonce: nonce } = await client.requestNonce({ issuerMetadata })
   const { jwt: proof } = await client.createCredentialRequestJwtProof({
     issuerMetadata,
@@ -390,7 +438,7 @@ async function redeem() {
   if (credentials.length !== 1 || typeof credentials[0].credential !== 'string') {
     throw new Error(`expected one compact credential, got ${JSON.stringify(credentialResponse)}`)
   }
-  return { issuer, configuration, credential: credentials[0].credential, grant }
+  return credentials[0].credential
 }
 
 /** Verifies the SD-JWT VC with the issuer key named by `kid`, from the jwt-vc-issuer metadata. */
@@ -638,22 +686,28 @@ async function verifyMdoc(configuration, credential) {
   return { docType, claims, deviceJwk }
 }
 
-try {
-  const { issuer, configuration, credential, grant } = await redeem()
-  let claims
-  let extra = {}
-  if (configuration.format === 'dc+sd-jwt') {
-    claims = await verify(issuer, credential)
-  } else if (configuration.format === 'jwt_vc_json') {
-    claims = await verifyJwtVc(configuration, credential)
-  } else if (configuration.format === 'mso_mdoc') {
-    const { docType, claims: elements } = await verifyMdoc(configuration, credential)
-    claims = elements
-    extra = { docType }
-  } else {
-    throw new Error(`the wallet cannot verify format ${configuration.format}`)
+/** The credential's claims, checked by the verifier of the configuration's format (and an mdoc's docType). */
+async function verifyCredential(issuer, configuration, credential) {
+  if (configuration.format === 'dc+sd-jwt') return { claims: await verify(issuer, credential) }
+  if (configuration.format === 'jwt_vc_json') return { claims: await verifyJwtVc(configuration, credential) }
+  if (configuration.format === 'mso_mdoc') {
+    const { docType, claims } = await verifyMdoc(configuration, credential)
+    return { claims, docType }
   }
-  process.stdout.write(`${JSON.stringify({ credential, holderJwk, verified: true, grant, claims, ...extra })}\n`)
+  throw new Error(`the wallet cannot verify format ${configuration.format}`)
+}
+
+try {
+  const { issuer, configuration, credential, grant, refresh } = await redeem()
+  const verified = await verifyCredential(issuer, configuration, credential)
+  const output = { credential, holderJwk, verified: true, grant, ...verified }
+  if (refresh) {
+    const again = await verifyCredential(issuer, configuration, refresh.credential)
+    output.refreshed = { credential: refresh.credential, holderJwk, verified: true, ...again }
+    output.refreshTokens = refresh.refreshTokens
+    output.refreshTokenRotated = refresh.refreshTokens[1] !== null && refresh.refreshTokens[1] !== refresh.refreshTokens[0]
+  }
+  process.stdout.write(`${JSON.stringify(output)}\n`)
 } catch (error) {
   const detail = error?.response?.status ? ` (HTTP ${error.response.status} from ${error.response.url})` : ''
   fail(`${error?.stack ?? error}${detail}`)

@@ -37,9 +37,18 @@ const CODE_FLOW_EVENTS: [&str; 3] = [
 
 /// An issuer whose holders log in at a provider of its own and that trusts the attestations of
 /// `wallet_provider`, requiring one of every wallet; `config` is layered over the test defaults.
-async fn app_trusting(wallet_provider: &WalletProvider, mut config: Value) -> (TestApp, Provider) {
+async fn app_trusting(wallet_provider: &WalletProvider, config: Value) -> (TestApp, Provider) {
+    app_trusting_with(wallet_provider, config, json!({})).await
+}
+
+/// [`app_trusting`] with `authorization` merged into its `[authorization]` settings.
+async fn app_trusting_with(
+    wallet_provider: &WalletProvider,
+    mut config: Value,
+    authorization: Value,
+) -> (TestApp, Provider) {
     config["client_attestation"] = wallet_provider.settings(json!({}));
-    provider::app_with_provider_over(config, json!({}), None).await
+    provider::app_with_provider_over(config, authorization, None).await
 }
 
 /// The SD-JWT VC profile whose claims come from the holder's ID token; `extra` is merged in.
@@ -269,6 +278,57 @@ async fn oid4vc_ts_wallet_gets_an_mdl_with_the_holders_id_token_claims_by_the_co
     );
 
     assert_code_flow_events(&app, &session, "generated_mdoc").await;
+}
+
+/// The wallet uses the refresh token of its code exchange, with the same DPoP key and wallet
+/// instance, for a new DPoP-bound token, and gets the session's credential again with it: both
+/// credentials carry bob's claims, and no event records a refresh token.
+#[tokio::test]
+async fn oid4vc_ts_wallet_refreshes_its_token_and_gets_the_credential_again() {
+    let wallet_provider = WalletProvider::new();
+    let (app, _provider) =
+        app_trusting_with(&wallet_provider, json!({}), json!({"refresh_tokens": true})).await;
+    let profile = id_token_profile(&app, json!({})).await;
+    let refresh = OsStr::new("1");
+    let (session, output) = wallet_logs_in(
+        &app,
+        &profile,
+        &wallet_provider,
+        HOLDER,
+        &[("VELLUM_WALLET_REFRESH", refresh)],
+    )
+    .await;
+    let wallet = redeemed(&output);
+    let refreshed = &wallet["refreshed"];
+    assert_eq!(refreshed["verified"], true, "{wallet}");
+    assert_ne!(refreshed["credential"], wallet["credential"], "{wallet}");
+    assert_eq!(wallet["refreshTokenRotated"], true, "{wallet}");
+
+    assert_bobs_sd_jwt_vc(&app, &wallet).await;
+    assert_bobs_sd_jwt_vc(&app, refreshed).await;
+
+    assert_code_flow_events(&app, &session, "sdjwt_issue").await;
+    let events = events(&app, &session).await;
+    let of_type = |kind: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|event| event["type"] == kind)
+            .map(|event| &event["data"])
+            .collect()
+    };
+    assert_eq!(of_type("sdjwt_issue").len(), 2, "{events:?}");
+    let tokens = of_type("requested_token");
+    assert_eq!(tokens.len(), 2, "{events:?}");
+    assert_eq!(
+        tokens[1]["tokenRequest"]["grant_type"], "refresh_token",
+        "{}",
+        tokens[1]
+    );
+    let recorded = serde_json::to_string(&events).expect("the events as JSON");
+    for token in wallet["refreshTokens"].as_array().expect("refreshTokens") {
+        let token = token.as_str().expect("a refresh token");
+        assert!(!recorded.contains(token), "{token} in {recorded}");
+    }
 }
 
 /// No offer: the wallet reads the metadata, pushes a request for the configuration's scope without
