@@ -89,7 +89,8 @@ pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output 
 /// [`oid4vc_ts_wallet`] with its settings in the environment: `VELLUM_WALLET_DPOP=1` (use DPoP),
 /// `VELLUM_IACA_PEM` (the IACA an mdoc is verified against), `VELLUM_WALLET_USER` and
 /// `VELLUM_WALLET_PASSWORD` (the holder's login in the code flow), `VELLUM_WALLET_PROVIDER_JWK`
-/// (the private key of the wallet provider that attests the wallet).
+/// (the private key of the wallet provider that attests the wallet), `VELLUM_WALLET_REFRESH=1`
+/// (after the code flow, refresh the token and get the credential again).
 pub async fn oid4vc_ts_wallet_with(
     offer_uri: &str,
     tx_code: Option<&str>,
