@@ -35,6 +35,7 @@ pub enum Purpose {
     Nonce,
     DpopNonce,
     AttestationChallenge,
+    StatusIndex,
     IssuerState,
     UpstreamLogin,
     StreamToken,
@@ -51,6 +52,7 @@ impl Purpose {
             Purpose::Nonce => b"vellum/v1/nonce",
             Purpose::DpopNonce => b"vellum/v1/dpop-nonce",
             Purpose::AttestationChallenge => b"vellum/v1/attestation-challenge",
+            Purpose::StatusIndex => b"vellum/v1/status-index",
             Purpose::IssuerState => b"vellum/v1/issuer-state",
             Purpose::UpstreamLogin => b"vellum/v1/upstream-login",
             Purpose::StreamToken => b"vellum/v1/stream-token",
@@ -132,6 +134,41 @@ impl Secrets {
             mac.update(part);
         }
         mac.finalize().into_bytes().into()
+    }
+
+    /// The `position`-th element of a keyed permutation of `0..size` (`size` >= 1), one per
+    /// `domain`: distinct positions give distinct values, in an order that cannot be told
+    /// without the master key. A status list hands out its entries this way, one after the
+    /// other from a counter, so that indices are unique yet not in issue order (herd privacy).
+    ///
+    /// A four-round Feistel network keyed by HMAC over the smallest even-bit domain that holds
+    /// `size`, walked along its cycle until the value falls inside `0..size`.
+    pub fn permute(&self, purpose: Purpose, domain: &[u8], position: u64, size: u64) -> u64 {
+        assert!(position < size, "position {position} outside 0..{size}");
+        let half = (u64::BITS - (size - 1).leading_zeros()).div_ceil(2).max(1);
+        let mask = (1u64 << half) - 1;
+        let key = self.derived(purpose);
+        let round = |value: u64, round: u8| {
+            let mut mac =
+                <HmacSha256 as Mac>::new_from_slice(key.as_ref()).expect("any key length");
+            mac.update(&(domain.len() as u64).to_be_bytes());
+            mac.update(domain);
+            mac.update(&[round]);
+            mac.update(&value.to_be_bytes());
+            let digest = mac.finalize().into_bytes();
+            u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) & mask
+        };
+        let mut value = position;
+        loop {
+            let (mut left, mut right) = (value >> half, value & mask);
+            for index in 0..4 {
+                (left, right) = (right, left ^ round(right, index));
+            }
+            value = (left << half) | right;
+            if value < size {
+                return value;
+            }
+        }
     }
 
     /// AES-256-GCM with a random nonce; `context` (e.g. the key id) is bound as associated data.
@@ -250,6 +287,36 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_permutation_hands_out_every_index_once_and_not_in_order() {
+        let secrets = Secrets::load(&STANDARD.encode([7u8; 32]), Path::new("unused")).expect("key");
+        for size in [1u64, 2, 3, 7, 100, 1000, 4096, 5000] {
+            let values: Vec<u64> = (0..size)
+                .map(|position| secrets.permute(Purpose::StatusIndex, b"list-1", position, size))
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                (0..size).collect::<Vec<_>>(),
+                "size {size}: a permutation"
+            );
+            if size >= 100 {
+                let ascending = values.windows(2).filter(|pair| pair[0] < pair[1]).count();
+                let share = ascending as f64 / (size - 1) as f64;
+                assert!(
+                    (0.35..0.65).contains(&share),
+                    "size {size}: {share} ascending steps"
+                );
+            }
+        }
+        let other = |list: &[u8]| secrets.permute(Purpose::StatusIndex, list, 0, 100_000);
+        let firsts: std::collections::BTreeSet<u64> =
+            (0..20u8).map(|list| other(&[list])).collect();
+        assert!(firsts.len() > 15, "each list has its own order: {firsts:?}");
+    }
+
     use super::*;
 
     #[test]
