@@ -228,7 +228,11 @@ mod tests {
             written.set(index, *status).expect("set");
         }
         assert_eq!(written.as_bytes(), [0xB9, 0xA3]);
-        assert_eq!(written.to_lst(), SPEC_LST, "zlib at best compression, as the example");
+        assert_eq!(
+            written.to_lst(),
+            SPEC_LST,
+            "zlib at best compression, as the example"
+        );
         assert_eq!(
             StatusList::from_lst(1, &written.to_lst()).expect("round trip"),
             written
