@@ -187,6 +187,113 @@ impl StatusList {
     }
 }
 
+/// The `typ` of a Status List Token as a JWT, and its media type.
+pub const JWT_TYP: &str = "statuslist+jwt";
+pub const JWT_MEDIA_TYPE: &str = "application/statuslist+jwt";
+/// The media type of a Status List Token as a CWT (its COSE `typ`, header 16).
+pub const CWT_MEDIA_TYPE: &str = "application/statuslist+cwt";
+
+/// CWT claim keys (RFC 8392; the status list draft for `ttl` and `status_list`) and the COSE
+/// header labels (RFC 9596 `typ`, RFC 9360 `x5chain`).
+const CWT_SUB: i64 = 2;
+const CWT_EXP: i64 = 4;
+const CWT_IAT: i64 = 6;
+const CWT_TTL: i64 = 65534;
+const CWT_STATUS_LIST: i64 = 65533;
+const COSE_TYP: i64 = 16;
+const COSE_X5CHAIN: i64 = 33;
+
+/// What a Status List Token says besides the list.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenClaims<'a> {
+    /// The list's URI, where it is served (`sub`), as credentials reference it.
+    pub uri: &'a str,
+    /// Unix seconds.
+    pub issued_at: i64,
+    pub expires_at: i64,
+    /// How long a verifier may cache it, in seconds.
+    pub ttl: u64,
+}
+
+/// The Status List Token as a JWT signed by `key`, with `x5c` (standard base64 DER
+/// certificates, leaf first) when given.
+pub fn token_jwt(
+    list: &StatusList,
+    claims: &TokenClaims<'_>,
+    x5c: &[String],
+    key: &jose::SigningKey,
+) -> String {
+    let mut header = serde_json::Map::new();
+    header.insert("typ".into(), serde_json::Value::from(JWT_TYP));
+    if !x5c.is_empty() {
+        header.insert("x5c".into(), serde_json::Value::from(x5c.to_vec()));
+    }
+    let payload = serde_json::json!({
+        "sub": claims.uri,
+        "iat": claims.issued_at,
+        "exp": claims.expires_at,
+        "ttl": claims.ttl,
+        "status_list": {"bits": list.bits, "lst": list.to_lst()},
+    });
+    jose::sign_compact(header, &payload, key)
+}
+
+/// The Status List Token as a CWT: an untagged COSE_Sign1 with `typ` in the protected header and
+/// the certificates (DER, leaf first) as `x5chain` when given.
+pub fn token_cwt(
+    list: &StatusList,
+    claims: &TokenClaims<'_>,
+    x5chain: &[Vec<u8>],
+    key: &jose::SigningKey,
+) -> Result<Vec<u8>, StatusListError> {
+    use ciborium::Value as Cbor;
+    use coset::{AsCborValue, CoseSign1Builder, HeaderBuilder, iana};
+    let encoding = |_| StatusListError::Encoding("CBOR");
+    let status_list = Cbor::Map(vec![
+        (Cbor::Text("bits".into()), Cbor::from(list.bits)),
+        (Cbor::Text("lst".into()), Cbor::Bytes(list.to_zlib())),
+    ]);
+    let payload = Cbor::Map(vec![
+        (Cbor::from(CWT_SUB), Cbor::Text(claims.uri.to_owned())),
+        (Cbor::from(CWT_IAT), Cbor::from(claims.issued_at)),
+        (Cbor::from(CWT_EXP), Cbor::from(claims.expires_at)),
+        (Cbor::from(CWT_TTL), Cbor::from(claims.ttl)),
+        (Cbor::from(CWT_STATUS_LIST), status_list),
+    ]);
+    let mut payload_bytes = Vec::new();
+    ciborium::into_writer(&payload, &mut payload_bytes).map_err(encoding)?;
+    let algorithm = match key.algorithm() {
+        jose::Algorithm::ES256 => iana::Algorithm::ES256,
+        jose::Algorithm::ES384 => iana::Algorithm::ES384,
+        jose::Algorithm::EdDSA => iana::Algorithm::EdDSA,
+    };
+    let mut unprotected = HeaderBuilder::new();
+    match x5chain {
+        [] => {}
+        [single] => unprotected = unprotected.value(COSE_X5CHAIN, Cbor::Bytes(single.clone())),
+        chain => {
+            let chain = chain.iter().cloned().map(Cbor::Bytes).collect();
+            unprotected = unprotected.value(COSE_X5CHAIN, Cbor::Array(chain));
+        }
+    }
+    let sign1 = CoseSign1Builder::new()
+        .protected(
+            HeaderBuilder::new()
+                .algorithm(algorithm)
+                .value(COSE_TYP, Cbor::Text(CWT_MEDIA_TYPE.into()))
+                .build(),
+        )
+        .unprotected(unprotected.build())
+        .payload(payload_bytes)
+        .create_signature(&[], |to_be_signed| key.sign(to_be_signed))
+        .build()
+        .to_cbor_value()
+        .map_err(|_| StatusListError::Encoding("COSE_Sign1"))?;
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&sign1, &mut bytes).map_err(encoding)?;
+    Ok(bytes)
+}
+
 fn check_bits(bits: u8) -> Result<(), StatusListError> {
     if matches!(bits, 1 | 2 | 4 | 8) {
         Ok(())
@@ -256,6 +363,73 @@ mod tests {
         assert_eq!(list.set(0, 4), Err(StatusListError::Value(4)));
         assert_eq!(list.get(12), Err(StatusListError::Index(12)));
         assert_eq!(StatusList::token(3, 8), Err(StatusListError::Bits));
+    }
+
+    #[test]
+    fn the_token_is_a_signed_jwt_and_a_signed_cwt_naming_its_uri() {
+        use ciborium::Value as Cbor;
+        use coset::{CborSerializable, CoseSign1};
+        let key = jose::SigningKey::generate(jose::Algorithm::ES256);
+        let mut list = StatusList::token(2, 1000).expect("list");
+        list.set(7, SUSPENDED).expect("set");
+        let claims = TokenClaims {
+            uri: "https://issuer.example/status/1",
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_086_400,
+            ttl: 300,
+        };
+        let jwt = token_jwt(&list, &claims, &["AAEC".into()], &key);
+        let jws = jose::UnverifiedJws::parse(&jwt).expect("compact JWS");
+        jws.verify_with(&key.public_jwk())
+            .expect("signed by the key");
+        assert_eq!(jws.header["typ"], JWT_TYP);
+        assert_eq!(jws.header["x5c"], serde_json::json!(["AAEC"]));
+        assert_eq!(jws.payload["sub"], claims.uri);
+        assert_eq!(jws.payload["ttl"], 300);
+        let lst = jws.payload["status_list"]["lst"].as_str().expect("lst");
+        assert_eq!(
+            StatusList::from_lst(2, lst).expect("lst").get(7),
+            Ok(SUSPENDED)
+        );
+
+        let cwt = token_cwt(&list, &claims, &[vec![1, 2, 3]], &key).expect("CWT");
+        let sign1 = CoseSign1::from_slice(&cwt).expect("COSE_Sign1");
+        sign1
+            .verify_signature(&[], |signature, to_be_signed| {
+                jose::verify(
+                    &key.public_jwk(),
+                    jose::Algorithm::ES256,
+                    to_be_signed,
+                    signature,
+                )
+            })
+            .expect("signed by the key");
+        let typ = sign1
+            .protected
+            .header
+            .rest
+            .iter()
+            .find(|(label, _)| *label == coset::Label::Int(COSE_TYP))
+            .map(|(_, value)| value.clone());
+        assert_eq!(typ, Some(Cbor::Text(CWT_MEDIA_TYPE.into())));
+        let payload: Cbor =
+            ciborium::from_reader(sign1.payload.as_deref().expect("payload")).expect("CBOR");
+        let entries = payload.as_map().expect("claims");
+        let claim = |key: i64| {
+            entries
+                .iter()
+                .find(|(label, _)| *label == Cbor::from(key))
+                .map(|(_, value)| value.clone())
+                .expect("claim")
+        };
+        assert_eq!(claim(CWT_SUB), Cbor::Text(claims.uri.into()));
+        let status_list = claim(CWT_STATUS_LIST);
+        let lst = status_list.as_map().expect("status_list")[1]
+            .1
+            .as_bytes()
+            .expect("lst bytes")
+            .clone();
+        assert_eq!(StatusList::from_zlib(2, &lst).expect("lst"), list);
     }
 
     #[test]
