@@ -294,6 +294,46 @@ pub fn token_cwt(
     Ok(bytes)
 }
 
+/// The `status` claim of a Referenced Token (an SD-JWT VC): entry `index` of the list at `uri`.
+pub fn reference(index: usize, uri: &str) -> serde_json::Value {
+    serde_json::json!({"status_list": {"idx": index, "uri": uri}})
+}
+
+/// The `credentialStatus` entry of a W3C VC: entry `index`, for `purpose` (`revocation` or
+/// `suspension`), of the Bitstring Status List credential at `uri`.
+pub fn bitstring_entry(uri: &str, index: usize, purpose: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("{uri}#{index}"),
+        "type": "BitstringStatusListEntry",
+        "statusPurpose": purpose,
+        "statusListIndex": index.to_string(),
+        "statusListCredential": uri,
+    })
+}
+
+/// A Bitstring Status List credential (VCDM 2.0, as a JWT) publishing `list` for `purpose` at
+/// `uri`, issued by `issuer` (a DID; `kid` its verification method).
+pub fn bitstring_credential_jwt(
+    list: &StatusList,
+    purpose: &str,
+    issuance: &crate::jwt_vc::Issuance<'_>,
+    key: &jose::SigningKey,
+) -> String {
+    let credential = serde_json::json!({
+        "@context": [crate::jwt_vc::CONTEXT_V2],
+        "type": ["VerifiableCredential", "BitstringStatusListCredential"],
+        "credentialSubject": {
+            "type": "BitstringStatusList",
+            "statusPurpose": purpose,
+            "encodedList": list.to_encoded_list(),
+        },
+    });
+    let serde_json::Value::Object(credential) = credential else {
+        unreachable!("a JSON object literal")
+    };
+    crate::jwt_vc::issue(credential, issuance, key)
+}
+
 fn check_bits(bits: u8) -> Result<(), StatusListError> {
     if matches!(bits, 1 | 2 | 4 | 8) {
         Ok(())
@@ -430,6 +470,43 @@ mod tests {
             .expect("lst bytes")
             .clone();
         assert_eq!(StatusList::from_zlib(2, &lst).expect("lst"), list);
+    }
+
+    #[test]
+    fn credentials_reference_their_entry_and_a_bitstring_list_is_a_vcdm_2_credential() {
+        let uri = "https://issuer.example/status/2";
+        assert_eq!(
+            reference(42, uri),
+            serde_json::json!({"status_list": {"idx": 42, "uri": uri}})
+        );
+        let entry = bitstring_entry(uri, 94567, "revocation");
+        assert_eq!(
+            entry["statusListIndex"], "94567",
+            "a string, as the specification has it"
+        );
+        assert_eq!(entry["id"], format!("{uri}#94567"));
+        let key = jose::SigningKey::generate(jose::Algorithm::ES256);
+        let mut list = StatusList::bitstring(0);
+        list.set(94567, 1).expect("set");
+        let issuance = crate::jwt_vc::Issuance {
+            issuer: "did:example:issuer",
+            kid: "did:example:issuer#key-1",
+            subject: &format!("{uri}#list"),
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_086_400,
+            id: uri,
+        };
+        let jwt = bitstring_credential_jwt(&list, "revocation", &issuance, &key);
+        let jws = jose::UnverifiedJws::parse(&jwt).expect("JWS");
+        jws.verify_with(&key.public_jwk()).expect("signed");
+        let vc = &jws.payload;
+        assert_eq!(vc["id"], uri);
+        assert_eq!(vc["type"][1], "BitstringStatusListCredential");
+        let subject = &vc["credentialSubject"];
+        assert_eq!(subject["statusPurpose"], "revocation");
+        let decoded = StatusList::from_encoded_list(subject["encodedList"].as_str().expect("list"))
+            .expect("encodedList");
+        assert_eq!((decoded.get(94567), decoded.get(94566)), (Ok(1), Ok(0)));
     }
 
     #[test]
