@@ -247,6 +247,8 @@ async fn issue(
         issued_at: now,
         expires_at: expires_at.saturating_mul(1000),
         status: template.definition.credential_status.clone(),
+        status_entry: None,
+        status_value: 0,
     };
     // An offer names one credential configuration: its first credential completes the session.
     let finish = session.status == SessionStatus::Active;

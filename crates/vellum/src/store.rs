@@ -336,6 +336,51 @@ pub struct IssuedCredentialRecord {
     pub expires_at: Millis,
     /// Where its status is published (a status list reference), when it has one.
     pub status: Option<Value>,
+    /// Its entry in a status list of this issuer's: the list and the index.
+    pub status_entry: Option<StatusEntry>,
+    /// Its status there: 0 valid, 1 invalid (revoked), 2 suspended.
+    pub status_value: u8,
+}
+
+/// An entry of a status list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEntry {
+    pub list_id: String,
+    pub index: i64,
+}
+
+/// Which encoding a status list is published in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusListKind {
+    /// The IETF Token Status List (SD-JWT VC, mdoc).
+    Token,
+    /// The W3C Bitstring Status List (W3C VCs).
+    Bitstring,
+}
+
+stored_names!(StatusListKind {
+    Token => "TOKEN",
+    Bitstring => "BITSTRING",
+});
+
+/// A status list: its shape, and how many of its entries are handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusListRecord {
+    pub id: String,
+    pub kind: StatusListKind,
+    pub bits: u8,
+    pub size: i64,
+    pub allocated: i64,
+    pub created_at: Millis,
+    pub changed_at: Millis,
+}
+
+/// An entry handed out: its list, and its place in the list's allocation order (the index is
+/// derived from it, see the migration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAllocation {
+    pub list: StatusListRecord,
+    pub position: i64,
 }
 
 /// A credential request that succeeded, committed at once: the access token it used (still
@@ -610,6 +655,18 @@ pub trait CredentialStore: Send + Sync {
         &self,
         session: SessionId,
     ) -> StoreResult<Vec<IssuedCredentialRecord>>;
+    /// Hands out the next entry of the newest status list of this kind and shape that has room,
+    /// making a new list when none has: never the same entry twice, across instances.
+    async fn allocate_status_entry(
+        &self,
+        kind: StatusListKind,
+        bits: u8,
+        size: i64,
+        now: Millis,
+    ) -> StoreResult<StatusAllocation>;
+    async fn status_list(&self, id: &str) -> StoreResult<Option<StatusListRecord>>;
+    /// The entries of a list that are not valid: index and status, by index.
+    async fn status_entries(&self, list_id: &str) -> StoreResult<Vec<(i64, u8)>>;
 }
 
 /// The authorization code flow's requests.

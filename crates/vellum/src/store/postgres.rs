@@ -66,6 +66,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_refresh_tokens.sql",
         include_str!("../../migrations/postgres/0007_refresh_tokens.sql"),
     ),
+    (
+        "0008_status_lists.sql",
+        include_str!("../../migrations/postgres/0008_status_lists.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -1410,6 +1414,9 @@ impl CredentialStore for PostgresStore {
                     &credential.issued_at,
                     &credential.expires_at,
                     &credential.status.as_ref().map(Value::to_string),
+                    &credential.status_entry.as_ref().map(|entry| &entry.list_id),
+                    &credential.status_entry.as_ref().map(|entry| entry.index),
+                    &i32::from(credential.status_value),
                 ],
             )
             .await
@@ -1441,6 +1448,78 @@ impl CredentialStore for PostgresStore {
             rows::issued_credential,
         )
         .await
+    }
+
+    async fn allocate_status_entry(
+        &self,
+        kind: StatusListKind,
+        bits: u8,
+        size: i64,
+        now: Millis,
+    ) -> StoreResult<StatusAllocation> {
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let bits_column = i32::from(bits);
+        // One allocator per kind and shape at a time, across instances: the entry taken from a
+        // list and a new list when it is full are then never raced (no list made twice).
+        let shape = format!("status-lists:{}:{bits}:{size}", kind.as_str());
+        db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&shape])
+            .await
+            .map_err(db_error)?;
+        let open = first(
+            db,
+            &sql::OPEN_STATUS_LIST,
+            &[&kind.as_str(), &bits_column, &size],
+            rows::status_list,
+        )
+        .await?;
+        let mut list = match open {
+            Some(list) => list,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                db.execute(
+                    sql::INSERT_STATUS_LIST,
+                    &[&id, &kind.as_str(), &bits_column, &size, &now],
+                )
+                .await
+                .map_err(db_error)?;
+                first(db, &sql::STATUS_LIST, &[&id], rows::status_list)
+                    .await?
+                    .ok_or_else(|| corrupt("the new status list"))?
+            }
+        };
+        let row = db
+            .query_opt(sql::TAKE_STATUS_ENTRY, &[&list.id])
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| corrupt("a status list with room had none"))?;
+        let position: i64 = row.try_get(0).map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        list.allocated = position + 1;
+        Ok(StatusAllocation { list, position })
+    }
+
+    async fn status_list(&self, id: &str) -> StoreResult<Option<StatusListRecord>> {
+        let conn = self.pool.get().await?;
+        first(conn.db(), &sql::STATUS_LIST, &[&id], rows::status_list).await
+    }
+
+    async fn status_entries(&self, list_id: &str) -> StoreResult<Vec<(i64, u8)>> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .db()
+            .query(sql::STATUS_ENTRIES, &[&list_id])
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let index: i64 = row.try_get(0).map_err(db_error)?;
+                let value: i32 = row.try_get(1).map_err(db_error)?;
+                let value = u8::try_from(value).map_err(|_| corrupt("status_value"))?;
+                Ok((index, value))
+            })
+            .collect()
     }
 }
 

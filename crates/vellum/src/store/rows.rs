@@ -74,7 +74,10 @@ pub(super) const TOKEN_FIELDS: &str = "t.grant_id AS access_grant_id, \
 pub(super) const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
 
 pub(super) const ISSUED_CREDENTIAL_COLUMNS: &str = "id, session_id, credential_configuration_id, \
-    format, holder, issued_at, expires_at, status";
+    format, holder, issued_at, expires_at, status, status_list_id, status_index, status_value";
+
+pub(super) const STATUS_LIST_COLUMNS: &str =
+    "id, kind, bits, size, allocated, created_at, changed_at";
 
 pub(super) const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, \
     v.issuer_key_id, h.created_at, CASE WHEN v.version = h.version THEN h.updated_at \
@@ -249,6 +252,28 @@ pub(super) fn issued_credential(row: &dyn Columns) -> StoreResult<IssuedCredenti
             .opt_text("status")?
             .map(|text| json(&text, "status"))
             .transpose()?,
+        status_entry: match (
+            row.opt_text("status_list_id")?,
+            row.opt_int("status_index")?,
+        ) {
+            (Some(list_id), Some(index)) => Some(StatusEntry { list_id, index }),
+            _ => None,
+        },
+        status_value: u8::try_from(row.int("status_value")?)
+            .map_err(|_| corrupt("status_value"))?,
+    })
+}
+
+pub(super) fn status_list(row: &dyn Columns) -> StoreResult<StatusListRecord> {
+    Ok(StatusListRecord {
+        id: row.text("id")?,
+        kind: StatusListKind::parse(&row.text("kind")?)
+            .ok_or_else(|| corrupt("status list kind"))?,
+        bits: u8::try_from(row.int("bits")?).map_err(|_| corrupt("status list bits"))?,
+        size: row.int("size")?,
+        allocated: row.int("allocated")?,
+        created_at: row.int("created_at")?,
+        changed_at: row.int("changed_at")?,
     })
 }
 

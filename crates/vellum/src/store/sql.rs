@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use super::rows::{
     CODE_GRANT_FIELDS, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, REQUEST_COLUMNS, REQUEST_FIELDS,
-    SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS, TOKEN_FIELDS,
+    SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS, STATUS_LIST_COLUMNS, TOKEN_FIELDS,
 };
 
 pub(super) const NEWEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
@@ -89,9 +89,33 @@ pub(super) const USE_NONCE: &str = "INSERT INTO used_nonces (nonce_hash, expires
 pub(super) static INSERT_ISSUED_CREDENTIAL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO issued_credentials ({ISSUED_CREDENTIAL_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )
 });
+/// Kind, bits, size: the newest list of that kind and shape with room.
+pub(super) static OPEN_STATUS_LIST: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {STATUS_LIST_COLUMNS} FROM status_lists WHERE kind = $1 AND bits = $2 \
+         AND size = $3 AND allocated < size ORDER BY created_at DESC, id LIMIT 1"
+    )
+});
+
+/// A new list: id, kind, bits, size, now.
+pub(super) const INSERT_STATUS_LIST: &str = "INSERT INTO status_lists \
+    (id, kind, bits, size, allocated, created_at, changed_at) VALUES ($1, $2, $3, $4, 0, $5, $5)";
+
+/// List id: one more of its entries handed out, if it has room; its position.
+pub(super) const TAKE_STATUS_ENTRY: &str = "UPDATE status_lists SET allocated = allocated + 1 \
+    WHERE id = $1 AND allocated < size RETURNING allocated - 1 AS position";
+
+pub(super) static STATUS_LIST: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {STATUS_LIST_COLUMNS} FROM status_lists WHERE id = $1"));
+
+/// List id: its entries that are not valid.
+pub(super) const STATUS_ENTRIES: &str = "SELECT status_index, status_value \
+    FROM issued_credentials WHERE status_list_id = $1 AND status_value <> 0 \
+    ORDER BY status_index";
+
 pub(super) static ISSUED_CREDENTIALS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT {ISSUED_CREDENTIAL_COLUMNS} FROM issued_credentials \

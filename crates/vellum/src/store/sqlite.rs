@@ -57,6 +57,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_refresh_tokens.sql",
         include_str!("../../migrations/sqlite/0007_refresh_tokens.sql"),
     ),
+    (
+        "0008_status_lists.sql",
+        include_str!("../../migrations/sqlite/0008_status_lists.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -1198,6 +1202,9 @@ impl CredentialStore for SqliteStore {
                         credential.issued_at,
                         credential.expires_at,
                         credential.status.as_ref().map(Value::to_string),
+                        credential.status_entry.as_ref().map(|entry| &entry.list_id),
+                        credential.status_entry.as_ref().map(|entry| entry.index),
+                        credential.status_value,
                     ])
                     .map_err(db_error)?;
             }
@@ -1222,6 +1229,63 @@ impl CredentialStore for SqliteStore {
                 [session.to_string()],
                 rows::issued_credential,
             )
+        })
+        .await
+    }
+
+    async fn allocate_status_entry(
+        &self,
+        kind: StatusListKind,
+        bits: u8,
+        size: i64,
+        now: Millis,
+    ) -> StoreResult<StatusAllocation> {
+        // The one writer: nothing comes between finding the list and taking its entry.
+        self.write(move |conn| {
+            let open = first(
+                conn,
+                &sql::OPEN_STATUS_LIST,
+                params![kind.as_str(), bits, size],
+                rows::status_list,
+            )?;
+            let mut list = match open {
+                Some(list) => list,
+                None => {
+                    let id = uuid::Uuid::new_v4().to_string();
+                    conn.prepare_cached(sql::INSERT_STATUS_LIST)
+                        .and_then(|mut statement| {
+                            statement.execute(params![id, kind.as_str(), bits, size, now])
+                        })
+                        .map_err(db_error)?;
+                    first(conn, &sql::STATUS_LIST, [&id], rows::status_list)?
+                        .ok_or_else(|| corrupt("the new status list"))?
+                }
+            };
+            let position: i64 = conn
+                .prepare_cached(sql::TAKE_STATUS_ENTRY)
+                .and_then(|mut statement| statement.query_row([&list.id], |row| row.get(0)))
+                .map_err(db_error)?;
+            list.allocated = position + 1;
+            Ok(StatusAllocation { list, position })
+        })
+        .await
+    }
+
+    async fn status_list(&self, id: &str) -> StoreResult<Option<StatusListRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| first(conn, &sql::STATUS_LIST, [id], rows::status_list))
+            .await
+    }
+
+    async fn status_entries(&self, list_id: &str) -> StoreResult<Vec<(i64, u8)>> {
+        let list_id = list_id.to_owned();
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(sql::STATUS_ENTRIES).map_err(db_error)?;
+            let rows = statement
+                .query_map([list_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(db_error)?;
+            rows.collect::<Result<Vec<(i64, u8)>, _>>()
+                .map_err(db_error)
         })
         .await
     }

@@ -17,7 +17,7 @@ use vellum::store::{
     DeliveryStatus, EventLog, FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit,
     IssuedCredentialRecord, KeyRecord, NewAccessToken, NewEvent, NewGrant, ProfileRecord,
     RequestLookup, RequestStatus, SessionFilter, SessionLookup, SessionRecord, SessionStatus,
-    Store, StoreError, TxCodeFailure, WebhookTarget,
+    StatusEntry, StatusListKind, Store, StoreError, TxCodeFailure, WebhookTarget,
 };
 
 /// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
@@ -70,6 +70,7 @@ conformance!(
     an_authorization_request_goes_from_pushed_to_a_code_once,
     issuance_completes_once_and_a_nonce_is_used_once,
     issued_credentials_are_recorded_and_outlive_their_session_until_they_expire,
+    status_entries_are_handed_out_once_and_full_lists_roll_over,
     sessions_expire_once_when_due,
     purge_removes_finished_sessions_with_everything_they_own,
     events_are_listed_in_order_after_a_sequence,
@@ -238,6 +239,8 @@ fn credential(session: SessionId, issued_at: Millis, expires_at: Millis) -> Issu
         issued_at,
         expires_at,
         status: Some(json!({"status_list": {"idx": 7, "uri": "https://i/statuslists/1"}})),
+        status_entry: None,
+        status_value: 0,
     }
 }
 
@@ -1101,6 +1104,88 @@ async fn issued_credentials_are_recorded_and_outlive_their_session_until_they_ex
             .await
             .expect("records")
             .is_empty()
+    );
+}
+
+async fn status_entries_are_handed_out_once_and_full_lists_roll_over(store: &dyn Store) {
+    // Forty callers at once over lists of sixteen entries: three lists, no entry twice.
+    let allocations = futures_util::future::join_all(
+        (0..40).map(|_| store.allocate_status_entry(StatusListKind::Token, 2, 16, 10)),
+    )
+    .await;
+    let mut taken: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for allocation in allocations {
+        let allocation = allocation.expect("allocate");
+        assert_eq!((allocation.list.bits, allocation.list.size), (2, 16));
+        taken
+            .entry(allocation.list.id)
+            .or_default()
+            .push(allocation.position);
+    }
+    let mut counts: Vec<usize> = taken.values().map(Vec::len).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [8, 16, 16], "{taken:?}");
+    for (list, positions) in &mut taken {
+        positions.sort_unstable();
+        let expected: Vec<i64> = (0..positions.len() as i64).collect();
+        assert_eq!(*positions, expected, "list {list}: each position once");
+        let record = store.status_list(list).await.expect("read").expect("list");
+        assert_eq!(record.allocated, positions.len() as i64);
+        assert_eq!(record.kind, StatusListKind::Token);
+    }
+    // Another kind or shape has lists of its own.
+    let bitstring = store
+        .allocate_status_entry(StatusListKind::Bitstring, 1, 16, 11)
+        .await
+        .expect("allocate");
+    assert!(!taken.contains_key(&bitstring.list.id));
+    assert_eq!(bitstring.position, 0);
+
+    // What a list publishes comes from the credentials holding its entries.
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(redeem(store, &s, 20).await, Applied::Yes);
+    let list = bitstring.list.id.clone();
+    let entry = |index: i64, value: u8| {
+        let mut record = credential(s.id, 30, 5_000);
+        record.status_entry = Some(StatusEntry {
+            list_id: list.clone(),
+            index,
+        });
+        record.status_value = value;
+        record
+    };
+    let issuance = Issuance {
+        session: s.id,
+        token_hash: token_hash(s.id),
+        nonce_hash: "status-nonce".into(),
+        nonce_expires_at: 400,
+        credentials: vec![entry(9, 0), entry(3, 2), entry(12, 1)],
+        finish: true,
+        now: 30,
+        events: vec![],
+    };
+    assert_eq!(
+        store.complete_issuance(&issuance).await.expect("complete"),
+        IssuanceCommit::Issued
+    );
+    assert_eq!(
+        store.status_entries(&list).await.expect("entries"),
+        [(3, 2), (12, 1)]
+    );
+    let issued = store.issued_credentials(s.id).await.expect("records");
+    assert!(issued.iter().any(|record| record.status_entry
+        == Some(StatusEntry {
+            list_id: list.clone(),
+            index: 12
+        })
+        && record.status_value == 1));
+    assert!(
+        store
+            .status_list("no-such-list")
+            .await
+            .expect("read")
+            .is_none()
     );
 }
 
