@@ -368,6 +368,8 @@ stored_names!(StatusListKind {
 pub struct StatusListRecord {
     pub id: String,
     pub kind: StatusListKind,
+    /// Who signs it: what its credentials are signed with (key, iss, certificates), as JSON.
+    pub signer: Value,
     pub bits: u8,
     pub size: i64,
     pub allocated: i64,
@@ -655,11 +657,12 @@ pub trait CredentialStore: Send + Sync {
         &self,
         session: SessionId,
     ) -> StoreResult<Vec<IssuedCredentialRecord>>;
-    /// Hands out the next entry of the newest status list of this kind and shape that has room,
-    /// making a new list when none has: never the same entry twice, across instances.
+    /// Hands out the next entry of the newest status list of this kind, signer and shape that
+    /// has room, making a new list when none has: never the same entry twice, across instances.
     async fn allocate_status_entry(
         &self,
         kind: StatusListKind,
+        signer: &Value,
         bits: u8,
         size: i64,
         now: Millis,

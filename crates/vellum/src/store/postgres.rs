@@ -1453,24 +1453,26 @@ impl CredentialStore for PostgresStore {
     async fn allocate_status_entry(
         &self,
         kind: StatusListKind,
+        signer: &Value,
         bits: u8,
         size: i64,
         now: Millis,
     ) -> StoreResult<StatusAllocation> {
+        let signer = signer.to_string();
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
         let bits_column = i32::from(bits);
         // One allocator per kind and shape at a time, across instances: the entry taken from a
         // list and a new list when it is full are then never raced (no list made twice).
-        let shape = format!("status-lists:{}:{bits}:{size}", kind.as_str());
+        let shape = format!("status-lists:{}:{signer}:{bits}:{size}", kind.as_str());
         db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&shape])
             .await
             .map_err(db_error)?;
         let open = first(
             db,
             &sql::OPEN_STATUS_LIST,
-            &[&kind.as_str(), &bits_column, &size],
+            &[&kind.as_str(), &signer, &bits_column, &size],
             rows::status_list,
         )
         .await?;
@@ -1480,7 +1482,7 @@ impl CredentialStore for PostgresStore {
                 let id = uuid::Uuid::new_v4().to_string();
                 db.execute(
                     sql::INSERT_STATUS_LIST,
-                    &[&id, &kind.as_str(), &bits_column, &size, &now],
+                    &[&id, &kind.as_str(), &signer, &bits_column, &size, &now],
                 )
                 .await
                 .map_err(db_error)?;

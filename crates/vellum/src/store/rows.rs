@@ -77,7 +77,7 @@ pub(super) const ISSUED_CREDENTIAL_COLUMNS: &str = "id, session_id, credential_c
     format, holder, issued_at, expires_at, status, status_list_id, status_index, status_value";
 
 pub(super) const STATUS_LIST_COLUMNS: &str =
-    "id, kind, bits, size, allocated, created_at, changed_at";
+    "id, kind, signer, bits, size, allocated, created_at, changed_at";
 
 pub(super) const PROFILE_SELECT: &str = "SELECT v.id, v.version, h.active, v.definition, \
     v.issuer_key_id, h.created_at, CASE WHEN v.version = h.version THEN h.updated_at \
@@ -269,6 +269,7 @@ pub(super) fn status_list(row: &dyn Columns) -> StoreResult<StatusListRecord> {
         id: row.text("id")?,
         kind: StatusListKind::parse(&row.text("kind")?)
             .ok_or_else(|| corrupt("status list kind"))?,
+        signer: json(&row.text("signer")?, "status list signer")?,
         bits: u8::try_from(row.int("bits")?).map_err(|_| corrupt("status list bits"))?,
         size: row.int("size")?,
         allocated: row.int("allocated")?,

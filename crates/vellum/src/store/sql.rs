@@ -92,17 +92,18 @@ pub(super) static INSERT_ISSUED_CREDENTIAL: LazyLock<String> = LazyLock::new(|| 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     )
 });
-/// Kind, bits, size: the newest list of that kind and shape with room.
+/// Kind, signer, bits, size: the newest list of that kind, signer and shape with room.
 pub(super) static OPEN_STATUS_LIST: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {STATUS_LIST_COLUMNS} FROM status_lists WHERE kind = $1 AND bits = $2 \
-         AND size = $3 AND allocated < size ORDER BY created_at DESC, id LIMIT 1"
+        "SELECT {STATUS_LIST_COLUMNS} FROM status_lists WHERE kind = $1 AND signer = $2 \
+         AND bits = $3 AND size = $4 AND allocated < size ORDER BY created_at DESC, id LIMIT 1"
     )
 });
 
-/// A new list: id, kind, bits, size, now.
+/// A new list: id, kind, signer, bits, size, now.
 pub(super) const INSERT_STATUS_LIST: &str = "INSERT INTO status_lists \
-    (id, kind, bits, size, allocated, created_at, changed_at) VALUES ($1, $2, $3, $4, 0, $5, $5)";
+    (id, kind, signer, bits, size, allocated, created_at, changed_at) \
+    VALUES ($1, $2, $3, $4, $5, 0, $6, $6)";
 
 /// List id: one more of its entries handed out, if it has room; its position.
 pub(super) const TAKE_STATUS_ENTRY: &str = "UPDATE status_lists SET allocated = allocated + 1 \

@@ -1236,16 +1236,18 @@ impl CredentialStore for SqliteStore {
     async fn allocate_status_entry(
         &self,
         kind: StatusListKind,
+        signer: &Value,
         bits: u8,
         size: i64,
         now: Millis,
     ) -> StoreResult<StatusAllocation> {
+        let signer = signer.to_string();
         // The one writer: nothing comes between finding the list and taking its entry.
         self.write(move |conn| {
             let open = first(
                 conn,
                 &sql::OPEN_STATUS_LIST,
-                params![kind.as_str(), bits, size],
+                params![kind.as_str(), signer, bits, size],
                 rows::status_list,
             )?;
             let mut list = match open {
@@ -1254,7 +1256,7 @@ impl CredentialStore for SqliteStore {
                     let id = uuid::Uuid::new_v4().to_string();
                     conn.prepare_cached(sql::INSERT_STATUS_LIST)
                         .and_then(|mut statement| {
-                            statement.execute(params![id, kind.as_str(), bits, size, now])
+                            statement.execute(params![id, kind.as_str(), signer, bits, size, now])
                         })
                         .map_err(db_error)?;
                     first(conn, &sql::STATUS_LIST, [&id], rows::status_list)?

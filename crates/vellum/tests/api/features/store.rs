@@ -1108,9 +1108,10 @@ async fn issued_credentials_are_recorded_and_outlive_their_session_until_they_ex
 }
 
 async fn status_entries_are_handed_out_once_and_full_lists_roll_over(store: &dyn Store) {
+    let signer = json!({"keyId": "k1", "iss": "https://issuer.example"});
     // Forty callers at once over lists of sixteen entries: three lists, no entry twice.
     let allocations = futures_util::future::join_all(
-        (0..40).map(|_| store.allocate_status_entry(StatusListKind::Token, 2, 16, 10)),
+        (0..40).map(|_| store.allocate_status_entry(StatusListKind::Token, &signer, 2, 16, 10)),
     )
     .await;
     let mut taken: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
@@ -1133,9 +1134,15 @@ async fn status_entries_are_handed_out_once_and_full_lists_roll_over(store: &dyn
         assert_eq!(record.allocated, positions.len() as i64);
         assert_eq!(record.kind, StatusListKind::Token);
     }
-    // Another kind or shape has lists of its own.
+    // Another kind, signer or shape has lists of its own.
+    let other_signer = json!({"keyId": "k2", "iss": "https://issuer.example"});
+    let other = store
+        .allocate_status_entry(StatusListKind::Token, &other_signer, 2, 16, 11)
+        .await
+        .expect("allocate");
+    assert_eq!((other.position, other.list.signer), (0, other_signer));
     let bitstring = store
-        .allocate_status_entry(StatusListKind::Bitstring, 1, 16, 11)
+        .allocate_status_entry(StatusListKind::Bitstring, &signer, 1, 16, 11)
         .await
         .expect("allocate");
     assert!(!taken.contains_key(&bitstring.list.id));
