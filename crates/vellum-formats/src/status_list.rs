@@ -195,6 +195,7 @@ pub const CWT_MEDIA_TYPE: &str = "application/statuslist+cwt";
 
 /// CWT claim keys (RFC 8392; the status list draft for `ttl` and `status_list`) and the COSE
 /// header labels (RFC 9596 `typ`, RFC 9360 `x5chain`).
+const CWT_ISS: i64 = 1;
 const CWT_SUB: i64 = 2;
 const CWT_EXP: i64 = 4;
 const CWT_IAT: i64 = 6;
@@ -203,11 +204,15 @@ const CWT_STATUS_LIST: i64 = 65533;
 const COSE_TYP: i64 = 16;
 const COSE_X5CHAIN: i64 = 33;
 
-/// What a Status List Token says besides the list.
+/// What a Status List Token says besides the list, and who signs it.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenClaims<'a> {
     /// The list's URI, where it is served (`sub`), as credentials reference it.
     pub uri: &'a str,
+    /// The issuer of the credentials that reference it (`iss`).
+    pub issuer: &'a str,
+    /// The signing key's id (`kid`), as the credentials name it.
+    pub kid: &'a str,
     /// Unix seconds.
     pub issued_at: i64,
     pub expires_at: i64,
@@ -225,10 +230,12 @@ pub fn token_jwt(
 ) -> String {
     let mut header = serde_json::Map::new();
     header.insert("typ".into(), serde_json::Value::from(JWT_TYP));
+    header.insert("kid".into(), serde_json::Value::from(claims.kid));
     if !x5c.is_empty() {
         header.insert("x5c".into(), serde_json::Value::from(x5c.to_vec()));
     }
     let payload = serde_json::json!({
+        "iss": claims.issuer,
         "sub": claims.uri,
         "iat": claims.issued_at,
         "exp": claims.expires_at,
@@ -254,6 +261,7 @@ pub fn token_cwt(
         (Cbor::Text("lst".into()), Cbor::Bytes(list.to_zlib())),
     ]);
     let payload = Cbor::Map(vec![
+        (Cbor::from(CWT_ISS), Cbor::Text(claims.issuer.to_owned())),
         (Cbor::from(CWT_SUB), Cbor::Text(claims.uri.to_owned())),
         (Cbor::from(CWT_IAT), Cbor::from(claims.issued_at)),
         (Cbor::from(CWT_EXP), Cbor::from(claims.expires_at)),
@@ -267,7 +275,7 @@ pub fn token_cwt(
         jose::Algorithm::ES384 => iana::Algorithm::ES384,
         jose::Algorithm::EdDSA => iana::Algorithm::EdDSA,
     };
-    let mut unprotected = HeaderBuilder::new();
+    let mut unprotected = HeaderBuilder::new().key_id(claims.kid.as_bytes().to_vec());
     match x5chain {
         [] => {}
         [single] => unprotected = unprotected.value(COSE_X5CHAIN, Cbor::Bytes(single.clone())),
@@ -414,6 +422,8 @@ mod tests {
         list.set(7, SUSPENDED).expect("set");
         let claims = TokenClaims {
             uri: "https://issuer.example/status/1",
+            issuer: "https://issuer.example",
+            kid: "key-1",
             issued_at: 1_700_000_000,
             expires_at: 1_700_086_400,
             ttl: 300,
@@ -423,6 +433,13 @@ mod tests {
         jws.verify_with(&key.public_jwk())
             .expect("signed by the key");
         assert_eq!(jws.header["typ"], JWT_TYP);
+        assert_eq!(
+            (&jws.header["kid"], &jws.payload["iss"]),
+            (
+                &serde_json::json!("key-1"),
+                &serde_json::json!("https://issuer.example")
+            )
+        );
         assert_eq!(jws.header["x5c"], serde_json::json!(["AAEC"]));
         assert_eq!(jws.payload["sub"], claims.uri);
         assert_eq!(jws.payload["ttl"], 300);

@@ -8,7 +8,7 @@ use url::Url;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DatabaseUrl};
-use crate::context::{Context, KeyCache, ProviderCache};
+use crate::context::{Context, KeyCache, ProviderCache, SignedCache};
 use crate::credentials::Configurations;
 use crate::events::tail::LogTail;
 use crate::keys;
@@ -135,6 +135,7 @@ impl App {
             keys: KeyCache::default(),
             provider_client,
             providers: ProviderCache::default(),
+            status_lists: SignedCache::default(),
             stopping: CancellationToken::new(),
             log_tail,
         });

@@ -35,6 +35,7 @@ pub struct Config {
     pub authorization: AuthorizationConfig,
     pub client_attestation: ClientAttestationConfig,
     pub metadata: MetadataConfig,
+    pub status_lists: StatusListsConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
@@ -221,6 +222,21 @@ impl ClientAttestationConfig {
             .filter_map(|jwk| vellum_formats::jose::Jwk::from_value(jwk).ok())
             .collect()
     }
+}
+
+/// Status lists: where credentials whose profile asks for it (`credentialStatus: "STATUS_LIST"`)
+/// get an entry, published for verifiers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusListsConfig {
+    /// Entries per list (a new list when one is full); Bitstring lists have at least 131,072.
+    pub size: u32,
+    /// Bits per entry of a Token Status List: 1 (valid, invalid) or 2 (also suspended), 4, 8.
+    pub bits: u8,
+    /// How long verifiers may cache a list (`ttl`, Cache-Control max-age).
+    pub ttl_seconds: u32,
+    /// How long a signed list is valid (`exp`).
+    pub validity_seconds: u32,
 }
 
 /// Signed credential issuer metadata (OID4VCI 1.0 §12.2.2), served on `Accept: application/jwt`.
@@ -755,6 +771,25 @@ impl Config {
             if self.metadata.signing_key.is_none() {
                 return fail("metadata.x5_chain_file", "needs metadata.signing_key");
             }
+        }
+        let lists = &self.status_lists;
+        if !(16..=16 << 20).contains(&lists.size) {
+            return fail(
+                "status_lists.size",
+                "must be between 16 and 16,777,216 entries",
+            );
+        }
+        if !matches!(lists.bits, 2 | 4 | 8) {
+            return fail(
+                "status_lists.bits",
+                "must be 2, 4 or 8 (valid, invalid and suspended need two bits)",
+            );
+        }
+        if lists.ttl_seconds == 0 || lists.validity_seconds <= lists.ttl_seconds {
+            return fail(
+                "status_lists",
+                "ttl_seconds must be greater than 0 and validity_seconds greater than it",
+            );
         }
         if self.metadata.validity_seconds == 0 {
             return fail("metadata.validity_seconds", "must be greater than 0");

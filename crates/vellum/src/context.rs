@@ -33,6 +33,8 @@ pub struct Context {
     /// environment.
     pub provider_client: reqwest::Client,
     pub providers: ProviderCache,
+    /// Status lists as last signed, so that reading an unchanged list costs no signature.
+    pub status_lists: SignedCache,
     /// Cancelled when the server starts to shut down: live event streams end on it, since
     /// graceful shutdown waits for every response to finish.
     pub stopping: CancellationToken,
@@ -80,6 +82,33 @@ pub struct KnownProvider {
     pub metadata_fetched_at: Millis,
     pub keys: Vec<(Option<String>, Jwk)>,
     pub keys_fetched_at: Millis,
+}
+
+/// A document signed once and served until it changes: its bytes, and what it was signed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub body: Vec<u8>,
+    pub etag: String,
+    /// The version of what it was signed from (a list's last change).
+    pub version: i64,
+    /// Unix milliseconds after which it is signed again (well before its `exp`).
+    pub fresh_until: i64,
+}
+
+/// Signed documents by name (`status::serve`).
+#[derive(Default)]
+pub struct SignedCache(Mutex<HashMap<String, Signed>>);
+
+impl SignedCache {
+    pub fn get(&self, name: &str) -> Option<Signed> {
+        self.0.lock().ok()?.get(name).cloned()
+    }
+
+    pub fn insert(&self, name: String, signed: Signed) {
+        if let Ok(mut documents) = self.0.lock() {
+            documents.insert(name, signed);
+        }
+    }
 }
 
 /// The providers' documents, fetched on first use (`oauth::upstream`) and refreshed there.

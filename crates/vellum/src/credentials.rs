@@ -19,6 +19,7 @@ use vellum_formats::x509::{self, CertificateProfile};
 
 use crate::config::{ConfigError, CredentialConfiguration};
 use crate::ids::KeyId;
+use crate::store::StatusListKind;
 
 /// Reads a configuration's own members (those beyond the ones every format has) into a format.
 type Parse = fn(&Map<String, Value>) -> Result<Box<dyn Format>, Refusal>;
@@ -79,6 +80,27 @@ pub trait Format: Send + Sync {
 
     /// The credential, signed, and the event that announces it.
     fn issue(&self, input: Input<'_>) -> Result<Issued, String>;
+
+    /// The kind of status list this format's credentials reference their entry in, when it can
+    /// carry one (`credentialStatus: "STATUS_LIST"`).
+    fn status_list(&self) -> Option<StatusListKind> {
+        None
+    }
+}
+
+/// Who signs a status list for credentials issued as `issuer`, as JOSE-signed credentials are:
+/// the key, the JWS `kid`, the `iss`, and the certificates (`x5c`) when the profile has a chain.
+pub fn status_signer(issuer: &Issuer<'_>, issuer_url: &str) -> Result<Value, String> {
+    let kid = match issuer.did {
+        Some(did) => verification_method(did, issuer.key_id),
+        None => issuer.key_id.to_string(),
+    };
+    Ok(serde_json::json!({
+        "keyId": issuer.key_id.as_str(),
+        "kid": kid,
+        "iss": issuer.did.unwrap_or(issuer_url),
+        "x5c": issuer.x5_chain.map(x5c).transpose()?,
+    }))
 }
 
 /// Who a profile issues as: its key, and where verifiers find that key.

@@ -24,6 +24,7 @@ mod responses;
 mod routes;
 pub mod server;
 mod sse;
+mod status;
 
 pub use routes::Route;
 use routes::Routes;
@@ -38,6 +39,7 @@ fn endpoints(ctx: &AppState) -> Routes {
         .merge(discovery::routes())
         .merge(authorization::routes(ctx))
         .merge(issuer::routes(ctx))
+        .merge(status::routes())
         .merge(health::routes())
 }
 

@@ -7,7 +7,7 @@ use vellum_formats::jose::{self, Jwk, UnverifiedJws};
 
 use crate::clock::Millis;
 use crate::context::Context;
-use crate::credentials::Input;
+use crate::credentials::{self, Input};
 use crate::errors::{CredentialError, Internal};
 use crate::events;
 use crate::keys;
@@ -17,6 +17,7 @@ use crate::profiles::IssuanceTemplate;
 use crate::protocol::PROOF_TYP;
 use crate::secrets::{Purpose, hash_secret};
 use crate::sessions;
+use crate::status;
 use crate::store::{
     AccessTokenRecord, GrantKind, Issuance, IssuanceCommit, IssuedCredentialRecord, NewEvent,
     SessionRecord, SessionStatus,
@@ -237,7 +238,18 @@ async fn issue(
             "the proof is not signed by the key this offer is bound to".into(),
         ));
     }
-    let (credential, issued, expires_at) = build(ctx, session, &template, &proven.jwk, now).await?;
+    // A managed status: a new entry, taken before the credential is signed (an entry a failed
+    // request took stays unused, valid forever: harmless).
+    let assigned = match status::is_managed(template.definition.credential_status.as_ref()) {
+        true => Some(assign_status(ctx, session, &template, now).await?),
+        false => None,
+    };
+    let status = match &assigned {
+        Some(assigned) => Some(&assigned.reference),
+        None => template.definition.credential_status.as_ref(),
+    };
+    let (credential, issued, expires_at) =
+        build(ctx, session, &template, &proven.jwk, status, now).await?;
     let record = IssuedCredentialRecord {
         id: uuid::Uuid::new_v4().to_string(),
         session_id: session.id,
@@ -246,8 +258,8 @@ async fn issue(
         holder: proven.jwk.thumbprint(),
         issued_at: now,
         expires_at: expires_at.saturating_mul(1000),
-        status: template.definition.credential_status.clone(),
-        status_entry: None,
+        status: status.cloned(),
+        status_entry: assigned.map(|assigned| assigned.entry),
         status_value: 0,
     };
     // An offer names one credential configuration: its first credential completes the session.
@@ -429,11 +441,35 @@ fn format_name(ctx: &Context, configuration_id: &str) -> String {
 /// The session's credential, in its configuration's format, the event announcing it (the
 /// contract's `sdjwt_issue {sdjwt}`, `jwt_issue {jwt}` or `generated_mdoc {mdoc}`) and its
 /// expiry (Unix seconds).
+/// The status list entry of a credential of the session's configuration, signed as its profile
+/// signs.
+async fn assign_status(
+    ctx: &Context,
+    session: &SessionRecord,
+    template: &IssuanceTemplate,
+    now: Millis,
+) -> Result<status::Assigned, Internal> {
+    let kind = ctx
+        .credential_configurations
+        .get(&session.credential_configuration_id)
+        .and_then(|configured| configured.format.status_list())
+        .ok_or_else(|| {
+            Internal::msg(format!(
+                "credential configuration {} carries no status list entry",
+                session.credential_configuration_id
+            ))
+        })?;
+    let signer = credentials::status_signer(&template.definition.issuer(), &ctx.issuer_url)
+        .map_err(Internal::msg)?;
+    status::assign(ctx, kind, &signer, now).await
+}
+
 async fn build(
     ctx: &Context,
     session: &SessionRecord,
     template: &IssuanceTemplate,
     holder: &Jwk,
+    status: Option<&Value>,
     now: Millis,
 ) -> Result<(String, NewEvent, i64), Internal> {
     let definition = &template.definition;
@@ -474,7 +510,7 @@ async fn build(
             holder_did: &holder_did,
             issued_at: iat,
             expires_at: exp,
-            status: definition.credential_status.as_ref(),
+            status,
             selective_disclosure: definition.selective_disclosure.as_ref(),
         })
         .map_err(Internal::msg)?;

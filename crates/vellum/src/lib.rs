@@ -23,5 +23,6 @@ pub mod profiles;
 pub mod protocol;
 pub mod secrets;
 pub mod sessions;
+pub mod status;
 pub mod store;
 pub mod streams;

@@ -19,6 +19,7 @@ use crate::limits;
 use crate::mapping::{self, DataFunction};
 use crate::notifications::Notifications;
 use crate::secrets::{hash_secret, random_token};
+use crate::status;
 use crate::store::{ProfileRecord, SessionRecord, SessionStatus, StoreError};
 
 /// The fields of a profile, named as in the product Vellum replaces.
@@ -304,6 +305,15 @@ pub fn check_rules<'c>(
         return Err(invalid(format!("issuerDid {did:?} is not a DID")));
     }
     check_data(definition, configured.format.issuer_claims())?;
+    if status::is_managed(definition.credential_status.as_ref())
+        && configured.format.status_list().is_none()
+    {
+        return Err(invalid(format!(
+            "credentialStatus {:?} is not available for credential configuration {} yet",
+            status::MANAGED,
+            definition.credential_configuration_id
+        )));
+    }
     check_login(config, definition, configured.format.issuer_claims())?;
     let functions = mapping::validate(&definition.mapping).map_err(invalid)?;
     if functions.contains(&DataFunction::IssuerDid) && definition.issuer_did.is_none() {
@@ -372,7 +382,14 @@ fn configured(
 fn check_data(definition: &ProfileDefinition, issuer_claims: &[&str]) -> Result<(), ApiError> {
     let status = match &definition.credential_status {
         Some(Value::Object(status)) => Some(status),
-        Some(_) => return Err(invalid("credentialStatus must be an object")),
+        Some(Value::String(managed)) if managed == status::MANAGED => None,
+        Some(_) => {
+            return Err(invalid(format!(
+                "credentialStatus must be {:?} (an entry in a status list of this issuer) or an \
+                 object copied into the credential",
+                status::MANAGED
+            )));
+        }
         None => None,
     };
     let parts = [

@@ -7,6 +7,7 @@ use vellum_formats::jwt_vc;
 
 use super::{Format, Input, Issued, Issuer, Refusal, members, verification_method};
 use crate::events;
+use crate::store::StatusListKind;
 
 struct JwtVcJson {
     /// As configured, for the metadata.
@@ -61,6 +62,10 @@ impl Format for JwtVcJson {
             );
         }
         Ok(())
+    }
+
+    fn status_list(&self) -> Option<StatusListKind> {
+        Some(StatusListKind::Bitstring)
     }
 
     fn issue(&self, input: Input<'_>) -> Result<Issued, String> {

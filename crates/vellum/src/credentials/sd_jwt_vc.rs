@@ -12,6 +12,7 @@ use super::{
 };
 use crate::events;
 use crate::mapping;
+use crate::store::StatusListKind;
 
 struct SdJwtVc {
     vct: String,
@@ -79,6 +80,10 @@ impl Format for SdJwtVc {
                  against it"
             ))
         }
+    }
+
+    fn status_list(&self) -> Option<StatusListKind> {
+        Some(StatusListKind::Token)
     }
 
     fn issue(&self, input: Input<'_>) -> Result<Issued, String> {

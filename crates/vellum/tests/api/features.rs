@@ -14,6 +14,7 @@ mod openapi;
 mod profiles;
 mod sessions;
 mod startup;
+mod status;
 mod store;
 mod streams;
 mod token;

@@ -1,0 +1,256 @@
+//! Credential status: credentials of a profile with `credentialStatus: "STATUS_LIST"` carry an
+//! entry of their own in a status list of this issuer (indices unique, not in issue order), and
+//! the lists are served publicly, signed as their credentials are: a Token Status List as a JWT
+//! or a CWT, a Bitstring Status List per purpose as a credential; cacheable, with an ETag.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use vellum_formats::jose::{Jwk, UnverifiedJws};
+use vellum_formats::status_list::StatusList;
+
+use crate::support::wallet::Wallet;
+use crate::support::{DEMO_KEY, Reply, TestApp, create_profile, profile_body, spawn_app_with};
+
+/// A status list the issuer serves, fetched with `accept`.
+async fn fetch(app: &TestApp, uri: &str, accept: &str) -> Reply {
+    Reply::of(
+        app.client
+            .get(uri)
+            .header("Accept", accept)
+            .send()
+            .await
+            .expect("status list"),
+    )
+    .await
+}
+
+/// The signing key a JWS's `x5c` certifies.
+fn x5c_key(jws: &UnverifiedJws) -> Jwk {
+    use base64::Engine as _;
+    let leaf = jws.header["x5c"][0].as_str().expect("x5c");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(leaf)
+        .expect("DER");
+    vellum_formats::x509::leaf_public_jwk(&der).expect("leaf key")
+}
+
+/// The SD-JWT VC's issuer-signed payload.
+fn sd_jwt_payload(credential: &str) -> (UnverifiedJws, Value) {
+    let jwt = credential.split('~').next().expect("issuer-signed JWT");
+    let jws = UnverifiedJws::parse(jwt).expect("JWS");
+    let payload = Value::Object(jws.payload.clone());
+    (jws, payload)
+}
+
+#[tokio::test]
+async fn sd_jwt_vcs_reference_an_entry_of_their_own_in_a_signed_token_status_list() {
+    let app = spawn_app_with(json!({"status_lists": {"size": 64}})).await;
+    let profile = create_profile(
+        &app,
+        profile_body(json!({"issuerKeyId": DEMO_KEY, "x5Chain": "development",
+                            "credentialStatus": "STATUS_LIST"})),
+    )
+    .await;
+    let mut indices = Vec::new();
+    let mut uris = Vec::new();
+    let mut signer = None;
+    for _ in 0..20 {
+        let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+        let credential = Wallet::new().complete(&app, &created).await;
+        let (jws, payload) = sd_jwt_payload(&credential);
+        signer.get_or_insert_with(|| x5c_key(&jws));
+        let reference = &payload["status"]["status_list"];
+        indices.push(reference["idx"].as_u64().expect("idx"));
+        uris.push(reference["uri"].as_str().expect("uri").to_owned());
+    }
+    let mut distinct = indices.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 20, "{indices:?}");
+    assert!(indices.iter().all(|index| *index < 64), "{indices:?}");
+    let ascending = indices.windows(2).filter(|pair| pair[0] < pair[1]).count();
+    assert!(ascending < 19, "not in issue order: {indices:?}");
+    uris.dedup();
+    assert_eq!(uris.len(), 1, "one list: {uris:?}");
+    let uri = &uris[0];
+    assert!(uri.starts_with(&app.endpoint("/status-lists/")), "{uri}");
+
+    // The JWT: signed by the key the credentials' x5c certifies, naming its uri.
+    let reply = fetch(&app, uri, "application/statuslist+jwt").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/statuslist+jwt")
+    );
+    assert_eq!(reply.header("cache-control"), Some("public, max-age=300"));
+    let jws = UnverifiedJws::parse(&reply.text).expect("JWS");
+    jws.verify_with(signer.as_ref().expect("signer"))
+        .expect("signed as the credentials");
+    assert_eq!(jws.header["typ"], "statuslist+jwt");
+    assert_eq!(jws.payload["sub"], uri.as_str());
+    assert_eq!(jws.payload["ttl"], 300);
+    let lst = jws.payload["status_list"]["lst"].as_str().expect("lst");
+    let list = StatusList::from_lst(2, lst).expect("lst");
+    assert_eq!(list.len(), 64);
+    for index in &indices {
+        assert_eq!(list.get(*index as usize), Ok(0), "entry {index} valid");
+    }
+    // Unchanged: the same signature, and 304 for a verifier that has it.
+    let etag = reply.header("etag").expect("ETag").to_owned();
+    let again = fetch(&app, uri, "application/statuslist+jwt").await;
+    assert_eq!(
+        again.text, reply.text,
+        "no new signature for an unchanged list"
+    );
+    let cached = Reply::of(
+        app.client
+            .get(uri)
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .expect("conditional"),
+    )
+    .await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+
+    // The CWT, read with a CBOR decoder of its own: COSE_Sign1, claims 2 (sub) and 65533.
+    let reply = fetch(&app, uri, "application/statuslist+cwt").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/statuslist+cwt")
+    );
+    let bytes = app
+        .client
+        .get(uri)
+        .header("Accept", "application/statuslist+cwt")
+        .send()
+        .await
+        .expect("CWT")
+        .bytes()
+        .await
+        .expect("bytes");
+    let sign1: ciborium::Value = ciborium::from_reader(bytes.as_ref()).expect("CBOR");
+    let parts = sign1.as_array().expect("COSE_Sign1 array");
+    let payload: ciborium::Value =
+        ciborium::from_reader(parts[2].as_bytes().expect("payload").as_slice()).expect("claims");
+    let claim = |key: i64| {
+        payload
+            .as_map()
+            .expect("map")
+            .iter()
+            .find(|(label, _)| *label == ciborium::Value::from(key))
+            .map(|(_, value)| value.clone())
+            .expect("claim")
+    };
+    assert_eq!(claim(2), ciborium::Value::Text(uri.clone()));
+    let status_list = claim(65533);
+    let lst = status_list
+        .as_map()
+        .expect("status_list")
+        .iter()
+        .find(|(key, _)| *key == ciborium::Value::Text("lst".into()))
+        .and_then(|(_, value)| value.as_bytes().cloned())
+        .expect("lst");
+    assert_eq!(StatusList::from_zlib(2, &lst).expect("lst"), list);
+
+    let missing = fetch(&app, &app.endpoint("/status-lists/no-such-list"), "*/*").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let wrong_form = fetch(&app, &format!("{uri}/revocation"), "*/*").await;
+    assert_eq!(
+        wrong_form.status,
+        StatusCode::NOT_FOUND,
+        "a Token list has no purposes"
+    );
+}
+
+#[tokio::test]
+async fn a_full_list_is_followed_by_a_new_one() {
+    let app = spawn_app_with(json!({"status_lists": {"size": 16}})).await;
+    let profile = create_profile(
+        &app,
+        profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "STATUS_LIST"})),
+    )
+    .await;
+    let mut lists = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..17 {
+        let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+        let credential = Wallet::new().complete(&app, &created).await;
+        let (_, payload) = sd_jwt_payload(&credential);
+        let uri = payload["status"]["status_list"]["uri"]
+            .as_str()
+            .expect("uri")
+            .to_owned();
+        *lists.entry(uri).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = lists.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 16], "{lists:?}");
+}
+
+#[tokio::test]
+async fn w3c_vcs_reference_a_bitstring_list_per_purpose() {
+    let app = spawn_app_with(json!({"credential_configurations": {"degree": {
+        "format": "jwt_vc_json",
+        "credential_definition": {"type": ["VerifiableCredential", "UniversityDegreeCredential"]},
+        "credential_signing_alg_values_supported": ["ES256"],
+        "cryptographic_binding_methods_supported": ["did:jwk"],
+        "proof_signing_alg_values_supported": ["ES256"],
+    }}}))
+    .await;
+    let profile = create_profile(
+        &app,
+        json!({"name": "Degree", "credentialConfigurationId": "degree",
+               "issuerKeyId": DEMO_KEY, "issuerDid": "did:jwk",
+               "credentialStatus": "STATUS_LIST",
+               "credentialData": {"credentialSubject": {"degree": "BSc"}}}),
+    )
+    .await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let credential = Wallet::new().complete(&app, &created).await;
+    let jws = UnverifiedJws::parse(&credential).expect("JWS");
+    let entries = jws.payload["vc"]["credentialStatus"]
+        .as_array()
+        .expect("credentialStatus entries")
+        .clone();
+    assert_eq!(entries.len(), 2);
+    for (entry, purpose) in entries.iter().zip(["revocation", "suspension"]) {
+        assert_eq!(entry["type"], "BitstringStatusListEntry");
+        assert_eq!(entry["statusPurpose"], purpose);
+        let uri = entry["statusListCredential"].as_str().expect("uri");
+        assert!(uri.ends_with(&format!("/{purpose}")), "{uri}");
+        let index: usize = entry["statusListIndex"]
+            .as_str()
+            .expect("a string")
+            .parse()
+            .expect("index");
+        let reply = fetch(&app, uri, "*/*").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        let list_jws = UnverifiedJws::parse(&reply.text).expect("JWS");
+        assert_eq!(
+            list_jws.payload["iss"], jws.payload["iss"],
+            "signed as the credential"
+        );
+        let subject = &list_jws.payload["credentialSubject"];
+        assert_eq!(subject["statusPurpose"], purpose);
+        let list = StatusList::from_encoded_list(subject["encodedList"].as_str().expect("list"))
+            .expect("encodedList");
+        assert!(list.len() >= 131_072);
+        assert_eq!(list.get(index), Ok(0));
+    }
+    // Only the formats that can carry an entry take the setting.
+    let (status, refused) = app
+        .api_json(
+            Method::POST,
+            "/api/v1/profiles",
+            profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "ELSEWHERE"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("STATUS_LIST")
+    );
+}
