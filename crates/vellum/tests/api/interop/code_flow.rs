@@ -7,12 +7,13 @@
 //! verifiers. The issuers here require wallet attestation (the default).
 
 use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
 use std::process::Output;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::mdoc::{MDL_DOCTYPE, NAMESPACE, example, iaca_file, mdl_profile};
+use super::mdoc::{MDL, MDL_DOCTYPE, NAMESPACE, example, iaca_file, mdl_profile};
 use crate::support::attester::WalletProvider;
 use crate::support::interop::{
     oid4vc_ts_wallet_from_metadata, oid4vc_ts_wallet_with, python_sd_jwt_verifier, stdout_json,
@@ -51,9 +52,17 @@ async fn app_trusting_with(
     provider::app_with_provider_over(config, authorization, None).await
 }
 
+/// `body` with the fields of `extra` set over its own.
+fn merged(mut body: Value, extra: Value) -> Value {
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    body
+}
+
 /// The SD-JWT VC profile whose claims come from the holder's ID token; `extra` is merged in.
 async fn id_token_profile(app: &TestApp, extra: Value) -> Value {
-    let mut body = json!({
+    let body = json!({
         "identityProvider": provider::PROVIDER,
         "idTokenClaimsMapping": {
             "/given_name": "/given_name",
@@ -62,10 +71,23 @@ async fn id_token_profile(app: &TestApp, extra: Value) -> Value {
             "/birthdate": "/birthdate",
         },
     });
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    create_profile(app, profile_body(body)).await
+    create_profile(app, profile_body(merged(body, extra))).await
+}
+
+/// The mDL profile of an app with examples/mdl.toml whose names and birth date come from the
+/// holder's ID token, mapped into the mDL namespace; `extra` is merged in. Returns it and the
+/// file of the IACA its document signer chains to, the wallet's trust anchor.
+async fn id_token_mdl_profile(app: &TestApp, extra: Value) -> (Value, PathBuf) {
+    let chain = x5_chain_for(app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
+    let iaca = iaca_file(app, &chain);
+    let mut body = mdl_profile(&chain);
+    body["identityProvider"] = json!(provider::PROVIDER);
+    body["idTokenClaimsMapping"] = json!({
+        "/given_name": format!("/{NAMESPACE}/given_name"),
+        "/family_name": format!("/{NAMESPACE}/family_name"),
+        "/birthdate": format!("/{NAMESPACE}/birth_date"),
+    });
+    (create_profile(app, merged(body, extra)).await, iaca)
 }
 
 /// What the wallet is given besides `env`: the private key of `wallet_provider`, so that it
@@ -194,6 +216,49 @@ async fn assert_bobs_sd_jwt_vc(app: &TestApp, wallet: &Value) {
     );
 }
 
+/// The mDL the wallet verified carries bob's ID token claims where the profile maps them, and the
+/// profile's own elements elsewhere.
+fn assert_bobs_mdl(wallet: &Value) {
+    assert_eq!(wallet["docType"], MDL_DOCTYPE, "{wallet}");
+    let elements = &wallet["claims"][NAMESPACE];
+    // The profile says Erika Mustermann, born 1984: these came from bob's ID token.
+    assert_eq!(elements["given_name"], "Max", "{elements}");
+    assert_eq!(elements["family_name"], "Meier", "{elements}");
+    assert_eq!(
+        elements["birth_date"], "1990-01-01",
+        "a full-date: {elements}"
+    );
+    // What the mapping does not touch stays as the profile has it.
+    assert_eq!(elements["document_number"], "T22000129", "{elements}");
+    assert_eq!(
+        elements.as_object().expect("elements").len(),
+        12,
+        "{elements}"
+    );
+}
+
+/// Without an offer, lets the oid4vc-ts wallet, attested by `wallet_provider`, start from the
+/// metadata for `configuration`, its holder logging in as bob; `env` adds settings. Returns what
+/// the wallet printed, checked as [`redeemed`] checks it.
+async fn wallet_starts_from_metadata(
+    app: &TestApp,
+    wallet_provider: &WalletProvider,
+    configuration: &str,
+    env: &[(&'static str, &OsStr)],
+) -> Value {
+    let env = wallet_env(wallet_provider, HOLDER, env);
+    redeemed(&oid4vc_ts_wallet_from_metadata(&app.url, configuration, &borrowed(&env)).await)
+}
+
+/// `profile` has one session, the one the wallet's pushed request made, which went through the
+/// code flow to `issue_event`.
+async fn assert_one_wallet_initiated_session(app: &TestApp, profile: &Value, issue_event: &str) {
+    let sessions = sessions_of(app, profile).await;
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let types = assert_code_flow_events(app, &sessions[0], issue_event).await;
+    assert_eq!(types[0], "wallet_initiated_session_created", "{types:?}");
+}
+
 /// The ids of the sessions of `profile`.
 async fn sessions_of(app: &TestApp, profile: &Value) -> Vec<String> {
     let id = profile["id"].as_str().expect("id");
@@ -240,16 +305,7 @@ async fn oid4vc_ts_wallet_gets_an_sd_jwt_vc_with_the_holders_id_token_claims_by_
 async fn oid4vc_ts_wallet_gets_an_mdl_with_the_holders_id_token_claims_by_the_code_flow() {
     let wallet_provider = WalletProvider::new();
     let (app, _provider) = app_trusting(&wallet_provider, example("mdl.toml")).await;
-    let chain = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
-    let iaca = iaca_file(&app, &chain);
-    let mut body = mdl_profile(&chain);
-    body["identityProvider"] = json!(provider::PROVIDER);
-    body["idTokenClaimsMapping"] = json!({
-        "/given_name": format!("/{NAMESPACE}/given_name"),
-        "/family_name": format!("/{NAMESPACE}/family_name"),
-        "/birthdate": format!("/{NAMESPACE}/birth_date"),
-    });
-    let profile = create_profile(&app, body).await;
+    let (profile, iaca) = id_token_mdl_profile(&app, json!({})).await;
     let (session, output) = wallet_logs_in(
         &app,
         &profile,
@@ -258,24 +314,7 @@ async fn oid4vc_ts_wallet_gets_an_mdl_with_the_holders_id_token_claims_by_the_co
         &[("VELLUM_IACA_PEM", iaca.as_os_str())],
     )
     .await;
-    let wallet = redeemed(&output);
-
-    assert_eq!(wallet["docType"], MDL_DOCTYPE, "{wallet}");
-    let elements = &wallet["claims"][NAMESPACE];
-    // The profile says Erika Mustermann, born 1984: these came from bob's ID token.
-    assert_eq!(elements["given_name"], "Max", "{elements}");
-    assert_eq!(elements["family_name"], "Meier", "{elements}");
-    assert_eq!(
-        elements["birth_date"], "1990-01-01",
-        "a full-date: {elements}"
-    );
-    // What the mapping does not touch stays as the profile has it.
-    assert_eq!(elements["document_number"], "T22000129", "{elements}");
-    assert_eq!(
-        elements.as_object().expect("elements").len(),
-        12,
-        "{elements}"
-    );
+    assert_bobs_mdl(&redeemed(&output));
 
     assert_code_flow_events(&app, &session, "generated_mdoc").await;
 }
@@ -339,15 +378,30 @@ async fn oid4vc_ts_wallet_starting_from_metadata_gets_an_sd_jwt_vc_by_the_wallet
     let (app, _provider) = app_trusting(&wallet_provider, json!({})).await;
     let profile = id_token_profile(&app, json!({"walletInitiated": true})).await;
     assert_eq!(profile["walletInitiated"], true, "{profile}");
-    let env = wallet_env(&wallet_provider, HOLDER, &[]);
-    let output = oid4vc_ts_wallet_from_metadata(&app.url, CONFIGURATION, &borrowed(&env)).await;
-    let wallet = redeemed(&output);
+    let wallet = wallet_starts_from_metadata(&app, &wallet_provider, CONFIGURATION, &[]).await;
 
     assert_bobs_sd_jwt_vc(&app, &wallet).await;
-    let sessions = sessions_of(&app, &profile).await;
-    assert_eq!(sessions.len(), 1, "{sessions:?}");
-    let types = assert_code_flow_events(&app, &sessions[0], "sdjwt_issue").await;
-    assert_eq!(types[0], "wallet_initiated_session_created", "{types:?}");
+    assert_one_wallet_initiated_session(&app, &profile, "sdjwt_issue").await;
+}
+
+/// As for the SD-JWT VC, with the mdl configuration's scope: the wallet verifies the mDL it gets
+/// against the IACA, and the elements the profile maps carry bob's ID token claims.
+#[tokio::test]
+async fn oid4vc_ts_wallet_starting_from_metadata_gets_an_mdl_by_the_wallet_initiated_code_flow() {
+    let wallet_provider = WalletProvider::new();
+    let (app, _provider) = app_trusting(&wallet_provider, example("mdl.toml")).await;
+    let (profile, iaca) = id_token_mdl_profile(&app, json!({"walletInitiated": true})).await;
+    assert_eq!(profile["walletInitiated"], true, "{profile}");
+    let wallet = wallet_starts_from_metadata(
+        &app,
+        &wallet_provider,
+        MDL,
+        &[("VELLUM_IACA_PEM", iaca.as_os_str())],
+    )
+    .await;
+
+    assert_bobs_mdl(&wallet);
+    assert_one_wallet_initiated_session(&app, &profile, "generated_mdoc").await;
 }
 
 /// A wallet whose provider the issuer does not trust is refused at the pushed request, before

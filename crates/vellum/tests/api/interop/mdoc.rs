@@ -23,7 +23,7 @@ use crate::support::interop::{
 use crate::support::{TestApp, spawn_app_with};
 use crate::support::{create_profile, events_of, offer_id, x5_chain_for};
 
-const MDL: &str = "mdl";
+pub(super) const MDL: &str = "mdl";
 pub(super) const MDL_DOCTYPE: &str = "org.iso.18013.5.1.mDL";
 pub(super) const NAMESPACE: &str = "org.iso.18013.5.1";
 const PID: &str = "pid";
