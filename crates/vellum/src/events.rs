@@ -27,6 +27,8 @@ pub const AUTHORIZATION_REQUEST_SUCCEEDED: &str = "authorization_request_succeed
 pub const AUTHORIZATION_REQUEST_FAILED: &str = "authorization_request_failed";
 /// A wallet asked for a credential without an offer naming a session: it got one.
 pub const WALLET_INITIATED_SESSION_CREATED: &str = "wallet_initiated_session_created";
+/// The operator revoked, suspended or reinstated a credential.
+pub const CREDENTIAL_STATUS_CHANGED: &str = "credential_status_changed";
 
 /// Every event type, for validating webhook filters.
 pub const ALL: &[&str] = &[
@@ -44,6 +46,7 @@ pub const ALL: &[&str] = &[
     GENERATED_MDOC,
     CREDENTIAL_REQUEST_FAILED,
     ISSUANCE_STATUS_CHANGED,
+    CREDENTIAL_STATUS_CHANGED,
 ];
 
 /// What replaces a secret wherever an event would carry one.

@@ -8,6 +8,7 @@
 //! the list's indices, so that no verifier can tell from an index when, or next to whom, a
 //! credential was issued.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vellum_formats::jose;
 use vellum_formats::jwt_vc;
@@ -15,11 +16,14 @@ use vellum_formats::status_list::{self, StatusList, TokenClaims};
 
 use crate::clock::Millis;
 use crate::context::{Context, Signed};
-use crate::errors::Internal;
-use crate::ids::KeyId;
+use crate::errors::{ApiError, Internal};
+use crate::events;
+use crate::ids::{KeyId, SessionId};
 use crate::keys;
 use crate::secrets::Purpose;
-use crate::store::{StatusEntry, StatusListKind, StatusListRecord};
+use crate::store::{
+    Applied, IssuedCredentialRecord, StatusEntry, StatusListKind, StatusListRecord,
+};
 
 /// The `credentialStatus` of a profile whose credentials get a status list entry.
 pub const MANAGED: &str = "STATUS_LIST";
@@ -269,6 +273,229 @@ fn x5c_der(x5c: &[String]) -> Result<Vec<Vec<u8>>, Internal> {
 fn sha2_256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).into()
+}
+
+/// A credential's status as the management API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CredentialStatus {
+    Valid,
+    Revoked,
+    Suspended,
+}
+
+impl CredentialStatus {
+    fn value(self) -> u8 {
+        match self {
+            CredentialStatus::Valid => status_list::VALID,
+            CredentialStatus::Revoked => status_list::INVALID,
+            CredentialStatus::Suspended => status_list::SUSPENDED,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CredentialStatus::Valid => "VALID",
+            CredentialStatus::Revoked => "REVOKED",
+            CredentialStatus::Suspended => "SUSPENDED",
+        }
+    }
+
+    fn of(value: u8) -> Option<CredentialStatus> {
+        match value {
+            status_list::VALID => Some(CredentialStatus::Valid),
+            status_list::INVALID => Some(CredentialStatus::Revoked),
+            status_list::SUSPENDED => Some(CredentialStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// An issued credential as the management API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialView {
+    pub id: String,
+    pub session_id: SessionId,
+    pub credential_configuration_id: String,
+    pub format: String,
+    /// Unix milliseconds.
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+    /// Its status, when it has an entry in a status list of this issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<CredentialStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_list: Option<Value>,
+}
+
+fn view(ctx: &Context, record: IssuedCredentialRecord) -> CredentialView {
+    let status_list = record.status_entry.as_ref().map(|entry| {
+        serde_json::json!({"id": entry.list_id, "index": entry.index,
+                           "uri": uri(ctx, &entry.list_id, None)})
+    });
+    CredentialView {
+        status: record
+            .status_entry
+            .as_ref()
+            .and(CredentialStatus::of(record.status_value)),
+        id: record.id,
+        session_id: record.session_id,
+        credential_configuration_id: record.credential_configuration_id,
+        format: record.format,
+        issued_at: record.issued_at,
+        expires_at: record.expires_at,
+        status_list,
+    }
+}
+
+/// A status change the operator asks for.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusChange {
+    pub status: CredentialStatus,
+    #[serde(default, deserialize_with = "crate::limits::not_null")]
+    pub reason: Option<String>,
+}
+
+/// The credentials a session issued, oldest first.
+pub async fn credentials(
+    ctx: &Context,
+    session: SessionId,
+) -> Result<Vec<CredentialView>, ApiError> {
+    let records = ctx.store.issued_credentials(session).await?;
+    if records.is_empty() && ctx.store.session(session).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no session {session}")));
+    }
+    Ok(records
+        .into_iter()
+        .map(|record| view(ctx, record))
+        .collect())
+}
+
+/// `POST /api/v1/credentials/{id}/status`: revoke (final), suspend, or reinstate one credential.
+pub async fn change(
+    ctx: &Context,
+    id: &str,
+    change: StatusChange,
+) -> Result<CredentialView, ApiError> {
+    let reason = checked_reason(change.reason)?;
+    let record = ctx
+        .store
+        .issued_credential(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no credential {id}")))?;
+    apply(ctx, record, change.status, reason.as_deref()).await
+}
+
+/// `POST /api/v1/sessions/{id}/credentials/status`: the change for every credential of the
+/// session it applies to (those already in that status, or revoked, stay as they are).
+pub async fn change_session(
+    ctx: &Context,
+    session: SessionId,
+    change: StatusChange,
+) -> Result<Vec<CredentialView>, ApiError> {
+    let reason = checked_reason(change.reason)?;
+    let records = ctx.store.issued_credentials(session).await?;
+    let managed: Vec<IssuedCredentialRecord> = records
+        .into_iter()
+        .filter(|record| record.status_entry.is_some())
+        .collect();
+    if managed.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "status_not_managed",
+            detail: format!("session {session} issued no credential with a status list entry"),
+        });
+    }
+    let mut changed = Vec::new();
+    for record in managed {
+        match apply(ctx, record, change.status, reason.as_deref()).await {
+            Ok(view) => changed.push(view),
+            Err(ApiError::Conflict { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(changed)
+}
+
+/// A reason is for the operator's records: printable, at most 200 characters.
+fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
+    match reason {
+        Some(reason)
+            if reason.is_empty()
+                || reason.chars().count() > 200
+                || reason.chars().any(char::is_control) =>
+        {
+            Err(ApiError::invalid(
+                "invalid_request",
+                "reason must be 1-200 characters without control characters",
+            ))
+        }
+        reason => Ok(reason),
+    }
+}
+
+/// The change for one credential: revoked is final, suspended reversible; the status, the
+/// list's version and the event in one transaction.
+async fn apply(
+    ctx: &Context,
+    mut record: IssuedCredentialRecord,
+    to: CredentialStatus,
+    reason: Option<&str>,
+) -> Result<CredentialView, ApiError> {
+    for _ in 0..3 {
+        if record.status_entry.is_none() {
+            return Err(ApiError::Conflict {
+                code: "status_not_managed",
+                detail: format!("credential {} has no status list entry", record.id),
+            });
+        }
+        let from = CredentialStatus::of(record.status_value)
+            .ok_or_else(|| Internal::msg(format!("credential {}: unknown status", record.id)))?;
+        if from == CredentialStatus::Revoked {
+            return Err(ApiError::Conflict {
+                code: "credential_revoked",
+                detail: format!("credential {} is revoked, which is final", record.id),
+            });
+        }
+        if from == to {
+            return Err(ApiError::Conflict {
+                code: "status_unchanged",
+                detail: format!("credential {} is already {}", record.id, to.name()),
+            });
+        }
+        let now = ctx.clock.now();
+        let mut data = serde_json::json!({
+            "credentialId": record.id,
+            "sessionId": record.session_id,
+            "previousStatus": from,
+            "status": to,
+        });
+        if let Some(reason) = reason {
+            data["reason"] = Value::from(reason);
+        }
+        let event = events::new(
+            record.session_id,
+            events::CREDENTIAL_STATUS_CHANGED,
+            now,
+            data,
+        );
+        let applied = ctx
+            .store
+            .change_credential_status(&record.id, from.value(), to.value(), now, &[event])
+            .await?;
+        if applied == Applied::Yes {
+            record.status_value = to.value();
+            return Ok(view(ctx, record));
+        }
+        // Changed meanwhile: decide again on what it is now.
+        record = ctx
+            .store
+            .issued_credential(&record.id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no credential {}", record.id)))?;
+    }
+    Err(ApiError::Unavailable)
 }
 
 /// Whether a profile's `credentialStatus` asks for an entry in a status list of this issuer.

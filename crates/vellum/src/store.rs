@@ -668,6 +668,18 @@ pub trait CredentialStore: Send + Sync {
         now: Millis,
     ) -> StoreResult<StatusAllocation>;
     async fn status_list(&self, id: &str) -> StoreResult<Option<StatusListRecord>>;
+    async fn issued_credential(&self, id: &str) -> StoreResult<Option<IssuedCredentialRecord>>;
+    /// Sets a credential's status from `from` (what the caller saw) to `to`, marks its list
+    /// changed, and appends the events, in one transaction; `Stale` when the status was no
+    /// longer `from` (or the credential has no entry).
+    async fn change_credential_status(
+        &self,
+        id: &str,
+        from: u8,
+        to: u8,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied>;
     /// The entries of a list that are not valid: index and status, by index.
     async fn status_entries(&self, list_id: &str) -> StoreResult<Vec<(i64, u8)>>;
 }

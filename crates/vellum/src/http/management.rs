@@ -1,4 +1,5 @@
-//! `/api/v1`: one router per resource (keys, profiles, offers, sessions, events), merged here.
+//! `/api/v1`: one router per resource (keys, profiles, offers, sessions, issued credentials,
+//! events), merged here.
 //! Every route requires the API key except the OpenAPI description; event streams also take a
 //! stream token (`?token=`).
 
@@ -15,6 +16,7 @@ use crate::context::Context;
 use crate::errors::ApiError;
 use crate::ids::{KeyId, ProfileId};
 
+mod credentials;
 mod events;
 mod keys;
 mod offers;
@@ -28,6 +30,7 @@ pub fn routes(ctx: &Context) -> Routes {
         .merge(profiles::routes())
         .merge(offers::routes())
         .merge(sessions::routes())
+        .merge(credentials::routes())
         .merge(events::routes())
         .map(|router| router.layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit)))
         .nest("/api/v1");

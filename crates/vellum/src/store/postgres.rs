@@ -1502,6 +1502,47 @@ impl CredentialStore for PostgresStore {
         Ok(StatusAllocation { list, position })
     }
 
+    async fn issued_credential(&self, id: &str) -> StoreResult<Option<IssuedCredentialRecord>> {
+        let conn = self.pool.get().await?;
+        first(
+            conn.db(),
+            &sql::ISSUED_CREDENTIAL,
+            &[&id],
+            rows::issued_credential,
+        )
+        .await
+    }
+
+    async fn change_credential_status(
+        &self,
+        id: &str,
+        from: u8,
+        to: u8,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied> {
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let changed = db
+            .execute(
+                sql::CHANGE_CREDENTIAL_STATUS,
+                &[&i32::from(to), &id, &i32::from(from)],
+            )
+            .await
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Ok(Applied::Stale);
+        }
+        db.execute(sql::TOUCH_STATUS_LIST, &[&now, &id])
+            .await
+            .map_err(db_error)?;
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
+    }
+
     async fn status_list(&self, id: &str) -> StoreResult<Option<StatusListRecord>> {
         let conn = self.pool.get().await?;
         first(conn.db(), &sql::STATUS_LIST, &[&id], rows::status_list).await

@@ -112,6 +112,20 @@ pub(super) const TAKE_STATUS_ENTRY: &str = "UPDATE status_lists SET allocated = 
 pub(super) static STATUS_LIST: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {STATUS_LIST_COLUMNS} FROM status_lists WHERE id = $1"));
 
+pub(super) static ISSUED_CREDENTIAL: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {ISSUED_CREDENTIAL_COLUMNS} FROM issued_credentials WHERE id = $1")
+});
+
+/// To, credential id, from: the status changed if it was still `from`.
+pub(super) const CHANGE_CREDENTIAL_STATUS: &str = "UPDATE issued_credentials \
+    SET status_value = $1 WHERE id = $2 AND status_value = $3 AND status_list_id IS NOT NULL";
+
+/// Now, credential id: the list of the credential marked changed (later than any change
+/// before, even within one millisecond, so that a signed copy never looks current).
+pub(super) const TOUCH_STATUS_LIST: &str = "UPDATE status_lists SET changed_at = \
+    CASE WHEN changed_at >= $1 THEN changed_at + 1 ELSE $1 END \
+    WHERE id = (SELECT status_list_id FROM issued_credentials WHERE id = $2)";
+
 /// List id: its entries that are not valid.
 pub(super) const STATUS_ENTRIES: &str = "SELECT status_index, status_value \
     FROM issued_credentials WHERE status_list_id = $1 AND status_value <> 0 \

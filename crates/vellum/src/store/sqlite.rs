@@ -1273,6 +1273,38 @@ impl CredentialStore for SqliteStore {
         .await
     }
 
+    async fn issued_credential(&self, id: &str) -> StoreResult<Option<IssuedCredentialRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| first(conn, &sql::ISSUED_CREDENTIAL, [id], rows::issued_credential))
+            .await
+    }
+
+    async fn change_credential_status(
+        &self,
+        id: &str,
+        from: u8,
+        to: u8,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied> {
+        let (id, events) = (id.to_owned(), events.to_vec());
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(sql::CHANGE_CREDENTIAL_STATUS)
+                .and_then(|mut statement| statement.execute(params![to, id, from]))
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Ok(Applied::Stale);
+            }
+            conn.prepare_cached(sql::TOUCH_STATUS_LIST)
+                .and_then(|mut statement| statement.execute(params![now, id]))
+                .map_err(db_error)?;
+            insert_events(conn, &events)?;
+            Ok(Applied::Yes)
+        })
+        .await
+    }
+
     async fn status_list(&self, id: &str) -> StoreResult<Option<StatusListRecord>> {
         let id = id.to_owned();
         self.read(move |conn| first(conn, &sql::STATUS_LIST, [id], rows::status_list))

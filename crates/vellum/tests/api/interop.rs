@@ -8,6 +8,7 @@ mod leaks;
 mod mdoc;
 mod refresh;
 mod sd_jwt;
+mod status;
 mod w3c;
 mod wallet_initiated;
 mod webhooks;

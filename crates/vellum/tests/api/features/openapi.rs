@@ -13,7 +13,9 @@ use vellum_formats::jose::{Algorithm, SigningKey};
 use crate::support::attester::WalletProvider;
 use crate::support::provider;
 use crate::support::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
-use crate::support::{TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json};
+use crate::support::{
+    API_KEY, TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json,
+};
 use crate::support::{create_profile, free_port, profile_body};
 
 const DESCRIPTION: &str = "/api/v1/openapi.json";
@@ -1278,6 +1280,52 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         .check("GET", template, response.expect("conditional"))
         .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let session = created["offerId"].as_str().expect("offerId").to_owned();
+    let response = app
+        .client
+        .get(app.endpoint(&format!("/api/v1/sessions/{session}/credentials")))
+        .bearer_auth(API_KEY)
+        .send()
+        .await;
+    let (status, listed) = api
+        .check(
+            "GET",
+            "/api/v1/sessions/{sessionId}/credentials",
+            response.expect("credentials"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let credential_id = listed["items"][0]["id"].as_str().expect("id").to_owned();
+    let response = app
+        .client
+        .post(app.endpoint(&format!("/api/v1/credentials/{credential_id}/status")))
+        .bearer_auth(API_KEY)
+        .json(&json!({"status": "SUSPENDED", "reason": "checked by the description test"}))
+        .send()
+        .await;
+    let (status, view) = api
+        .check(
+            "POST",
+            "/api/v1/credentials/{credentialId}/status",
+            response.expect("change"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let response = app
+        .client
+        .post(app.endpoint(&format!("/api/v1/sessions/{session}/credentials/status")))
+        .bearer_auth(API_KEY)
+        .json(&json!({"status": "VALID"}))
+        .send()
+        .await;
+    let (status, changed) = api
+        .check(
+            "POST",
+            "/api/v1/sessions/{sessionId}/credentials/status",
+            response.expect("change all"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
     let response = get("/status-lists/no-such-list")
         .await
         .expect("missing list");

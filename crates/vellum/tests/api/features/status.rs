@@ -9,7 +9,10 @@ use vellum_formats::jose::{Jwk, UnverifiedJws};
 use vellum_formats::status_list::StatusList;
 
 use crate::support::wallet::Wallet;
-use crate::support::{DEMO_KEY, Reply, TestApp, create_profile, profile_body, spawn_app_with};
+use crate::support::{
+    DEMO_KEY, DEMO_PROFILE, Reply, TestApp, create_profile, events_of, offer_id, profile_body,
+    spawn_app_with,
+};
 
 /// A status list the issuer serves, fetched with `accept`.
 async fn fetch(app: &TestApp, uri: &str, accept: &str) -> Reply {
@@ -253,4 +256,150 @@ async fn w3c_vcs_reference_a_bitstring_list_per_purpose() {
             .expect("detail")
             .contains("STATUS_LIST")
     );
+}
+
+/// The status of entry `index` in the Token Status List at `uri`.
+async fn listed_status(app: &TestApp, uri: &str, index: usize) -> u8 {
+    let reply = fetch(app, uri, "application/statuslist+jwt").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let jws = UnverifiedJws::parse(&reply.text).expect("JWS");
+    let lst = jws.payload["status_list"]["lst"].as_str().expect("lst");
+    StatusList::from_lst(2, lst)
+        .expect("lst")
+        .get(index)
+        .expect("index")
+}
+
+/// A session that issued one credential of `profile`: its id.
+async fn issued_session(app: &TestApp, profile: &Value) -> String {
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    Wallet::new().complete(app, &created).await;
+    offer_id(&created)
+}
+
+#[tokio::test]
+async fn the_operator_revokes_suspends_and_reinstates_and_each_change_is_an_event() {
+    let app = spawn_app_with(json!({})).await;
+    let profile = create_profile(
+        &app,
+        profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "STATUS_LIST"})),
+    )
+    .await;
+    let session = issued_session(&app, &profile).await;
+    let (status, listed) = app
+        .api_get(&format!("/api/v1/sessions/{session}/credentials"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let credential = &listed["items"][0];
+    assert_eq!(credential["status"], "VALID", "{credential}");
+    let id = credential["id"].as_str().expect("id").to_owned();
+    let uri = credential["statusList"]["uri"]
+        .as_str()
+        .expect("uri")
+        .to_owned();
+    let index = credential["statusList"]["index"].as_u64().expect("index") as usize;
+    assert_eq!(listed_status(&app, &uri, index).await, 0);
+
+    let credential_path = format!("/api/v1/credentials/{id}/status");
+    let change = |status: &str, reason: Option<&str>| {
+        let mut body = json!({"status": status});
+        if let Some(reason) = reason {
+            body["reason"] = json!(reason);
+        }
+        app.api_json(Method::POST, &credential_path, body)
+    };
+    for (to, reason, listed) in [
+        ("SUSPENDED", Some("phone reported lost"), 2),
+        ("VALID", None, 0),
+        ("REVOKED", Some("holder left the company"), 1),
+    ] {
+        let (status, view) = change(to, reason).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        assert_eq!(view["status"], to);
+        assert_eq!(listed_status(&app, &uri, index).await, listed, "after {to}");
+    }
+    for (to, code) in [
+        ("VALID", "credential_revoked"),
+        ("SUSPENDED", "credential_revoked"),
+    ] {
+        let (status, refused) = change(to, None).await;
+        assert_eq!(
+            (status, refused["code"].as_str()),
+            (StatusCode::CONFLICT, Some(code)),
+            "{refused}"
+        );
+    }
+    let changes = events_of(&app, &session, "credential_status_changed").await;
+    assert_eq!(changes.len(), 3);
+    assert_eq!(
+        changes[0]["data"],
+        json!({"credentialId": id, "sessionId": session, "previousStatus": "VALID",
+               "status": "SUSPENDED", "reason": "phone reported lost"})
+    );
+    assert_eq!(changes[2]["data"]["previousStatus"], "VALID");
+
+    // Every credential of a session at once; the same status twice is a conflict per credential.
+    let other = issued_session(&app, &profile).await;
+    let path = format!("/api/v1/sessions/{other}/credentials/status");
+    let (status, changed) = app
+        .api_json(Method::POST, &path, json!({"status": "SUSPENDED"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["items"].as_array().expect("items").len(), 1);
+    let (status, again) = app
+        .api_json(Method::POST, &path, json!({"status": "SUSPENDED"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert!(again["items"].as_array().expect("items").is_empty());
+    let (status, unchanged) = app
+        .api_json(
+            Method::POST,
+            &format!(
+                "/api/v1/credentials/{}/status",
+                changed["items"][0]["id"].as_str().expect("id")
+            ),
+            json!({"status": "SUSPENDED"}),
+        )
+        .await;
+    assert_eq!(
+        (status, unchanged["code"].as_str()),
+        (StatusCode::CONFLICT, Some("status_unchanged"))
+    );
+
+    // Without a status list entry there is nothing to change.
+    let plain = issued_session(&app, &json!({"id": DEMO_PROFILE})).await;
+    let (status, refused) = app
+        .api_json(
+            Method::POST,
+            &format!("/api/v1/sessions/{plain}/credentials/status"),
+            json!({"status": "REVOKED"}),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (StatusCode::CONFLICT, Some("status_not_managed"))
+    );
+    let (status, _) = app
+        .api_json(
+            Method::POST,
+            "/api/v1/credentials/no-such-credential/status",
+            json!({"status": "REVOKED"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for body in [
+        json!({"status": "GONE"}),
+        json!({"status": "REVOKED", "reason": ""}),
+        json!({"status": "REVOKED", "reason": "x".repeat(201)}),
+        json!({"status": "REVOKED", "extra": 1}),
+    ] {
+        let (status, refused) = app
+            .api_json(
+                Method::POST,
+                &format!("/api/v1/credentials/{id}/status"),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {refused}");
+    }
 }
