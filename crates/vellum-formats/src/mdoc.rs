@@ -83,6 +83,9 @@ pub struct MdocInput<'a> {
     pub valid_until: i64,
     /// DER certificates, document signer first. Must not be empty.
     pub x5chain: &'a [Vec<u8>],
+    /// Its entry in a Token Status List (the MSO's `status`, ISO/IEC 18013-5 second edition,
+    /// draft-ietf-oauth-status-list): index and list URI.
+    pub status: Option<(u64, &'a str)>,
 }
 
 /// Checks that every namespace and element value can be encoded, as `issue` would encode it,
@@ -157,7 +160,7 @@ pub fn issue(
         issuer_namespaces.push((Cbor::Text(namespace), Cbor::Array(items)));
     }
 
-    let mso = map([
+    let mut mso = map([
         ("version", Cbor::Text("1.0".into())),
         ("digestAlgorithm", Cbor::Text("SHA-256".into())),
         ("valueDigests", Cbor::Map(value_digests)),
@@ -165,6 +168,16 @@ pub fn issue(
         ("docType", Cbor::Text(input.doc_type.to_owned())),
         ("validityInfo", validity_info),
     ]);
+    if let (Some((index, uri)), Cbor::Map(entries)) = (input.status, &mut mso) {
+        let status_list = map([
+            ("idx", Cbor::from(index)),
+            ("uri", Cbor::Text(uri.to_owned())),
+        ]);
+        entries.push((
+            Cbor::Text("status".into()),
+            map([("status_list", status_list)]),
+        ));
+    }
     let payload = encode(&embedded(&mso)?)?;
 
     let algorithm = match key.algorithm() {
@@ -560,6 +573,7 @@ mod tests {
             valid_from: SIGNED + 60,
             valid_until: SIGNED + 365 * 86_400,
             x5chain: chain,
+            status: None,
         };
         let bytes = issue(&input, &signer, &mut OsRng).expect("issues");
         Issued {
@@ -987,6 +1001,7 @@ mod tests {
             valid_from: SIGNED,
             valid_until: SIGNED + 1,
             x5chain: &chain,
+            status: None,
         };
         assert!(issue(&good, &signer, &mut OsRng).is_ok());
         let attempt = |input: MdocInput<'_>| issue(&input, &signer, &mut OsRng).expect_err("bad");

@@ -111,6 +111,7 @@ pub async fn run(options: FormatOptions) -> anyhow::Result<()> {
         valid_from: now,
         valid_until: now + 31_536_000,
         x5chain: &chain,
+        status: None,
     };
     let mdl = measure(options.credentials, || {
         mdoc::issue(&input, &issuer, &mut OsRng)

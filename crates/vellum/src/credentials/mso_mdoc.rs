@@ -10,6 +10,7 @@ use vellum_formats::x509::CertificateProfile;
 
 use super::{DevelopmentSigner, Format, Input, Issued, Issuer, Refusal, header_chain, members};
 use crate::events;
+use crate::store::StatusListKind;
 
 struct MsoMdoc {
     doctype: String,
@@ -72,6 +73,10 @@ impl Format for MsoMdoc {
         }
     }
 
+    fn status_list(&self) -> Option<StatusListKind> {
+        Some(StatusListKind::Token)
+    }
+
     fn issue(&self, input: Input<'_>) -> Result<Issued, String> {
         let chain = input
             .issuer
@@ -87,6 +92,12 @@ impl Format for MsoMdoc {
             valid_from: input.issued_at,
             valid_until: input.expires_at,
             x5chain: &chain,
+            // A status list entry of this issuer's (a verbatim credentialStatus has no place in
+            // an MSO).
+            status: input.status.and_then(|status| {
+                let reference = &status["status_list"];
+                Some((reference["idx"].as_u64()?, reference["uri"].as_str()?))
+            }),
         };
         let issuer_signed = mdoc::issue(&mdoc_input, input.key, &mut OsRng)
             .map_err(|error| format!("mdoc: {error}"))?;

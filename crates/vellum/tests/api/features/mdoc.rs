@@ -223,3 +223,61 @@ async fn certificates_need_a_managed_ca_and_never_expose_its_key() {
     );
     assert!(!chain.concat().contains("PRIVATE KEY"));
 }
+
+/// With `credentialStatus: "STATUS_LIST"` the MSO carries `status.status_list {idx, uri}`: an
+/// entry of a Token Status List, served as the SD-JWT VCs' are (here read as a CWT).
+#[tokio::test]
+async fn an_mdl_with_a_managed_status_references_its_token_status_list_entry() {
+    let app = mdoc_app().await;
+    let chain = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
+    let mut profile = mdl_profile(&chain);
+    profile["credentialStatus"] = json!("STATUS_LIST");
+    let profile = create_profile(&app, profile).await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let credential = Wallet::new().complete(&app, &created).await;
+    let issuer_signed = decode(&b64_decode(&credential).expect("base64url"));
+    let issuer_auth = map_get(&issuer_signed, "issuerAuth")
+        .as_array()
+        .expect("COSE_Sign1");
+    let Cbor::Tag(24, mso) = decode(issuer_auth[2].as_bytes().expect("payload")) else {
+        panic!("MSO is not tag 24")
+    };
+    let mso = decode(mso.as_bytes().expect("bstr"));
+    let reference = map_get(map_get(&mso, "status"), "status_list");
+    let index = u64::try_from(map_get(reference, "idx").as_integer().expect("idx")).expect("idx");
+    let uri = map_get(reference, "uri").as_text().expect("uri").to_owned();
+    assert!(uri.starts_with(&app.endpoint("/status-lists/")), "{uri}");
+    let (status, listed) = app
+        .api_get(&format!(
+            "/api/v1/sessions/{}/credentials",
+            offer_id(&created)
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["items"][0]["statusList"]["index"], index);
+    assert_eq!(listed["items"][0]["status"], "VALID");
+    let cwt = app
+        .client
+        .get(&uri)
+        .header("Accept", "application/statuslist+cwt")
+        .send()
+        .await
+        .expect("status list");
+    assert_eq!(cwt.status(), StatusCode::OK);
+    let sign1 = decode(&cwt.bytes().await.expect("CWT"));
+    let claims = decode(
+        sign1.as_array().expect("COSE_Sign1")[2]
+            .as_bytes()
+            .expect("payload"),
+    );
+    let status_list = claims
+        .as_map()
+        .expect("claims")
+        .iter()
+        .find(|(key, _)| key.as_integer() == Some(65533.into()))
+        .map(|(_, value)| value)
+        .expect("status_list");
+    let lst = map_get(status_list, "lst").as_bytes().expect("lst");
+    let list = vellum_formats::status_list::StatusList::from_zlib(2, lst).expect("list");
+    assert_eq!(list.get(index as usize), Ok(0));
+}
