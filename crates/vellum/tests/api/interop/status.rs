@@ -1,6 +1,7 @@
-//! Credential status read by software written by others: @sd-jwt/jwt-status-list (with jose for
-//! the list's x5c signature) reads the status of an SD-JWT VC from the Token Status List it
-//! references, through every change the operator makes.
+//! Credential status read by software written by others, through every change the operator
+//! makes: @sd-jwt/jwt-status-list (with jose for the list's x5c signature) reads an SD-JWT VC's
+//! status from the Token Status List it references; a Python decoder written from the W3C
+//! Bitstring Status List specification (interop/bitstring_status.py) reads a W3C VC's.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -8,7 +9,9 @@ use tokio::process::Command;
 
 use crate::support::interop::{interop_dir, require_installed, run, stdout_json};
 use crate::support::wallet::Wallet;
-use crate::support::{DEMO_KEY, TestApp, create_profile, offer_id, profile_body, spawn_app};
+use crate::support::{
+    DEMO_KEY, TestApp, create_profile, offer_id, profile_body, spawn_app, spawn_app_with,
+};
 
 /// The status `node interop/status.mjs` reads for `credential`.
 async fn read_status(credential: &str) -> u64 {
@@ -68,4 +71,58 @@ async fn jwt_status_list_reads_valid_revoked_suspended_and_reinstated() {
     set_status(&app, kept_id, "VALID").await;
     assert_eq!(read_status(kept).await, 0, "reinstated");
     assert_eq!(read_status(revoked).await, 1, "revoked stays revoked");
+}
+
+/// What `interop/bitstring_status.py` reads for a W3C VC: its status bit per purpose.
+async fn read_bitstring_status(credential: &str) -> serde_json::Value {
+    let dir = interop_dir();
+    let python = require_installed(
+        &dir.join(".venv/bin/python"),
+        "the Python Bitstring Status List reader (PyPI jwcrypto)",
+    );
+    let mut command = Command::new(python);
+    command.arg(dir.join("bitstring_status.py"));
+    let output = run(
+        command,
+        Some(credential),
+        "the Bitstring Status List reader (interop/bitstring_status.py)",
+    )
+    .await;
+    stdout_json(&output, "the Bitstring Status List reader")
+}
+
+#[tokio::test]
+async fn a_bitstring_reader_from_the_specification_sees_suspension_and_revocation() {
+    let app = spawn_app_with(json!({"credential_configurations": {"degree": {
+        "format": "jwt_vc_json",
+        "credential_definition": {"type": ["VerifiableCredential", "UniversityDegreeCredential"]},
+        "credential_signing_alg_values_supported": ["ES256"],
+        "cryptographic_binding_methods_supported": ["did:jwk"],
+        "proof_signing_alg_values_supported": ["ES256"],
+    }}}))
+    .await;
+    let profile = create_profile(
+        &app,
+        json!({"name": "Degree", "credentialConfigurationId": "degree", "issuerKeyId": DEMO_KEY,
+               "issuerDid": "did:jwk", "credentialStatus": "STATUS_LIST",
+               "credentialData": {"credentialSubject": {"degree": "BSc Physics"}}}),
+    )
+    .await;
+    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let credential = Wallet::new().complete(&app, &created).await;
+    let (_, listed) = app
+        .api_get(&format!(
+            "/api/v1/sessions/{}/credentials",
+            offer_id(&created)
+        ))
+        .await;
+    let id = listed["items"][0]["id"].as_str().expect("id").to_owned();
+    let both = |revocation: u8, suspension: u8| json!({"revocation": revocation, "suspension": suspension});
+    assert_eq!(read_bitstring_status(&credential).await, both(0, 0));
+    set_status(&app, &id, "SUSPENDED").await;
+    assert_eq!(read_bitstring_status(&credential).await, both(0, 1));
+    set_status(&app, &id, "VALID").await;
+    assert_eq!(read_bitstring_status(&credential).await, both(0, 0));
+    set_status(&app, &id, "REVOKED").await;
+    assert_eq!(read_bitstring_status(&credential).await, both(1, 0));
 }
