@@ -6,7 +6,7 @@
 //! instance sees what another committed; roles split serving from delivering; and the
 //! third-party wallet redeems an offer through a load balancer that spreads its requests. The
 //! authorization code flow, whose steps hand each other more state, has a file of its own
-//! (`code_flow`).
+//! (`code_flow`), and so do status lists, which each instance signs and caches (`status`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +29,7 @@ use crate::support::webhooks::{Receiver, Reply, WAIT, now};
 use crate::support::{DEMO_PROFILE, free_port};
 
 mod code_flow;
+mod status;
 
 const CONFIGURATION: &str = "identity_credential";
 
@@ -124,10 +125,7 @@ impl Cluster {
         let uri = created["credentialOfferUri"]
             .as_str()
             .expect("by reference");
-        let path = uri
-            .strip_prefix(&self.public_url)
-            .unwrap_or_else(|| panic!("{uri} is not under the public URL"));
-        let on_server = format!("{}{path}", server.url);
+        let on_server = on(self, server, uri);
         let (status, offer) = json_of(self.client.get(on_server).send().await.expect("GET")).await;
         assert_eq!(status, StatusCode::OK, "{offer}");
         offer
@@ -202,6 +200,14 @@ impl Cluster {
         assert_eq!(status, StatusCode::OK, "{page}");
         page["items"].as_array().expect("items").clone()
     }
+}
+
+/// `url`, which names the public URL, sent to `server` instead.
+fn on(cluster: &Cluster, server: &Server, url: &str) -> String {
+    let path = url
+        .strip_prefix(&cluster.public_url)
+        .unwrap_or_else(|| panic!("{url} is not under the public URL"));
+    format!("{}{path}", server.url)
 }
 
 async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vellum_formats::jose::{self, Algorithm, SigningKey};
 
-use super::{Cluster, json_of, types, unix_seconds};
+use super::{Cluster, json_of, on, types, unix_seconds};
 use crate::support::attester::{self, Instance, WalletProvider};
 use crate::support::process::Server;
 use crate::support::provider::{self, Provider};
@@ -108,14 +108,6 @@ fn authorize_url(server: &Server, request_uri: &str) -> String {
         .append_pair("client_id", WALLET_CLIENT)
         .append_pair("request_uri", request_uri);
     url.into()
-}
-
-/// `url`, which names the public URL, sent to `server` instead.
-fn on(cluster: &Cluster, server: &Server, url: &str) -> String {
-    let path = url
-        .strip_prefix(&cluster.public_url)
-        .unwrap_or_else(|| panic!("{url} is not under the public URL"));
-    format!("{}{path}", server.url)
 }
 
 async fn push(
