@@ -10,6 +10,7 @@ pub mod code_flow;
 pub mod flows;
 pub mod formats;
 pub mod sse;
+pub mod status;
 pub mod webhooks;
 
 #[derive(Debug, Clone, Subcommand)]
@@ -26,6 +27,9 @@ pub enum Bench {
     /// Event-stream fan-out: many subscribers to the issuer-wide stream, offers at a fixed
     /// rate; deliveries/s, fan-out latency, and that every subscriber got every event.
     Sse(sse::SseOptions),
+    /// Credential status at scale: credentials issued with a status list entry, all revoked,
+    /// the list read many times; and the size of lists of 1,000,000 entries.
+    Status(status::StatusOptions),
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
@@ -35,7 +39,53 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Formats(options) => formats::run(options).await,
         Bench::Webhooks(options) => webhooks::run(options).await,
         Bench::Sse(options) => sse::run(options).await,
+        Bench::Status(options) => status::run(options).await,
     }
+}
+
+/// Makes (or versions) profile `id` as a copy of profile `base` with `changes` merged over it:
+/// what a bench issues from.
+pub async fn derived_profile(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+    base: &str,
+    id: &str,
+    changes: serde_json::Value,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let response = client
+        .get(format!("{url}/api/v1/profiles/{base}"))
+        .bearer_auth(api_key)
+        .send()
+        .await?;
+    let mut profile = flows::expect_ok(response, "read the base profile").await?;
+    let definition = profile.as_object_mut().context("a profile is an object")?;
+    for view_only in ["id", "version", "active", "createdAt", "updatedAt"] {
+        definition.remove(view_only);
+    }
+    if let serde_json::Value::Object(changes) = changes {
+        definition.extend(changes);
+    }
+    let response = client
+        .put(format!("{url}/api/v1/profiles/{id}"))
+        .bearer_auth(api_key)
+        .json(&definition)
+        .send()
+        .await?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        definition.insert("id".into(), serde_json::Value::from(id));
+        let response = client
+            .post(format!("{url}/api/v1/profiles"))
+            .bearer_auth(api_key)
+            .json(&definition)
+            .send()
+            .await?;
+        flows::expect_ok(response, "create the bench profile").await?;
+    } else {
+        flows::expect_ok(response, "update the bench profile").await?;
+    }
+    Ok(())
 }
 
 /// Value at `fraction` (0..=1) of sorted samples, nearest-rank.

@@ -189,51 +189,20 @@ impl Bench {
     /// The bench's profile: the base profile's definition, its holders logging in at the bench's
     /// provider. Made again (a new version) on every run.
     async fn create_profile(&self) -> anyhow::Result<()> {
-        let base = self.instances.first();
-        let response = self
-            .client
-            .get(format!(
-                "{base}/api/v1/profiles/{}",
-                self.options.base_profile
-            ))
-            .bearer_auth(&self.options.api_key)
-            .send()
-            .await?;
-        let mut profile = expect_ok(response, "read the base profile").await?;
-        let definition = profile.as_object_mut().context("a profile is an object")?;
-        for view_only in ["id", "version", "active", "createdAt", "updatedAt"] {
-            definition.remove(view_only);
-        }
-        definition.insert("name".into(), Value::from("Bench: authorization code flow"));
-        definition.insert(
-            "identityProvider".into(),
-            Value::from(self.options.provider.as_str()),
-        );
-        definition.insert(
-            "idTokenClaimsMapping".into(),
-            json!({"/given_name": "/given_name", "/family_name": "/family_name"}),
-        );
-        let response = self
-            .client
-            .put(format!("{base}/api/v1/profiles/{PROFILE}"))
-            .bearer_auth(&self.options.api_key)
-            .json(&Value::Object(definition.clone()))
-            .send()
-            .await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            definition.insert("id".into(), Value::from(PROFILE));
-            let response = self
-                .client
-                .post(format!("{base}/api/v1/profiles"))
-                .bearer_auth(&self.options.api_key)
-                .json(&Value::Object(definition.clone()))
-                .send()
-                .await?;
-            expect_ok(response, "create the bench profile").await?;
-        } else {
-            expect_ok(response, "update the bench profile").await?;
-        }
-        Ok(())
+        let changes = json!({
+            "name": "Bench: authorization code flow",
+            "identityProvider": self.options.provider,
+            "idTokenClaimsMapping": {"/given_name": "/given_name", "/family_name": "/family_name"},
+        });
+        super::derived_profile(
+            &self.client,
+            self.instances.first(),
+            &self.options.api_key,
+            &self.options.base_profile,
+            PROFILE,
+            changes,
+        )
+        .await
     }
 
     fn new_wallet(&self) -> Wallet {
