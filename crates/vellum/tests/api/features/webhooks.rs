@@ -173,10 +173,13 @@ async fn an_offer_override_sends_to_its_own_url_only_and_other_offers_keep_the_p
 
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_every_event_once_it_comes_up() {
-    // A port with no listener: bind one to find it, then let it go.
-    let address = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port");
+    // A port with no listener, held by a socket that is bound but does not listen: connections
+    // to it are refused, and no other test can take it meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let address = reserved.local_addr().expect("a free port");
     let url = format!("http://{address}/webhook/issuance");
     // Enough retries to outlast the outage (about 20 s), however slow the machine.
     let mut schedule = vec!["100ms", "200ms", "400ms"];
@@ -206,6 +209,7 @@ async fn a_receiver_that_is_down_gets_every_event_once_it_comes_up() {
         }
     }
     assert_eq!(event_ids.len(), 15);
+    drop(reserved);
     let receiver = Receiver::serve(&address.to_string(), Vec::new(), ok).await;
     for session in &sessions {
         wait_for_events(&app, session, "all delivered", all_delivered).await;
