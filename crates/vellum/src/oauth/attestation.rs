@@ -119,6 +119,38 @@ pub async fn require(
     }
 }
 
+/// A token request for a grant of an authorization request (its code, its refresh token): the
+/// client it was issued to (`client_id`, or the attested wallet's `sub`) and, when the request
+/// was attested, the same wallet instance. `what` names the grant in the errors.
+pub async fn same_client(
+    ctx: &Context,
+    presented: Presented,
+    client_id: Option<&str>,
+    issued_to: &str,
+    attested_key: Option<&str>,
+    what: &str,
+    now: Millis,
+) -> Result<(), OAuthError> {
+    let attested = require(ctx, presented, client_id, now).await?;
+    let client_id = client_id.or(attested.as_ref().map(|client| client.client_id.as_str()));
+    if client_id != Some(issued_to) {
+        return Err(OAuthError::InvalidGrant(format!(
+            "the {what} was issued to another client_id"
+        )));
+    }
+    if let Some(key) = attested_key
+        && attested
+            .as_ref()
+            .map(|client| client.key_thumbprint.as_str())
+            != Some(key)
+    {
+        return Err(OAuthError::InvalidClientAttestation(format!(
+            "the {what} must be used by the attested wallet instance it was issued to"
+        )));
+    }
+    Ok(())
+}
+
 /// The attestation's signature by a trusted wallet provider, its type, lifetime and claims;
 /// returns the client_id and the attested key.
 fn check_attestation(

@@ -57,22 +57,16 @@ pub(super) async fn redeem(
         return Err(invalid("the authorization code has expired").into());
     }
     let parameters = authorization::kept_parameters(request)?;
-    let attested = attestation::require(ctx, exchange.attestation, exchange.client_id, now).await?;
-    // An attested wallet is identified by its attestation; a public client by client_id.
-    let client_id = exchange
-        .client_id
-        .or(attested.as_ref().map(|client| client.client_id.as_str()));
-    if client_id != Some(request.client_id.as_str()) {
-        return Err(invalid("the authorization code was issued to another client_id").into());
-    }
-    if let Some(key) = &parameters.attested_key
-        && attested.as_ref().map(|client| &client.key_thumbprint) != Some(key)
-    {
-        return Err(OAuthError::InvalidClientAttestation(
-            "the code must be exchanged by the attested wallet instance that requested it".into(),
-        )
-        .into());
-    }
+    attestation::same_client(
+        ctx,
+        exchange.attestation,
+        exchange.client_id,
+        &request.client_id,
+        parameters.attested_key.as_deref(),
+        "authorization code",
+        now,
+    )
+    .await?;
     if exchange.redirect_uri != Some(parameters.redirect_uri.as_str()) {
         return Err(invalid("redirect_uri is not the one of the authorization request").into());
     }

@@ -78,22 +78,16 @@ pub(super) async fn redeem(
         return Err(invalid("the refresh token has expired: the holder must log in again").into());
     };
     let parameters = authorization::kept_parameters(request)?;
-    let attested = attestation::require(ctx, exchange.attestation, exchange.client_id, now).await?;
-    let client_id = exchange
-        .client_id
-        .or(attested.as_ref().map(|client| client.client_id.as_str()));
-    if client_id != Some(request.client_id.as_str()) {
-        return Err(invalid("the refresh token was issued to another client_id").into());
-    }
-    if let Some(key) = &parameters.attested_key
-        && attested.as_ref().map(|client| &client.key_thumbprint) != Some(key)
-    {
-        return Err(OAuthError::InvalidClientAttestation(
-            "the refresh token must be used by the attested wallet instance it was issued to"
-                .into(),
-        )
-        .into());
-    }
+    attestation::same_client(
+        ctx,
+        exchange.attestation,
+        exchange.client_id,
+        &request.client_id,
+        parameters.attested_key.as_deref(),
+        "refresh token",
+        now,
+    )
+    .await?;
     let dpop_jkt = super::key_binding(ctx, exchange.dpop, grant.dpop_jkt.as_deref(), now).await?;
     let next = Issued::new(&request.id, expires_at, dpop_jkt.clone());
     let token = random_token();
