@@ -237,6 +237,10 @@ pub struct StatusListsConfig {
     pub ttl_seconds: u32,
     /// How long a signed list is valid (`exp`).
     pub validity_seconds: u32,
+    /// The longest a change waits before the served list shows it: within this time of its
+    /// last look at the store, an instance answers from the list it signed.
+    #[serde(deserialize_with = "delay")]
+    pub publish_delay: Duration,
 }
 
 /// Signed credential issuer metadata (OID4VCI 1.0 §12.2.2), served on `Accept: application/jwt`.
@@ -789,6 +793,12 @@ impl Config {
             return fail(
                 "status_lists",
                 "ttl_seconds must be greater than 0 and validity_seconds greater than it",
+            );
+        }
+        if lists.publish_delay > Duration::from_secs(u64::from(lists.ttl_seconds)) {
+            return fail(
+                "status_lists.publish_delay",
+                "must not be longer than ttl_seconds (verifiers cache a list that long anyway)",
             );
         }
         if self.metadata.validity_seconds == 0 {

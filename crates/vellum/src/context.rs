@@ -93,6 +93,8 @@ pub struct Signed {
     pub version: i64,
     /// Unix milliseconds after which it is signed again (well before its `exp`).
     pub fresh_until: i64,
+    /// When it was last found to be up to date (Unix milliseconds).
+    pub checked_at: i64,
 }
 
 /// Signed documents by name (`status::serve`).

@@ -145,9 +145,27 @@ pub struct Served {
 }
 
 /// The list `list_id` in `form`, signed; `None` when there is no such list or it is not
-/// published in that form. Signed again only when an entry changed since, or when the last
+/// published in that form. Within `publish_delay` of the last look at the store, the list as
+/// signed then; after it, signed again only when an entry changed since, or when the last
 /// signature has used up half its validity.
 pub async fn serve(ctx: &Context, list_id: &str, form: Form) -> Result<Option<Served>, Internal> {
+    let settings = &ctx.config.status_lists;
+    let served = |document| {
+        Some(Served {
+            document,
+            max_age: settings.ttl_seconds,
+        })
+    };
+    let now = ctx.clock.now();
+    let name = format!("{list_id}/{}", form.name());
+    let cached = ctx.status_lists.get(&name);
+    let delay = i64::try_from(settings.publish_delay.as_millis()).map_err(Internal::new)?;
+    if let Some(cached) = &cached
+        && now < cached.checked_at + delay
+        && now < cached.fresh_until
+    {
+        return Ok(served(cached.clone()));
+    }
     let Some(list) = ctx.store.status_list(list_id).await? else {
         return Ok(None);
     };
@@ -159,21 +177,15 @@ pub async fn serve(ctx: &Context, list_id: &str, form: Form) -> Result<Option<Se
     if !published {
         return Ok(None);
     }
-    let settings = &ctx.config.status_lists;
-    let now = ctx.clock.now();
-    let name = format!("{list_id}/{}", form.name());
-    let document = match ctx.status_lists.get(&name) {
-        Some(cached) if cached.version == list.changed_at && cached.fresh_until > now => cached,
-        _ => {
-            let signed = sign(ctx, &list, form, now).await?;
-            ctx.status_lists.insert(name, signed.clone());
-            signed
-        }
+    let document = match cached {
+        Some(cached) if cached.version == list.changed_at && cached.fresh_until > now => Signed {
+            checked_at: now,
+            ..cached
+        },
+        _ => sign(ctx, &list, form, now).await?,
     };
-    Ok(Some(Served {
-        document,
-        max_age: settings.ttl_seconds,
-    }))
+    ctx.status_lists.insert(name, document.clone());
+    Ok(served(document))
 }
 
 async fn sign(
@@ -255,6 +267,7 @@ async fn sign(
         body,
         version: list.changed_at,
         fresh_until: now + validity * 500,
+        checked_at: now,
     })
 }
 

@@ -95,6 +95,12 @@ async fn settings_that_could_not_work_are_refused_in_one_line_naming_the_key() {
             "credentials.default_validity_seconds",
         ),
         ("VELLUM_HTTP__HOST", "not a host!", "http.host"),
+        (
+            "VELLUM_STATUS_LISTS__PUBLISH_DELAY",
+            "10m",
+            "status_lists.publish_delay",
+        ),
+        ("VELLUM_STATUS_LISTS__SIZE", "8", "status_lists.size"),
         // Well formed, but not an address of this machine: the listen fails, still first.
         ("VELLUM_HTTP__HOST", "192.0.2.1", "http.host"),
         ("VELLUM_HTTP__PORT", "abc", "http.port"),

@@ -313,9 +313,14 @@ async fn the_operator_revokes_suspends_and_reinstates_and_each_change_is_an_even
         ("VALID", None, 0),
         ("REVOKED", Some("holder left the company"), 1),
     ] {
+        let before = fetch(&app, &uri, "application/statuslist+jwt").await;
         let (status, view) = change(to, reason).await;
         assert_eq!(status, StatusCode::OK, "{view}");
         assert_eq!(view["status"], to);
+        // Within the publish delay (2 s) the list as signed; after it, the change.
+        let within = fetch(&app, &uri, "application/statuslist+jwt").await;
+        assert_eq!(within.text, before.text, "within the delay after {to}");
+        app.clock.advance_seconds(2);
         assert_eq!(listed_status(&app, &uri, index).await, listed, "after {to}");
     }
     for (to, code) in [

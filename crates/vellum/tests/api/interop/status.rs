@@ -28,6 +28,7 @@ async fn read_status(credential: &str) -> u64 {
         .expect("status")
 }
 
+/// Changes a credential's status, and lets the publish delay pass.
 async fn set_status(app: &TestApp, id: &str, status: &str) {
     let (code, view) = app
         .api_json(
@@ -37,6 +38,8 @@ async fn set_status(app: &TestApp, id: &str, status: &str) {
         )
         .await;
     assert_eq!(code, StatusCode::OK, "{view}");
+    // The served list shows a change within `status_lists.publish_delay` (2 s).
+    app.clock.advance_seconds(2);
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@ const CREDENTIALS: usize = 200;
 const AT_ONCE: usize = 16;
 /// Large enough that every credential lands in one list.
 const LIST_SIZE: usize = 4096;
+/// `status_lists.publish_delay`: how long an instance answers from the list it signed.
+const PUBLISH_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A credential as issued: its session, the instance that issued it (0 or 1) and the status
 /// list entry it references.
@@ -127,6 +129,8 @@ async fn change_status(cluster: &Cluster, server: &Server, credential: &str, to:
     let (status, view) = json_of(response).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["status"], to, "{view}");
+    // Every instance's next read shows it once the publish delay has passed.
+    tokio::time::sleep(PUBLISH_DELAY + std::time::Duration::from_millis(50)).await;
 }
 
 #[tokio::test]
@@ -135,7 +139,11 @@ async fn two_instances_hand_out_each_entry_once_and_serve_each_others_changes() 
         return;
     };
     let size = LIST_SIZE.to_string();
-    let env = [("VELLUM_STATUS_LISTS__SIZE", size.as_str())];
+    let delay = format!("{}ms", PUBLISH_DELAY.as_millis());
+    let env = [
+        ("VELLUM_STATUS_LISTS__SIZE", size.as_str()),
+        ("VELLUM_STATUS_LISTS__PUBLISH_DELAY", delay.as_str()),
+    ];
     let servers = [cluster.first(&env).await, cluster.another(&env).await];
     let [a, b] = &servers;
     let response = cluster
