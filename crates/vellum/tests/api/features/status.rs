@@ -408,3 +408,42 @@ async fn the_operator_revokes_suspends_and_reinstates_and_each_change_is_an_even
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {refused}");
     }
 }
+
+#[tokio::test]
+async fn an_offer_can_ask_for_a_status_entry_its_profile_does_not_give() {
+    let app = spawn_app_with(json!({})).await;
+    let overridden = app
+        .create_offer(json!({"profileId": DEMO_PROFILE,
+                             "runtimeOverrides": {"credentialStatus": "STATUS_LIST"}}))
+        .await;
+    let credential = Wallet::new().complete(&app, &overridden).await;
+    let (_, payload) = sd_jwt_payload(&credential);
+    let reference = &payload["status"]["status_list"];
+    assert!(reference["idx"].is_u64(), "{payload}");
+    let (status, listed) = app
+        .api_get(&format!(
+            "/api/v1/sessions/{}/credentials",
+            offer_id(&overridden)
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["items"][0]["status"], "VALID");
+    assert_eq!(listed["items"][0]["statusList"]["uri"], reference["uri"]);
+
+    // The profile's other offers stay without one.
+    let plain = app.create_offer(json!({"profileId": DEMO_PROFILE})).await;
+    let credential = Wallet::new().complete(&app, &plain).await;
+    let (_, payload) = sd_jwt_payload(&credential);
+    assert!(payload.get("status").is_none(), "{payload}");
+
+    let (status, refused) = app
+        .api_json(
+            Method::POST,
+            "/api/v1/offers",
+            json!({"profileId": DEMO_PROFILE,
+                   "runtimeOverrides": {"credentialStatus": "ELSEWHERE"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["code"], "invalid_override", "{refused}");
+}
