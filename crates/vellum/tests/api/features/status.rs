@@ -447,3 +447,74 @@ async fn an_offer_can_ask_for_a_status_entry_its_profile_does_not_give() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     assert_eq!(refused["code"], "invalid_override", "{refused}");
 }
+
+/// Credentials issued by complete flows, several at once, for the scale test below.
+const MANY: usize = 10_000;
+/// Entries per list in the scale test: 10,000 credentials fill two lists and start a third.
+const MANY_LIST_SIZE: usize = 4096;
+
+#[tokio::test]
+async fn ten_thousand_credentials_get_ten_thousand_entries_in_no_issue_order() {
+    use futures_util::StreamExt as _;
+    let app = spawn_app_with(json!({"status_lists": {"size": MANY_LIST_SIZE}})).await;
+    let profile = create_profile(
+        &app,
+        profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "STATUS_LIST"})),
+    )
+    .await;
+    let issued: Vec<(String, usize)> = futures_util::stream::iter(0..MANY)
+        .map(|_| async {
+            let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+            let credential = Wallet::new().complete(&app, &created).await;
+            let (_, payload) = sd_jwt_payload(&credential);
+            let reference = &payload["status"]["status_list"];
+            (
+                reference["uri"].as_str().expect("uri").to_owned(),
+                reference["idx"].as_u64().expect("idx") as usize,
+            )
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    let mut lists = std::collections::BTreeMap::<&str, Vec<usize>>::new();
+    for (uri, index) in &issued {
+        lists.entry(uri).or_default().push(*index);
+    }
+    let mut sizes: Vec<usize> = lists.values().map(Vec::len).collect();
+    sizes.sort_unstable();
+    assert_eq!(
+        sizes,
+        [MANY - 2 * MANY_LIST_SIZE, MANY_LIST_SIZE, MANY_LIST_SIZE],
+        "two full lists and the rest in a third"
+    );
+    for (uri, indices) in &lists {
+        let mut distinct = indices.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), indices.len(), "{uri}: an index twice");
+        assert!(
+            distinct.iter().all(|index| *index < MANY_LIST_SIZE),
+            "{uri}"
+        );
+        // In issue order, most neighbours would ascend; drawn at random, about half do.
+        let ascending = indices.windows(2).filter(|pair| pair[0] < pair[1]).count();
+        let pairs = indices.len() - 1;
+        assert!(
+            ascending * 10 < pairs * 6 && ascending * 10 > pairs * 4,
+            "{uri}: {ascending} of {pairs} neighbours ascend"
+        );
+    }
+    // The list being filled has its entries spread over every part of it, not its start.
+    let (_, partial) = lists
+        .iter()
+        .find(|(_, indices)| indices.len() < MANY_LIST_SIZE)
+        .expect("the third list");
+    let quarters = partial.iter().fold([0; 4], |mut counts, index| {
+        counts[index * 4 / MANY_LIST_SIZE] += 1;
+        counts
+    });
+    assert!(
+        quarters.iter().all(|count| *count > partial.len() / 8),
+        "{quarters:?}"
+    );
+}
