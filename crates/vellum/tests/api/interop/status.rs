@@ -1,6 +1,7 @@
 //! Credential status read by software written by others, through every change the operator
 //! makes: @sd-jwt/jwt-status-list (with jose for the list's x5c signature) reads an SD-JWT VC's
-//! status from the Token Status List it references; a Python decoder written from the W3C
+//! status from the Token Status List it references, and cbor2 with pycose from the same list as
+//! a CWT (interop/status_cwt.py); a Python decoder written from the W3C
 //! Bitstring Status List specification (interop/bitstring_status.py) reads a W3C VC's.
 
 use reqwest::{Method, StatusCode};
@@ -13,19 +14,53 @@ use crate::support::{
     DEMO_KEY, TestApp, create_profile, offer_id, profile_body, spawn_app, spawn_app_with,
 };
 
-/// The status `node interop/status.mjs` reads for `credential`.
-async fn read_status(credential: &str) -> u64 {
+/// A credential as issued, with the id and status list entry its session lists.
+struct Issued {
+    credential: String,
+    id: String,
+    uri: String,
+    index: u64,
+}
+
+/// The status of `issued` as two readers of others see it, which must agree:
+/// `node interop/status.mjs` (@sd-jwt/jwt-status-list, from the credential's `status` and the
+/// list as a JWT) and `interop/status_cwt.py` (cbor2 and pycose, from the list as a CWT).
+async fn read_status(issued: &Issued) -> u64 {
     let dir = interop_dir();
     require_installed(
         &dir.join("node_modules/@sd-jwt/jwt-status-list"),
         "npm @sd-jwt/jwt-status-list",
     );
     let mut command = Command::new("node");
-    command.arg(dir.join("status.mjs")).arg(credential);
+    command.arg(dir.join("status.mjs")).arg(&issued.credential);
     let output = run(command, None, "the status reader (node interop/status.mjs)").await;
-    stdout_json(&output, "the status reader")["status"]
+    let from_jwt = stdout_json(&output, "the status reader")["status"]
         .as_u64()
-        .expect("status")
+        .expect("status");
+
+    let python = require_installed(
+        &dir.join(".venv/bin/python"),
+        "the Python CWT status list reader (PyPI cbor2, pycose)",
+    );
+    let mut command = Command::new(python);
+    command
+        .arg(dir.join("status_cwt.py"))
+        .arg(&issued.uri)
+        .arg(issued.index.to_string());
+    let output = run(
+        command,
+        None,
+        "the CWT status list reader (interop/status_cwt.py)",
+    )
+    .await;
+    let read = stdout_json(&output, "the CWT status list reader");
+    assert_eq!(read["bits"], 2, "{read}");
+    assert_eq!(
+        read["status"].as_u64(),
+        Some(from_jwt),
+        "the JWT and the CWT list disagree"
+    );
+    from_jwt
 }
 
 /// Changes a credential's status, and lets the publish delay pass.
@@ -59,19 +94,27 @@ async fn jwt_status_list_reads_valid_revoked_suspended_and_reinstated() {
         let (_, listed) = app
             .api_get(&format!("/api/v1/sessions/{session}/credentials"))
             .await;
-        let id = listed["items"][0]["id"].as_str().expect("id").to_owned();
-        credentials.push((credential, id));
+        let listed = &listed["items"][0];
+        credentials.push(Issued {
+            credential,
+            id: listed["id"].as_str().expect("id").to_owned(),
+            uri: listed["statusList"]["uri"]
+                .as_str()
+                .expect("uri")
+                .to_owned(),
+            index: listed["statusList"]["index"].as_u64().expect("index"),
+        });
     }
-    let [(kept, kept_id), (revoked, revoked_id)] = &credentials[..] else {
+    let [kept, revoked] = &credentials[..] else {
         unreachable!("two credentials")
     };
     assert_eq!(read_status(kept).await, 0, "valid when issued");
-    set_status(&app, kept_id, "SUSPENDED").await;
+    set_status(&app, &kept.id, "SUSPENDED").await;
     assert_eq!(read_status(kept).await, 2, "suspended");
-    set_status(&app, revoked_id, "REVOKED").await;
+    set_status(&app, &revoked.id, "REVOKED").await;
     assert_eq!(read_status(revoked).await, 1, "revoked");
     assert_eq!(read_status(kept).await, 2, "the neighbour keeps its status");
-    set_status(&app, kept_id, "VALID").await;
+    set_status(&app, &kept.id, "VALID").await;
     assert_eq!(read_status(kept).await, 0, "reinstated");
     assert_eq!(read_status(revoked).await, 1, "revoked stays revoked");
 }
