@@ -11,7 +11,7 @@ use vellum_formats::status_list::StatusList;
 use crate::support::wallet::Wallet;
 use crate::support::{
     DEMO_KEY, DEMO_PROFILE, Reply, TestApp, create_profile, events_of, offer_id, profile_body,
-    spawn_app_with,
+    spawn_app_in, spawn_app_with,
 };
 
 /// A status list the issuer serves, fetched with `accept`.
@@ -516,5 +516,45 @@ async fn ten_thousand_credentials_get_ten_thousand_entries_in_no_issue_order() {
     assert!(
         quarters.iter().all(|count| *count > partial.len() / 8),
         "{quarters:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_change_not_yet_published_when_the_issuer_stops_is_published_after_the_restart() {
+    let app = spawn_app_with(json!({})).await;
+    let profile = create_profile(
+        &app,
+        profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "STATUS_LIST"})),
+    )
+    .await;
+    let session = issued_session(&app, &profile).await;
+    let (_, listed) = app
+        .api_get(&format!("/api/v1/sessions/{session}/credentials"))
+        .await;
+    let credential = &listed["items"][0];
+    let index = credential["statusList"]["index"].as_u64().expect("index") as usize;
+    let uri = credential["statusList"]["uri"].as_str().expect("uri");
+    let path = &uri[app.endpoint("").len()..];
+    assert_eq!(listed_status(&app, uri, index).await, 0);
+    let (status, view) = app
+        .api_json(
+            Method::POST,
+            &format!(
+                "/api/v1/credentials/{}/status",
+                credential["id"].as_str().expect("id")
+            ),
+            json!({"status": "REVOKED"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    // Stopped within the publish delay: the list it served still showed the credential valid.
+    assert_eq!(listed_status(&app, uri, index).await, 0);
+    let dir = app.dir.clone();
+    drop(app);
+    let restarted = spawn_app_in(dir, json!({})).await;
+    assert_eq!(
+        listed_status(&restarted, &restarted.endpoint(path), index).await,
+        1,
+        "the committed change, in the first list signed after the restart"
     );
 }
