@@ -114,6 +114,11 @@ pub struct ProtocolConfig {
     pub proof_max_age_seconds: u32,
     pub proof_max_future_seconds: u32,
     pub max_tx_code_attempts: u32,
+    /// The most key proofs, and so credentials, one credential request may carry (OID4VCI 1.0
+    /// §8, `batch_credential_issuance.batch_size`); 1: no batch issuance.
+    pub batch_size: u32,
+    /// The singular `proof` member of OID4VCI drafts 13-15 is accepted beside `proofs`.
+    pub accept_singular_proof: bool,
 }
 
 /// DPoP (RFC 9449): sender-constrained access tokens.
@@ -775,6 +780,9 @@ impl Config {
             if self.metadata.signing_key.is_none() {
                 return fail("metadata.x5_chain_file", "needs metadata.signing_key");
             }
+        }
+        if !(1..=100).contains(&self.protocol.batch_size) {
+            return fail("protocol.batch_size", "must be between 1 and 100");
         }
         let lists = &self.status_lists;
         if !(16..=16 << 20).contains(&lists.size) {

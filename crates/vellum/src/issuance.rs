@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use vellum_formats::did::did_jwk;
+use vellum_formats::did::{self, did_jwk};
 use vellum_formats::jose::{self, Jwk, UnverifiedJws};
 
 use crate::clock::Millis;
@@ -229,42 +229,63 @@ async fn issue(
     }
     let template: IssuanceTemplate = serde_json::from_str(&session.template)
         .map_err(|error| Internal::msg(format!("session {}: {error}", session.id)))?;
-    let proof = single_jwt_proof(request)?;
-    let proven = verify_proof(ctx, &session.credential_configuration_id, proof, now)?;
-    if let Some(expected) = &template.expected_proof_key_thumbprint
-        && *expected != proven.jwk.thumbprint()
-    {
-        return Err(CredentialError::InvalidProof(
-            "the proof is not signed by the key this offer is bound to".into(),
-        ));
+    let proofs = jwt_proofs(ctx, request)?;
+    let proven = verify_proofs(ctx, &session.credential_configuration_id, &proofs, now)?;
+    if let Some(expected) = &template.expected_proof_key_thumbprint {
+        match proven.as_slice() {
+            [one] if one.jwk.thumbprint() == *expected => {}
+            [_] => {
+                return Err(CredentialError::InvalidProof(
+                    "the proof is not signed by the key this offer is bound to".into(),
+                ));
+            }
+            _ => {
+                return Err(CredentialError::InvalidProof(
+                    "this offer is bound to one key: send one proof".into(),
+                ));
+            }
+        }
     }
-    // A managed status: a new entry, taken before the credential is signed (an entry a failed
-    // request took stays unused, valid forever: harmless).
-    let assigned = match status::is_managed(template.definition.credential_status.as_ref()) {
-        true => Some(assign_status(ctx, session, &template, now).await?),
-        false => None,
-    };
-    let status = match &assigned {
-        Some(assigned) => Some(&assigned.reference),
-        None => template.definition.credential_status.as_ref(),
-    };
-    let (credential, issued, expires_at) =
-        build(ctx, session, &template, &proven.jwk, status, now).await?;
-    let record = IssuedCredentialRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        session_id: session.id,
-        credential_configuration_id: session.credential_configuration_id.clone(),
-        format: format_name(ctx, &session.credential_configuration_id),
-        holder: proven.jwk.thumbprint(),
-        issued_at: now,
-        expires_at: expires_at.saturating_mul(1000),
-        status: status.cloned(),
-        status_entry: assigned.map(|assigned| assigned.entry),
-        status_value: 0,
-    };
-    // An offer names one credential configuration: its first credential completes the session.
+    // One credential per proven key, each with its own status list entry when the status is
+    // managed: taken before the credential is signed (an entry a failed request took stays
+    // unused, valid forever: harmless).
+    let managed = status::is_managed(template.definition.credential_status.as_ref());
+    let format = format_name(ctx, &session.credential_configuration_id);
+    let mut credentials = Vec::with_capacity(proven.len());
+    let mut records = Vec::with_capacity(proven.len());
+    let mut events = Vec::with_capacity(proven.len() + 1);
+    for key in &proven {
+        let assigned = match managed {
+            true => Some(assign_status(ctx, session, &template, now).await?),
+            false => None,
+        };
+        let status = match &assigned {
+            Some(assigned) => Some(&assigned.reference),
+            None => template.definition.credential_status.as_ref(),
+        };
+        let holder = Holder {
+            jwk: &key.jwk,
+            did: key.did.clone().unwrap_or_else(|| did_jwk(&key.jwk)),
+        };
+        let (credential, issued, expires_at) =
+            build(ctx, session, &template, &holder, status, now).await?;
+        records.push(IssuedCredentialRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            session_id: session.id,
+            credential_configuration_id: session.credential_configuration_id.clone(),
+            format: format.clone(),
+            holder: key.jwk.thumbprint(),
+            issued_at: now,
+            expires_at: expires_at.saturating_mul(1000),
+            status: status.cloned(),
+            status_entry: assigned.map(|assigned| assigned.entry),
+            status_value: 0,
+        });
+        credentials.push(IssuedCredential { credential });
+        events.push(issued);
+    }
+    // An offer names one credential configuration: its first credentials complete the session.
     let finish = session.status == SessionStatus::Active;
-    let mut events = vec![issued];
     if finish {
         events.push(events::status_changed(
             session.id,
@@ -274,20 +295,19 @@ async fn issue(
             now,
         ));
     }
+    let first = &proven[0];
     let issuance = Issuance {
         session: session.id,
         token_hash,
-        nonce_hash: hash_secret(&proven.nonce),
-        nonce_expires_at: proven.nonce_expires_at,
-        credentials: vec![record],
+        nonce_hash: hash_secret(&first.nonce),
+        nonce_expires_at: first.nonce_expires_at,
+        credentials: records,
         finish,
         now,
         events,
     };
     match ctx.store.complete_issuance(&issuance).await? {
-        IssuanceCommit::Issued => Ok(CredentialResponse {
-            credentials: vec![IssuedCredential { credential }],
-        }),
+        IssuanceCommit::Issued => Ok(CredentialResponse { credentials }),
         IssuanceCommit::NonceAlreadyUsed => Err(CredentialError::InvalidNonce(
             "the nonce has already been used; fetch a new one".into(),
         )),
@@ -305,42 +325,129 @@ async fn issue(
     }
 }
 
-fn single_jwt_proof(request: &Map<String, Value>) -> Result<&str, CredentialError> {
-    let proofs = request
-        .get("proofs")
-        .and_then(Value::as_object)
-        .ok_or_else(|| CredentialError::InvalidProof("proofs is missing".into()))?;
-    if let Some(other) = proofs.keys().find(|name| name.as_str() != "jwt") {
-        // Named only when it is one OID4VCI defines: a failure event must not carry what a
-        // client made up.
-        let named = ["di_vp", "attestation"]
-            .into_iter()
-            .find(|known| known == other)
-            .map_or_else(String::new, |known| format!(" {known}"));
-        return Err(CredentialError::InvalidProof(format!(
-            "the proof type{named} is not supported; use jwt"
-        )));
+/// The JWT key proofs of a request: `proofs.jwt`, one to `protocol.batch_size` of them, or the
+/// singular `proof` of OID4VCI drafts 13-15 when `protocol.accept_singular_proof` allows it.
+fn jwt_proofs<'a>(
+    ctx: &Context,
+    request: &'a Map<String, Value>,
+) -> Result<Vec<&'a str>, CredentialError> {
+    let invalid = |why: String| CredentialError::InvalidProof(why);
+    match (request.get("proofs"), request.get("proof")) {
+        (Some(_), Some(_)) => Err(CredentialError::InvalidCredentialRequest(
+            "send proofs or proof, not both".into(),
+        )),
+        (None, None) => Err(invalid("proofs is missing".into())),
+        (None, Some(_)) if !ctx.config.protocol.accept_singular_proof => {
+            Err(CredentialError::InvalidCredentialRequest(
+                "the proof member of OID4VCI drafts is not accepted here; send proofs".into(),
+            ))
+        }
+        (None, Some(proof)) => {
+            let proof = proof
+                .as_object()
+                .ok_or_else(|| invalid("proof must be an object".into()))?;
+            match proof.get("proof_type").and_then(Value::as_str) {
+                Some("jwt") => {}
+                Some(other) => return Err(unsupported_proof_type(other)),
+                None => return Err(invalid("proof.proof_type is missing".into())),
+            }
+            match proof.get("jwt") {
+                Some(Value::String(jwt)) => Ok(vec![jwt]),
+                _ => Err(invalid("proof.jwt must be a string".into())),
+            }
+        }
+        (Some(proofs), None) => {
+            let proofs = proofs
+                .as_object()
+                .ok_or_else(|| invalid("proofs must be an object".into()))?;
+            if let Some(other) = proofs.keys().find(|name| name.as_str() != "jwt") {
+                return Err(unsupported_proof_type(other));
+            }
+            let jwts = proofs
+                .get("jwt")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("proofs.jwt must be an array of proofs".into()))?;
+            let batch_size = usize::try_from(ctx.config.protocol.batch_size).unwrap_or(1);
+            if jwts.is_empty() {
+                return Err(invalid("proofs.jwt must hold at least one proof".into()));
+            }
+            if jwts.len() > batch_size {
+                return Err(CredentialError::InvalidCredentialRequest(format!(
+                    "proofs.jwt holds {} proofs; this issuer issues at most {batch_size} \
+                     credentials per request (batch_credential_issuance.batch_size)",
+                    jwts.len()
+                )));
+            }
+            jwts.iter()
+                .enumerate()
+                .map(|(index, jwt)| {
+                    jwt.as_str()
+                        .ok_or_else(|| invalid(format!("proofs.jwt[{index}] must be a string")))
+                })
+                .collect()
+        }
     }
-    match proofs
-        .get("jwt")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-    {
-        Some([Value::String(jwt)]) => Ok(jwt),
-        Some([_]) => Err(CredentialError::InvalidProof(
-            "proofs.jwt[0] must be a string".into(),
-        )),
-        Some([]) | None => Err(CredentialError::InvalidProof(
-            "proofs.jwt must hold one proof".into(),
-        )),
-        Some(_) => Err(CredentialError::InvalidProof(
-            "this issuer does not support batch issuance: send exactly one proof".into(),
-        )),
+}
+
+/// A proof type other than `jwt`: named only when it is one OID4VCI defines, since a failure
+/// event must not carry what a client made up.
+fn unsupported_proof_type(other: &str) -> CredentialError {
+    let named = ["di_vp", "attestation"]
+        .into_iter()
+        .find(|known| *known == other)
+        .map_or_else(String::new, |known| format!(" {known}"));
+    CredentialError::InvalidProof(format!("the proof type{named} is not supported; use jwt"))
+}
+
+/// Every proof of a request checked: each valid, all with the one nonce the request uses up,
+/// and each of a key of its own (a batch binds each credential to a different key).
+fn verify_proofs(
+    ctx: &Context,
+    configuration_id: &str,
+    proofs: &[&str],
+    now: Millis,
+) -> Result<Vec<ProvenKey>, CredentialError> {
+    let at = |index: usize, error: CredentialError| match error {
+        _ if proofs.len() == 1 => error,
+        CredentialError::InvalidProof(why) => {
+            CredentialError::InvalidProof(format!("proofs.jwt[{index}]: {why}"))
+        }
+        CredentialError::InvalidNonce(why) => {
+            CredentialError::InvalidNonce(format!("proofs.jwt[{index}]: {why}"))
+        }
+        other => other,
+    };
+    let mut proven: Vec<ProvenKey> = Vec::with_capacity(proofs.len());
+    for (index, proof) in proofs.iter().enumerate() {
+        let key =
+            verify_proof(ctx, configuration_id, proof, now).map_err(|error| at(index, error))?;
+        if let Some(first) = proven.first()
+            && first.nonce != key.nonce
+        {
+            return Err(CredentialError::InvalidProof(format!(
+                "proofs.jwt[{index}] carries another nonce than proofs.jwt[0]: every proof of a \
+                 request carries the same nonce"
+            )));
+        }
+        let thumbprint = key.jwk.thumbprint();
+        if let Some(same) = proven
+            .iter()
+            .position(|other| other.jwk.thumbprint() == thumbprint)
+        {
+            return Err(CredentialError::InvalidProof(format!(
+                "proofs.jwt[{index}] proves the same key as proofs.jwt[{same}]: each credential \
+                 is bound to a key of its own"
+            )));
+        }
+        proven.push(key);
     }
+    Ok(proven)
 }
 
 struct ProvenKey {
     jwk: Jwk,
+    /// The holder's DID, when the proof named its key by a DID URL in `kid`.
+    did: Option<String>,
     nonce: String,
     nonce_expires_at: Millis,
 }
@@ -380,15 +487,28 @@ fn verify_proof(
         .into_iter()
         .filter(|name| jws.header.contains_key(*name))
         .collect::<Vec<_>>();
-    let jwk = match references.as_slice() {
-        ["jwk"] => {
-            Jwk::from_value(&jws.header["jwk"]).map_err(|error| invalid(error.to_string()))?
+    let (jwk, did) = match references.as_slice() {
+        ["jwk"] => (
+            Jwk::from_value(&jws.header["jwk"]).map_err(|error| invalid(error.to_string()))?,
+            None,
+        ),
+        ["kid"] => {
+            let kid = jws.header["kid"]
+                .as_str()
+                .ok_or_else(|| invalid("the proof's kid must be a string".into()))?;
+            let (jwk, did) = holder_did(ctx, configuration_id, kid)?;
+            (jwk, Some(did))
         }
-        [] => return Err(invalid("the proof header has no jwk".into())),
-        [one] => {
-            return Err(invalid(format!(
-                "key reference {one:?} is not supported; send the key as jwk"
-            )));
+        [] => {
+            return Err(invalid(
+                "the proof header names no key: send it as jwk, or a DID URL as kid".into(),
+            ));
+        }
+        [_] => {
+            return Err(invalid(
+                "key reference x5c is not supported; send the key as jwk, or a DID URL as kid"
+                    .into(),
+            ));
         }
         _ => return Err(invalid("use exactly one of jwk, kid and x5c".into())),
     };
@@ -424,9 +544,59 @@ fn verify_proof(
         .map_err(|why| CredentialError::InvalidNonce(format!("{why}; fetch a new one")))?;
     Ok(ProvenKey {
         jwk,
+        did,
         nonce: nonce.to_owned(),
         nonce_expires_at,
     })
+}
+
+/// The key and DID a proof's `kid` names: a DID URL of a `did:jwk` or `did:key`, naming the
+/// DID's verification method, for a configuration that advertises that binding method.
+fn holder_did(
+    ctx: &Context,
+    configuration_id: &str,
+    kid: &str,
+) -> Result<(Jwk, String), CredentialError> {
+    let invalid = |why: &str| CredentialError::InvalidProof(why.into());
+    let (did, method, verification_method): (&str, &str, fn(&str) -> String) =
+        match kid.split_once('#') {
+            Some((did, _)) if did.starts_with("did:jwk:") => {
+                (did, "did:jwk", did::did_jwk_verification_method)
+            }
+            Some((did, _)) if did.starts_with("did:key:") => {
+                (did, "did:key", did::did_key_verification_method)
+            }
+            _ => {
+                return Err(invalid(
+                    "the proof's kid must be a did:jwk or did:key DID URL naming its \
+                     verification method",
+                ));
+            }
+        };
+    let advertised = ctx
+        .config
+        .credential_configurations
+        .get(configuration_id)
+        .is_some_and(|configuration| {
+            configuration
+                .cryptographic_binding_methods_supported
+                .iter()
+                .any(|supported| supported == method)
+        });
+    if !advertised {
+        return Err(CredentialError::InvalidProof(format!(
+            "this credential configuration does not bind to {method} keys \
+             (cryptographic_binding_methods_supported)"
+        )));
+    }
+    if verification_method(did) != kid {
+        return Err(CredentialError::InvalidProof(format!(
+            "the proof's kid must name the {method} DID's verification method"
+        )));
+    }
+    let jwk = did::jwk_from_did(did)
+        .map_err(|_| invalid("the proof's kid is not a DID this issuer can resolve"))?;
+    Ok((jwk, did.to_owned()))
 }
 
 /// The format name (as metadata gives it) of a credential configuration.
@@ -438,9 +608,6 @@ fn format_name(ctx: &Context, configuration_id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The session's credential, in its configuration's format, the event announcing it (the
-/// contract's `sdjwt_issue {sdjwt}`, `jwt_issue {jwt}` or `generated_mdoc {mdoc}`) and its
-/// expiry (Unix seconds).
 /// The status list entry of a credential of the session's configuration, signed as its profile
 /// signs.
 async fn assign_status(
@@ -464,11 +631,20 @@ async fn assign_status(
     status::assign(ctx, kind, &signer, now).await
 }
 
+/// The key a credential is bound to, and the DID that names it (W3C `sub`).
+struct Holder<'a> {
+    jwk: &'a Jwk,
+    did: String,
+}
+
+/// A credential of the session bound to `holder`, in its configuration's format, the event announcing it (the
+/// contract's `sdjwt_issue {sdjwt}`, `jwt_issue {jwt}` or `generated_mdoc {mdoc}`) and its
+/// expiry (Unix seconds).
 async fn build(
     ctx: &Context,
     session: &SessionRecord,
     template: &IssuanceTemplate,
-    holder: &Jwk,
+    holder: &Holder<'_>,
     status: Option<&Value>,
     now: Millis,
 ) -> Result<(String, NewEvent, i64), Internal> {
@@ -483,11 +659,10 @@ async fn build(
             ))
         })?
         .format;
-    let holder_did = did_jwk(holder);
     let inputs = Inputs {
         now,
         issuer_did: definition.issuer_did.as_deref(),
-        subject_did: &holder_did,
+        subject_did: &holder.did,
     };
     let mut data = definition.credential_data.clone();
     mapping::deep_merge(&mut data, mapping::evaluate(&definition.mapping, &inputs));
@@ -506,8 +681,8 @@ async fn build(
             issuer: definition.issuer(),
             issuer_url: &ctx.issuer_url,
             key: &key,
-            holder,
-            holder_did: &holder_did,
+            holder: holder.jwk,
+            holder_did: &holder.did,
             issued_at: iat,
             expires_at: exp,
             status,

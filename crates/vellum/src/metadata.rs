@@ -59,12 +59,17 @@ pub fn credential_issuer(ctx: &Context) -> Value {
             },
         )
         .collect();
-    json!({
+    let mut metadata = json!({
         "credential_issuer": ctx.issuer_url,
         "credential_endpoint": ctx.endpoint("/credential"),
         "nonce_endpoint": ctx.endpoint("/nonce"),
         "credential_configurations_supported": configurations,
-    })
+    });
+    let batch_size = ctx.config.protocol.batch_size;
+    if batch_size > 1 {
+        metadata["batch_credential_issuance"] = json!({"batch_size": batch_size});
+    }
+    metadata
 }
 
 /// The `typ` of signed credential issuer metadata (OID4VCI 1.0 §12.2.2).

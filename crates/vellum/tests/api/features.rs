@@ -1,5 +1,6 @@
 //! What the service does, feature by feature.
 
+mod batch;
 mod connections;
 mod credential;
 mod dpop;

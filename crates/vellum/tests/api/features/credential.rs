@@ -557,26 +557,6 @@ async fn credential_response_encryption_is_rejected_with_invalid_encryption_para
 }
 
 #[tokio::test]
-async fn two_proofs_are_rejected_with_invalid_proof() {
-    let app = spawn_app().await;
-    let (session, token) = demo_session_with_token(&app).await;
-    let wallet = Wallet::new();
-    let one = fresh_proof(&app, &wallet).await;
-    let two = fresh_proof(&app, &Wallet::new()).await;
-    let request =
-        json!({"credential_configuration_id": CONFIGURATION, "proofs": {"jwt": [one, two]}});
-    expect_error(&app, &session, &token, &request, "invalid_proof").await;
-    let request = json!({
-        "credential_configuration_id": CONFIGURATION,
-        "proofs": {"jwt": [one]},
-        "proof": {"proof_type": "jwt", "jwt": two},
-    });
-    // The pre-1.0 `proof` member is an unknown field: ignored, the one proof counts.
-    let reply = credential_reply(&app, &token, &request).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-}
-
-#[tokio::test]
 async fn a_body_that_is_not_json_is_an_invalid_credential_request() {
     let app = spawn_app().await;
     let (session, token) = demo_session_with_token(&app).await;

@@ -44,10 +44,10 @@ async fn credential_issuer_metadata_describes_the_demo_configuration() {
         format!("{}/credential", app.url)
     );
     assert_eq!(metadata["nonce_endpoint"], format!("{}/nonce", app.url));
+    assert_eq!(metadata["batch_credential_issuance"]["batch_size"], 10);
     for unsupported in [
         "deferred_credential_endpoint",
         "notification_endpoint",
-        "batch_credential_issuance",
         "credential_response_encryption",
         "credential_request_encryption",
     ] {

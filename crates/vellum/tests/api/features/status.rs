@@ -10,8 +10,8 @@ use vellum_formats::status_list::StatusList;
 
 use crate::support::wallet::Wallet;
 use crate::support::{
-    DEMO_KEY, DEMO_PROFILE, Reply, TestApp, create_profile, events_of, offer_id, profile_body,
-    spawn_app_in, spawn_app_with,
+    CONFIGURATION, DEMO_KEY, DEMO_PROFILE, Reply, TestApp, create_profile, credential_reply,
+    events_of, offer_id, profile_body, session_with_token, spawn_app_in, spawn_app_with,
 };
 
 /// A status list the issuer serves, fetched with `accept`.
@@ -448,8 +448,10 @@ async fn an_offer_can_ask_for_a_status_entry_its_profile_does_not_give() {
     assert_eq!(refused["code"], "invalid_override", "{refused}");
 }
 
-/// Credentials issued by complete flows, several at once, for the scale test below.
+/// Credentials issued through complete flows for the scale test below.
 const MANY: usize = 10_000;
+/// Credentials per flow in the scale test (batch issuance).
+const BATCH: usize = 10;
 /// Entries per list in the scale test: 10,000 credentials fill two lists and start a third.
 const MANY_LIST_SIZE: usize = 4096;
 
@@ -462,20 +464,40 @@ async fn ten_thousand_credentials_get_ten_thousand_entries_in_no_issue_order() {
         profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "STATUS_LIST"})),
     )
     .await;
-    let issued: Vec<(String, usize)> = futures_util::stream::iter(0..MANY)
+    // Batches of ten credentials, one flow each, several flows at once.
+    let batches: Vec<Vec<(String, usize)>> = futures_util::stream::iter(0..MANY / BATCH)
         .map(|_| async {
-            let created = app.create_offer(json!({"profileId": profile["id"]})).await;
-            let credential = Wallet::new().complete(&app, &created).await;
-            let (_, payload) = sd_jwt_payload(&credential);
-            let reference = &payload["status"]["status_list"];
-            (
-                reference["uri"].as_str().expect("uri").to_owned(),
-                reference["idx"].as_u64().expect("idx") as usize,
-            )
+            let (_, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+            let wallets: Vec<Wallet> = (0..BATCH).map(|_| Wallet::new()).collect();
+            let nonce = wallets[0].nonce(&app).await;
+            let proofs: Vec<String> = wallets
+                .iter()
+                .map(|wallet| wallet.proof(&app, &nonce))
+                .collect();
+            let body = json!({"credential_configuration_id": CONFIGURATION,
+                              "proofs": {"jwt": proofs}});
+            let reply = credential_reply(&app, &token, &body).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+            reply.body["credentials"]
+                .as_array()
+                .expect("credentials")
+                .iter()
+                .map(|issued| {
+                    let (_, payload) =
+                        sd_jwt_payload(issued["credential"].as_str().expect("credential"));
+                    let reference = &payload["status"]["status_list"];
+                    (
+                        reference["uri"].as_str().expect("uri").to_owned(),
+                        reference["idx"].as_u64().expect("idx") as usize,
+                    )
+                })
+                .collect()
         })
-        .buffered(16)
+        .buffered(8)
         .collect()
         .await;
+    let issued: Vec<(String, usize)> = batches.into_iter().flatten().collect();
+    assert_eq!(issued.len(), MANY);
     let mut lists = std::collections::BTreeMap::<&str, Vec<usize>>::new();
     for (uri, index) in &issued {
         lists.entry(uri).or_default().push(*index);

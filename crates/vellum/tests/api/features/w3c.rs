@@ -2,11 +2,14 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use vellum_formats::jose::{Jwk, UnverifiedJws};
+use vellum_formats::jose::{self, Jwk, UnverifiedJws};
 
 use crate::support::wallet::Wallet;
 use crate::support::{TestApp, spawn_app_with};
-use crate::support::{create_profile, events_of, offer_id};
+use crate::support::{
+    create_profile, credential_reply, events_of, offer_id, proof_payload, session_status,
+    session_with_token, signed,
+};
 
 const CONFIGURATION: &str = "university_degree";
 
@@ -179,4 +182,105 @@ async fn a_did_web_issuer_is_resolvable_through_the_served_did_document() {
     );
     let jwk = Jwk::from_value(&method["publicKeyJwk"]).expect("jwk");
     jws.verify_with(&jwk).expect("signed by the did:web key");
+}
+
+/// A credential request for the degree whose proof names the wallet's key by `kid`.
+fn proof_by_kid(app: &TestApp, wallet: &Wallet, kid: &str, nonce: &str) -> Value {
+    let proof = signed(
+        json!({"typ": "openid4vci-proof+jwt", "kid": kid}),
+        &proof_payload(app, nonce),
+        &wallet.key,
+    );
+    Wallet::request_body(CONFIGURATION, &proof)
+}
+
+#[tokio::test]
+async fn a_wallet_that_names_its_key_by_a_did_url_gets_a_credential_bound_to_that_did() {
+    let app = w3c_app().await;
+    let did = demo_key_did(&app).await;
+    let profile = create_profile(&app, degree_profile(&did)).await;
+    let wallet = Wallet::new();
+    // The wallet's own did:jwk, its JSON members in the wallet's order (not the lexical one
+    // this issuer writes): the credential names it exactly as the wallet does.
+    let jwk = wallet.key.public_jwk().to_value();
+    let own = format!(
+        r#"{{"kty":"EC","crv":"P-256","x":{},"y":{}}}"#,
+        jwk["x"], jwk["y"]
+    );
+    let holder = format!("did:jwk:{}", jose::b64(own));
+    assert_ne!(
+        holder,
+        vellum_formats::did::did_jwk(&wallet.key.public_jwk())
+    );
+
+    let (session, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+    let nonce = wallet.nonce(&app).await;
+    // A DID URL that names no verification method, or another DID method, is refused.
+    for kid in [
+        holder.clone(),
+        format!("{holder}#1"),
+        format!(
+            "{}#key",
+            vellum_formats::did::did_key(&wallet.key.public_jwk()).expect("did:key")
+        ),
+        "https://wallet.example/keys/1".to_owned(),
+    ] {
+        let reply =
+            credential_reply(&app, &token, &proof_by_kid(&app, &wallet, &kid, &nonce)).await;
+        reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_proof");
+    }
+    let reply = credential_reply(
+        &app,
+        &token,
+        &proof_by_kid(&app, &wallet, &format!("{holder}#0"), &nonce),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let jwt = reply.body["credentials"][0]["credential"]
+        .as_str()
+        .expect("credential");
+    let claims = UnverifiedJws::parse(jwt).expect("JWS").payload;
+    assert_eq!(claims["sub"], holder.as_str());
+    assert_eq!(claims["vc"]["credentialSubject"]["id"], holder.as_str());
+    assert_eq!(session_status(&app, &session).await, "SUCCESSFUL");
+}
+
+#[tokio::test]
+async fn a_did_key_binding_is_accepted_where_the_configuration_advertises_it() {
+    let app = spawn_app_with(json!({"credential_configurations": {CONFIGURATION: {
+        "format": "jwt_vc_json",
+        "credential_definition": {"type": ["VerifiableCredential", "UniversityDegreeCredential"]},
+        "credential_signing_alg_values_supported": ["ES256"],
+        "cryptographic_binding_methods_supported": ["did:key"],
+        "proof_signing_alg_values_supported": ["ES256"],
+    }}}))
+    .await;
+    let did = demo_key_did(&app).await;
+    let profile = create_profile(&app, degree_profile(&did)).await;
+    let wallet = Wallet::new();
+    let holder = vellum_formats::did::did_key(&wallet.key.public_jwk()).expect("did:key");
+    let (_, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+    let nonce = wallet.nonce(&app).await;
+    // did:jwk is not advertised here.
+    let jwk_url = format!(
+        "{}#0",
+        vellum_formats::did::did_jwk(&wallet.key.public_jwk())
+    );
+    let reply =
+        credential_reply(&app, &token, &proof_by_kid(&app, &wallet, &jwk_url, &nonce)).await;
+    reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_proof");
+    assert!(
+        reply.text.contains("does not bind to did:jwk"),
+        "{}",
+        reply.text
+    );
+    let kid = vellum_formats::did::did_key_verification_method(&holder);
+    let reply = credential_reply(&app, &token, &proof_by_kid(&app, &wallet, &kid, &nonce)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let jwt = reply.body["credentials"][0]["credential"]
+        .as_str()
+        .expect("credential");
+    let claims = UnverifiedJws::parse(jwt).expect("JWS").payload;
+    assert_eq!(claims["sub"], holder.as_str());
+    assert_eq!(claims["vc"]["credentialSubject"]["id"], holder.as_str());
 }
