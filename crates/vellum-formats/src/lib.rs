@@ -6,6 +6,7 @@
 
 pub mod did;
 pub mod jose;
+pub mod jwe;
 pub mod jwt_vc;
 pub mod mdoc;
 pub mod sdjwt;
