@@ -63,6 +63,11 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "delay")]
     pub request_timeout: Duration,
     pub max_connections: usize,
+    /// Origins of browser wallets allowed to call the wallet-facing endpoints (CORS): `*` for
+    /// any, or `scheme://host[:port]` each; empty for none. Never the management API.
+    pub cors_origins: Vec<String>,
+    /// How long a browser may keep a preflight's answer (`Access-Control-Max-Age`).
+    pub cors_max_age_seconds: u32,
 }
 
 /// What this instance does; several instances on one PostgreSQL database may split the work.
@@ -261,6 +266,18 @@ pub struct MetadataConfig {
     pub x5_chain_file: Option<PathBuf>,
     /// How long a signed metadata document is valid (`exp` - `iat`).
     pub validity_seconds: u32,
+}
+
+/// `scheme://host[:port]`, as a browser sends it in `Origin`.
+fn is_origin(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| {
+        url.has_host()
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.origin().ascii_serialization() == text
+    })
 }
 
 /// The certificates (DER) of a PEM file.
@@ -779,6 +796,14 @@ impl Config {
             }
             if self.metadata.signing_key.is_none() {
                 return fail("metadata.x5_chain_file", "needs metadata.signing_key");
+            }
+        }
+        for origin in &self.http.cors_origins {
+            if origin != "*" && !is_origin(origin) {
+                return fail(
+                    "http.cors_origins",
+                    "each must be * or an origin, scheme://host[:port] without a path",
+                );
             }
         }
         if !(1..=100).contains(&self.protocol.batch_size) {

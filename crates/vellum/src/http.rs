@@ -15,6 +15,7 @@ use crate::errors::{ApiError, OAuthError};
 use extract::ApiKey;
 
 mod authorization;
+mod cors;
 mod discovery;
 mod extract;
 mod health;
@@ -65,6 +66,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
+        .layer(middleware::from_fn_with_state(ctx.clone(), cors::cors))
         .layer(middleware::from_fn_with_state(
             ctx.clone(),
             request_deadline,

@@ -2,6 +2,7 @@
 
 mod batch;
 mod connections;
+mod cors;
 mod credential;
 mod dpop;
 mod flow;

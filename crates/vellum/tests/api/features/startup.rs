@@ -101,6 +101,12 @@ async fn settings_that_could_not_work_are_refused_in_one_line_naming_the_key() {
             "status_lists.publish_delay",
         ),
         ("VELLUM_STATUS_LISTS__SIZE", "8", "status_lists.size"),
+        ("VELLUM_PROTOCOL__BATCH_SIZE", "0", "protocol.batch_size"),
+        (
+            "VELLUM_HTTP__CORS_ORIGINS",
+            "[\"https://wallet.example/app\"]",
+            "http.cors_origins",
+        ),
         // Well formed, but not an address of this machine: the listen fails, still first.
         ("VELLUM_HTTP__HOST", "192.0.2.1", "http.host"),
         ("VELLUM_HTTP__PORT", "abc", "http.port"),
