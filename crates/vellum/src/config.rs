@@ -124,6 +124,10 @@ pub struct ProtocolConfig {
     pub batch_size: u32,
     /// The singular `proof` member of OID4VCI drafts 13-15 is accepted beside `proofs`.
     pub accept_singular_proof: bool,
+    /// Deferred issuance: how long the operator's backend has to complete a transaction (the
+    /// session and its access token live that long), and how often a wallet should ask.
+    pub deferred_window_seconds: u32,
+    pub deferred_interval_seconds: u32,
 }
 
 /// DPoP (RFC 9449): sender-constrained access tokens.
@@ -808,6 +812,15 @@ impl Config {
         }
         if !(1..=100).contains(&self.protocol.batch_size) {
             return fail("protocol.batch_size", "must be between 1 and 100");
+        }
+        let protocol = &self.protocol;
+        if protocol.deferred_interval_seconds == 0
+            || protocol.deferred_window_seconds <= protocol.deferred_interval_seconds
+        {
+            return fail(
+                "protocol.deferred_window_seconds",
+                "deferred_interval_seconds must be greater than 0 and the window longer than it",
+            );
         }
         let lists = &self.status_lists;
         if !(16..=16 << 20).contains(&lists.size) {

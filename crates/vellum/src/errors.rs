@@ -197,6 +197,14 @@ pub enum CredentialError {
     InvalidEncryptionParameters(String),
     #[error("{0}")]
     CredentialRequestDenied(String),
+    /// The deferred credential endpoint: not a transaction of this token, or it is over.
+    #[error("{0}")]
+    InvalidTransactionId(String),
+    /// The notification endpoint (OID4VCI 1.0 §11.3).
+    #[error("{0}")]
+    InvalidNotificationId(String),
+    #[error("{0}")]
+    InvalidNotificationRequest(String),
     /// 401 with `WWW-Authenticate: Bearer error="invalid_token"`.
     #[error("{0}")]
     InvalidToken(String),
@@ -227,6 +235,9 @@ impl CredentialError {
             CredentialError::InvalidNonce(_) => "invalid_nonce",
             CredentialError::InvalidEncryptionParameters(_) => "invalid_encryption_parameters",
             CredentialError::CredentialRequestDenied(_) => "credential_request_denied",
+            CredentialError::InvalidTransactionId(_) => "invalid_transaction_id",
+            CredentialError::InvalidNotificationId(_) => "invalid_notification_id",
+            CredentialError::InvalidNotificationRequest(_) => "invalid_notification_request",
             CredentialError::InvalidToken(_) => "invalid_token",
             CredentialError::InvalidDpopProof(_) => "invalid_dpop_proof",
             CredentialError::UseDpopNonce(_) => "use_dpop_nonce",

@@ -29,6 +29,15 @@ pub const AUTHORIZATION_REQUEST_FAILED: &str = "authorization_request_failed";
 pub const WALLET_INITIATED_SESSION_CREATED: &str = "wallet_initiated_session_created";
 /// The operator revoked, suspended or reinstated a credential.
 pub const CREDENTIAL_STATUS_CHANGED: &str = "credential_status_changed";
+/// A credential request whose credentials come later: the operator's backend completes it.
+pub const CREDENTIAL_DEFERRED: &str = "credential_deferred";
+/// What the wallet reported about credentials it received (OID4VCI 1.0 §11), by its names.
+pub const CREDENTIAL_ACCEPTED: &str = "credential_accepted";
+pub const CREDENTIAL_FAILURE: &str = "credential_failure";
+pub const CREDENTIAL_DELETED: &str = "credential_deleted";
+/// The wallet notification events, as the wallet names them.
+pub const WALLET_NOTIFICATIONS: [&str; 3] =
+    [CREDENTIAL_ACCEPTED, CREDENTIAL_FAILURE, CREDENTIAL_DELETED];
 
 /// Every event type, for validating webhook filters.
 pub const ALL: &[&str] = &[
@@ -45,7 +54,11 @@ pub const ALL: &[&str] = &[
     JWT_ISSUE,
     GENERATED_MDOC,
     CREDENTIAL_REQUEST_FAILED,
+    CREDENTIAL_DEFERRED,
     ISSUANCE_STATUS_CHANGED,
+    CREDENTIAL_ACCEPTED,
+    CREDENTIAL_FAILURE,
+    CREDENTIAL_DELETED,
     CREDENTIAL_STATUS_CHANGED,
 ];
 
@@ -115,6 +128,7 @@ const SECRET_MEMBERS: &[&str] = &[
     "client_secret",
     "client_assertion",
     "c_nonce",
+    "transaction_id",
 ];
 
 /// A copy of `value` with every secret member, at any depth, replaced by [`REDACTED`].

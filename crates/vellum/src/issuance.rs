@@ -1,7 +1,9 @@
-//! The credential endpoint: access token, request shape, key proof, then the credential.
+//! The credential endpoints: the credential endpoint (access token, request shape, key proofs,
+//! then the credentials, or a deferred transaction), the deferred credential endpoint, and the
+//! wallet's notifications about what it received.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use vellum_formats::did::{self, did_jwk};
 use vellum_formats::jose::{self, Jwk, UnverifiedJws};
 
@@ -11,21 +13,33 @@ use crate::credentials::{self, Input};
 use crate::errors::{CredentialError, Internal};
 use crate::events;
 use crate::keys;
+use crate::limits;
 use crate::mapping::{self, Inputs};
 use crate::oauth::{dpop, nonces};
 use crate::profiles::IssuanceTemplate;
 use crate::protocol::PROOF_TYP;
-use crate::secrets::{Purpose, hash_secret};
+use crate::secrets::{Purpose, hash_secret, random_token};
 use crate::sessions;
 use crate::status;
 use crate::store::{
-    AccessTokenRecord, GrantKind, Issuance, IssuanceCommit, IssuedCredentialRecord, NewEvent,
-    SessionRecord, SessionStatus,
+    AccessTokenRecord, Deferral, DeferredLookup, DeferredState, GrantKind, Issuance,
+    IssuanceCommit, IssuedCredentialRecord, NewEvent, NotificationReceipt, SessionRecord,
+    SessionStatus, Spent, WalletNotification,
 };
 
+/// What the credential and deferred credential endpoints answer: the credentials (200), or a
+/// transaction to ask about again (202).
 #[derive(Debug, Serialize)]
-pub struct CredentialResponse {
-    pub credentials: Vec<IssuedCredential>,
+#[serde(untagged)]
+pub enum CredentialResponse {
+    Issued {
+        credentials: Vec<IssuedCredential>,
+        notification_id: String,
+    },
+    Deferred {
+        transaction_id: String,
+        interval: u32,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -46,8 +60,9 @@ pub struct PresentedToken {
     pub token: String,
 }
 
-/// A credential request as received: the access token, the `DPoP` header, and the JSON body or
-/// why it could not be read (reported once the token is known to be good).
+/// A request to one of the credential endpoints as received: the access token, the `DPoP`
+/// header, and the JSON body or why it could not be read (reported once the token is known to
+/// be good).
 #[derive(Debug)]
 pub struct CredentialRequest {
     pub access_token: Option<PresentedToken>,
@@ -55,11 +70,38 @@ pub struct CredentialRequest {
     pub body: Result<Value, CredentialError>,
 }
 
-/// `POST /credential`.
-pub async fn request_credential(
+/// The endpoints that take an access token, by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Credential,
+    DeferredCredential,
+    Notification,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Credential => "/credential",
+            Endpoint::DeferredCredential => "/deferred-credential",
+            Endpoint::Notification => "/notification",
+        }
+    }
+}
+
+/// A request whose access token is good, presented by its holder.
+struct Authorized {
+    token: AccessTokenRecord,
+    token_hash: String,
+    session: SessionRecord,
+    now: Millis,
+}
+
+/// Checks the access token (known, unexpired) and that its holder presents it (DPoP).
+async fn authorize(
     ctx: &Context,
     request: CredentialRequest,
-) -> Result<CredentialResponse, CredentialError> {
+    endpoint: Endpoint,
+) -> Result<(Authorized, Result<Value, CredentialError>), CredentialError> {
     let presented = request.access_token.ok_or_else(|| {
         CredentialError::InvalidToken(
             "an access token is required (Authorization: Bearer or DPoP)".into(),
@@ -77,42 +119,155 @@ pub async fn request_credential(
             "the access token has expired".into(),
         ));
     }
-    let issued = match (
-        holder_of_token(
-            ctx,
-            &presented,
-            token.dpop_jkt.as_deref(),
-            request.dpop,
-            now,
-        )
-        .await,
-        request.body,
-    ) {
-        (Err(error), _) | (Ok(()), Err(error)) => Err(error),
-        (Ok(()), Ok(body)) => issue(ctx, &session, &token, token_hash, &body, now).await,
+    let holder = holder_of_token(
+        ctx,
+        &presented,
+        token.dpop_jkt.as_deref(),
+        request.dpop,
+        endpoint,
+        now,
+    )
+    .await;
+    let authorized = Authorized {
+        token,
+        token_hash,
+        session,
+        now,
     };
-    match issued {
-        Ok(response) => Ok(response),
+    match holder {
+        Ok(()) => Ok((authorized, request.body)),
         Err(error) => {
-            // A wallet without a DPoP nonce yet is told one: a step of the exchange, no failure.
-            if !matches!(
-                error,
-                CredentialError::Internal(_)
-                    | CredentialError::Unavailable
-                    | CredentialError::UseDpopNonce(_)
-            ) {
-                let event = events::request_failed(
-                    session.id,
-                    events::CREDENTIAL_REQUEST_FAILED,
-                    error.code(),
-                    &error.to_string(),
-                    now,
-                );
-                ctx.store.append_events(&[event]).await?;
-            }
+            record_failure(ctx, &authorized.session, &error, now).await?;
             Err(error)
         }
     }
+}
+
+/// A failed request to a credential endpoint is an event of its session, with what the wallet
+/// was told; a wallet told to fetch a DPoP nonce first has not failed.
+async fn record_failure(
+    ctx: &Context,
+    session: &SessionRecord,
+    error: &CredentialError,
+    now: Millis,
+) -> Result<(), CredentialError> {
+    if matches!(
+        error,
+        CredentialError::Internal(_)
+            | CredentialError::Unavailable
+            | CredentialError::UseDpopNonce(_)
+    ) {
+        return Ok(());
+    }
+    let event = events::request_failed(
+        session.id,
+        events::CREDENTIAL_REQUEST_FAILED,
+        error.code(),
+        &error.to_string(),
+        now,
+    );
+    ctx.store.append_events(&[event]).await?;
+    Ok(())
+}
+
+/// `POST /credential`.
+pub async fn request_credential(
+    ctx: &Context,
+    request: CredentialRequest,
+) -> Result<CredentialResponse, CredentialError> {
+    let (authorized, body) = authorize(ctx, request, Endpoint::Credential).await?;
+    let issued = match body {
+        Ok(body) => issue(ctx, &authorized, &body).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &issued {
+        record_failure(ctx, &authorized.session, error, authorized.now).await?;
+    }
+    issued
+}
+
+/// `POST /deferred-credential` (OID4VCI 1.0 §9): the credentials of a deferred transaction once
+/// the operator's backend completed it, the same transaction again while it has not.
+pub async fn request_deferred(
+    ctx: &Context,
+    request: CredentialRequest,
+) -> Result<CredentialResponse, CredentialError> {
+    let (authorized, body) = authorize(ctx, request, Endpoint::DeferredCredential).await?;
+    let issued = match body {
+        Ok(body) => deferred(ctx, &authorized, &body).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = &issued {
+        record_failure(ctx, &authorized.session, error, authorized.now).await?;
+    }
+    issued
+}
+
+/// `POST /notification` (OID4VCI 1.0 §11): what became of the credentials of one response, as
+/// an event of their session; a report repeated is acknowledged and changes nothing.
+pub async fn notify(ctx: &Context, request: CredentialRequest) -> Result<(), CredentialError> {
+    let (authorized, body) = authorize(ctx, request, Endpoint::Notification).await?;
+    let invalid = |why: &str| CredentialError::InvalidNotificationRequest(why.into());
+    let body = body?;
+    let body = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object"))?;
+    let notification_id = match body.get("notification_id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        Some(_) => return Err(invalid("notification_id must be a string")),
+        None => return Err(invalid("notification_id is missing")),
+    };
+    let event = match body.get("event").and_then(Value::as_str) {
+        Some(event) => events::WALLET_NOTIFICATIONS
+            .into_iter()
+            .find(|known| *known == event)
+            .ok_or_else(|| {
+                invalid(
+                    "event must be credential_accepted, credential_failure or credential_deleted",
+                )
+            })?,
+        None => return Err(invalid("event is missing")),
+    };
+    let description = match body.get("event_description") {
+        None => None,
+        Some(Value::String(text)) if is_event_description(text) => Some(text.as_str()),
+        Some(_) => {
+            return Err(invalid(&format!(
+                "event_description must be at most {} printable ASCII characters, without \" or \\",
+                limits::MAX_EVENT_DESCRIPTION
+            )));
+        }
+    };
+    let session = &authorized.session;
+    // The id is echoed only once it is known to be one of this session's.
+    let mut data = json!({
+        "notificationId": notification_id,
+        "credentialConfigurationId": session.credential_configuration_id,
+    });
+    if let Some(description) = description {
+        data["eventDescription"] = Value::from(description);
+    }
+    let notification = WalletNotification {
+        notification_id: notification_id.clone(),
+        session: session.id,
+        event: event.to_owned(),
+        now: authorized.now,
+        events: vec![events::new(session.id, event, authorized.now, data)],
+    };
+    match ctx.store.record_wallet_notification(&notification).await? {
+        NotificationReceipt::Recorded | NotificationReceipt::Repeated => Ok(()),
+        NotificationReceipt::Unknown => Err(CredentialError::InvalidNotificationId(
+            "not a notification_id of a credential this access token obtained".into(),
+        )),
+    }
+}
+
+/// OID4VCI 1.0 §11.1: `%x20-21 / %x23-5B / %x5D-7E`, here also bounded in length.
+fn is_event_description(text: &str) -> bool {
+    text.len() <= limits::MAX_EVENT_DESCRIPTION
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E))
 }
 
 /// Checks that the client presenting the token may use it: anyone holding a Bearer token, only
@@ -122,6 +277,7 @@ async fn holder_of_token(
     presented: &PresentedToken,
     bound_to: Option<&str>,
     proof: Result<Option<String>, CredentialError>,
+    endpoint: Endpoint,
     now: Millis,
 ) -> Result<(), CredentialError> {
     let Some(bound_to) = bound_to else {
@@ -143,7 +299,7 @@ async fn holder_of_token(
     })?;
     let target = dpop::Target {
         method: "POST",
-        url: &ctx.endpoint("/credential"),
+        url: &ctx.endpoint(endpoint.path()),
         access_token: Some(&presented.token),
     };
     let jkt = dpop::verify(ctx, &proof, &target, now).await?;
@@ -167,12 +323,16 @@ impl From<dpop::DpopFailure> for CredentialError {
 
 async fn issue(
     ctx: &Context,
-    session: &SessionRecord,
-    token: &AccessTokenRecord,
-    token_hash: String,
+    authorized: &Authorized,
     body: &Value,
-    now: Millis,
 ) -> Result<CredentialResponse, CredentialError> {
+    let Authorized {
+        token,
+        token_hash,
+        session,
+        now,
+    } = authorized;
+    let now = *now;
     match session.status {
         SessionStatus::Active => {}
         // A refreshed access token issues the session's credential again (new keys, a lost
@@ -227,8 +387,7 @@ async fn issue(
         }
         (Some(_), None) => {}
     }
-    let template: IssuanceTemplate = serde_json::from_str(&session.template)
-        .map_err(|error| Internal::msg(format!("session {}: {error}", session.id)))?;
+    let template = session_template(session)?;
     let proofs = jwt_proofs(ctx, request)?;
     let proven = verify_proofs(ctx, &session.credential_configuration_id, &proofs, now)?;
     if let Some(expected) = &template.expected_proof_key_thumbprint {
@@ -246,40 +405,105 @@ async fn issue(
             }
         }
     }
-    // One credential per proven key, each with its own status list entry when the status is
-    // managed: taken before the credential is signed (an entry a failed request took stays
-    // unused, valid forever: harmless).
+    let first = &proven[0];
+    let nonce_hash = hash_secret(&first.nonce);
+    let holders: Vec<Holder> = proven
+        .iter()
+        .map(|key| Holder {
+            jwk: key.jwk.clone(),
+            did: key.did.clone().unwrap_or_else(|| did_jwk(&key.jwk)),
+        })
+        .collect();
+    if template.definition.deferred && session.status == SessionStatus::Active {
+        return defer(
+            ctx,
+            authorized,
+            &holders,
+            nonce_hash,
+            first.nonce_expires_at,
+        )
+        .await;
+    }
+    let spends = Spent::Nonce {
+        hash: nonce_hash,
+        expires_at: first.nonce_expires_at,
+    };
+    match commit(ctx, session, token_hash, &template, &holders, spends, now).await? {
+        (IssuanceCommit::Issued, response) => Ok(response),
+        (IssuanceCommit::AlreadySpent, _) => Err(CredentialError::InvalidNonce(
+            "the nonce has already been used; fetch a new one".into(),
+        )),
+        (IssuanceCommit::SessionNotActive, _) => Err(not_active(ctx, session, now).await?),
+    }
+}
+
+/// The session's issuance template, as stored with it.
+fn session_template(session: &SessionRecord) -> Result<IssuanceTemplate, Internal> {
+    serde_json::from_str(&session.template)
+        .map_err(|error| Internal::msg(format!("session {}: {error}", session.id)))
+}
+
+/// The error for a session that stopped being active while a request was on its way (it
+/// finished, failed or expired meanwhile); an expiry that was due is recorded now.
+async fn not_active(
+    ctx: &Context,
+    session: &SessionRecord,
+    now: Millis,
+) -> Result<CredentialError, CredentialError> {
+    if let Some(current) = ctx.store.session(session.id).await?
+        && current.status == SessionStatus::Active
+        && current.expires_at <= now
+    {
+        sessions::expire(ctx, &current, Vec::new()).await?;
+    }
+    Ok(CredentialError::CredentialRequestDenied(
+        "the issuance session is no longer active".into(),
+    ))
+}
+
+/// Builds one credential per holder key and commits them with what the request spends: the
+/// commit's outcome, and the response the wallet gets if it is `Issued`.
+async fn commit(
+    ctx: &Context,
+    session: &SessionRecord,
+    token_hash: &str,
+    template: &IssuanceTemplate,
+    holders: &[Holder],
+    spends: Spent,
+    now: Millis,
+) -> Result<(IssuanceCommit, CredentialResponse), CredentialError> {
+    // One credential per key, each with its own status list entry when the status is managed:
+    // taken before the credential is signed (an entry a failed request took stays unused,
+    // valid forever: harmless).
     let managed = status::is_managed(template.definition.credential_status.as_ref());
     let format = format_name(ctx, &session.credential_configuration_id);
-    let mut credentials = Vec::with_capacity(proven.len());
-    let mut records = Vec::with_capacity(proven.len());
-    let mut events = Vec::with_capacity(proven.len() + 1);
-    for key in &proven {
+    let notification_id = random_token();
+    let mut credentials = Vec::with_capacity(holders.len());
+    let mut records = Vec::with_capacity(holders.len());
+    let mut events = Vec::with_capacity(holders.len() + 1);
+    for holder in holders {
         let assigned = match managed {
-            true => Some(assign_status(ctx, session, &template, now).await?),
+            true => Some(assign_status(ctx, session, template, now).await?),
             false => None,
         };
         let status = match &assigned {
             Some(assigned) => Some(&assigned.reference),
             None => template.definition.credential_status.as_ref(),
         };
-        let holder = Holder {
-            jwk: &key.jwk,
-            did: key.did.clone().unwrap_or_else(|| did_jwk(&key.jwk)),
-        };
         let (credential, issued, expires_at) =
-            build(ctx, session, &template, &holder, status, now).await?;
+            build(ctx, session, template, holder, status, now).await?;
         records.push(IssuedCredentialRecord {
             id: uuid::Uuid::new_v4().to_string(),
             session_id: session.id,
             credential_configuration_id: session.credential_configuration_id.clone(),
             format: format.clone(),
-            holder: key.jwk.thumbprint(),
+            holder: holder.jwk.thumbprint(),
             issued_at: now,
             expires_at: expires_at.saturating_mul(1000),
             status: status.cloned(),
             status_entry: assigned.map(|assigned| assigned.entry),
             status_value: 0,
+            notification_id: Some(notification_id.clone()),
         });
         credentials.push(IssuedCredential { credential });
         events.push(issued);
@@ -295,33 +519,155 @@ async fn issue(
             now,
         ));
     }
-    let first = &proven[0];
     let issuance = Issuance {
         session: session.id,
-        token_hash,
-        nonce_hash: hash_secret(&first.nonce),
-        nonce_expires_at: first.nonce_expires_at,
+        token_hash: token_hash.to_owned(),
+        spends,
         credentials: records,
         finish,
         now,
         events,
     };
-    match ctx.store.complete_issuance(&issuance).await? {
-        IssuanceCommit::Issued => Ok(CredentialResponse { credentials }),
-        IssuanceCommit::NonceAlreadyUsed => Err(CredentialError::InvalidNonce(
+    let outcome = ctx.store.complete_issuance(&issuance).await?;
+    Ok((
+        outcome,
+        CredentialResponse::Issued {
+            credentials,
+            notification_id,
+        },
+    ))
+}
+
+/// A credential request of a deferred profile: the proven keys kept in a transaction that the
+/// operator's backend completes later; the wallet gets its id.
+async fn defer(
+    ctx: &Context,
+    authorized: &Authorized,
+    holders: &[Holder],
+    nonce_hash: String,
+    nonce_expires_at: Millis,
+) -> Result<CredentialResponse, CredentialError> {
+    let Authorized {
+        token_hash,
+        session,
+        now,
+        ..
+    } = authorized;
+    let protocol = &ctx.config.protocol;
+    let transaction_id = random_token();
+    let expires_at = now + i64::from(protocol.deferred_window_seconds) * 1000;
+    let deferral = Deferral {
+        session: session.id,
+        token_hash: token_hash.clone(),
+        nonce_hash,
+        nonce_expires_at,
+        transaction_hash: hash_secret(&transaction_id),
+        holders: Value::Array(holders.iter().map(Holder::to_value).collect()),
+        expires_at,
+        now: *now,
+        events: vec![events::new(
+            session.id,
+            events::CREDENTIAL_DEFERRED,
+            *now,
+            json!({
+                "credentialConfigurationId": session.credential_configuration_id,
+                "credentials": holders.len(),
+                "expiresAt": expires_at,
+            }),
+        )],
+    };
+    match ctx.store.defer_issuance(&deferral).await? {
+        IssuanceCommit::Issued => Ok(CredentialResponse::Deferred {
+            transaction_id,
+            interval: protocol.deferred_interval_seconds,
+        }),
+        IssuanceCommit::AlreadySpent => Err(CredentialError::InvalidNonce(
             "the nonce has already been used; fetch a new one".into(),
         )),
         IssuanceCommit::SessionNotActive => {
-            if let Some(current) = ctx.store.session(session.id).await?
-                && current.status == SessionStatus::Active
-                && current.expires_at <= now
-            {
-                sessions::expire(ctx, &current, Vec::new()).await?;
+            let pending = ctx
+                .store
+                .deferred_transaction(DeferredLookup::Session(session.id))
+                .await?;
+            match pending {
+                Some(_) => Err(CredentialError::CredentialRequestDenied(
+                    "the credentials of this session are deferred: ask the deferred credential \
+                     endpoint with the transaction_id"
+                        .into(),
+                )),
+                None => Err(not_active(ctx, session, *now).await?),
             }
-            Err(CredentialError::CredentialRequestDenied(
-                "the issuance session is no longer active".into(),
-            ))
         }
+    }
+}
+
+/// The deferred credential endpoint's answer for `body`'s transaction.
+async fn deferred(
+    ctx: &Context,
+    authorized: &Authorized,
+    body: &Value,
+) -> Result<CredentialResponse, CredentialError> {
+    let Authorized {
+        token_hash,
+        session,
+        now,
+        ..
+    } = authorized;
+    let request = body.as_object().ok_or_else(|| {
+        CredentialError::InvalidCredentialRequest("the body must be a JSON object".into())
+    })?;
+    if request.contains_key("credential_response_encryption") {
+        return Err(CredentialError::InvalidEncryptionParameters(
+            "credential response encryption is not supported by this issuer".into(),
+        ));
+    }
+    let transaction_id = match request.get("transaction_id") {
+        Some(Value::String(id)) => id,
+        Some(_) => {
+            return Err(CredentialError::InvalidCredentialRequest(
+                "transaction_id must be a string".into(),
+            ));
+        }
+        None => {
+            return Err(CredentialError::InvalidCredentialRequest(
+                "transaction_id is missing".into(),
+            ));
+        }
+    };
+    let unknown = || {
+        CredentialError::InvalidTransactionId(
+            "not a pending transaction of this access token".into(),
+        )
+    };
+    let transaction_hash = hash_secret(transaction_id);
+    let transaction = ctx
+        .store
+        .deferred_transaction(DeferredLookup::TransactionHash(&transaction_hash))
+        .await?
+        .filter(|transaction| transaction.session_id == session.id)
+        .ok_or_else(unknown)?;
+    match transaction.state {
+        DeferredState::Pending if session.status == SessionStatus::Active => {
+            Ok(CredentialResponse::Deferred {
+                transaction_id: transaction_id.clone(),
+                interval: ctx.config.protocol.deferred_interval_seconds,
+            })
+        }
+        DeferredState::Failed => Err(CredentialError::CredentialRequestDenied(
+            "the issuer declined to issue these credentials".into(),
+        )),
+        DeferredState::Ready if session.status == SessionStatus::Active => {
+            let holders = Holder::all_from(&transaction.holders)?;
+            let template = session_template(session)?;
+            let spends = Spent::Deferred { transaction_hash };
+            match commit(ctx, session, token_hash, &template, &holders, spends, *now).await? {
+                (IssuanceCommit::Issued, response) => Ok(response),
+                (IssuanceCommit::AlreadySpent, _) => Err(unknown()),
+                (IssuanceCommit::SessionNotActive, _) => Err(not_active(ctx, session, *now).await?),
+            }
+        }
+        // Fetched already, or its session expired.
+        _ => Err(unknown()),
     }
 }
 
@@ -632,9 +978,33 @@ async fn assign_status(
 }
 
 /// The key a credential is bound to, and the DID that names it (W3C `sub`).
-struct Holder<'a> {
-    jwk: &'a Jwk,
+#[derive(Debug, Clone)]
+struct Holder {
+    jwk: Jwk,
     did: String,
+}
+
+impl Holder {
+    /// As a deferred transaction keeps it.
+    fn to_value(&self) -> Value {
+        json!({"jwk": self.jwk.to_value(), "did": self.did})
+    }
+
+    /// The holders a deferred transaction kept.
+    fn all_from(value: &Value) -> Result<Vec<Holder>, Internal> {
+        let broken = || Internal::msg("a deferred transaction's holders are unreadable");
+        value
+            .as_array()
+            .ok_or_else(broken)?
+            .iter()
+            .map(|holder| {
+                Ok(Holder {
+                    jwk: Jwk::from_value(&holder["jwk"]).map_err(|_| broken())?,
+                    did: holder["did"].as_str().ok_or_else(broken)?.to_owned(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// A credential of the session bound to `holder`, in its configuration's format, the event announcing it (the
@@ -644,7 +1014,7 @@ async fn build(
     ctx: &Context,
     session: &SessionRecord,
     template: &IssuanceTemplate,
-    holder: &Holder<'_>,
+    holder: &Holder,
     status: Option<&Value>,
     now: Millis,
 ) -> Result<(String, NewEvent, i64), Internal> {
@@ -681,7 +1051,7 @@ async fn build(
             issuer: definition.issuer(),
             issuer_url: &ctx.issuer_url,
             key: &key,
-            holder: holder.jwk,
+            holder: &holder.jwk,
             holder_did: &holder.did,
             issued_at: iat,
             expires_at: exp,

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod credentials;
+pub mod deferred;
 pub mod errors;
 pub mod events;
 pub mod http;

@@ -9,6 +9,18 @@ use serde_json::{Map, Number, Value};
 /// Deepest nesting of objects and arrays accepted anywhere, counting the outermost value.
 pub const MAX_DEPTH: usize = 32;
 
+/// Longest `event_description` a wallet's notification may carry into an event.
+pub const MAX_EVENT_DESCRIPTION: usize = 1000;
+
+/// A reason an operator gives (a status change, a failed deferred issuance), kept for the
+/// records and put in events: 1-200 characters, none of them control characters.
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err("reason must be 1-200 characters without control characters".into());
+    }
+    Ok(())
+}
+
 /// Why a value was refused, and where: `path` is the dotted member path (`credentialData.a.b`,
 /// `x5Chain[2]`), empty for the whole document.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

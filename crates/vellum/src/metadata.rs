@@ -63,6 +63,8 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         "credential_issuer": ctx.issuer_url,
         "credential_endpoint": ctx.endpoint("/credential"),
         "nonce_endpoint": ctx.endpoint("/nonce"),
+        "deferred_credential_endpoint": ctx.endpoint("/deferred-credential"),
+        "notification_endpoint": ctx.endpoint("/notification"),
         "credential_configurations_supported": configurations,
     });
     let batch_size = ctx.config.protocol.batch_size;

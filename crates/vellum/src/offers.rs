@@ -67,6 +67,8 @@ pub struct RuntimeOverrides {
     pub credential_status: Option<Value>,
     #[serde(default, deserialize_with = "limits::not_null")]
     pub notifications: Option<Notifications>,
+    #[serde(default, deserialize_with = "limits::not_null")]
+    pub deferred: Option<bool>,
     /// Pins the holder key: a proof signed by any other key is refused.
     #[serde(default, deserialize_with = "limits::not_null")]
     pub expected_credential_proof_key_jwk: Option<Value>,
@@ -329,6 +331,9 @@ fn apply_overrides(
     }
     if let Some(notifications) = overrides.notifications {
         definition.notifications = Some(notifications);
+    }
+    if let Some(deferred) = overrides.deferred {
+        definition.deferred = deferred;
     }
     definition
 }

@@ -82,6 +82,10 @@ pub struct ProfileDefinition {
     /// profile; at most one active profile per configuration.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wallet_initiated: bool,
+    /// The credential data comes later (deferred issuance): the wallet gets a transaction id,
+    /// the operator's backend completes the transaction with the data, or fails it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
 }
 
 /// Everything issuance needs, fixed when the offer is made (the profile version with the offer's

@@ -20,6 +20,7 @@ use crate::errors::{ApiError, Internal};
 use crate::events;
 use crate::ids::{KeyId, SessionId};
 use crate::keys;
+use crate::limits;
 use crate::secrets::Purpose;
 use crate::store::{
     Applied, IssuedCredentialRecord, StatusEntry, StatusListKind, StatusListRecord,
@@ -340,6 +341,10 @@ pub struct CredentialView {
     pub status: Option<CredentialStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_list: Option<Value>,
+    /// The `notification_id` of the credential response that carried it: the wallet's reports
+    /// (events `credential_accepted`, ...) name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_id: Option<String>,
 }
 
 fn view(ctx: &Context, record: IssuedCredentialRecord) -> CredentialView {
@@ -358,6 +363,7 @@ fn view(ctx: &Context, record: IssuedCredentialRecord) -> CredentialView {
         format: record.format,
         issued_at: record.issued_at,
         expires_at: record.expires_at,
+        notification_id: record.notification_id,
         status_list,
     }
 }
@@ -431,21 +437,12 @@ pub async fn change_session(
     Ok(changed)
 }
 
-/// A reason is for the operator's records: printable, at most 200 characters.
+/// A reason is for the operator's records (see `limits::check_reason`).
 fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
-    match reason {
-        Some(reason)
-            if reason.is_empty()
-                || reason.chars().count() > 200
-                || reason.chars().any(char::is_control) =>
-        {
-            Err(ApiError::invalid(
-                "invalid_request",
-                "reason must be 1-200 characters without control characters",
-            ))
-        }
-        reason => Ok(reason),
+    if let Some(reason) = &reason {
+        limits::check_reason(reason).map_err(|why| ApiError::invalid("invalid_request", why))?;
     }
+    Ok(reason)
 }
 
 /// The change for one credential: revoked is final, suspended reversible; the status, the

@@ -340,6 +340,8 @@ pub struct IssuedCredentialRecord {
     pub status_entry: Option<StatusEntry>,
     /// Its status there: 0 valid, 1 invalid (revoked), 2 suspended.
     pub status_value: u8,
+    /// The `notification_id` of the credential response that carried it.
+    pub notification_id: Option<String>,
 }
 
 /// An entry of a status list.
@@ -386,19 +388,128 @@ pub struct StatusAllocation {
 }
 
 /// A credential request that succeeded, committed at once: the access token it used (still
-/// valid, of a session still ACTIVE), the proof's nonce (used once), the credentials issued,
-/// whether the session is now finished, and the events.
+/// valid, of a session still ACTIVE), what it spends (once), the credentials issued, whether the
+/// session is now finished, and the events.
 #[derive(Debug, Clone)]
 pub struct Issuance {
     pub session: SessionId,
     pub token_hash: String,
-    pub nonce_hash: String,
-    pub nonce_expires_at: Millis,
+    pub spends: Spent,
     pub credentials: Vec<IssuedCredentialRecord>,
     /// Whether this completes the session (SUCCESSFUL).
     pub finish: bool,
     pub now: Millis,
     pub events: Vec<NewEvent>,
+}
+
+/// What a credential request spends, so that it succeeds once.
+#[derive(Debug, Clone)]
+pub enum Spent {
+    /// The key proofs' nonce (the credential endpoint), remembered until it expires.
+    Nonce { hash: String, expires_at: Millis },
+    /// A READY deferred transaction (the deferred credential endpoint), ISSUED after.
+    Deferred { transaction_hash: String },
+}
+
+/// A credential request whose credentials come later (deferred issuance), committed at once: as
+/// an [`Issuance`], the token and the nonce; the transaction with the proven keys; the session
+/// and the access token kept alive until `expires_at`; the events.
+#[derive(Debug, Clone)]
+pub struct Deferral {
+    pub session: SessionId,
+    pub token_hash: String,
+    pub nonce_hash: String,
+    pub nonce_expires_at: Millis,
+    pub transaction_hash: String,
+    /// The proven holder keys, one credential each (JSON, as `issuance` writes it).
+    pub holders: Value,
+    pub expires_at: Millis,
+    pub now: Millis,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferredState {
+    /// Waiting for the operator's backend.
+    Pending,
+    /// Completed: the data is in the session's template; the wallet may fetch the credentials.
+    Ready,
+    /// Failed by the operator's backend, with a reason.
+    Failed,
+    /// Fetched by the wallet.
+    Issued,
+}
+
+impl DeferredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeferredState::Pending => "PENDING",
+            DeferredState::Ready => "READY",
+            DeferredState::Failed => "FAILED",
+            DeferredState::Issued => "ISSUED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            DeferredState::Pending,
+            DeferredState::Ready,
+            DeferredState::Failed,
+            DeferredState::Issued,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredRecord {
+    pub session_id: SessionId,
+    pub transaction_hash: String,
+    pub holders: Value,
+    pub state: DeferredState,
+    pub reason: Option<String>,
+    pub created_at: Millis,
+    pub changed_at: Millis,
+}
+
+/// How a deferred transaction is named: by its session (the operator) or by a hash of the
+/// transaction id (the wallet).
+#[derive(Debug, Clone, Copy)]
+pub enum DeferredLookup<'a> {
+    Session(SessionId),
+    TransactionHash(&'a str),
+}
+
+/// What the operator's backend decided for a PENDING deferred transaction.
+#[derive(Debug, Clone)]
+pub enum DeferredOutcome {
+    /// The session's template, now with the data: the wallet may fetch its credentials.
+    Ready { template: String },
+    /// No credentials: the session fails.
+    Failed { reason: String },
+}
+
+/// A wallet's report about the credentials of one credential response (OID4VCI 1.0 §11).
+#[derive(Debug, Clone)]
+pub struct WalletNotification {
+    pub notification_id: String,
+    /// The session of the access token it came with.
+    pub session: SessionId,
+    /// `credential_accepted`, `credential_failure` or `credential_deleted`.
+    pub event: String,
+    pub now: Millis,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationReceipt {
+    /// First report of this event for this id: recorded, with its events.
+    Recorded,
+    /// Reported before: nothing changes.
+    Repeated,
+    /// No credential of the session has this notification id.
+    Unknown,
 }
 
 /// A webhook as the dispatcher needs it.
@@ -528,7 +639,8 @@ pub enum Applied {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssuanceCommit {
     Issued,
-    NonceAlreadyUsed,
+    /// The nonce, or the deferred transaction, was spent by another request.
+    AlreadySpent,
     /// The session finished or expired meanwhile, or the access token did.
     SessionNotActive,
 }
@@ -682,6 +794,28 @@ pub trait CredentialStore: Send + Sync {
     ) -> StoreResult<Applied>;
     /// The entries of a list that are not valid: index and status, by index.
     async fn status_entries(&self, list_id: &str) -> StoreResult<Vec<(i64, u8)>>;
+    /// Commits a deferred credential request (see [`Deferral`]), or nothing.
+    async fn defer_issuance(&self, deferral: &Deferral) -> StoreResult<IssuanceCommit>;
+    async fn deferred_transaction(
+        &self,
+        lookup: DeferredLookup<'_>,
+    ) -> StoreResult<Option<DeferredRecord>>;
+    /// PENDING -> READY (the session's template replaced) or FAILED (the session UNSUCCESSFUL),
+    /// with the events, in one transaction; `Stale` when it was no longer PENDING or the session
+    /// no longer ACTIVE.
+    async fn resolve_deferred(
+        &self,
+        session: SessionId,
+        outcome: &DeferredOutcome,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied>;
+    /// Records a wallet's report once, with its events, if a credential of the session carries
+    /// its notification id.
+    async fn record_wallet_notification(
+        &self,
+        notification: &WalletNotification,
+    ) -> StoreResult<NotificationReceipt>;
 }
 
 /// The authorization code flow's requests.

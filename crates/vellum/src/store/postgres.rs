@@ -70,6 +70,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_status_lists.sql",
         include_str!("../../migrations/postgres/0008_status_lists.sql"),
     ),
+    (
+        "0009_wallet_notifications_and_deferred.sql",
+        include_str!("../../migrations/postgres/0009_wallet_notifications_and_deferred.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -1392,15 +1396,18 @@ impl CredentialStore for PostgresStore {
         if active.is_none() {
             return Ok(IssuanceCommit::SessionNotActive);
         }
-        let fresh = db
-            .execute(
-                sql::USE_NONCE,
-                &[&issuance.nonce_hash, &issuance.nonce_expires_at],
-            )
-            .await
-            .map_err(db_error)?;
+        let fresh = match &issuance.spends {
+            Spent::Nonce { hash, expires_at } => {
+                db.execute(sql::USE_NONCE, &[hash, expires_at]).await
+            }
+            Spent::Deferred { transaction_hash } => {
+                db.execute(sql::SPEND_DEFERRED, &[&issuance.now, transaction_hash])
+                    .await
+            }
+        }
+        .map_err(db_error)?;
         if fresh == 0 {
-            return Ok(IssuanceCommit::NonceAlreadyUsed);
+            return Ok(IssuanceCommit::AlreadySpent);
         }
         for credential in &issuance.credentials {
             db.execute(
@@ -1417,6 +1424,7 @@ impl CredentialStore for PostgresStore {
                     &credential.status_entry.as_ref().map(|entry| &entry.list_id),
                     &credential.status_entry.as_ref().map(|entry| entry.index),
                     &i32::from(credential.status_value),
+                    &credential.notification_id,
                 ],
             )
             .await
@@ -1563,6 +1571,163 @@ impl CredentialStore for PostgresStore {
                 Ok((index, value))
             })
             .collect()
+    }
+
+    async fn defer_issuance(&self, d: &Deferral) -> StoreResult<IssuanceCommit> {
+        let session = d.session.to_string();
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        // Lock the session while checking it: a concurrent request waits, then sees the
+        // transaction this one made.
+        let active = db
+            .query_opt(
+                "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
+                 WHERE s.id = $1 AND t.token_hash = $2 AND s.status = 'ACTIVE' \
+                 AND t.expires_at > $3 AND NOT EXISTS (SELECT 1 FROM deferred_transactions dt \
+                 WHERE dt.session_id = s.id) FOR UPDATE OF s",
+                &[&session, &d.token_hash, &d.now],
+            )
+            .await
+            .map_err(db_error)?;
+        if active.is_none() {
+            return Ok(IssuanceCommit::SessionNotActive);
+        }
+        let fresh = db
+            .execute(sql::USE_NONCE, &[&d.nonce_hash, &d.nonce_expires_at])
+            .await
+            .map_err(db_error)?;
+        if fresh == 0 {
+            return Ok(IssuanceCommit::AlreadySpent);
+        }
+        db.execute(
+            &sql::INSERT_DEFERRED,
+            &[
+                &session,
+                &d.transaction_hash,
+                &d.holders.to_string(),
+                &DeferredState::Pending.as_str(),
+                &Option::<String>::None,
+                &d.now,
+                &d.now,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        db.execute(sql::EXTEND_SESSION, &[&d.expires_at, &d.now, &session])
+            .await
+            .map_err(db_error)?;
+        db.execute(sql::EXTEND_TOKEN, &[&d.expires_at, &d.token_hash])
+            .await
+            .map_err(db_error)?;
+        let newest = insert_events(db, &d.events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(IssuanceCommit::Issued)
+    }
+
+    async fn deferred_transaction(
+        &self,
+        lookup: DeferredLookup<'_>,
+    ) -> StoreResult<Option<DeferredRecord>> {
+        let conn = self.pool.get().await?;
+        match lookup {
+            DeferredLookup::Session(session) => {
+                let session = session.to_string();
+                first(
+                    conn.db(),
+                    &sql::DEFERRED_BY_SESSION,
+                    &[&session],
+                    rows::deferred,
+                )
+                .await
+            }
+            DeferredLookup::TransactionHash(hash) => {
+                first(conn.db(), &sql::DEFERRED_BY_HASH, &[&hash], rows::deferred).await
+            }
+        }
+    }
+
+    async fn resolve_deferred(
+        &self,
+        session: SessionId,
+        outcome: &DeferredOutcome,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied> {
+        let session = session.to_string();
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let active = db
+            .query_opt(
+                "SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE' FOR UPDATE",
+                &[&session],
+            )
+            .await
+            .map_err(db_error)?;
+        if active.is_none() {
+            return Ok(Applied::Stale);
+        }
+        let (state, reason) = match outcome {
+            DeferredOutcome::Ready { .. } => (DeferredState::Ready, None),
+            DeferredOutcome::Failed { reason } => (DeferredState::Failed, Some(reason)),
+        };
+        let resolved = db
+            .execute(
+                sql::RESOLVE_DEFERRED,
+                &[&state.as_str(), &reason, &now, &session],
+            )
+            .await
+            .map_err(db_error)?;
+        if resolved == 0 {
+            return Ok(Applied::Stale);
+        }
+        match outcome {
+            DeferredOutcome::Ready { template } => {
+                db.execute(sql::READY_TEMPLATE, &[template, &now, &session])
+                    .await
+            }
+            DeferredOutcome::Failed { .. } => {
+                db.execute(sql::DEFERRED_FAILED, &[&now, &session]).await
+            }
+        }
+        .map_err(db_error)?;
+        let newest = insert_events(db, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(Applied::Yes)
+    }
+
+    async fn record_wallet_notification(
+        &self,
+        n: &WalletNotification,
+    ) -> StoreResult<NotificationReceipt> {
+        let session = n.session.to_string();
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        let known = db
+            .query_opt(sql::NOTIFIED_CREDENTIAL, &[&n.notification_id, &session])
+            .await
+            .map_err(db_error)?;
+        if known.is_none() {
+            return Ok(NotificationReceipt::Unknown);
+        }
+        let recorded = db
+            .execute(
+                sql::INSERT_WALLET_NOTIFICATION,
+                &[&n.notification_id, &n.event, &session, &n.now],
+            )
+            .await
+            .map_err(db_error)?;
+        if recorded == 0 {
+            return Ok(NotificationReceipt::Repeated);
+        }
+        let newest = insert_events(db, &n.events).await?;
+        tx.commit().await.map_err(db_error)?;
+        self.committed(newest);
+        Ok(NotificationReceipt::Recorded)
     }
 }
 

@@ -74,7 +74,11 @@ pub(super) const TOKEN_FIELDS: &str = "t.grant_id AS access_grant_id, \
 pub(super) const EVENT_COLUMNS: &str = "seq, id, session_id, type, timestamp, data";
 
 pub(super) const ISSUED_CREDENTIAL_COLUMNS: &str = "id, session_id, credential_configuration_id, \
-    format, holder, issued_at, expires_at, status, status_list_id, status_index, status_value";
+    format, holder, issued_at, expires_at, status, status_list_id, status_index, status_value, \
+    notification_id";
+
+pub(super) const DEFERRED_COLUMNS: &str =
+    "session_id, transaction_hash, holders, state, reason, created_at, changed_at";
 
 pub(super) const STATUS_LIST_COLUMNS: &str =
     "id, kind, signer, bits, size, allocated, created_at, changed_at";
@@ -261,6 +265,19 @@ pub(super) fn issued_credential(row: &dyn Columns) -> StoreResult<IssuedCredenti
         },
         status_value: u8::try_from(row.int("status_value")?)
             .map_err(|_| corrupt("status_value"))?,
+        notification_id: row.opt_text("notification_id")?,
+    })
+}
+
+pub(super) fn deferred(row: &dyn Columns) -> StoreResult<DeferredRecord> {
+    Ok(DeferredRecord {
+        session_id: session_id(&row.text("session_id")?)?,
+        transaction_hash: row.text("transaction_hash")?,
+        holders: json(&row.text("holders")?, "holders")?,
+        state: DeferredState::parse(&row.text("state")?).ok_or_else(|| corrupt("state"))?,
+        reason: row.opt_text("reason")?,
+        created_at: row.int("created_at")?,
+        changed_at: row.int("changed_at")?,
     })
 }
 

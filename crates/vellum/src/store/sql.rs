@@ -7,8 +7,9 @@
 use std::sync::LazyLock;
 
 use super::rows::{
-    CODE_GRANT_FIELDS, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, REQUEST_COLUMNS, REQUEST_FIELDS,
-    SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS, STATUS_LIST_COLUMNS, TOKEN_FIELDS,
+    CODE_GRANT_FIELDS, DEFERRED_COLUMNS, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, REQUEST_COLUMNS,
+    REQUEST_FIELDS, SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS, STATUS_LIST_COLUMNS,
+    TOKEN_FIELDS,
 };
 
 pub(super) const NEWEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
@@ -89,7 +90,7 @@ pub(super) const USE_NONCE: &str = "INSERT INTO used_nonces (nonce_hash, expires
 pub(super) static INSERT_ISSUED_CREDENTIAL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO issued_credentials ({ISSUED_CREDENTIAL_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     )
 });
 /// Kind, signer, bits, size: the newest list of that kind, signer and shape with room.
@@ -153,6 +154,8 @@ pub(super) static PURGE: LazyLock<Vec<String>> = LazyLock::new(|| {
         format!("DELETE FROM webhooks WHERE session_id IN ({FINISHED})"),
         format!("DELETE FROM access_tokens WHERE session_id IN ({FINISHED})"),
         format!("DELETE FROM grants WHERE session_id IN ({FINISHED})"),
+        format!("DELETE FROM deferred_transactions WHERE session_id IN ({FINISHED})"),
+        format!("DELETE FROM wallet_notifications WHERE session_id IN ({FINISHED})"),
         // Records of credentials outlive their session, until they have expired.
         "DELETE FROM issued_credentials WHERE expires_at < $1".to_owned(),
     ]
@@ -160,6 +163,48 @@ pub(super) static PURGE: LazyLock<Vec<String>> = LazyLock::new(|| {
 /// The cut-off; returns the sessions removed.
 pub(super) const PURGE_SESSIONS: &str =
     "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1";
+/// The values of [`DEFERRED_COLUMNS`], in order; nothing when the session has one already.
+pub(super) static INSERT_DEFERRED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO deferred_transactions ({DEFERRED_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"
+    )
+});
+/// Session.
+pub(super) static DEFERRED_BY_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {DEFERRED_COLUMNS} FROM deferred_transactions WHERE session_id = $1")
+});
+/// Transaction hash.
+pub(super) static DEFERRED_BY_HASH: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {DEFERRED_COLUMNS} FROM deferred_transactions WHERE transaction_hash = $1")
+});
+/// Expires at, now, session: a deferred session lives as long as its transaction may.
+pub(super) const EXTEND_SESSION: &str =
+    "UPDATE sessions SET expires_at = $1, updated_at = $2 WHERE id = $3";
+/// Expires at, token: the access token stays usable for the deferred window.
+pub(super) const EXTEND_TOKEN: &str =
+    "UPDATE access_tokens SET expires_at = $1 WHERE token_hash = $2 AND expires_at < $1";
+/// State, reason, now, session: a PENDING transaction resolved.
+pub(super) const RESOLVE_DEFERRED: &str = "UPDATE deferred_transactions SET state = $1, \
+    reason = $2, changed_at = $3 WHERE session_id = $4 AND state = 'PENDING'";
+/// Template, now, session: the data of a completed deferred transaction.
+pub(super) const READY_TEMPLATE: &str =
+    "UPDATE sessions SET template = $1, updated_at = $2 WHERE id = $3 AND status = 'ACTIVE'";
+/// Now, session.
+pub(super) const DEFERRED_FAILED: &str = "UPDATE sessions SET status = 'UNSUCCESSFUL', \
+    status_reason = 'deferred_issuance_failed', finished_at = $1, updated_at = $1 \
+    WHERE id = $2 AND status = 'ACTIVE'";
+/// Now, transaction hash: a READY transaction fetched.
+pub(super) const SPEND_DEFERRED: &str = "UPDATE deferred_transactions SET state = 'ISSUED', \
+    changed_at = $1 WHERE transaction_hash = $2 AND state = 'READY'";
+/// Notification id, session.
+pub(super) const NOTIFIED_CREDENTIAL: &str = "SELECT 1 FROM issued_credentials \
+    WHERE notification_id = $1 AND session_id = $2 LIMIT 1";
+/// Notification id, event, session, now: nothing when that event was reported before.
+pub(super) const INSERT_WALLET_NOTIFICATION: &str = "INSERT INTO wallet_notifications \
+    (notification_id, event, session_id, received_at) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT DO NOTHING";
+
 /// Now: nonces that can no longer be replayed.
 pub(super) const PURGE_NONCES: &str = "DELETE FROM used_nonces WHERE expires_at < $1";
 

@@ -61,6 +61,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_status_lists.sql",
         include_str!("../../migrations/sqlite/0008_status_lists.sql"),
     ),
+    (
+        "0009_wallet_notifications_and_deferred.sql",
+        include_str!("../../migrations/sqlite/0009_wallet_notifications_and_deferred.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -1154,8 +1158,7 @@ impl CredentialStore for SqliteStore {
             let Issuance {
                 session,
                 token_hash,
-                nonce_hash,
-                nonce_expires_at,
+                spends,
                 credentials,
                 finish,
                 now,
@@ -1181,12 +1184,17 @@ impl CredentialStore for SqliteStore {
             if active.is_none() {
                 return Ok(IssuanceCommit::SessionNotActive);
             }
-            let fresh = conn
-                .prepare_cached(sql::USE_NONCE)
-                .and_then(|mut statement| statement.execute(params![nonce_hash, nonce_expires_at]))
-                .map_err(db_error)?;
+            let fresh = match spends {
+                Spent::Nonce { hash, expires_at } => conn
+                    .prepare_cached(sql::USE_NONCE)
+                    .and_then(|mut statement| statement.execute(params![hash, expires_at])),
+                Spent::Deferred { transaction_hash } => conn
+                    .prepare_cached(sql::SPEND_DEFERRED)
+                    .and_then(|mut statement| statement.execute(params![now, transaction_hash])),
+            }
+            .map_err(db_error)?;
             if fresh == 0 {
-                return Ok(IssuanceCommit::NonceAlreadyUsed);
+                return Ok(IssuanceCommit::AlreadySpent);
             }
             let mut insert = conn
                 .prepare_cached(&sql::INSERT_ISSUED_CREDENTIAL)
@@ -1205,6 +1213,7 @@ impl CredentialStore for SqliteStore {
                         credential.status_entry.as_ref().map(|entry| &entry.list_id),
                         credential.status_entry.as_ref().map(|entry| entry.index),
                         credential.status_value,
+                        credential.notification_id,
                     ])
                     .map_err(db_error)?;
             }
@@ -1320,6 +1329,158 @@ impl CredentialStore for SqliteStore {
                 .map_err(db_error)?;
             rows.collect::<Result<Vec<(i64, u8)>, _>>()
                 .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn defer_issuance(&self, deferral: &Deferral) -> StoreResult<IssuanceCommit> {
+        let d = deferral.clone();
+        self.write(move |conn| {
+            let session = d.session.to_string();
+            let active: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
+                     WHERE s.id = ?1 AND t.token_hash = ?2 AND s.status = 'ACTIVE' \
+                     AND t.expires_at > ?3",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![session, d.token_hash, d.now], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            // A session defers once; checked before writing (the writer is the only one).
+            let deferred: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM deferred_transactions WHERE session_id = ?1")
+                .and_then(|mut statement| {
+                    statement.query_row([&session], |row| row.get(0)).optional()
+                })
+                .map_err(db_error)?;
+            if active.is_none() || deferred.is_some() {
+                return Ok(IssuanceCommit::SessionNotActive);
+            }
+            let fresh = conn
+                .prepare_cached(sql::USE_NONCE)
+                .and_then(|mut statement| {
+                    statement.execute(params![d.nonce_hash, d.nonce_expires_at])
+                })
+                .map_err(db_error)?;
+            if fresh == 0 {
+                return Ok(IssuanceCommit::AlreadySpent);
+            }
+            conn.prepare_cached(&sql::INSERT_DEFERRED)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        session,
+                        d.transaction_hash,
+                        d.holders.to_string(),
+                        DeferredState::Pending.as_str(),
+                        Option::<String>::None,
+                        d.now,
+                        d.now,
+                    ])
+                })
+                .map_err(db_error)?;
+            conn.prepare_cached(sql::EXTEND_SESSION)
+                .and_then(|mut statement| statement.execute(params![d.expires_at, d.now, session]))
+                .map_err(db_error)?;
+            conn.prepare_cached(sql::EXTEND_TOKEN)
+                .and_then(|mut statement| statement.execute(params![d.expires_at, d.token_hash]))
+                .map_err(db_error)?;
+            insert_events(conn, &d.events)?;
+            Ok(IssuanceCommit::Issued)
+        })
+        .await
+    }
+
+    async fn deferred_transaction(
+        &self,
+        lookup: DeferredLookup<'_>,
+    ) -> StoreResult<Option<DeferredRecord>> {
+        let (statement, key) = match lookup {
+            DeferredLookup::Session(session) => (&*sql::DEFERRED_BY_SESSION, session.to_string()),
+            DeferredLookup::TransactionHash(hash) => (&*sql::DEFERRED_BY_HASH, hash.to_owned()),
+        };
+        self.read(move |conn| first(conn, statement, [key], rows::deferred))
+            .await
+    }
+
+    async fn resolve_deferred(
+        &self,
+        session: SessionId,
+        outcome: &DeferredOutcome,
+        now: Millis,
+        events: &[NewEvent],
+    ) -> StoreResult<Applied> {
+        let (outcome, events, session) = (outcome.clone(), events.to_vec(), session.to_string());
+        self.write(move |conn| {
+            // Checked before writing (the writer is the only one): a session still ACTIVE.
+            let active: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1 AND status = 'ACTIVE'")
+                .and_then(|mut statement| {
+                    statement.query_row([&session], |row| row.get(0)).optional()
+                })
+                .map_err(db_error)?;
+            if active.is_none() {
+                return Ok(Applied::Stale);
+            }
+            let (state, reason) = match &outcome {
+                DeferredOutcome::Ready { .. } => (DeferredState::Ready, None),
+                DeferredOutcome::Failed { reason } => (DeferredState::Failed, Some(reason)),
+            };
+            let resolved = conn
+                .prepare_cached(sql::RESOLVE_DEFERRED)
+                .and_then(|mut statement| {
+                    statement.execute(params![state.as_str(), reason, now, session])
+                })
+                .map_err(db_error)?;
+            if resolved == 0 {
+                return Ok(Applied::Stale);
+            }
+            match &outcome {
+                DeferredOutcome::Ready { template } => conn
+                    .prepare_cached(sql::READY_TEMPLATE)
+                    .and_then(|mut statement| statement.execute(params![template, now, session])),
+                DeferredOutcome::Failed { .. } => conn
+                    .prepare_cached(sql::DEFERRED_FAILED)
+                    .and_then(|mut statement| statement.execute(params![now, session])),
+            }
+            .map_err(db_error)?;
+            insert_events(conn, &events)?;
+            Ok(Applied::Yes)
+        })
+        .await
+    }
+
+    async fn record_wallet_notification(
+        &self,
+        notification: &WalletNotification,
+    ) -> StoreResult<NotificationReceipt> {
+        let n = notification.clone();
+        self.write(move |conn| {
+            let session = n.session.to_string();
+            let known: Option<i64> = conn
+                .prepare_cached(sql::NOTIFIED_CREDENTIAL)
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![n.notification_id, session], |row| row.get(0))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            if known.is_none() {
+                return Ok(NotificationReceipt::Unknown);
+            }
+            let recorded = conn
+                .prepare_cached(sql::INSERT_WALLET_NOTIFICATION)
+                .and_then(|mut statement| {
+                    statement.execute(params![n.notification_id, n.event, session, n.now])
+                })
+                .map_err(db_error)?;
+            if recorded == 0 {
+                return Ok(NotificationReceipt::Repeated);
+            }
+            insert_events(conn, &n.events)?;
+            Ok(NotificationReceipt::Recorded)
         })
         .await
     }

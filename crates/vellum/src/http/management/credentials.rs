@@ -1,11 +1,13 @@
 //! Issued credentials: those of a session, and their status (revoke, suspend, reinstate), one
-//! credential or every credential of a session at once.
+//! credential or every credential of a session at once; and the credentials still to come, a
+//! session's deferred transaction, completed or failed by the operator's backend.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::deferred::{self, Resolution};
 use crate::errors::ApiError;
 use crate::http::AppState;
 use crate::http::extract::{ApiJson, ApiKey};
@@ -18,6 +20,8 @@ pub fn routes() -> Routes {
         .get("/sessions/{sessionId}/credentials", list_credentials)
         .post("/sessions/{sessionId}/credentials/status", change_session)
         .post("/credentials/{credentialId}/status", change_credential)
+        .get("/sessions/{sessionId}/deferred", get_deferred)
+        .post("/sessions/{sessionId}/deferred", resolve_deferred)
 }
 
 async fn list_credentials(
@@ -46,4 +50,22 @@ async fn change_credential(
     ApiJson(change): ApiJson<StatusChange>,
 ) -> Result<Response, ApiError> {
     Ok(Json(status::change(&ctx, &id, change).await?).into_response())
+}
+
+async fn get_deferred(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(deferred::view(&ctx, sessions::parse_id(&id)?).await?).into_response())
+}
+
+async fn resolve_deferred(
+    _: ApiKey,
+    State(ctx): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(resolution): ApiJson<Resolution>,
+) -> Result<Response, ApiError> {
+    let view = deferred::resolve(&ctx, sessions::parse_id(&id)?, resolution).await?;
+    Ok(Json(view).into_response())
 }

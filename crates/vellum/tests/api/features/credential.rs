@@ -774,7 +774,7 @@ async fn credential_responses_and_errors_are_not_cacheable() {
     assert_eq!(success.status, StatusCode::OK, "{}", success.text);
     success.assert_no_store();
     let members: Vec<&String> = success.body.as_object().unwrap().keys().collect();
-    assert_eq!(members, ["credentials"]);
+    assert_eq!(members, ["credentials", "notification_id"]);
     assert_eq!(success.body["credentials"].as_array().unwrap().len(), 1);
 }
 

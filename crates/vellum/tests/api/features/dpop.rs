@@ -472,3 +472,51 @@ async fn without_required_nonces_a_proof_needs_none_and_no_nonce_header_is_sent(
     let reply = credential_with(&app, &format!("DPoP {token}"), Some(&proof), &body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
+
+#[tokio::test]
+async fn a_bound_token_reports_to_the_notification_endpoint_with_a_proof_for_it() {
+    let app = spawn_app().await;
+    let dpop = Dpop::new();
+    let (session, token, nonce) = bound_session(&app, &dpop).await;
+    let wallet = Wallet::new();
+    let reply = credential_with(
+        &app,
+        &format!("DPoP {token}"),
+        Some(&dpop.proof(&app, "/credential", Some(&nonce), Some(&token))),
+        &credential_body(&app, &wallet).await,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let nonce = server_nonce(&reply);
+    let body = json!({"notification_id": reply.body["notification_id"],
+                      "event": "credential_accepted"});
+    let notify = |authorization: String, proof: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.endpoint("/notification"))
+            .header("Authorization", authorization)
+            .json(&body);
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        async move { Reply::of(request.send().await.expect("notification")).await }
+    };
+    let bearer = notify(format!("Bearer {token}"), None).await;
+    bearer.assert_oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    let elsewhere = notify(
+        format!("DPoP {token}"),
+        Some(dpop.proof(&app, "/credential", Some(&nonce), Some(&token))),
+    )
+    .await;
+    elsewhere.assert_oauth_error(StatusCode::UNAUTHORIZED, "invalid_dpop_proof");
+    let proven = notify(
+        format!("DPoP {token}"),
+        Some(dpop.proof(&app, "/notification", Some(&nonce), Some(&token))),
+    )
+    .await;
+    assert_eq!(proven.status, StatusCode::NO_CONTENT, "{}", proven.text);
+    assert_eq!(
+        events_of(&app, &session, "credential_accepted").await.len(),
+        1
+    );
+}

@@ -45,9 +45,15 @@ async fn credential_issuer_metadata_describes_the_demo_configuration() {
     );
     assert_eq!(metadata["nonce_endpoint"], format!("{}/nonce", app.url));
     assert_eq!(metadata["batch_credential_issuance"]["batch_size"], 10);
+    assert_eq!(
+        metadata["deferred_credential_endpoint"],
+        format!("{}/deferred-credential", app.url)
+    );
+    assert_eq!(
+        metadata["notification_endpoint"],
+        format!("{}/notification", app.url)
+    );
     for unsupported in [
-        "deferred_credential_endpoint",
-        "notification_endpoint",
         "credential_response_encryption",
         "credential_request_encryption",
     ] {

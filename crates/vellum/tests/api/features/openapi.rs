@@ -185,7 +185,8 @@ async fn the_description_requires_the_api_key_exactly_where_the_code_does() {
             json!([{"apiKey": []}, {"streamToken": []}])
         } else if is_management(&path) && path != DESCRIPTION {
             json!([{"apiKey": []}])
-        } else if path == "/credential" {
+        } else if ["/credential", "/deferred-credential", "/notification"].contains(&path.as_str())
+        {
             json!([{"accessToken": []}, {"dpopAccessToken": []}])
         } else {
             json!([])
@@ -1003,6 +1004,28 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
     let (status, _) = api.check("POST", "/credential", response).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // The wallet's notification about what it received.
+    let notify = |body: Value| {
+        let request = app
+            .client
+            .post(app.endpoint("/notification"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move { request.send().await.expect("notification") }
+    };
+    let report = json!({"notification_id": issued["notification_id"], "event": "credential_accepted",
+                        "event_description": "Stored."});
+    api.check_request("POST", "/notification", &report);
+    let (status, _) = api
+        .check("POST", "/notification", notify(report).await)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let unknown = json!({"notification_id": "unknown", "event": "credential_deleted"});
+    let (status, _) = api
+        .check("POST", "/notification", notify(unknown).await)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // A by-value offer, then sessions, paging and events.
     let by_value = json!({"profileId": id, "valueMode": "BY_VALUE", "txCodeValue": "AB12-xy"});
     api.check_request("POST", "/api/v1/offers", &by_value);
@@ -1326,6 +1349,64 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
+
+    // Deferred issuance: 202 with a transaction, the backend completes it, the wallet fetches.
+    let (later, token) = crate::support::session_with_token(
+        &app,
+        json!({"profileId": crate::support::DEMO_PROFILE, "runtimeOverrides": {"deferred": true}}),
+    )
+    .await;
+    let holder = Wallet::new();
+    let nonce = holder.nonce(&app).await;
+    let request = Wallet::request_body(configuration, &holder.proof(&app, &nonce));
+    let response = holder.credential_request(&app, &token, &request).await;
+    let (status, deferred) = api.check("POST", "/credential", response).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deferred}");
+    let fetch = json!({"transaction_id": deferred["transaction_id"]});
+    api.check_request("POST", "/deferred-credential", &fetch);
+    let fetch_now = || {
+        let request = app
+            .client
+            .post(app.endpoint("/deferred-credential"))
+            .bearer_auth(&token)
+            .json(&fetch);
+        async move { request.send().await.expect("deferred credential") }
+    };
+    let (status, pending) = api
+        .check("POST", "/deferred-credential", fetch_now().await)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{pending}");
+    let deferred_path = format!("/api/v1/sessions/{later}/deferred");
+    let response = app
+        .api(Method::GET, &deferred_path)
+        .send()
+        .await
+        .expect("deferred view");
+    let (status, view) = api
+        .check("GET", "/api/v1/sessions/{sessionId}/deferred", response)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let completion = json!({"status": "READY", "credentialData": {"given_name": "Later"}});
+    api.check_request("POST", "/api/v1/sessions/{sessionId}/deferred", &completion);
+    let response = post(&deferred_path, &completion).await.expect("complete");
+    let (status, view) = api
+        .check("POST", "/api/v1/sessions/{sessionId}/deferred", response)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let response = post(&deferred_path, &completion).await.expect("again");
+    let (status, _) = api
+        .check("POST", "/api/v1/sessions/{sessionId}/deferred", response)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, fetched) = api
+        .check("POST", "/deferred-credential", fetch_now().await)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{fetched}");
+    let (status, _) = api
+        .check("POST", "/deferred-credential", fetch_now().await)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     let response = get("/status-lists/no-such-list")
         .await
         .expect("missing list");

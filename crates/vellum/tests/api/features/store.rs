@@ -14,10 +14,12 @@ use vellum::store::postgres::PostgresStore;
 use vellum::store::sqlite::SqliteStore;
 use vellum::store::{
     Applied, AttemptOutcome, AttemptRecord, AuthorizationCompletion, AuthorizationRequestRecord,
-    DeliveryStatus, EventLog, FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit,
-    IssuedCredentialRecord, KeyRecord, NewAccessToken, NewEvent, NewGrant, ProfileRecord,
+    Deferral, DeferredLookup, DeferredOutcome, DeferredState, DeliveryStatus, EventLog,
+    FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord,
+    KeyRecord, NewAccessToken, NewEvent, NewGrant, NotificationReceipt, ProfileRecord,
     RequestLookup, RequestStatus, SessionFilter, SessionLookup, SessionRecord, SessionStatus,
-    StatusEntry, StatusListKind, Store, StoreError, TxCodeFailure, WebhookTarget,
+    Spent, StatusEntry, StatusListKind, Store, StoreError, TxCodeFailure, WalletNotification,
+    WebhookTarget,
 };
 
 /// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
@@ -70,6 +72,8 @@ conformance!(
     an_authorization_request_goes_from_pushed_to_a_code_once,
     issuance_completes_once_and_a_nonce_is_used_once,
     issued_credentials_are_recorded_and_outlive_their_session_until_they_expire,
+    a_deferred_transaction_is_made_once_resolved_once_and_fetched_once,
+    a_wallet_notification_is_recorded_once_for_its_session,
     status_entries_are_handed_out_once_and_full_lists_roll_over,
     sessions_expire_once_when_due,
     purge_removes_finished_sessions_with_everything_they_own,
@@ -241,6 +245,7 @@ fn credential(session: SessionId, issued_at: Millis, expires_at: Millis) -> Issu
         status: Some(json!({"status_list": {"idx": 7, "uri": "https://i/statuslists/1"}})),
         status_entry: None,
         status_value: 0,
+        notification_id: None,
     }
 }
 
@@ -256,8 +261,10 @@ async fn complete(
         .complete_issuance(&Issuance {
             session: id,
             token_hash: token_hash(id),
-            nonce_hash: nonce.to_owned(),
-            nonce_expires_at,
+            spends: Spent::Nonce {
+                hash: nonce.to_owned(),
+                expires_at: nonce_expires_at,
+            },
             credentials: vec![credential(id, now, now + 10_000)],
             finish: true,
             now,
@@ -1032,7 +1039,7 @@ async fn issuance_completes_once_and_a_nonce_is_used_once(store: &dyn Store) {
     assert_eq!(redeem(store, &other, 30).await, Applied::Yes);
     assert_eq!(
         complete(other.id, "n1", 60).await,
-        IssuanceCommit::NonceAlreadyUsed
+        IssuanceCommit::AlreadySpent
     );
     assert_eq!(reload(store, other.id).await.status, SessionStatus::Active);
     assert_eq!(
@@ -1054,8 +1061,10 @@ async fn issued_credentials_are_recorded_and_outlive_their_session_until_they_ex
         let issuance = Issuance {
             session: s.id,
             token_hash: token_hash(s.id),
-            nonce_hash: nonce.to_owned(),
-            nonce_expires_at: 400,
+            spends: Spent::Nonce {
+                hash: nonce.to_owned(),
+                expires_at: 400,
+            },
             credentials: vec![credential(s.id, now, 5_000)],
             finish,
             now,
@@ -1165,8 +1174,10 @@ async fn status_entries_are_handed_out_once_and_full_lists_roll_over(store: &dyn
     let issuance = Issuance {
         session: s.id,
         token_hash: token_hash(s.id),
-        nonce_hash: "status-nonce".into(),
-        nonce_expires_at: 400,
+        spends: Spent::Nonce {
+            hash: "status-nonce".into(),
+            expires_at: 400,
+        },
         credentials: vec![entry(9, 0), entry(3, 2), entry(12, 1)],
         finish: true,
         now: 30,
@@ -1810,4 +1821,223 @@ async fn postgres_instances_announce_each_others_events() {
     })
     .await
     .expect("the other instance hears of the commit");
+}
+
+async fn a_deferred_transaction_is_made_once_resolved_once_and_fetched_once(store: &dyn Store) {
+    let deferral = |session: SessionId, nonce: &str, transaction: &str, now: Millis| Deferral {
+        session,
+        token_hash: token_hash(session),
+        nonce_hash: nonce.to_owned(),
+        nonce_expires_at: now + 300,
+        transaction_hash: transaction.to_owned(),
+        holders: json!([{"jwk": {"kty": "EC"}, "did": "did:example:holder"}]),
+        expires_at: 100_000,
+        now,
+        events: vec![event(Some(session), "credential_deferred", now)],
+    };
+    let fetch = |session: SessionId, transaction: &str, now: Millis| Issuance {
+        session,
+        token_hash: token_hash(session),
+        spends: Spent::Deferred {
+            transaction_hash: transaction.to_owned(),
+        },
+        credentials: vec![credential(session, now, now + 10_000)],
+        finish: true,
+        now,
+        events: vec![event(Some(session), "credential_issued", now)],
+    };
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(redeem(store, &s, 30).await, Applied::Yes);
+    let defer = |d: Deferral| async move { store.defer_issuance(&d).await.expect("defer") };
+    assert_eq!(
+        defer(deferral(s.id, "d1", "t1", 40)).await,
+        IssuanceCommit::Issued
+    );
+    assert_eq!(
+        defer(deferral(s.id, "d2", "t2", 41)).await,
+        IssuanceCommit::SessionNotActive,
+        "a session defers once"
+    );
+    let pending = store
+        .deferred_transaction(DeferredLookup::TransactionHash("t1"))
+        .await
+        .expect("read")
+        .expect("transaction");
+    assert_eq!(pending.session_id, s.id);
+    assert_eq!(pending.state, DeferredState::Pending);
+    assert_eq!(pending.holders[0]["did"], "did:example:holder");
+    assert_eq!(
+        store
+            .deferred_transaction(DeferredLookup::Session(s.id))
+            .await
+            .expect("read"),
+        Some(pending)
+    );
+    // The session and its token live for the deferred window.
+    assert_eq!(reload(store, s.id).await.expires_at, 100_000);
+    let (token, _) = store
+        .token_session(&token_hash(s.id))
+        .await
+        .expect("read")
+        .expect("token");
+    assert_eq!(token.expires_at, 100_000);
+
+    // Nothing to fetch while PENDING; READY once; fetched once.
+    assert_eq!(
+        store
+            .complete_issuance(&fetch(s.id, "t1", 50))
+            .await
+            .expect("fetch"),
+        IssuanceCommit::AlreadySpent
+    );
+    let ready = DeferredOutcome::Ready {
+        template: json!({"claims": {"given_name": "Grace"}}).to_string(),
+    };
+    let resolve = |session: SessionId, outcome: DeferredOutcome, now: Millis| async move {
+        store
+            .resolve_deferred(
+                session,
+                &outcome,
+                now,
+                &[event(Some(session), "resolved", now)],
+            )
+            .await
+            .expect("resolve")
+    };
+    assert_eq!(resolve(s.id, ready.clone(), 60).await, Applied::Yes);
+    assert_eq!(resolve(s.id, ready, 61).await, Applied::Stale);
+    assert!(reload(store, s.id).await.template.contains("Grace"));
+    assert_eq!(
+        store
+            .complete_issuance(&fetch(s.id, "t1", 70))
+            .await
+            .expect("fetch"),
+        IssuanceCommit::Issued
+    );
+    assert_eq!(reload(store, s.id).await.status, SessionStatus::Successful);
+    assert_eq!(
+        store
+            .deferred_transaction(DeferredLookup::Session(s.id))
+            .await
+            .expect("read")
+            .expect("transaction")
+            .state,
+        DeferredState::Issued
+    );
+    assert_eq!(store.issued_credentials(s.id).await.expect("read").len(), 1);
+
+    // Failed: the session fails with it; the nonce of the refused deferral above is unspent.
+    let other = session(10, None);
+    create(store, &other).await;
+    assert_eq!(redeem(store, &other, 30).await, Applied::Yes);
+    assert_eq!(
+        defer(deferral(other.id, "d2", "t3", 40)).await,
+        IssuanceCommit::Issued
+    );
+    let failed = DeferredOutcome::Failed {
+        reason: "withdrawn".into(),
+    };
+    assert_eq!(resolve(other.id, failed, 50).await, Applied::Yes);
+    let done = reload(store, other.id).await;
+    assert_eq!(done.status, SessionStatus::Unsuccessful);
+    let transaction = store
+        .deferred_transaction(DeferredLookup::TransactionHash("t3"))
+        .await
+        .expect("read")
+        .expect("transaction");
+    assert_eq!(
+        (transaction.state, transaction.reason.as_deref()),
+        (DeferredState::Failed, Some("withdrawn"))
+    );
+    assert_eq!(
+        store
+            .complete_issuance(&fetch(other.id, "t3", 60))
+            .await
+            .expect("fetch"),
+        IssuanceCommit::SessionNotActive
+    );
+    let events = store.events(Some(other.id), 0, 100).await.expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        [
+            "credential_offer_created",
+            "token_issued",
+            "credential_deferred",
+            "resolved"
+        ]
+    );
+}
+
+async fn a_wallet_notification_is_recorded_once_for_its_session(store: &dyn Store) {
+    let s = session(10, None);
+    create(store, &s).await;
+    assert_eq!(redeem(store, &s, 20).await, Applied::Yes);
+    let mut issued = credential(s.id, 30, 10_000);
+    issued.notification_id = Some("n-1".into());
+    let issuance = Issuance {
+        session: s.id,
+        token_hash: token_hash(s.id),
+        spends: Spent::Nonce {
+            hash: "n".into(),
+            expires_at: 400,
+        },
+        credentials: vec![issued],
+        finish: true,
+        now: 30,
+        events: Vec::new(),
+    };
+    assert_eq!(
+        store.complete_issuance(&issuance).await.expect("issue"),
+        IssuanceCommit::Issued
+    );
+    let other = session(10, None);
+    create(store, &other).await;
+    let report = |session: SessionId, id: &str, kind: &str, now: Millis| WalletNotification {
+        notification_id: id.to_owned(),
+        session,
+        event: kind.to_owned(),
+        now,
+        events: vec![event(Some(session), kind, now)],
+    };
+    let record = |n: WalletNotification| async move {
+        store.record_wallet_notification(&n).await.expect("record")
+    };
+    assert_eq!(
+        record(report(s.id, "n-1", "credential_accepted", 40)).await,
+        NotificationReceipt::Recorded
+    );
+    assert_eq!(
+        record(report(s.id, "n-1", "credential_accepted", 41)).await,
+        NotificationReceipt::Repeated
+    );
+    assert_eq!(
+        record(report(s.id, "n-1", "credential_deleted", 42)).await,
+        NotificationReceipt::Recorded
+    );
+    assert_eq!(
+        record(report(s.id, "n-2", "credential_accepted", 43)).await,
+        NotificationReceipt::Unknown
+    );
+    assert_eq!(
+        record(report(other.id, "n-1", "credential_accepted", 44)).await,
+        NotificationReceipt::Unknown,
+        "another session's id"
+    );
+    let events = store.events(Some(s.id), 0, 100).await.expect("events");
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "credential_offer_created",
+            "token_issued",
+            "credential_accepted",
+            "credential_deleted"
+        ]
+    );
+    let others = store.events(Some(other.id), 0, 100).await.expect("events");
+    assert_eq!(others.len(), 1, "only its offer's event");
 }

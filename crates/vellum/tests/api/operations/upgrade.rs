@@ -109,6 +109,7 @@ async fn a_database_of_the_previous_schema_upgrades_in_place_and_its_flows_finis
             identity_provider: None,
             id_token_claims_mapping: Default::default(),
             wallet_initiated: false,
+            deferred: false,
         },
         expected_proof_key_thumbprint: None,
         omit_issuer_state: false,
