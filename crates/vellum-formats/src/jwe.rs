@@ -120,6 +120,15 @@ impl DecryptionKey {
         DecryptionKey(p256::SecretKey::random(&mut OsRng))
     }
 
+    /// A key derived from 32 secret bytes (a key derivation's output): the same bytes, the same
+    /// key, so that every instance sharing a master secret decrypts the same requests. Bytes
+    /// that are no valid scalar (probability about 2^-128) are refused.
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> Result<Self, JweError> {
+        p256::SecretKey::from_slice(bytes)
+            .map(DecryptionKey)
+            .map_err(|_| JweError::InvalidKey("the bytes are no valid P-256 private scalar"))
+    }
+
     /// Builds a key from a private P-256 JWK, checking that the public members match `d`.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, JweError> {
         if jwk.kty != "EC" || jwk.crv != "P-256" {
@@ -508,6 +517,31 @@ mod tests {
     use serde_json::json;
 
     const LIMIT: usize = 1 << 20;
+
+    #[test]
+    fn a_key_from_secret_bytes_is_the_same_key_each_time_and_decrypts() {
+        let bytes = [7u8; 32];
+        let one = DecryptionKey::from_secret_bytes(&bytes).expect("key");
+        let again = DecryptionKey::from_secret_bytes(&bytes).expect("key");
+        assert_eq!(one.public_jwk(), again.public_jwk());
+        let token = encrypt(
+            b"hello",
+            &one.public_jwk(),
+            ContentEncryption::A128Gcm,
+            None,
+            false,
+            None,
+        )
+        .expect("encrypt");
+        assert_eq!(
+            decrypt(&token, &again, LIMIT).expect("decrypt").plaintext,
+            b"hello"
+        );
+        assert!(
+            DecryptionKey::from_secret_bytes(&[0u8; 32]).is_err(),
+            "zero is no scalar"
+        );
+    }
 
     /// RFC 7518 Appendix C: Alice's ephemeral key and Bob's static key.
     fn alice() -> Jwk {

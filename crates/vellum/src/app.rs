@@ -123,6 +123,8 @@ impl App {
             .user_agent(concat!("Vellum/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| StartError::Setup(format!("provider client: {error}")))?;
+        let request_key = secrets.request_encryption_key();
+        let request_key_id = request_key.public_jwk().thumbprint();
         let ctx = Arc::new(Context {
             config,
             credential_configurations,
@@ -138,6 +140,8 @@ impl App {
             status_lists: SignedCache::default(),
             stopping: CancellationToken::new(),
             log_tail,
+            request_key,
+            request_key_id,
         });
         keys::ensure_declared_keys(&ctx)
             .await

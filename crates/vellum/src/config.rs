@@ -36,6 +36,7 @@ pub struct Config {
     pub client_attestation: ClientAttestationConfig,
     pub metadata: MetadataConfig,
     pub status_lists: StatusListsConfig,
+    pub encryption: EncryptionConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub credentials: CredentialsConfig,
@@ -255,6 +256,16 @@ pub struct StatusListsConfig {
     /// last look at the store, an instance answers from the list it signed.
     #[serde(deserialize_with = "delay")]
     pub publish_delay: Duration,
+}
+
+/// Encrypted credential requests and responses (OID4VCI 1.0 §10): ECDH-ES on P-256 with
+/// A128GCM or A256GCM, DEFLATE optional; always offered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Every credential and deferred credential request must be encrypted, and ask for an
+    /// encrypted response (`encryption_required` in both metadata objects).
+    pub required: bool,
 }
 
 /// Signed credential issuer metadata (OID4VCI 1.0 §12.2.2), served on `Accept: application/jwt`.

@@ -40,6 +40,9 @@ pub struct Context {
     pub stopping: CancellationToken,
     /// The newest events, shared by live event streams.
     pub log_tail: LogTail,
+    /// The key wallets encrypt credential requests to, and its `kid` (its thumbprint).
+    pub request_key: vellum_formats::jwe::DecryptionKey,
+    pub request_key_id: String,
 }
 
 impl Context {

@@ -10,6 +10,7 @@ use vellum_formats::jose::{self, Jwk, UnverifiedJws};
 use crate::clock::Millis;
 use crate::context::Context;
 use crate::credentials::{self, Input};
+use crate::encryption::{self, ResponseEncryption};
 use crate::errors::{CredentialError, Internal};
 use crate::events;
 use crate::keys;
@@ -68,6 +69,16 @@ pub struct CredentialRequest {
     pub access_token: Option<PresentedToken>,
     pub dpop: Result<Option<String>, CredentialError>,
     pub body: Result<Value, CredentialError>,
+    /// The body came as a JWE to the request key (`credential_request_encryption`).
+    pub encrypted: bool,
+}
+
+/// What the credential and deferred credential endpoints answer, and how the wallet asked for it
+/// to be encrypted.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: CredentialResponse,
+    pub encryption: Option<ResponseEncryption>,
 }
 
 /// The endpoints that take an access token, by path.
@@ -101,7 +112,7 @@ async fn authorize(
     ctx: &Context,
     request: CredentialRequest,
     endpoint: Endpoint,
-) -> Result<(Authorized, Result<Value, CredentialError>), CredentialError> {
+) -> Result<(Authorized, Result<Value, CredentialError>, bool), CredentialError> {
     let presented = request.access_token.ok_or_else(|| {
         CredentialError::InvalidToken(
             "an access token is required (Authorization: Bearer or DPoP)".into(),
@@ -135,7 +146,7 @@ async fn authorize(
         now,
     };
     match holder {
-        Ok(()) => Ok((authorized, request.body)),
+        Ok(()) => Ok((authorized, request.body, request.encrypted)),
         Err(error) => {
             record_failure(ctx, &authorized.session, &error, now).await?;
             Err(error)
@@ -174,10 +185,10 @@ async fn record_failure(
 pub async fn request_credential(
     ctx: &Context,
     request: CredentialRequest,
-) -> Result<CredentialResponse, CredentialError> {
-    let (authorized, body) = authorize(ctx, request, Endpoint::Credential).await?;
+) -> Result<Answer, CredentialError> {
+    let (authorized, body, encrypted) = authorize(ctx, request, Endpoint::Credential).await?;
     let issued = match body {
-        Ok(body) => issue(ctx, &authorized, &body).await,
+        Ok(body) => issue(ctx, &authorized, &body, encrypted).await,
         Err(error) => Err(error),
     };
     if let Err(error) = &issued {
@@ -191,10 +202,11 @@ pub async fn request_credential(
 pub async fn request_deferred(
     ctx: &Context,
     request: CredentialRequest,
-) -> Result<CredentialResponse, CredentialError> {
-    let (authorized, body) = authorize(ctx, request, Endpoint::DeferredCredential).await?;
+) -> Result<Answer, CredentialError> {
+    let (authorized, body, encrypted) =
+        authorize(ctx, request, Endpoint::DeferredCredential).await?;
     let issued = match body {
-        Ok(body) => deferred(ctx, &authorized, &body).await,
+        Ok(body) => deferred(ctx, &authorized, &body, encrypted).await,
         Err(error) => Err(error),
     };
     if let Err(error) = &issued {
@@ -206,7 +218,7 @@ pub async fn request_deferred(
 /// `POST /notification` (OID4VCI 1.0 §11): what became of the credentials of one response, as
 /// an event of their session; a report repeated is acknowledged and changes nothing.
 pub async fn notify(ctx: &Context, request: CredentialRequest) -> Result<(), CredentialError> {
-    let (authorized, body) = authorize(ctx, request, Endpoint::Notification).await?;
+    let (authorized, body, _) = authorize(ctx, request, Endpoint::Notification).await?;
     let invalid = |why: &str| CredentialError::InvalidNotificationRequest(why.into());
     let body = body?;
     let body = body
@@ -325,7 +337,8 @@ async fn issue(
     ctx: &Context,
     authorized: &Authorized,
     body: &Value,
-) -> Result<CredentialResponse, CredentialError> {
+    encrypted: bool,
+) -> Result<Answer, CredentialError> {
     let Authorized {
         token,
         token_hash,
@@ -352,11 +365,11 @@ async fn issue(
     let request = body.as_object().ok_or_else(|| {
         CredentialError::InvalidCredentialRequest("the body must be a JSON object".into())
     })?;
-    if request.contains_key("credential_response_encryption") {
-        return Err(CredentialError::InvalidEncryptionParameters(
-            "credential response encryption is not supported by this issuer".into(),
-        ));
-    }
+    let encryption = encryption::requested(ctx, request, encrypted)?;
+    let answer = |response| Answer {
+        response,
+        encryption: encryption.clone(),
+    };
     match (
         request.get("credential_configuration_id"),
         request.get("credential_identifier"),
@@ -422,14 +435,15 @@ async fn issue(
             nonce_hash,
             first.nonce_expires_at,
         )
-        .await;
+        .await
+        .map(answer);
     }
     let spends = Spent::Nonce {
         hash: nonce_hash,
         expires_at: first.nonce_expires_at,
     };
     match commit(ctx, session, token_hash, &template, &holders, spends, now).await? {
-        (IssuanceCommit::Issued, response) => Ok(response),
+        (IssuanceCommit::Issued, response) => Ok(answer(response)),
         (IssuanceCommit::AlreadySpent, _) => Err(CredentialError::InvalidNonce(
             "the nonce has already been used; fetch a new one".into(),
         )),
@@ -606,7 +620,8 @@ async fn deferred(
     ctx: &Context,
     authorized: &Authorized,
     body: &Value,
-) -> Result<CredentialResponse, CredentialError> {
+    encrypted: bool,
+) -> Result<Answer, CredentialError> {
     let Authorized {
         token_hash,
         session,
@@ -616,11 +631,11 @@ async fn deferred(
     let request = body.as_object().ok_or_else(|| {
         CredentialError::InvalidCredentialRequest("the body must be a JSON object".into())
     })?;
-    if request.contains_key("credential_response_encryption") {
-        return Err(CredentialError::InvalidEncryptionParameters(
-            "credential response encryption is not supported by this issuer".into(),
-        ));
-    }
+    let encryption = encryption::requested(ctx, request, encrypted)?;
+    let answer = |response| Answer {
+        response,
+        encryption: encryption.clone(),
+    };
     let transaction_id = match request.get("transaction_id") {
         Some(Value::String(id)) => id,
         Some(_) => {
@@ -648,10 +663,10 @@ async fn deferred(
         .ok_or_else(unknown)?;
     match transaction.state {
         DeferredState::Pending if session.status == SessionStatus::Active => {
-            Ok(CredentialResponse::Deferred {
+            Ok(answer(CredentialResponse::Deferred {
                 transaction_id: transaction_id.clone(),
                 interval: ctx.config.protocol.deferred_interval_seconds,
-            })
+            }))
         }
         DeferredState::Failed => Err(CredentialError::CredentialRequestDenied(
             "the issuer declined to issue these credentials".into(),
@@ -661,7 +676,7 @@ async fn deferred(
             let template = session_template(session)?;
             let spends = Spent::Deferred { transaction_hash };
             match commit(ctx, session, token_hash, &template, &holders, spends, *now).await? {
-                (IssuanceCommit::Issued, response) => Ok(response),
+                (IssuanceCommit::Issued, response) => Ok(answer(response)),
                 (IssuanceCommit::AlreadySpent, _) => Err(unknown()),
                 (IssuanceCommit::SessionNotActive, _) => Err(not_active(ctx, session, *now).await?),
             }

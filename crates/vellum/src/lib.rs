@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod deferred;
+pub mod encryption;
 pub mod errors;
 pub mod events;
 pub mod http;

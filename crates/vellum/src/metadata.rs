@@ -67,6 +67,9 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         "notification_endpoint": ctx.endpoint("/notification"),
         "credential_configurations_supported": configurations,
     });
+    let (request_encryption, response_encryption) = crate::encryption::metadata(ctx);
+    metadata["credential_request_encryption"] = request_encryption;
+    metadata["credential_response_encryption"] = response_encryption;
     let batch_size = ctx.config.protocol.batch_size;
     if batch_size > 1 {
         metadata["batch_credential_issuance"] = json!({"batch_size": batch_size});

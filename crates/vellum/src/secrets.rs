@@ -40,6 +40,7 @@ pub enum Purpose {
     UpstreamLogin,
     StreamToken,
     MasterKeyCheck,
+    RequestEncryption,
 }
 
 impl Purpose {
@@ -57,6 +58,7 @@ impl Purpose {
             Purpose::UpstreamLogin => b"vellum/v1/upstream-login",
             Purpose::StreamToken => b"vellum/v1/stream-token",
             Purpose::MasterKeyCheck => b"vellum/v1/master-key-check",
+            Purpose::RequestEncryption => b"vellum/v1/request-encryption",
         }
     }
 }
@@ -123,6 +125,17 @@ impl Secrets {
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect()
+    }
+
+    /// The P-256 key wallets encrypt credential requests to (OID4VCI 1.0 §10): derived from the
+    /// master key, so every instance sharing it has the same one and it survives restarts.
+    pub fn request_encryption_key(&self) -> vellum_formats::jwe::DecryptionKey {
+        (0u8..=u8::MAX)
+            .find_map(|attempt| {
+                let bytes = Zeroizing::new(self.mac(Purpose::RequestEncryption, &[&[attempt]]));
+                vellum_formats::jwe::DecryptionKey::from_secret_bytes(&bytes).ok()
+            })
+            .expect("one of 256 derived values is a P-256 scalar")
     }
 
     /// HMAC-SHA256 under the key for `purpose`.

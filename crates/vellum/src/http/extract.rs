@@ -3,7 +3,7 @@
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ use crate::errors::{ApiError, CredentialError, OAuthError};
 use crate::limits;
 use crate::secrets::hash_secret;
 use crate::streams::{self, Access};
-use crate::{issuance, oauth};
+use crate::{encryption, issuance, oauth};
 
 fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -315,6 +315,39 @@ impl FromRequest<AppState> for CredentialRequest {
         }
         let access_token = presented_token(request.headers());
         let dpop = dpop_header(request.headers()).map_err(CredentialError::InvalidDpopProof);
+        let encrypted = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case(encryption::MEDIA_TYPE));
+        if encrypted {
+            // A JWE to the request key (OID4VCI 1.0 §10), read within the body limit.
+            let body = match axum::body::Bytes::from_request(request, state).await {
+                Ok(bytes) => encryption::decrypt_request(state, &bytes),
+                Err(rejection) => {
+                    let status = rejection.status();
+                    let detail = body_detail(
+                        status,
+                        rejection.body_text(),
+                        state.config.http.protocol_body_limit,
+                    );
+                    let error = CredentialError::InvalidCredentialRequest(detail);
+                    if status == StatusCode::PAYLOAD_TOO_LARGE {
+                        let mut response = error.into_response();
+                        *response.status_mut() = status;
+                        return Err(response);
+                    }
+                    Err(error)
+                }
+            };
+            return Ok(CredentialRequest(issuance::CredentialRequest {
+                access_token,
+                dpop,
+                body,
+                encrypted,
+            }));
+        }
         match axum::Json::<Value>::from_request(request, state).await {
             Ok(axum::Json(body)) => Ok(CredentialRequest(issuance::CredentialRequest {
                 access_token,
@@ -322,6 +355,7 @@ impl FromRequest<AppState> for CredentialRequest {
                 body: limits::check("", &body)
                     .map(|()| body)
                     .map_err(|error| CredentialError::InvalidCredentialRequest(error.to_string())),
+                encrypted,
             })),
             Err(rejection) => {
                 let status = rejection.status();
@@ -342,6 +376,7 @@ impl FromRequest<AppState> for CredentialRequest {
                     access_token,
                     dpop,
                     body: Err(error),
+                    encrypted,
                 }))
             }
         }

@@ -3,6 +3,7 @@
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 
@@ -11,8 +12,8 @@ use super::extract::CredentialRequest;
 use super::responses::{json_no_store, no_store, with_dpop_nonce};
 use super::routes::Routes;
 use crate::errors::{CredentialError, OAuthError};
-use crate::issuance::CredentialResponse;
-use crate::{issuance, oauth, offers};
+use crate::issuance::{Answer, CredentialResponse};
+use crate::{encryption, issuance, oauth, offers};
 
 pub fn routes(ctx: &AppState) -> Routes {
     let dpop_nonces = Routes::new()
@@ -42,18 +43,14 @@ async fn credential(
     State(ctx): State<AppState>,
     CredentialRequest(request): CredentialRequest,
 ) -> Result<Response, CredentialError> {
-    Ok(credential_response(
-        issuance::request_credential(&ctx, request).await?,
-    ))
+    credential_response(issuance::request_credential(&ctx, request).await?)
 }
 
 async fn deferred_credential(
     State(ctx): State<AppState>,
     CredentialRequest(request): CredentialRequest,
 ) -> Result<Response, CredentialError> {
-    Ok(credential_response(
-        issuance::request_deferred(&ctx, request).await?,
-    ))
+    credential_response(issuance::request_deferred(&ctx, request).await?)
 }
 
 async fn notification(
@@ -64,12 +61,20 @@ async fn notification(
     Ok(no_store(StatusCode::NO_CONTENT.into_response()))
 }
 
-/// 200 with the credentials, or 202 with the transaction to ask about again.
-fn credential_response(response: CredentialResponse) -> Response {
-    let deferred = matches!(response, CredentialResponse::Deferred { .. });
-    let mut response = json_no_store(response);
-    if deferred {
-        *response.status_mut() = StatusCode::ACCEPTED;
-    }
-    response
+/// 200 with the credentials, or 202 with the transaction to ask about again; as JSON, or as the
+/// JWE the wallet asked for (`application/jwt`).
+fn credential_response(answer: Answer) -> Result<Response, CredentialError> {
+    let status = match answer.response {
+        CredentialResponse::Deferred { .. } => StatusCode::ACCEPTED,
+        CredentialResponse::Issued { .. } => StatusCode::OK,
+    };
+    let mut response = match &answer.encryption {
+        Some(encryption) => {
+            let sealed = encryption::seal(encryption, &answer.response)?;
+            no_store(([(CONTENT_TYPE, encryption::MEDIA_TYPE)], sealed).into_response())
+        }
+        None => json_no_store(answer.response),
+    };
+    *response.status_mut() = status;
+    Ok(response)
 }

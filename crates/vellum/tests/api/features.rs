@@ -6,6 +6,7 @@ mod cors;
 mod credential;
 mod deferred;
 mod dpop;
+mod encryption;
 mod flow;
 mod headers;
 mod keys;

@@ -534,29 +534,6 @@ async fn both_or_neither_of_configuration_id_and_identifier_is_an_invalid_creden
 }
 
 #[tokio::test]
-async fn credential_response_encryption_is_rejected_with_invalid_encryption_parameters() {
-    let app = spawn_app().await;
-    let (session, token) = demo_session_with_token(&app).await;
-    let wallet = Wallet::new();
-    let proof = fresh_proof(&app, &wallet).await;
-    let mut request = body(&proof);
-    request["credential_response_encryption"] = json!({
-        "jwk": SigningKey::generate(Algorithm::ES256).public_jwk().to_value(),
-        "enc": "A128GCM",
-    });
-    expect_error(
-        &app,
-        &session,
-        &token,
-        &request,
-        "invalid_encryption_parameters",
-    )
-    .await;
-    let reply = credential_reply(&app, &token, &body(&proof)).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-}
-
-#[tokio::test]
 async fn a_body_that_is_not_json_is_an_invalid_credential_request() {
     let app = spawn_app().await;
     let (session, token) = demo_session_with_token(&app).await;

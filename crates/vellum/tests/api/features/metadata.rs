@@ -53,15 +53,6 @@ async fn credential_issuer_metadata_describes_the_demo_configuration() {
         metadata["notification_endpoint"],
         format!("{}/notification", app.url)
     );
-    for unsupported in [
-        "credential_response_encryption",
-        "credential_request_encryption",
-    ] {
-        assert!(
-            metadata.get(unsupported).is_none(),
-            "{unsupported} is advertised"
-        );
-    }
     let configurations = metadata["credential_configurations_supported"]
         .as_object()
         .unwrap();
