@@ -3,6 +3,7 @@
 mod attestation;
 mod authorization;
 mod code_flow;
+mod encryption;
 mod fuzz;
 mod leaks;
 mod mdoc;
