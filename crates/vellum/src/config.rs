@@ -230,6 +230,11 @@ impl ClientAttestationConfig {
         })
     }
 
+    /// Whether any wallet provider's attestations (of clients or of keys) can be checked.
+    pub fn trusts_a_wallet_provider(&self) -> bool {
+        !self.trusted_keys.is_empty() || !self.trusted_certificates.is_empty()
+    }
+
     /// The trusted wallet-provider keys, parsed; validated at start so none is dropped here.
     pub fn keys(&self) -> Vec<vellum_formats::jose::Jwk> {
         self.trusted_keys
@@ -394,6 +399,10 @@ pub struct CredentialConfiguration {
     pub proof_signing_alg_values_supported: Vec<String>,
     #[serde(default)]
     pub credential_metadata: Option<Value>,
+    /// Key attestations (OID4VCI 1.0 Annex D) the wallet must send with its proofs, with the
+    /// attack potential resistance accepted; none: a key attestation is welcome, not required.
+    #[serde(default)]
+    pub key_attestations_required: Option<KeyAttestationsRequired>,
     /// Every other member, for the format: unknown ones are refused there.
     #[serde(flatten)]
     pub members: Map<String, Value>,
@@ -407,6 +416,17 @@ impl CredentialConfiguration {
             .filter_map(|name| Algorithm::parse(name).ok())
             .collect()
     }
+}
+
+/// `key_attestations_required` of a credential configuration: an attestation's `key_storage`
+/// and `user_authentication` must each name one of these values (when given).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAttestationsRequired {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_storage: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_authentication: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -818,6 +838,18 @@ impl Config {
                 return fail(
                     "http.cors_origins",
                     "each must be * or an origin, scheme://host[:port] without a path",
+                );
+            }
+        }
+        for (id, configuration) in &self.credential_configurations {
+            if let Some(required) = &configuration.key_attestations_required
+                && [&required.key_storage, &required.user_authentication]
+                    .iter()
+                    .any(|list| list.as_ref().is_some_and(Vec::is_empty))
+            {
+                return fail(
+                    &format!("credential_configurations.{id}.key_attestations_required"),
+                    "key_storage and user_authentication, when given, list at least one value",
                 );
             }
         }

@@ -22,6 +22,8 @@ use crate::protocol::PROOF_TYP;
 use crate::secrets::{Purpose, hash_secret, random_token};
 use crate::sessions;
 use crate::status;
+mod key_attestation;
+
 use crate::store::{
     AccessTokenRecord, Deferral, DeferredLookup, DeferredState, GrantKind, Issuance,
     IssuanceCommit, IssuedCredentialRecord, NewEvent, NotificationReceipt, SessionRecord,
@@ -401,8 +403,8 @@ async fn issue(
         (Some(_), None) => {}
     }
     let template = session_template(session)?;
-    let proofs = jwt_proofs(ctx, request)?;
-    let proven = verify_proofs(ctx, &session.credential_configuration_id, &proofs, now)?;
+    let proofs = proofs_of(ctx, request)?;
+    let proven = verify_proofs(ctx, &session.credential_configuration_id, proofs, now)?;
     if let Some(expected) = &template.expected_proof_key_thumbprint {
         match proven.as_slice() {
             [one] if one.jwk.thumbprint() == *expected => {}
@@ -688,10 +690,18 @@ async fn deferred(
 
 /// The JWT key proofs of a request: `proofs.jwt`, one to `protocol.batch_size` of them, or the
 /// singular `proof` of OID4VCI drafts 13-15 when `protocol.accept_singular_proof` allows it.
-fn jwt_proofs<'a>(
+/// The key proofs of a request, as sent.
+enum Proofs<'a> {
+    /// JWT proofs of possession, one per key (a key attestation may ride in a header).
+    Jwt(Vec<&'a str>),
+    /// One key attestation, without a proof of possession (OID4VCI 1.0 Annex F.3).
+    Attestation(&'a str),
+}
+
+fn proofs_of<'a>(
     ctx: &Context,
     request: &'a Map<String, Value>,
-) -> Result<Vec<&'a str>, CredentialError> {
+) -> Result<Proofs<'a>, CredentialError> {
     let invalid = |why: String| CredentialError::InvalidProof(why);
     match (request.get("proofs"), request.get("proof")) {
         (Some(_), Some(_)) => Err(CredentialError::InvalidCredentialRequest(
@@ -713,7 +723,7 @@ fn jwt_proofs<'a>(
                 None => return Err(invalid("proof.proof_type is missing".into())),
             }
             match proof.get("jwt") {
-                Some(Value::String(jwt)) => Ok(vec![jwt]),
+                Some(Value::String(jwt)) => Ok(Proofs::Jwt(vec![jwt])),
                 _ => Err(invalid("proof.jwt must be a string".into())),
             }
         }
@@ -721,8 +731,23 @@ fn jwt_proofs<'a>(
             let proofs = proofs
                 .as_object()
                 .ok_or_else(|| invalid("proofs must be an object".into()))?;
-            if let Some(other) = proofs.keys().find(|name| name.as_str() != "jwt") {
+            if let Some(other) = proofs
+                .keys()
+                .find(|name| !["jwt", "attestation"].contains(&name.as_str()))
+            {
                 return Err(unsupported_proof_type(other));
+            }
+            if proofs.len() != 1 {
+                return Err(invalid("proofs must hold one proof type".into()));
+            }
+            if let Some(attestations) = proofs.get("attestation") {
+                return match attestations.as_array().map(Vec::as_slice) {
+                    Some([Value::String(attestation)]) => Ok(Proofs::Attestation(attestation)),
+                    _ => Err(invalid(
+                        "proofs.attestation must hold exactly one key attestation (a string)"
+                            .into(),
+                    )),
+                };
             }
             let jwts = proofs
                 .get("jwt")
@@ -745,7 +770,8 @@ fn jwt_proofs<'a>(
                     jwt.as_str()
                         .ok_or_else(|| invalid(format!("proofs.jwt[{index}] must be a string")))
                 })
-                .collect()
+                .collect::<Result<_, _>>()
+                .map(Proofs::Jwt)
         }
     }
 }
@@ -753,21 +779,45 @@ fn jwt_proofs<'a>(
 /// A proof type other than `jwt`: named only when it is one OID4VCI defines, since a failure
 /// event must not carry what a client made up.
 fn unsupported_proof_type(other: &str) -> CredentialError {
-    let named = ["di_vp", "attestation"]
+    let named = ["di_vp", "ldp_vp", "cwt"]
         .into_iter()
         .find(|known| *known == other)
         .map_or_else(String::new, |known| format!(" {known}"));
-    CredentialError::InvalidProof(format!("the proof type{named} is not supported; use jwt"))
+    CredentialError::InvalidProof(format!(
+        "the proof type{named} is not supported; use jwt or attestation"
+    ))
 }
 
 /// Every proof of a request checked: each valid, all with the one nonce the request uses up,
-/// and each of a key of its own (a batch binds each credential to a different key).
+/// and each of a key of its own (a batch binds each credential to a different key). A key
+/// attestation names the keys itself: one proof carries it, and each attested key gets a
+/// credential. A configuration with `key_attestations_required` takes nothing else.
 fn verify_proofs(
     ctx: &Context,
     configuration_id: &str,
-    proofs: &[&str],
+    proofs: Proofs<'_>,
     now: Millis,
 ) -> Result<Vec<ProvenKey>, CredentialError> {
+    let required = ctx
+        .config
+        .credential_configurations
+        .get(configuration_id)
+        .is_some_and(|configuration| configuration.key_attestations_required.is_some());
+    let proofs = match proofs {
+        Proofs::Attestation(compact) => {
+            let attested = key_attestation::check(ctx, configuration_id, compact, false, now)?;
+            let nonce_expires_at =
+                nonces::check(&ctx.secrets, Purpose::Nonce, &attested.nonce, now).map_err(
+                    |why| {
+                        CredentialError::InvalidNonce(format!(
+                            "the key attestation's nonce: {why}; fetch a new one"
+                        ))
+                    },
+                )?;
+            return distinct(attested.keys, &attested.nonce, nonce_expires_at);
+        }
+        Proofs::Jwt(proofs) => proofs,
+    };
     let at = |index: usize, error: CredentialError| match error {
         _ if proofs.len() == 1 => error,
         CredentialError::InvalidProof(why) => {
@@ -780,8 +830,27 @@ fn verify_proofs(
     };
     let mut proven: Vec<ProvenKey> = Vec::with_capacity(proofs.len());
     for (index, proof) in proofs.iter().enumerate() {
-        let key =
+        let (key, attested) =
             verify_proof(ctx, configuration_id, proof, now).map_err(|error| at(index, error))?;
+        match attested {
+            Some(keys) if proofs.len() == 1 => {
+                return distinct(keys, &key.nonce, key.nonce_expires_at);
+            }
+            Some(_) => {
+                return Err(CredentialError::InvalidProof(
+                    "a proof with a key attestation comes alone: the attestation names the keys"
+                        .into(),
+                ));
+            }
+            None if required => {
+                return Err(CredentialError::InvalidProof(
+                    "this credential configuration requires a key attestation \
+                     (key_attestations_required)"
+                        .into(),
+                ));
+            }
+            None => {}
+        }
         if let Some(first) = proven.first()
             && first.nonce != key.nonce
         {
@@ -805,6 +874,32 @@ fn verify_proofs(
     Ok(proven)
 }
 
+/// The attested keys as proven keys, each once.
+fn distinct(
+    keys: Vec<Jwk>,
+    nonce: &str,
+    nonce_expires_at: Millis,
+) -> Result<Vec<ProvenKey>, CredentialError> {
+    let mut proven: Vec<ProvenKey> = Vec::with_capacity(keys.len());
+    for jwk in keys {
+        if proven
+            .iter()
+            .any(|other| other.jwk.thumbprint() == jwk.thumbprint())
+        {
+            return Err(CredentialError::InvalidProof(
+                "the key attestation attests a key twice".into(),
+            ));
+        }
+        proven.push(ProvenKey {
+            jwk,
+            did: None,
+            nonce: nonce.to_owned(),
+            nonce_expires_at,
+        });
+    }
+    Ok(proven)
+}
+
 struct ProvenKey {
     jwk: Jwk,
     /// The holder's DID, when the proof named its key by a DID URL in `kid`.
@@ -814,13 +909,15 @@ struct ProvenKey {
 }
 
 /// Checks a JWT key proof (OID4VCI 1.0 Appendix F.1) in the order that gives wallets the most
-/// useful error: shape, header, signature, then claims and nonce.
+/// useful error: shape, header, signature, then claims and nonce. With a key attestation in its
+/// header, the proof is signed by one of the attested keys (named in the header or not), and
+/// the attested keys come back too.
 fn verify_proof(
     ctx: &Context,
     configuration_id: &str,
     proof: &str,
     now: Millis,
-) -> Result<ProvenKey, CredentialError> {
+) -> Result<(ProvenKey, Option<Vec<Jwk>>), CredentialError> {
     let invalid = |why: String| CredentialError::InvalidProof(why);
     let jws = UnverifiedJws::parse(proof).map_err(|error| invalid(error.to_string()))?;
     if jws.header.get("typ").and_then(Value::as_str) != Some(PROOF_TYP) {
@@ -844,6 +941,17 @@ fn verify_proof(
             "alg {algorithm} is not in proof_signing_alg_values_supported"
         )));
     }
+    let attested = match jws.header.get("key_attestation") {
+        Some(Value::String(compact)) => Some(key_attestation::check(
+            ctx,
+            configuration_id,
+            compact,
+            true,
+            now,
+        )?),
+        Some(_) => return Err(invalid("the proof's key_attestation must be a JWT".into())),
+        None => None,
+    };
     let references = ["jwk", "kid", "x5c"]
         .into_iter()
         .filter(|name| jws.header.contains_key(*name))
@@ -859,6 +967,19 @@ fn verify_proof(
                 .ok_or_else(|| invalid("the proof's kid must be a string".into()))?;
             let (jwk, did) = holder_did(ctx, configuration_id, kid)?;
             (jwk, Some(did))
+        }
+        // The attestation names the keys: the proof is signed by one of them.
+        [] if attested.is_some() => {
+            let keys = attested
+                .as_ref()
+                .map_or(&[][..], |attested| &attested.keys[..]);
+            let signer = keys
+                .iter()
+                .find(|key| jws.verify_with(key).is_ok())
+                .ok_or_else(|| {
+                    invalid("the proof is not signed by a key its key attestation attests".into())
+                })?;
+            (signer.clone(), None)
         }
         [] => {
             return Err(invalid(
@@ -878,6 +999,16 @@ fn verify_proof(
     }
     jws.verify_with(&jwk)
         .map_err(|error| invalid(format!("the proof {error}")))?;
+    if let Some(attested) = &attested
+        && !attested
+            .keys
+            .iter()
+            .any(|key| key.thumbprint() == jwk.thumbprint())
+    {
+        return Err(invalid(
+            "the proof is not signed by a key its key attestation attests".into(),
+        ));
+    }
 
     let claims = &jws.payload;
     if claims.get("aud").and_then(Value::as_str) != Some(ctx.issuer_url.as_str()) {
@@ -903,12 +1034,20 @@ fn verify_proof(
     })?;
     let nonce_expires_at = nonces::check(&ctx.secrets, Purpose::Nonce, nonce, now)
         .map_err(|why| CredentialError::InvalidNonce(format!("{why}; fetch a new one")))?;
-    Ok(ProvenKey {
+    if let Some(attested) = &attested
+        && attested.nonce != nonce
+    {
+        return Err(invalid(
+            "the key attestation's nonce must be the proof's (a c_nonce of this issuer)".into(),
+        ));
+    }
+    let proven = ProvenKey {
         jwk,
         did,
         nonce: nonce.to_owned(),
         nonce_expires_at,
-    })
+    };
+    Ok((proven, attested.map(|attested| attested.keys)))
 }
 
 /// The key and DID a proof's `kid` names: a DID URL of a `did:jwk` or `did:key`, naming the

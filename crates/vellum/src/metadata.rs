@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 use vellum_formats::jose::{self, Algorithm};
 use vellum_formats::x509::{self, CertificateProfile};
 
+use crate::config::CredentialConfiguration;
 use crate::context::Context;
 use crate::credentials::{self, Configured};
 use crate::errors::Internal;
@@ -39,12 +40,7 @@ pub fn credential_issuer(ctx: &Context) -> Value {
                     "credential_signing_alg_values_supported": signing_algorithms,
                     "cryptographic_binding_methods_supported":
                         configuration.cryptographic_binding_methods_supported,
-                    "proof_types_supported": {
-                        "jwt": {
-                            "proof_signing_alg_values_supported":
-                                configuration.proof_signing_alg_values_supported
-                        }
-                    },
+                    "proof_types_supported": proof_types(ctx, configuration),
                     "credential_metadata": configuration
                         .credential_metadata
                         .clone()
@@ -75,6 +71,26 @@ pub fn credential_issuer(ctx: &Context) -> Value {
         metadata["batch_credential_issuance"] = json!({"batch_size": batch_size});
     }
     metadata
+}
+
+/// The proof types a configuration takes: `jwt` (with a key attestation in its header or not),
+/// and `attestation` (a key attestation alone) once a wallet provider is trusted; each with
+/// `key_attestations_required` when the configuration has it.
+fn proof_types(ctx: &Context, configuration: &CredentialConfiguration) -> Value {
+    let proof_type = || {
+        let mut entry = json!({
+            "proof_signing_alg_values_supported": configuration.proof_signing_alg_values_supported,
+        });
+        if let Some(required) = &configuration.key_attestations_required {
+            entry["key_attestations_required"] = json!(required);
+        }
+        entry
+    };
+    let mut types = json!({"jwt": proof_type()});
+    if ctx.config.client_attestation.trusts_a_wallet_provider() {
+        types["attestation"] = proof_type();
+    }
+    types
 }
 
 /// The `typ` of signed credential issuer metadata (OID4VCI 1.0 §12.2.2).

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use vellum_formats::jose::{Jwk, UnverifiedJws};
+use vellum_formats::jose::{Algorithm, Jwk, UnverifiedJws};
 use vellum_formats::x509;
 
 use super::nonces;
@@ -174,22 +174,7 @@ fn check_attestation(
             "uses alg {algorithm}, which is not accepted"
         )));
     }
-    let trusted = match jws.header.get("x5c") {
-        // A certificate chain to a trusted anchor names the wallet provider's key.
-        Some(x5c) => {
-            let key = certified_key(settings.anchors(), x5c, now).map_err(|why| invalid(&why))?;
-            key.algorithm().ok() == Some(algorithm) && jws.verify_with(&key).is_ok()
-        }
-        None => settings
-            .keys()
-            .iter()
-            .any(|key| key.algorithm().ok() == Some(algorithm) && jws.verify_with(key).is_ok()),
-    };
-    if !trusted {
-        return Err(invalid(
-            "is not signed by a wallet provider this issuer trusts",
-        ));
-    }
+    signed_by_wallet_provider(ctx, &jws, algorithm, now).map_err(|why| invalid(&why))?;
     let claims = &jws.payload;
     let seconds = now.div_euclid(1000);
     let future = i64::from(ctx.config.dpop.proof_max_future_seconds);
@@ -226,6 +211,34 @@ fn check_attestation(
         return Err(invalid("carries a private key in cnf.jwk"));
     }
     Ok((client_id.to_owned(), key))
+}
+
+/// Checks that `jws` is signed with `algorithm` by a wallet provider this issuer trusts: by the
+/// leaf of its `x5c` chain to a trusted certificate, or by one of the trusted keys. The wallet
+/// attestations of clients and the key attestations of holder keys are both signed so.
+pub fn signed_by_wallet_provider(
+    ctx: &Context,
+    jws: &UnverifiedJws,
+    algorithm: Algorithm,
+    now: Millis,
+) -> Result<(), String> {
+    let settings = &ctx.config.client_attestation;
+    let trusted = match jws.header.get("x5c") {
+        // A certificate chain to a trusted anchor names the wallet provider's key.
+        Some(x5c) => {
+            let key = certified_key(settings.anchors(), x5c, now)?;
+            key.algorithm().ok() == Some(algorithm) && jws.verify_with(&key).is_ok()
+        }
+        None => settings
+            .keys()
+            .iter()
+            .any(|key| key.algorithm().ok() == Some(algorithm) && jws.verify_with(key).is_ok()),
+    };
+    if trusted {
+        Ok(())
+    } else {
+        Err("is not signed by a wallet provider this issuer trusts".into())
+    }
 }
 
 /// The key of the leaf of `x5c` (standard base64 DER certificates, leaf first), once the chain

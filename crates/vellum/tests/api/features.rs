@@ -9,6 +9,7 @@ mod dpop;
 mod encryption;
 mod flow;
 mod headers;
+mod key_attestation;
 mod keys;
 mod layering;
 mod mdoc;
