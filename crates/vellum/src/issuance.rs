@@ -222,7 +222,14 @@ pub async fn request_deferred(
 pub async fn notify(ctx: &Context, request: CredentialRequest) -> Result<(), CredentialError> {
     let (authorized, body, _) = authorize(ctx, request, Endpoint::Notification).await?;
     let invalid = |why: &str| CredentialError::InvalidNotificationRequest(why.into());
-    let body = body?;
+    // A body that could not be read is this endpoint's invalid_notification_request.
+    let body = body.map_err(|error| match error {
+        CredentialError::InvalidCredentialRequest(why)
+        | CredentialError::InvalidEncryptionParameters(why) => {
+            CredentialError::InvalidNotificationRequest(why)
+        }
+        other => other,
+    })?;
     let body = body
         .as_object()
         .ok_or_else(|| invalid("the body must be a JSON object"))?;

@@ -133,6 +133,17 @@ async fn reports_for_other_ids_or_malformed_ones_are_refused_and_recorded_nowher
         let reply = notify(&app, &token, body.clone()).await;
         reply.assert_oauth_error(StatusCode::BAD_REQUEST, error);
     }
+    let not_json = Reply::of(
+        app.client
+            .post(app.endpoint("/notification"))
+            .bearer_auth(&token)
+            .body("notification_id=x")
+            .send()
+            .await
+            .expect("notification"),
+    )
+    .await;
+    not_json.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_notification_request");
     let unauthorized = notify(
         &app,
         "not-a-token",
