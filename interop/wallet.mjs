@@ -46,13 +46,34 @@
 // With the new token it asks for the credential again (a new proof, by the same holder key, of a
 // new nonce) and verifies that one as it did the first.
 //
+// With VELLUM_WALLET_BATCH=<n> the wallet asks for n credentials in one credential request (batch
+// issuance, OID4VCI 1.0 §8): it makes n holder keys and sends, through the library's request
+// builder, proofs.jwt with one proof per key, all of the same c_nonce, in the order of the keys;
+// the library refuses more proofs than the metadata's batch_credential_issuance.batch_size. It
+// fails unless it gets n credentials, and verifies each on its own, as it does one, checking that
+// the credential at each position is bound to the key of the proof at that position (SD-JWT VC:
+// cnf.jwk; W3C: sub; mdoc: the MSO device key, the DeviceResponse signed with that key).
+// Without it, n is 1.
+//
+// With VELLUM_WALLET_BINDING=did:jwk or did:key, each proof names its holder key by a DID URL in
+// kid (the library's did signer) instead of the jwk header: did:jwk:<base64url of the public JWK,
+// its members in an order of the wallet's own: kty, x, y, crv>#0, or the did:key of the P-256 key
+// (compressed) with its multibase as the fragment. The wallet fails unless the configuration
+// lists that method in cryptographic_binding_methods_supported, and, for a W3C VC, unless sub and
+// vc.credentialSubject.id are that DID exactly as the wallet wrote it. Without it, the binding
+// is jwk.
+//
 // Prints one JSON object on stdout: {credential, holderJwk, verified: true, grant, claims}, grant
 // being the grant type the token was got with; for an mdoc, claims is {namespace: {element:
 // value}} as @auth0/mdl decoded it (dates as strings, byte strings base64url) and docType names
 // the document type. With VELLUM_WALLET_REFRESH=1 it adds refreshed: {credential, holderJwk,
 // verified: true, claims} for the credential got again, refreshTokens: [the code's, the refresh's (null without
 // one)], so a test can look for them where they must not be, and refreshTokenRotated: whether the
-// refresh answered another refresh token than the one it used.
+// refresh answered another refresh token than the one it used. The top-level credential, holderJwk,
+// claims and docType are those of the first credential; every credential of the request is in
+// credentials: [{credential, holderJwk, holderKey, holderDid, verified: true, claims, docType}], in
+// the order of the proofs (holderKey the RFC 7638 thumbprint of holderJwk, holderDid the DID its
+// proof named, null with jwk binding), also in refreshed, and holderKeys lists the thumbprints.
 // Exits non-zero with a message on stderr on any failure (with an OAuth error response, its error
 // and error_description as the library reports them).
 
@@ -86,6 +107,7 @@ import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc'
 import {
   SignJWT,
   base64url,
+  calculateJwkThumbprint,
   compactVerify,
   decodeProtectedHeader,
   exportJWK,
@@ -104,6 +126,9 @@ const REDIRECT_URI = 'org.vellum.interop-wallet:/callback'
 const WALLET_PROVIDER = 'https://wallet-provider.vellum-interop.invalid'
 const ATTESTATION_LIFETIME_MS = 60 * 60 * 1000
 const REFRESH = process.env.VELLUM_WALLET_REFRESH === '1'
+const BATCH = process.env.VELLUM_WALLET_BATCH ?? '1'
+const BINDING = process.env.VELLUM_WALLET_BINDING ?? 'jwk'
+const BINDINGS = ['jwk', 'did:jwk', 'did:key']
 const USAGE = `usage: node wallet.mjs <offer-uri> [tx-code]
        node wallet.mjs --issuer <issuer-url> --configuration <credential-configuration-id>`
 
@@ -134,6 +159,8 @@ function parseCommandLine() {
 }
 
 const command = parseCommandLine()
+if (!/^[1-9][0-9]*$/.test(BATCH)) fail(`VELLUM_WALLET_BATCH must be a positive integer, not ${JSON.stringify(BATCH)}`)
+if (!BINDINGS.includes(BINDING)) fail(`VELLUM_WALLET_BINDING must be one of ${BINDINGS.join(', ')}`)
 
 // The issuer under test listens on plain http on the loopback interface.
 setGlobalConfig({ allowInsecureUrls: true })
@@ -158,9 +185,14 @@ function wellKnown(issuer, name) {
   return `${url.origin}/.well-known/${name}${path}`
 }
 
-// The holder key the credential is to be bound to.
-const holder = await generateKeyPair('ES256', { extractable: true })
-const holderJwk = await exportJWK(holder.publicKey)
+// The holder keys, one per credential asked for, each credential to be bound to its own.
+const holders = await Promise.all(
+  Array.from({ length: Number(BATCH) }, async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true })
+    const publicJwk = await exportJWK(publicKey)
+    return { publicJwk, privateKey, thumbprint: await calculateJwkThumbprint(publicJwk) }
+  }),
+)
 
 // The DPoP key, used in the authorization code flow and, with VELLUM_WALLET_DPOP=1, in the
 // pre-authorized one.
@@ -198,7 +230,7 @@ const attestation = await attestationKeys().catch((error) => fail(error.message)
 
 // Every key the wallet signs with, found by the public JWK the library names.
 const signingKeys = [
-  { publicJwk: holderJwk, privateKey: holder.privateKey },
+  ...holders,
   { publicJwk: dpopJwk, privateKey: dpopKey.privateKey },
   ...(attestation ? [attestation.provider, attestation.instance] : []),
 ]
@@ -212,8 +244,11 @@ const callbacks = {
   },
   generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
   signJwt: async (signer, { header, payload }) => {
-    const key = signer.publicJwk ?? {}
-    const own = signer.method === 'jwk' ? signingKeys.find(({ publicJwk }) => sameKey(publicJwk, key)) : undefined
+    // A did signer names its key by a DID URL (the kid the library puts in the header).
+    const key = (signer.method === 'did' ? resolveDid(signer.didUrl) : signer.publicJwk) ?? {}
+    const own = ['jwk', 'did'].includes(signer.method)
+      ? signingKeys.find(({ publicJwk }) => sameKey(publicJwk, key))
+      : undefined
     if (!own) {
       throw new Error(`the wallet only signs with keys of its own (asked for ${signer.method})`)
     }
@@ -381,6 +416,12 @@ async function redeem() {
   const { issuer, issuerMetadata, credentialOffer, credentialConfigurationId } = await resolveRequest(client)
   const configuration = issuerMetadata.credentialIssuer.credential_configurations_supported[credentialConfigurationId]
   if (!configuration) throw new Error(`the issuer metadata has no configuration ${credentialConfigurationId}`)
+  const bindingMethods = configuration.cryptographic_binding_methods_supported ?? []
+  if (BINDING !== 'jwk' && !bindingMethods.includes(BINDING)) {
+    throw new Error(
+      `the configuration does not list ${BINDING} in cryptographic_binding_methods_supported: ${JSON.stringify(bindingMethods)}`,
+    )
+  }
 
   const grants = credentialOffer?.grants ?? {}
   let grant
@@ -408,41 +449,62 @@ async function redeem() {
   if (useDpop && token.accessTokenResponse.token_type !== 'DPoP') {
     throw new Error(`asked for a DPoP-bound token, got token_type ${token.accessTokenResponse.token_type}`)
   }
-  const credential = await requestCredential(client, issuerMetadata, credentialConfigurationId, token, useDpop)
-  if (!REFRESH) return { issuer, configuration, credential, grant }
+  const credentials = await requestCredentials(client, issuerMetadata, credentialConfigurationId, token, useDpop)
+  if (!REFRESH) return { issuer, configuration, credentials, grant }
 
   const { token: refreshed, refreshTokens } = await refreshAccessToken(issuerMetadata, token)
-  const again = await requestCredential(client, issuerMetadata, credentialConfigurationId, refreshed, true)
-  return { issuer, configuration, credential, grant, refresh: { credential: again, refreshTokens } }
+  const again = await requestCredentials(client, issuerMetadata, credentialConfigurationId, refreshed, true)
+  return { issuer, configuration, credentials, grant, refresh: { credentials: again, refreshTokens } }
 }
 
-/** One credential for the holder key, asked for with `token` (proving its DPoP key if `useDpop`). */
-async function requestCredential(client, issuerMetadata, credentialConfigurationId, token, useDpop) {
+/**
+ * The library's signer for a holder key: the key itself in the proof's jwk header, or, with
+ * VELLUM_WALLET_BINDING, the DID URL of its did:jwk or did:key in kid.
+ */
+function holderSigner(holder) {
+  if (BINDING === 'jwk') return { method: 'jwk', alg: 'ES256', publicJwk: holder.publicJwk }
+  return { method: 'did', alg: 'ES256', didUrl: holderDidUrl(holder.publicJwk) }
+}
+
+/**
+ * One credential per holder key, in the order of the keys, asked for in one request with `token`
+ * (proving its DPoP key if `useDpop`): a proof per key, all of one c_nonce.
+ */
+async function requestCredentials(client, issuerMetadata, credentialConfigurationId, token, useDpop) {
   const { accessTokenResponse, dpop } = token
   const { c_nonce: nonce } = await client.requestNonce({ issuerMetadata })
-  const { jwt: proof } = await client.createCredentialRequestJwtProof({
-    issuerMetadata,
-    credentialConfigurationId,
-    signer: { method: 'jwk', alg: 'ES256', publicJwk: holderJwk },
-    nonce,
-  })
+  const proofs = []
+  for (const holder of holders) {
+    const { jwt } = await client.createCredentialRequestJwtProof({
+      issuerMetadata,
+      credentialConfigurationId,
+      signer: holderSigner(holder),
+      nonce,
+    })
+    proofs.push(jwt)
+  }
 
   const { credentialResponse } = await client.retrieveCredentials({
     issuerMetadata,
     accessToken: accessTokenResponse.access_token,
     credentialConfigurationId,
-    proofs: { jwt: [proof] },
+    proofs: { jwt: proofs },
     dpop: useDpop ? { ...dpop, signer: dpopSigner } : undefined,
   })
   const credentials = credentialResponse.credentials ?? []
-  if (credentials.length !== 1 || typeof credentials[0].credential !== 'string') {
-    throw new Error(`expected one compact credential, got ${JSON.stringify(credentialResponse)}`)
+  if (credentials.length !== holders.length || credentials.some(({ credential }) => typeof credential !== 'string')) {
+    throw new Error(
+      `expected ${holders.length} compact credential(s), one per proof, got ${JSON.stringify(credentialResponse)}`,
+    )
   }
-  return credentials[0].credential
+  return credentials.map(({ credential }) => credential)
 }
 
-/** Verifies the SD-JWT VC with the issuer key named by `kid`, from the jwt-vc-issuer metadata. */
-async function verify(issuer, credential) {
+/**
+ * Verifies the SD-JWT VC with the issuer key named by `kid`, from the jwt-vc-issuer metadata, and
+ * checks that it is bound to `holder`'s key.
+ */
+async function verify(issuer, credential, holder) {
   const header = decodeProtectedHeader(credential.split('~')[0])
   if (header.typ !== 'dc+sd-jwt') throw new Error(`credential typ is ${header.typ}, not dc+sd-jwt`)
   if (header.alg !== 'ES256') throw new Error(`credential alg is ${header.alg}, not ES256`)
@@ -459,6 +521,9 @@ async function verify(issuer, credential) {
   const sdjwt = new SDJwtVcInstance({ hasher: digest, verifier: await ES256.getVerifier(matching[0]) })
   const { payload } = await sdjwt.verify(credential)
   if (payload.iss !== issuer) throw new Error(`credential iss is ${payload.iss}, expected ${issuer}`)
+  if (!payload.cnf?.jwk || !sameKey(payload.cnf.jwk, holder.publicJwk)) {
+    throw new Error(`cnf ${JSON.stringify(payload.cnf)} is not the key of the credential's proof`)
+  }
   return payload
 }
 
@@ -523,6 +588,42 @@ function resolveDid(didUrl) {
   throw new Error(`cannot resolve ${JSON.stringify(did)}: only did:jwk and did:key are supported`)
 }
 
+function base58Encode(bytes) {
+  let value = 0n
+  for (const byte of bytes) value = value * 256n + BigInt(byte)
+  let text = ''
+  while (value > 0n) {
+    text = BASE58_ALPHABET[Number(value % 58n)] + text
+    value /= 58n
+  }
+  const firstNonZero = bytes.findIndex((byte) => byte !== 0)
+  return '1'.repeat(firstNonZero < 0 ? bytes.length : firstNonZero) + text
+}
+
+/**
+ * The DID a holder key's proof names with VELLUM_WALLET_BINDING, null with jwk binding: a did:jwk
+ * of the JWK with its members written kty, x, y, crv (neither the lexicographic order of RFC 7638
+ * nor the usual kty, crv, x, y, so that an issuer that writes the DID again from the key shows),
+ * or the did:key of the P-256 key, compressed.
+ */
+function holderDidOf(publicJwk) {
+  const { kty, crv, x, y } = publicJwk
+  if (BINDING === 'did:jwk') return `did:jwk:${base64url.encode(JSON.stringify({ kty, x, y, crv }))}`
+  if (BINDING === 'did:key') {
+    const codec = DID_KEY_CODECS.find((candidate) => candidate.crv === crv)
+    const point = Buffer.concat([Buffer.from([4]), base64url.decode(x), base64url.decode(y)])
+    const compressed = ECDH.convertKey(point, codec.curve, undefined, undefined, 'compressed')
+    return `did:key:z${base58Encode(Uint8Array.from([...codec.prefix, ...compressed]))}`
+  }
+  return null
+}
+
+/** The DID URL of the verification method of a holder key's DID: `#0`, or a did:key's multibase. */
+function holderDidUrl(publicJwk) {
+  const did = holderDidOf(publicJwk)
+  return did.startsWith('did:key:') ? `${did}#${did.slice('did:key:'.length)}` : `${did}#0`
+}
+
 function sameKey(a, b) {
   return a.kty === b.kty && a.crv === b.crv && a.x === b.x && (a.y ?? null) === (b.y ?? null)
 }
@@ -534,9 +635,10 @@ function issuerId(issuer) {
 
 /**
  * Verifies the W3C VC as JWT with the key of the DID its header's kid names, and checks that the
- * credential names that DID as its issuer and is bound to the wallet's holder key.
+ * credential names that DID as its issuer and is bound to `holder`'s key: by the DID its proof
+ * named, exactly as written, or else by the key's did:jwk.
  */
-async function verifyJwtVc(configuration, credential) {
+async function verifyJwtVc(configuration, credential, holder) {
   const header = decodeProtectedHeader(credential)
   if (header.alg !== 'ES256') throw new Error(`credential alg is ${header.alg}, not ES256`)
   if (header.typ !== 'JWT' && header.typ !== 'vc+jwt') throw new Error(`credential typ is ${header.typ}`)
@@ -562,9 +664,13 @@ async function verifyJwtVc(configuration, credential) {
     throw new Error(`the credential has no single credentialSubject: ${JSON.stringify(subject)}`)
   }
   if (subject.id !== payload.sub) throw new Error(`credentialSubject.id ${subject.id} is not sub ${payload.sub}`)
-  if (!payload.sub.startsWith('did:jwk:')) throw new Error(`sub ${payload.sub} is not a did:jwk`)
-  if (!sameKey(resolveDid(payload.sub), holderJwk)) {
-    throw new Error(`sub ${payload.sub} resolves to another key than the holder's`)
+  const holderDid = holderDidOf(holder.publicJwk)
+  if (holderDid !== null && payload.sub !== holderDid) {
+    throw new Error(`sub ${payload.sub} is not the DID the proof named, ${holderDid}`)
+  }
+  if (holderDid === null && !payload.sub.startsWith('did:jwk:')) throw new Error(`sub ${payload.sub} is not a did:jwk`)
+  if (!sameKey(resolveDid(payload.sub), holder.publicJwk)) {
+    throw new Error(`sub ${payload.sub} resolves to another key than the one of the credential's proof`)
   }
   const types = Array.isArray(vc.type) ? vc.type : [vc.type]
   for (const type of configuration.credential_definition?.type ?? []) {
@@ -628,11 +734,11 @@ function elementJson(value) {
 
 /**
  * Presents the mdoc to @auth0/mdl's verifier as a holder would: a DeviceResponse disclosing every
- * element, device-signed with the holder key over a session transcript, verified against the IACA
+ * element, device-signed with `holder`'s key over a session transcript, verified against the IACA
  * (issuer signature, certificate chain, validity, value digests, device signature with the MSO's
  * device key).
  */
-async function verifyMdoc(configuration, credential) {
+async function verifyMdoc(configuration, credential, holder) {
   const iacaFile = process.env.VELLUM_IACA_PEM
   if (!iacaFile) throw new Error('set VELLUM_IACA_PEM to the IACA certificate (PEM) to verify an mdoc against')
   const iaca = readFileSync(iacaFile, 'utf8')
@@ -676,7 +782,7 @@ async function verifyMdoc(configuration, credential) {
     x: base64url.encode(deviceKey.get(-2)),
     y: base64url.encode(deviceKey.get(-3)),
   }
-  if (!sameKey(deviceJwk, holderJwk)) throw new Error('the MSO device key is not the holder key')
+  if (!sameKey(deviceJwk, holder.publicJwk)) throw new Error('the MSO device key is not the key of the credential\'s proof')
   const claims = Object.fromEntries(
     Object.entries(checked.issuerSigned.nameSpaces).map(([namespace, items]) => [
       namespace,
@@ -686,29 +792,62 @@ async function verifyMdoc(configuration, credential) {
   return { docType, claims, deviceJwk }
 }
 
-/** The credential's claims, checked by the verifier of the configuration's format (and an mdoc's docType). */
-async function verifyCredential(issuer, configuration, credential) {
-  if (configuration.format === 'dc+sd-jwt') return { claims: await verify(issuer, credential) }
-  if (configuration.format === 'jwt_vc_json') return { claims: await verifyJwtVc(configuration, credential) }
+/**
+ * The credential's claims, checked by the verifier of the configuration's format (and an mdoc's
+ * docType), the credential bound to `holder`'s key.
+ */
+async function verifyCredential(issuer, configuration, credential, holder) {
+  if (configuration.format === 'dc+sd-jwt') return { claims: await verify(issuer, credential, holder) }
+  if (configuration.format === 'jwt_vc_json') return { claims: await verifyJwtVc(configuration, credential, holder) }
   if (configuration.format === 'mso_mdoc') {
-    const { docType, claims } = await verifyMdoc(configuration, credential)
+    const { docType, claims } = await verifyMdoc(configuration, credential, holder)
     return { claims, docType }
   }
   throw new Error(`the wallet cannot verify format ${configuration.format}`)
 }
 
+/**
+ * Each credential verified on its own, bound to the holder key at its position (the key of the
+ * proof at that position); the entries of `credentials` in the output.
+ */
+async function verifyEach(issuer, configuration, credentials) {
+  const entries = []
+  for (const [index, credential] of credentials.entries()) {
+    const holder = holders[index]
+    const verified = await verifyCredential(issuer, configuration, credential, holder).catch((error) => {
+      // The verifier's own error (its name, as MDLError) stays in the message, its stack in cause.
+      throw new Error(`credential ${index + 1} of ${credentials.length}: ${error}`, { cause: error })
+    })
+    entries.push({
+      credential,
+      holderJwk: holder.publicJwk,
+      holderKey: holder.thumbprint,
+      holderDid: holderDidOf(holder.publicJwk),
+      verified: true,
+      ...verified,
+    })
+  }
+  return entries
+}
+
+/** The first credential's members at the top, as the wallet printed them before batches. */
+function firstOf(entries) {
+  const { credential, holderJwk, verified, claims, docType } = entries[0]
+  return { credential, holderJwk, verified, claims, ...(docType === undefined ? {} : { docType }), credentials: entries }
+}
+
 try {
-  const { issuer, configuration, credential, grant, refresh } = await redeem()
-  const verified = await verifyCredential(issuer, configuration, credential)
-  const output = { credential, holderJwk, verified: true, grant, ...verified }
+  const { issuer, configuration, credentials, grant, refresh } = await redeem()
+  const entries = await verifyEach(issuer, configuration, credentials)
+  const output = { ...firstOf(entries), grant, holderKeys: holders.map(({ thumbprint }) => thumbprint) }
   if (refresh) {
-    const again = await verifyCredential(issuer, configuration, refresh.credential)
-    output.refreshed = { credential: refresh.credential, holderJwk, verified: true, ...again }
+    output.refreshed = firstOf(await verifyEach(issuer, configuration, refresh.credentials))
     output.refreshTokens = refresh.refreshTokens
     output.refreshTokenRotated = refresh.refreshTokens[1] !== null && refresh.refreshTokens[1] !== refresh.refreshTokens[0]
   }
   process.stdout.write(`${JSON.stringify(output)}\n`)
 } catch (error) {
   const detail = error?.response?.status ? ` (HTTP ${error.response.status} from ${error.response.url})` : ''
-  fail(`${error?.stack ?? error}${detail}`)
+  const cause = error?.cause?.stack ? `\ncaused by ${error.cause.stack}` : ''
+  fail(`${error?.stack ?? error}${detail}${cause}`)
 }

@@ -2,9 +2,11 @@
 
 mod attestation;
 mod authorization;
+mod batch;
 mod code_flow;
 mod encryption;
 mod fuzz;
+mod holder_did;
 mod leaks;
 mod mdoc;
 mod refresh;
