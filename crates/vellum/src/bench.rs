@@ -16,7 +16,7 @@ pub mod webhooks;
 #[derive(Debug, Clone, Subcommand)]
 pub enum Bench {
     /// Complete issuance flows: create offer -> resolve -> token -> nonce -> credential.
-    Flows(flows::FlowOptions),
+    Flows(flows::FlowsCommand),
     /// Complete authorization code flows to HAIP: AUTHORIZED offer -> resolve -> PAR (wallet
     /// attestation, DPoP, PKCE) -> authorize -> login -> callback -> token -> nonce -> credential.
     CodeFlow(Box<code_flow::CodeFlowOptions>),
@@ -34,7 +34,7 @@ pub enum Bench {
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
-        Bench::Flows(options) => flows::run(options).await,
+        Bench::Flows(command) => flows::run_batch(command.flows, command.batch).await,
         Bench::CodeFlow(options) => code_flow::run(*options).await,
         Bench::Formats(options) => formats::run(options).await,
         Bench::Webhooks(options) => webhooks::run(options).await,

@@ -1,6 +1,7 @@
 //! `vellum bench flows`: complete pre-authorized flows (create offer -> resolve -> token -> nonce ->
 //! credential) against a running issuer, at a given concurrency, with a fresh holder key per
-//! flow (and with `--dpop` a fresh DPoP key, proofs at the token and credential endpoints).
+//! flow (and with `--dpop` a fresh DPoP key, proofs at the token and credential endpoints; with
+//! `--batch N` N fresh holder keys, N proofs on one nonce and N credentials per flow).
 //! Prints throughput and per-step latency percentiles. Given several instances (on one database,
 //! behind one public URL), each step of a flow goes to the next instance in turn.
 
@@ -52,6 +53,19 @@ pub struct FlowOptions {
     pub warmup: usize,
 }
 
+/// The command line of `vellum bench flows`: the flows, and how many credentials each asks for.
+/// (Other benches run flows of one credential each with [`run`].)
+#[derive(Debug, Clone, Args)]
+pub struct FlowsCommand {
+    #[command(flatten)]
+    pub flows: FlowOptions,
+    /// Credentials per flow (batch issuance): N proofs of N fresh holder keys on one nonce in
+    /// one credential request, N credentials expected back. The server's `protocol.batch_size`
+    /// must allow N.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
 const STEPS: [&str; 6] = ["offer", "resolve", "token", "nonce", "credential", "flow"];
 
 #[derive(Default)]
@@ -61,6 +75,8 @@ struct Samples([Vec<Duration>; 6]);
 /// issuer identifier they share.
 struct Flows {
     options: FlowOptions,
+    /// Credentials per flow.
+    batch: usize,
     client: reqwest::Client,
     instances: Instances,
     issuer: String,
@@ -68,9 +84,15 @@ struct Flows {
     nonce_rounds: AtomicUsize,
 }
 
+/// Flows of one credential each.
 pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
-    if options.concurrency == 0 || options.flows == 0 {
-        bail!("--flows and --concurrency must be at least 1");
+    run_batch(options, 1).await
+}
+
+/// Flows of `batch` credentials each.
+pub async fn run_batch(options: FlowOptions, batch: usize) -> anyhow::Result<()> {
+    if options.concurrency == 0 || options.flows == 0 || batch == 0 {
+        bail!("--flows, --concurrency and --batch must be at least 1");
     }
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -81,6 +103,7 @@ pub async fn run(options: FlowOptions) -> anyhow::Result<()> {
     let issuer = issuer_identifier(&client, instances.first()).await?;
     let flows = Arc::new(Flows {
         options,
+        batch,
         client,
         instances,
         issuer,
@@ -241,14 +264,17 @@ impl Flows {
         .await?;
         lap(3, &mut step);
 
-        let proof = key_proof(&self.issuer, &nonce["c_nonce"]);
+        // One proof per credential wanted, each by a fresh holder key, all on this nonce.
+        let proofs: Vec<String> = (0..self.batch)
+            .map(|_| key_proof(&self.issuer, &nonce["c_nonce"]))
+            .collect();
         let configuration = offer["credential_configuration_ids"][0].clone();
         let access_token = token["access_token"].as_str().context("no access_token")?;
         let mut request = client
             .post(format!("{}/credential", instance.next_url()))
             .json(&json!({
                 "credential_configuration_id": configuration,
-                "proofs": {"jwt": [proof]}
+                "proofs": {"jwt": proofs}
             }));
         request = match &dpop_key {
             Some(key) => request
@@ -266,11 +292,19 @@ impl Flows {
         };
         let credential: Value = expect_ok(request.send().await?, "credential").await?;
         lap(4, &mut step);
-        if credential["credentials"][0]["credential"]
-            .as_str()
-            .is_none()
+        // One credential per proof, or the run stops: a short batch must not pass as a flow.
+        let batch = self.batch;
+        let credentials = credential["credentials"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice);
+        if credentials.len() != batch
+            || credentials
+                .iter()
+                .any(|issued| issued["credential"].as_str().is_none())
         {
-            bail!("credential response without a credential: {credential}");
+            bail!(
+                "{batch} proofs sent, but the response does not hold {batch} credentials: {credential}"
+            );
         }
         timings[5] = flow_started.elapsed();
         Ok(timings)
@@ -299,6 +333,14 @@ impl Flows {
             flows as f64 / elapsed.as_secs_f64(),
             (flows * 5 + rounds) as f64 / elapsed.as_secs_f64()
         );
+        if self.batch > 1 {
+            let batch = self.batch;
+            println!(
+                "credentials: {} ({batch} per flow): {:.0}/s",
+                flows * batch,
+                (flows * batch) as f64 / elapsed.as_secs_f64()
+            );
+        }
         if self.options.dpop {
             println!("token requests sent again after use_dpop_nonce: {rounds}");
         }

@@ -1,5 +1,6 @@
-//! `vellum bench formats`: the cost of building and signing one credential of each format,
-//! in-process (no server, no database): credentials per second on one core.
+//! `vellum bench formats`: the cost of building and signing one credential of each format, and
+//! of encrypting a credential response, in-process (no server, no database): per second on one
+//! core.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use clap::Args;
 use rand::rngs::OsRng;
 use serde_json::{Map, Value, json};
 use vellum_formats::jose::{Algorithm, SigningKey};
+use vellum_formats::jwe::{self, ContentEncryption};
 use vellum_formats::sdjwt::{self, SelectiveDisclosure};
 use vellum_formats::{jwt_vc, mdoc, x509};
 
@@ -119,6 +121,49 @@ pub async fn run(options: FormatOptions) -> anyhow::Result<()> {
             .unwrap_or(0)
     });
 
+    // Response encryption (OID4VCI 1.0 §10): the SD-JWT VC's credential response sealed to a
+    // wallet's P-256 key (ECDH-ES: one key pair and one agreement per response), and opened.
+    let response = json!({
+        "credentials": [{"credential": sdjwt::issue(&header, claims.clone(), &disclosure, &issuer, &mut OsRng)}],
+        "notification_id": "bench",
+    })
+    .to_string();
+    let wallet = jwe::DecryptionKey::generate();
+    let seal = |enc, zip| {
+        jwe::encrypt(
+            response.as_bytes(),
+            &wallet.public_jwk(),
+            enc,
+            None,
+            zip,
+            None,
+        )
+        .map(|sealed| sealed.len())
+        .unwrap_or(0)
+    };
+    let a128 = measure(options.credentials, || {
+        seal(ContentEncryption::A128Gcm, false)
+    });
+    let a256 = measure(options.credentials, || {
+        seal(ContentEncryption::A256Gcm, false)
+    });
+    let a256_def = measure(options.credentials, || {
+        seal(ContentEncryption::A256Gcm, true)
+    });
+    let sealed = jwe::encrypt(
+        response.as_bytes(),
+        &wallet.public_jwk(),
+        ContentEncryption::A256Gcm,
+        None,
+        false,
+        None,
+    )?;
+    let open = measure(options.credentials, || {
+        jwe::decrypt(&sealed, &wallet, 1 << 20)
+            .map(|opened| opened.plaintext.len())
+            .unwrap_or(0)
+    });
+
     println!(
         "{} credentials per format, one core, ES256 issuer key, building + signing only:",
         options.credentials
@@ -131,6 +176,27 @@ pub async fn run(options: FormatOptions) -> anyhow::Result<()> {
         ("dc+sd-jwt (8 disclosures, decoys)", sd_jwt),
         ("jwt_vc_json (VCDM 1.1)", w3c),
         ("mso_mdoc (mDL, 8 elements)", mdl),
+    ] {
+        let each = elapsed.as_secs_f64() / f64::from(options.credentials);
+        println!(
+            "{name:<34} {:>14.0} {:>12.1} {bytes:>10}",
+            1.0 / each,
+            each * 1_000_000.0
+        );
+    }
+    println!(
+        "response encryption, the SD-JWT VC's response ({} bytes of JSON) to a P-256 key:",
+        response.len()
+    );
+    println!(
+        "{:<34} {:>14} {:>12} {:>10}",
+        "JWE (ECDH-ES)", "responses/s", "us each", "bytes"
+    );
+    for (name, (elapsed, bytes)) in [
+        ("seal, A128GCM", a128),
+        ("seal, A256GCM", a256),
+        ("seal, A256GCM + DEF", a256_def),
+        ("open (wallet side), A256GCM", open),
     ] {
         let each = elapsed.as_secs_f64() / f64::from(options.credentials);
         println!(
