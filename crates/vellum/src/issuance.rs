@@ -188,15 +188,7 @@ pub async fn request_credential(
     ctx: &Context,
     request: CredentialRequest,
 ) -> Result<Answer, CredentialError> {
-    let (authorized, body, encrypted) = authorize(ctx, request, Endpoint::Credential).await?;
-    let issued = match body {
-        Ok(body) => issue(ctx, &authorized, &body, encrypted).await,
-        Err(error) => Err(error),
-    };
-    if let Err(error) = &issued {
-        record_failure(ctx, &authorized.session, error, authorized.now).await?;
-    }
-    issued
+    answer(ctx, request, Endpoint::Credential).await
 }
 
 /// `POST /deferred-credential` (OID4VCI 1.0 §9): the credentials of a deferred transaction once
@@ -205,16 +197,28 @@ pub async fn request_deferred(
     ctx: &Context,
     request: CredentialRequest,
 ) -> Result<Answer, CredentialError> {
-    let (authorized, body, encrypted) =
-        authorize(ctx, request, Endpoint::DeferredCredential).await?;
-    let issued = match body {
-        Ok(body) => deferred(ctx, &authorized, &body, encrypted).await,
-        Err(error) => Err(error),
+    answer(ctx, request, Endpoint::DeferredCredential).await
+}
+
+/// The credential or deferred credential endpoint's answer; a failure is an event of the
+/// session.
+async fn answer(
+    ctx: &Context,
+    request: CredentialRequest,
+    endpoint: Endpoint,
+) -> Result<Answer, CredentialError> {
+    let (authorized, body, encrypted) = authorize(ctx, request, endpoint).await?;
+    let answered = match (body, endpoint) {
+        (Err(error), _) => Err(error),
+        (Ok(body), Endpoint::DeferredCredential) => {
+            deferred(ctx, &authorized, &body, encrypted).await
+        }
+        (Ok(body), _) => issue(ctx, &authorized, &body, encrypted).await,
     };
-    if let Err(error) = &issued {
+    if let Err(error) = &answered {
         record_failure(ctx, &authorized.session, error, authorized.now).await?;
     }
-    issued
+    answered
 }
 
 /// `POST /notification` (OID4VCI 1.0 §11): what became of the credentials of one response, as
