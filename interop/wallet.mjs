@@ -63,6 +63,19 @@
 // vc.credentialSubject.id are that DID exactly as the wallet wrote it. Without it, the binding
 // is jwk.
 //
+// A credential request answered 202 with a transaction_id (deferred issuance, OID4VCI 1.0 §9) is
+// followed through the library at the deferred credential endpoint: the wallet waits the interval
+// the issuer gave, asks again while it answers 202 with the same transaction_id, and goes on with
+// the credentials once they come (giving up after 45 s). A deferred credential endpoint error (as
+// credential_request_denied when the issuer's backend failed the transaction) ends the wallet
+// with that error and its description.
+//
+// With VELLUM_WALLET_NOTIFY=credential_accepted, credential_failure or credential_deleted, once
+// the credentials are verified the wallet sends that event, with the response's notification_id
+// and VELLUM_WALLET_NOTIFY_DESCRIPTION as event_description when set, through the library to the
+// issuer's notification endpoint (OID4VCI 1.0 §11), with the access token (and a DPoP proof when
+// the token is DPoP-bound); it fails unless the endpoint answers 204.
+//
 // Prints one JSON object on stdout: {credential, holderJwk, verified: true, grant, claims}, grant
 // being the grant type the token was got with; for an mdoc, claims is {namespace: {element:
 // value}} as @auth0/mdl decoded it (dates as strings, byte strings base64url) and docType names
@@ -74,6 +87,9 @@
 // credentials: [{credential, holderJwk, holderKey, holderDid, verified: true, claims, docType}], in
 // the order of the proofs (holderKey the RFC 7638 thumbprint of holderJwk, holderDid the DID its
 // proof named, null with jwk binding), also in refreshed, and holderKeys lists the thumbprints.
+// notificationId is the notification_id of the response that carried the credentials (null
+// without one), deferred is {transactionId, polls} when the issuance was deferred (else null), and
+// notified names the event the wallet sent with VELLUM_WALLET_NOTIFY.
 // Exits non-zero with a message on stderr on any failure (with an OAuth error response, its error
 // and error_description as the library reports them).
 
@@ -129,6 +145,11 @@ const REFRESH = process.env.VELLUM_WALLET_REFRESH === '1'
 const BATCH = process.env.VELLUM_WALLET_BATCH ?? '1'
 const BINDING = process.env.VELLUM_WALLET_BINDING ?? 'jwk'
 const BINDINGS = ['jwk', 'did:jwk', 'did:key']
+const NOTIFY = process.env.VELLUM_WALLET_NOTIFY
+const NOTIFY_DESCRIPTION = process.env.VELLUM_WALLET_NOTIFY_DESCRIPTION
+const NOTIFICATION_EVENTS = ['credential_accepted', 'credential_failure', 'credential_deleted']
+// How long the wallet follows a deferred issuance before it gives up.
+const DEFERRED_PATIENCE_MS = 45_000
 const USAGE = `usage: node wallet.mjs <offer-uri> [tx-code]
        node wallet.mjs --issuer <issuer-url> --configuration <credential-configuration-id>`
 
@@ -161,6 +182,9 @@ function parseCommandLine() {
 const command = parseCommandLine()
 if (!/^[1-9][0-9]*$/.test(BATCH)) fail(`VELLUM_WALLET_BATCH must be a positive integer, not ${JSON.stringify(BATCH)}`)
 if (!BINDINGS.includes(BINDING)) fail(`VELLUM_WALLET_BINDING must be one of ${BINDINGS.join(', ')}`)
+if (NOTIFY !== undefined && !NOTIFICATION_EVENTS.includes(NOTIFY)) {
+  fail(`VELLUM_WALLET_NOTIFY must be one of ${NOTIFICATION_EVENTS.join(', ')}`)
+}
 
 // The issuer under test listens on plain http on the loopback interface.
 setGlobalConfig({ allowInsecureUrls: true })
@@ -449,12 +473,13 @@ async function redeem() {
   if (useDpop && token.accessTokenResponse.token_type !== 'DPoP') {
     throw new Error(`asked for a DPoP-bound token, got token_type ${token.accessTokenResponse.token_type}`)
   }
-  const credentials = await requestCredentials(client, issuerMetadata, credentialConfigurationId, token, useDpop)
-  if (!REFRESH) return { issuer, configuration, credentials, grant }
+  const obtained = await requestCredentials(client, issuerMetadata, credentialConfigurationId, token, useDpop)
+  const redeemed = { client, issuer, issuerMetadata, configuration, obtained, grant }
+  if (!REFRESH) return redeemed
 
   const { token: refreshed, refreshTokens } = await refreshAccessToken(issuerMetadata, token)
   const again = await requestCredentials(client, issuerMetadata, credentialConfigurationId, refreshed, true)
-  return { issuer, configuration, credentials, grant, refresh: { credentials: again, refreshTokens } }
+  return { ...redeemed, refresh: { credentials: again.credentials, refreshTokens } }
 }
 
 /**
@@ -466,12 +491,20 @@ function holderSigner(holder) {
   return { method: 'did', alg: 'ES256', didUrl: holderDidUrl(holder.publicJwk) }
 }
 
+/** The DPoP state for the next request: the key, and the server's latest nonce. */
+function nextDpop(dpop, response) {
+  return dpop && response.dpop?.nonce ? { ...dpop, nonce: response.dpop.nonce } : dpop
+}
+
 /**
  * One credential per holder key, in the order of the keys, asked for in one request with `token`
- * (proving its DPoP key if `useDpop`): a proof per key, all of one c_nonce.
+ * (proving its DPoP key if `useDpop`): a proof per key, all of one c_nonce. A deferred answer (a
+ * transaction_id) is followed at the deferred credential endpoint until the credentials come.
+ * Returns them with the response's notification_id, what the deferral took (null when there was
+ * none) and how to reach the issuer's resource endpoints again (the token and the DPoP state).
  */
 async function requestCredentials(client, issuerMetadata, credentialConfigurationId, token, useDpop) {
-  const { accessTokenResponse, dpop } = token
+  const accessToken = token.accessTokenResponse.access_token
   const { c_nonce: nonce } = await client.requestNonce({ issuerMetadata })
   const proofs = []
   for (const holder of holders) {
@@ -484,20 +517,112 @@ async function requestCredentials(client, issuerMetadata, credentialConfiguratio
     proofs.push(jwt)
   }
 
-  const { credentialResponse } = await client.retrieveCredentials({
+  let dpop = useDpop ? { ...token.dpop, signer: dpopSigner } : undefined
+  const response = await client.retrieveCredentials({
     issuerMetadata,
-    accessToken: accessTokenResponse.access_token,
+    accessToken,
     credentialConfigurationId,
     proofs: { jwt: proofs },
-    dpop: useDpop ? { ...dpop, signer: dpopSigner } : undefined,
+    dpop,
   })
+  dpop = nextDpop(dpop, response)
+  let { credentialResponse } = response
+  let deferred = null
+  if (credentialResponse.transaction_id !== undefined) {
+    if (response.response.status !== 202) {
+      throw new Error(`a transaction_id came with HTTP ${response.response.status}, not 202`)
+    }
+    ;({ credentialResponse, deferred, dpop } = await awaitDeferred(client, issuerMetadata, accessToken, credentialResponse, dpop))
+  }
   const credentials = credentialResponse.credentials ?? []
   if (credentials.length !== holders.length || credentials.some(({ credential }) => typeof credential !== 'string')) {
     throw new Error(
       `expected ${holders.length} compact credential(s), one per proof, got ${JSON.stringify(credentialResponse)}`,
     )
   }
-  return credentials.map(({ credential }) => credential)
+  return {
+    credentials: credentials.map(({ credential }) => credential),
+    notificationId: credentialResponse.notification_id ?? null,
+    deferred,
+    access: { accessToken, dpop },
+  }
+}
+
+/**
+ * Follows a deferred issuance (OID4VCI 1.0 §9) through the library: waits the interval the issuer
+ * asked for, asks at the deferred credential endpoint with the transaction_id, and again while it
+ * answers 202 with the same transaction_id, until the credentials come (or an error, or
+ * DEFERRED_PATIENCE_MS). Returns the final response, {transactionId, polls} and the DPoP state.
+ */
+async function awaitDeferred(client, issuerMetadata, accessToken, pending, dpop) {
+  const transactionId = pending.transaction_id
+  const deadline = Date.now() + DEFERRED_PATIENCE_MS
+  let interval = pending.interval
+  let polls = 0
+  for (;;) {
+    if (Date.now() + interval * 1000 > deadline) {
+      throw new Error(`the deferred credentials were not ready within ${DEFERRED_PATIENCE_MS} ms (${polls} requests)`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, interval * 1000))
+    polls += 1
+    const response = await retrieveDeferred(client, { issuerMetadata, accessToken, transactionId, dpop })
+    dpop = nextDpop(dpop, response)
+    const body = response.deferredCredentialResponse
+    if (body.credentials !== undefined) {
+      if (response.response.status !== 200) throw new Error(`credentials came with HTTP ${response.response.status}`)
+      return { credentialResponse: body, deferred: { transactionId, polls }, dpop }
+    }
+    if (response.response.status !== 202) throw new Error(`still pending with HTTP ${response.response.status}, not 202`)
+    interval = body.interval
+  }
+}
+
+/**
+ * The library's retrieveDeferredCredentials, its errors made plain (the OAuth error and
+ * description the issuer answered). oid4vc-ts 0.4.6 inverts its check of notification_id in a
+ * deferred response (upstream issue 245): it refuses notification_id beside credentials, which
+ * OID4VCI 1.0 §9.2 and §8.3 prescribe. A 200 response refused for that reason alone is taken as
+ * the library parsed it; any other issue still fails.
+ */
+async function retrieveDeferred(client, options) {
+  try {
+    return await client.retrieveDeferredCredentials(options)
+  } catch (error) {
+    const failed = error?.response
+    const issues = failed?.deferredCredentialResponseResult?.error?.issues ?? []
+    const inverted = "'notification_id' MUST NOT be defined when 'credentials' is not defined."
+    if (failed?.response?.status === 200 && issues.length > 0 && issues.every(({ message }) => message === inverted)) {
+      const body = await failed.response.clone().json()
+      return { ...failed, ok: true, deferredCredentialResponse: body }
+    }
+    const answered = failed?.deferredCredentialErrorResponseResult?.data
+    if (answered?.error) {
+      throw new Error(
+        `the deferred credential endpoint answered HTTP ${failed.response.status} ${answered.error}: ${answered.error_description ?? ''}`,
+      )
+    }
+    throw error
+  }
+}
+
+/**
+ * Tells the issuer's notification endpoint (OID4VCI 1.0 §11), through the library, what became of
+ * the credentials of the response with `notificationId`: NOTIFY, with NOTIFY_DESCRIPTION.
+ */
+async function notify(client, issuerMetadata, notificationId, { accessToken, dpop }) {
+  if (notificationId === null) throw new Error('the credential response has no notification_id to notify with')
+  if (!issuerMetadata.credentialIssuer.notification_endpoint) {
+    throw new Error('the issuer metadata has no notification_endpoint')
+  }
+  const response = await client.sendNotification({
+    issuerMetadata,
+    notification: { notificationId, event: NOTIFY, eventDescription: NOTIFY_DESCRIPTION },
+    accessToken,
+    dpop,
+  })
+  if (response.response.status !== 204) {
+    throw new Error(`the notification endpoint answered HTTP ${response.response.status}, not 204`)
+  }
 }
 
 /**
@@ -837,9 +962,19 @@ function firstOf(entries) {
 }
 
 try {
-  const { issuer, configuration, credentials, grant, refresh } = await redeem()
-  const entries = await verifyEach(issuer, configuration, credentials)
-  const output = { ...firstOf(entries), grant, holderKeys: holders.map(({ thumbprint }) => thumbprint) }
+  const { client, issuer, issuerMetadata, configuration, obtained, grant, refresh } = await redeem()
+  const entries = await verifyEach(issuer, configuration, obtained.credentials)
+  const output = {
+    ...firstOf(entries),
+    grant,
+    holderKeys: holders.map(({ thumbprint }) => thumbprint),
+    notificationId: obtained.notificationId,
+    deferred: obtained.deferred,
+  }
+  if (NOTIFY) {
+    await notify(client, issuerMetadata, obtained.notificationId, obtained.access)
+    output.notified = NOTIFY
+  }
   if (refresh) {
     output.refreshed = firstOf(await verifyEach(issuer, configuration, refresh.credentials))
     output.refreshTokens = refresh.refreshTokens

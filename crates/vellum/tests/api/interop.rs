@@ -4,6 +4,7 @@ mod attestation;
 mod authorization;
 mod batch;
 mod code_flow;
+mod deferred;
 mod encryption;
 mod fuzz;
 mod holder_did;

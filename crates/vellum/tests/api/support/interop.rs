@@ -90,7 +90,10 @@ pub async fn oid4vc_ts_wallet(offer_uri: &str, tx_code: Option<&str>) -> Output 
 /// `VELLUM_IACA_PEM` (the IACA an mdoc is verified against), `VELLUM_WALLET_USER` and
 /// `VELLUM_WALLET_PASSWORD` (the holder's login in the code flow), `VELLUM_WALLET_PROVIDER_JWK`
 /// (the private key of the wallet provider that attests the wallet), `VELLUM_WALLET_REFRESH=1`
-/// (after the code flow, refresh the token and get the credential again).
+/// (after the code flow, refresh the token and get the credential again), `VELLUM_WALLET_BATCH`
+/// (credentials per request), `VELLUM_WALLET_BINDING` (`did:jwk` or `did:key` in the proof's kid),
+/// `VELLUM_WALLET_NOTIFY` and `VELLUM_WALLET_NOTIFY_DESCRIPTION` (report to the notification
+/// endpoint). A deferred issuance is always followed to its end.
 pub async fn oid4vc_ts_wallet_with(
     offer_uri: &str,
     tx_code: Option<&str>,
