@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod offers;
 pub mod profiles;
 pub mod protocol;
+pub mod qr;
 pub mod secrets;
 pub mod sessions;
 pub mod status;
