@@ -1,4 +1,5 @@
-//! The `vellum` command: serve, or drive a benchmark against a running server.
+//! The `vellum` command: serve, drive a running issuer's management API, or a benchmark
+//! against a running server.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,11 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use vellum::app::App;
 use vellum::bench::{self, Bench};
+use vellum::cli::{self, Management, Remote};
 use vellum::config::Config;
 
 #[derive(Parser)]
 #[command(name = "vellum", version, about = "OID4VCI 1.0 credential issuer")]
 struct Cli {
+    #[command(flatten)]
+    remote: Remote,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +33,8 @@ enum Command {
     /// Load a running issuer and print throughput and latency.
     #[command(subcommand)]
     Bench(Bench),
+    #[command(flatten)]
+    Management(Management),
 }
 
 #[tokio::main]
@@ -45,9 +51,11 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).init();
     // TLS (webhooks, bench against https) on ring; App::build installs it too, for tests.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let result = match Cli::parse().command {
+    let parsed = Cli::parse();
+    let result = match parsed.command {
         Command::Serve { config } => serve(config).await,
         Command::Bench(options) => bench::run(options).await,
+        Command::Management(command) => return cli::run(parsed.remote, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

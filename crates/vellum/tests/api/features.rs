@@ -1,6 +1,7 @@
 //! What the service does, feature by feature.
 
 mod batch;
+mod cli;
 mod connections;
 mod cors;
 mod credential;
