@@ -142,6 +142,7 @@ impl App {
             log_tail,
             request_key,
             request_key_id,
+            metrics: Arc::default(),
         });
         keys::ensure_declared_keys(&ctx)
             .await

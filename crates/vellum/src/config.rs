@@ -39,6 +39,7 @@ pub struct Config {
     pub encryption: EncryptionConfig,
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
+    pub metrics: MetricsConfig,
     pub credentials: CredentialsConfig,
     pub sessions: SessionsConfig,
     #[serde(default)]
@@ -376,6 +377,13 @@ pub struct StreamsConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A bearer token for `GET /metrics` besides the management API key ("": the key only).
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CredentialsConfig {
     pub default_validity_seconds: u64,
 }
@@ -699,6 +707,9 @@ impl Config {
         }
         if !self.api_key.is_empty() && self.api_key.len() < 32 {
             return fail("api_key", "must be at least 32 characters");
+        }
+        if !self.metrics.token.is_empty() && self.metrics.token.len() < 32 {
+            return fail("metrics.token", "must be at least 32 characters");
         }
         match self.database_url() {
             Some(DatabaseUrl::Postgres(url)) => {

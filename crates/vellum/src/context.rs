@@ -43,6 +43,8 @@ pub struct Context {
     /// The key wallets encrypt credential requests to, and its `kid` (its thumbprint).
     pub request_key: vellum_formats::jwe::DecryptionKey,
     pub request_key_id: String,
+    /// This instance's counters (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {

@@ -21,6 +21,7 @@ mod extract;
 mod health;
 mod issuer;
 mod management;
+mod metrics;
 mod responses;
 mod routes;
 pub mod server;
@@ -42,6 +43,7 @@ fn endpoints(ctx: &AppState) -> Routes {
         .merge(issuer::routes(ctx))
         .merge(status::routes())
         .merge(health::routes())
+        .merge(metrics::routes())
 }
 
 /// Every route the service serves, as the OpenAPI description names them, read from the
@@ -62,6 +64,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .merge(well_known)
         .merge(under_issuer_path(&ctx, endpoints))
+        .route_layer(middleware::from_fn(metrics::name_route))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
@@ -73,6 +76,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         ))
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(ctx.clone(), surface_headers))
+        .layer(middleware::from_fn_with_state(ctx.clone(), metrics::count))
         .with_state(ctx)
 }
 

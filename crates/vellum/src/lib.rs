@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod mapping;
 pub mod metadata;
+pub mod metrics;
 pub mod notifications;
 pub mod oauth;
 pub mod offers;

@@ -120,6 +120,33 @@ impl FromRequestParts<AppState> for ApiKey {
     }
 }
 
+/// `GET /metrics`: the management API key, or `metrics.token` when one is configured.
+pub struct MetricsKey;
+
+impl FromRequestParts<AppState> for MetricsKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = &state.config.metrics.token;
+        let presented = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let scraper = !token.is_empty()
+            && bool::from(
+                hash_secret(presented)
+                    .as_bytes()
+                    .ct_eq(hash_secret(token).as_bytes()),
+            );
+        if scraper {
+            return Ok(MetricsKey);
+        }
+        ApiKey::from_request_parts(parts, state)
+            .await
+            .map(|_| MetricsKey)
+    }
+}
+
 /// The event listings and streams: the API key as for every management route, or, without an
 /// Authorization header, a stream token as `?token=` (browsers' EventSource cannot send
 /// headers). The handler checks what the access permits (`Access::permits`); a token is never

@@ -15,6 +15,10 @@ use super::AppState;
 use crate::errors::{ApiError, CredentialError, OAuthError};
 use crate::oauth::{attestation, dpop};
 
+/// The error code a response carries, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -41,6 +45,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        response.extensions_mut().insert(ErrorCode(self.code()));
         response
     }
 }
@@ -57,7 +62,9 @@ impl IntoResponse for OAuthError {
             _ => StatusCode::BAD_REQUEST,
         };
         let body = json!({"error": self.code(), "error_description": self.to_string()});
-        no_store((status, Json(body)).into_response())
+        let mut response = no_store((status, Json(body)).into_response());
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        response
     }
 }
 
@@ -77,6 +84,7 @@ impl IntoResponse for CredentialError {
         let description = self.to_string();
         let body = json!({"error": self.code(), "error_description": description});
         let mut response = no_store((status, Json(body)).into_response());
+        response.extensions_mut().insert(ErrorCode(self.code()));
         let scheme = match &self {
             CredentialError::InvalidToken(_) => Some("Bearer"),
             CredentialError::InvalidDpopProof(_) | CredentialError::UseDpopNonce(_) => Some("DPoP"),

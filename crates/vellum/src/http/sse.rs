@@ -58,7 +58,10 @@ pub async fn respond(
     }
     let after = resume_after(headers, after)?.unwrap_or(0);
     let heartbeat = ctx.config.streams.heartbeat;
-    let events = streams::open(ctx, scope, after).await?.map(|event| {
+    let open = ctx.metrics.stream_opened();
+    let events = streams::open(ctx, scope, after).await?.map(move |event| {
+        // The stream holds the gauge's count while it is open.
+        let _open = &open;
         Ok::<_, Infallible>(
             Event::default()
                 .id(event.sequence.to_string())

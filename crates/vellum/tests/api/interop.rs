@@ -10,6 +10,7 @@ mod fuzz;
 mod holder_did;
 mod leaks;
 mod mdoc;
+mod metrics;
 mod refresh;
 mod sd_jwt;
 mod status;

@@ -185,6 +185,8 @@ async fn the_description_requires_the_api_key_exactly_where_the_code_does() {
             json!([{"apiKey": []}, {"streamToken": []}])
         } else if is_management(&path) && path != DESCRIPTION {
             json!([{"apiKey": []}])
+        } else if path == "/metrics" {
+            json!([{"apiKey": []}, {"metricsToken": []}])
         } else if ["/credential", "/deferred-credential", "/notification"].contains(&path.as_str())
         {
             json!([{"accessToken": []}, {"dpopAccessToken": []}])
@@ -797,6 +799,16 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         let (status, _) = api.check("GET", path, get(path).await.expect("GET")).await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
+    let response = app
+        .client
+        .get(app.endpoint("/metrics"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await;
+    let (status, _) = api
+        .check("GET", "/metrics", response.expect("metrics"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "/metrics");
 
     // Keys.
     let example = api.request_example("POST", "/api/v1/keys");
