@@ -1,7 +1,9 @@
 //! This instance's counters, in the Prometheus text exposition format (version 0.0.4): requests
 //! by route template, method and status, their latency as histograms by route template, error
-//! responses by their `code`/`error`, and the event streams open now. Kept in memory per
-//! instance, as Prometheus expects (it sums instances itself); counted by the HTTP layer.
+//! responses by their `code`/`error`, webhook attempts by outcome, and the event streams open
+//! now. Kept in memory per instance, as Prometheus expects (it sums instances itself); counted by
+//! the HTTP layer and the webhook dispatcher. The delivery backlog, shared by every instance, is
+//! read from the store at each scrape and given to [`Metrics::render`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -36,6 +38,14 @@ struct Counts {
     requests: BTreeMap<(String, String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
     errors: BTreeMap<(&'static str, u16), u64>,
+    attempts: BTreeMap<&'static str, u64>,
+}
+
+/// The pending deliveries to one webhook URL (shown without its query or user info).
+pub struct Queue {
+    pub url: String,
+    pub pending: i64,
+    pub oldest_age_seconds: f64,
 }
 
 #[derive(Default)]
@@ -77,14 +87,21 @@ impl Metrics {
         }
     }
 
+    /// Counts a webhook attempt whose outcome was recorded: `delivered`, `retrying`, `failed`
+    /// (the schedule ran out) or `gone` (410).
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.attempts.entry(outcome).or_default() += 1;
+    }
+
     /// Counts an event stream as open until the guard is dropped.
     pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
     }
 
-    /// Everything, in the text exposition format.
-    pub fn render(&self) -> String {
+    /// Everything, with the delivery `backlog`, in the text exposition format.
+    pub fn render(&self, backlog: &[Queue]) -> String {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         out.push_str("# HELP vellum_http_requests_total Requests answered, by route template, method and status.\n");
@@ -131,6 +148,34 @@ impl Metrics {
                 escape(code)
             );
         }
+        out.push_str("# HELP vellum_webhook_attempts_total Webhook attempts recorded by this instance, by outcome (delivered, retrying, failed: retries exhausted, gone: 410).\n");
+        out.push_str("# TYPE vellum_webhook_attempts_total counter\n");
+        for (outcome, count) in &counts.attempts {
+            let _ = writeln!(
+                out,
+                "vellum_webhook_attempts_total{{outcome=\"{outcome}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP vellum_webhook_deliveries_pending Deliveries not yet made or given up, by webhook URL (every instance's).\n");
+        out.push_str("# TYPE vellum_webhook_deliveries_pending gauge\n");
+        for queue in backlog {
+            let _ = writeln!(
+                out,
+                "vellum_webhook_deliveries_pending{{url=\"{}\"}} {}",
+                escape(&queue.url),
+                queue.pending
+            );
+        }
+        out.push_str("# HELP vellum_webhook_oldest_pending_age_seconds Age of the oldest pending delivery, by webhook URL.\n");
+        out.push_str("# TYPE vellum_webhook_oldest_pending_age_seconds gauge\n");
+        for queue in backlog {
+            let _ = writeln!(
+                out,
+                "vellum_webhook_oldest_pending_age_seconds{{url=\"{}\"}} {}",
+                escape(&queue.url),
+                queue.oldest_age_seconds
+            );
+        }
         out.push_str("# HELP vellum_open_event_streams Server-Sent Event streams open now.\n");
         out.push_str("# TYPE vellum_open_event_streams gauge\n");
         let _ = writeln!(
@@ -166,7 +211,7 @@ mod tests {
                 took: Duration::from_millis(millis),
             });
         }
-        let text = metrics.render();
+        let text = metrics.render(&[]);
         assert!(
             text.contains(
                 "vellum_http_requests_total{route=\"/a\\\"b\",method=\"GET\",status=\"200\"} 5"
@@ -178,8 +223,16 @@ mod tests {
         assert!(text.contains("le=\"2.5\"} 4\n"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 5\n"), "{text}");
         let guard = metrics.stream_opened();
-        assert!(metrics.render().contains("vellum_open_event_streams 1\n"));
+        assert!(
+            metrics
+                .render(&[])
+                .contains("vellum_open_event_streams 1\n")
+        );
         drop(guard);
-        assert!(metrics.render().contains("vellum_open_event_streams 0\n"));
+        assert!(
+            metrics
+                .render(&[])
+                .contains("vellum_open_event_streams 0\n")
+        );
     }
 }

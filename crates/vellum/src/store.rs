@@ -579,6 +579,14 @@ pub struct FinishedAttempt {
     pub at: Millis,
 }
 
+/// The pending deliveries to one webhook URL: how many, and when the oldest was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backlog {
+    pub url: String,
+    pub pending: i64,
+    pub oldest_created_at: Millis,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryRecord {
     pub id: i64,
@@ -913,6 +921,8 @@ pub trait Outbox: Send + Sync {
         limit: u32,
         per_url: u32,
     ) -> StoreResult<Vec<DueDelivery>>;
+    /// The pending deliveries by URL, in URL order (for the metrics).
+    async fn delivery_backlog(&self) -> StoreResult<Vec<Backlog>>;
     /// Every delivery of a session's events, with its attempts.
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>>;
     /// Sends again: one event's deliveries, or every FAILED or GONE delivery of the session.

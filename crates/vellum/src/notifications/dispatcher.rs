@@ -284,6 +284,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
                 .await
             {
                 Ok(due) => {
+                    count_attempts(&ctx, &recorded);
                     claimed = due.len();
                     came_up_empty = (claimed == 0 && recorded_nothing).then(Instant::now);
                     for delivery in due {
@@ -350,7 +351,21 @@ async fn record_each(ctx: &Context, finished: Vec<FinishedAttempt>) {
         {
             // The lease runs out and the delivery is tried again: at least once still holds.
             tracing::warn!(%error, delivery = attempt.delivery, "cannot record a webhook attempt");
+        } else {
+            count_attempts(ctx, std::slice::from_ref(&attempt));
         }
+    }
+}
+
+/// The metrics of attempts whose outcome was recorded.
+fn count_attempts(ctx: &Context, recorded: &[FinishedAttempt]) {
+    for attempt in recorded {
+        ctx.metrics.webhook_attempt(match attempt.outcome {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::RetryAt(_) => "retrying",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Gone => "gone",
+        });
     }
 }
 

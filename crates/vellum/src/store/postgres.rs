@@ -2013,6 +2013,11 @@ impl Outbox for PostgresStore {
         Ok(due)
     }
 
+    async fn delivery_backlog(&self) -> StoreResult<Vec<Backlog>> {
+        let conn = self.pool.get().await?;
+        collect(conn.db(), sql::DELIVERY_BACKLOG, &[], rows::backlog).await
+    }
+
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
         let conn = self.pool.get().await?;
         let mut records = collect(

@@ -325,6 +325,14 @@ pub(super) fn delivery(row: &dyn Columns) -> StoreResult<DeliveryRecord> {
 
 /// A row of `SELECT started_at, duration_ms, status_code, error, response FROM
 /// delivery_attempts`.
+pub(super) fn backlog(row: &dyn Columns) -> StoreResult<Backlog> {
+    Ok(Backlog {
+        url: row.text("url")?,
+        pending: row.int("pending")?,
+        oldest_created_at: row.int("oldest_created_at")?,
+    })
+}
+
 pub(super) fn attempt(row: &dyn Columns) -> StoreResult<AttemptRecord> {
     Ok(AttemptRecord {
         started_at: row.int("started_at")?,

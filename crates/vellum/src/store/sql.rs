@@ -225,6 +225,11 @@ pub(super) static EVENTS: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Session.
+/// Reads the partial index of pending deliveries only.
+pub(super) const DELIVERY_BACKLOG: &str = "SELECT url, COUNT(*) AS pending, \
+     MIN(created_at) AS oldest_created_at FROM deliveries WHERE status = 'PENDING' \
+     GROUP BY url ORDER BY url";
+
 pub(super) const SESSION_DELIVERIES: &str = "SELECT id, event_seq, url, status, \
     next_attempt_at FROM deliveries WHERE session_id = $1 ORDER BY event_seq, id";
 

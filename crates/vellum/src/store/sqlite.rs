@@ -1737,6 +1737,11 @@ impl Outbox for SqliteStore {
         .await
     }
 
+    async fn delivery_backlog(&self) -> StoreResult<Vec<Backlog>> {
+        self.read(|conn| collect(conn, sql::DELIVERY_BACKLOG, [], rows::backlog))
+            .await
+    }
+
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
         self.read(move |conn| {
             let mut records = collect(

@@ -3,13 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use axum::response::IntoResponse;
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::process::Command;
 
 use crate::support::interop::{interop_dir, require_installed, run, stdout_json};
 use crate::support::wallet::Wallet;
-use crate::support::{API_KEY, DEMO_PROFILE, TestApp, spawn_app_with};
+use crate::support::webhooks::{
+    Receiver, all_delivered, attempt_codes, now, offer_to, wait_for_events, webhook_app,
+};
+use crate::support::{API_KEY, DEMO_PROFILE, TestApp, offer_id, spawn_app_with};
 
 const SCRAPER_TOKEN: &str = "scraper-token-0123456789-abcdefghijklmn";
 
@@ -251,4 +255,55 @@ async fn prometheus_reads_exact_counts_of_a_known_workload() {
         1.0
     );
     drop(stream);
+}
+
+#[tokio::test]
+async fn webhook_attempts_and_the_pending_backlog_are_counted_exactly() {
+    let ok = Receiver::start(Vec::new()).await;
+    let failing =
+        Receiver::answering(|| now((StatusCode::INTERNAL_SERVER_ERROR, "not now").into_response()))
+            .await;
+    // One retry, an hour away: the failed delivery stays pending.
+    let app = webhook_app(json!({"notifications": {"retry_schedule": ["1h"]}})).await;
+    let delivered = app.create_offer(offer_to(json!({"url": ok.url}))).await;
+    let with_secret = format!("{}?secret=receivers-own-secret", failing.url);
+    let stuck = app
+        .create_offer(offer_to(json!({"url": with_secret})))
+        .await;
+    wait_for_events(&app, &offer_id(&delivered), "a delivery", all_delivered).await;
+    wait_for_events(&app, &offer_id(&stuck), "a failed attempt", |items| {
+        !items.is_empty() && items.iter().all(|item| attempt_codes(item) == [Some(500)])
+    })
+    .await;
+
+    let samples = scrape(&app, API_KEY).await;
+    let attempts = "vellum_webhook_attempts_total";
+    assert_eq!(value(&samples, attempts, &[("outcome", "delivered")]), 1.0);
+    assert_eq!(value(&samples, attempts, &[("outcome", "retrying")]), 1.0);
+    let shown = failing.url.as_str();
+    assert_eq!(
+        value(
+            &samples,
+            "vellum_webhook_deliveries_pending",
+            &[("url", shown)]
+        ),
+        1.0
+    );
+    let age = value(
+        &samples,
+        "vellum_webhook_oldest_pending_age_seconds",
+        &[("url", shown)],
+    );
+    assert!((0.0..60.0).contains(&age), "{age}");
+    assert!(
+        !samples.keys().any(
+            |(name, labels)| name.starts_with("vellum_webhook_deliveries_pending")
+                && labels.get("url") == Some(&ok.url)
+        ),
+        "a URL with nothing pending has no backlog"
+    );
+    assert!(
+        !format!("{samples:?}").contains("receivers-own-secret"),
+        "a webhook URL's query is never a label"
+    );
 }
