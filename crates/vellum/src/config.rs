@@ -40,6 +40,7 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub streams: StreamsConfig,
     pub metrics: MetricsConfig,
+    pub console: ConsoleConfig,
     pub credentials: CredentialsConfig,
     pub sessions: SessionsConfig,
     #[serde(default)]
@@ -380,6 +381,16 @@ pub struct StreamsConfig {
 pub struct MetricsConfig {
     /// A bearer token for `GET /metrics` besides the management API key ("": the key only).
     pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Whether `/console` is served.
+    pub enabled: bool,
+    /// How long a console sign-in lasts.
+    #[serde(deserialize_with = "delay")]
+    pub session_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -744,6 +755,7 @@ impl Config {
                 self.notifications.poll_interval,
             ),
             ("streams.heartbeat", self.streams.heartbeat),
+            ("console.session_lifetime", self.console.session_lifetime),
         ] {
             if delay.is_zero() {
                 return fail(key, "must be positive");

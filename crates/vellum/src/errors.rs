@@ -65,6 +65,9 @@ pub enum ApiError {
     Invalid { code: &'static str, detail: String },
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// A console request that changes something without its session's CSRF token.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{detail}")]
@@ -93,6 +96,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",

@@ -15,6 +15,7 @@ use crate::errors::{ApiError, OAuthError};
 use extract::ApiKey;
 
 mod authorization;
+mod console;
 mod cors;
 mod discovery;
 mod extract;
@@ -64,6 +65,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .merge(well_known)
         .merge(under_issuer_path(&ctx, endpoints))
+        .merge(under_issuer_path(&ctx, console::router(&ctx)))
         .route_layer(middleware::from_fn(metrics::name_route))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(|| async {

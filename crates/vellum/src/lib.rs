@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod oauth;
 pub mod offers;
+pub mod operator;
 pub mod profiles;
 pub mod protocol;
 pub mod qr;

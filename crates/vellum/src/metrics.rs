@@ -42,6 +42,8 @@ struct Counts {
 }
 
 /// The pending deliveries to one webhook URL (shown without its query or user info).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Queue {
     pub url: String,
     pub pending: i64,

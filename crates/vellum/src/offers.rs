@@ -18,6 +18,7 @@ use crate::oauth::authorization;
 use crate::oauth::pre_authorized::{self, TxCodeSpec};
 use crate::profiles::{self, IssuanceTemplate, ProfileDefinition};
 use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT};
+use crate::qr;
 use crate::secrets::hash_secret;
 use crate::sessions;
 use crate::store::{GrantKind, GrantState, SessionLookup, SessionRecord, SessionStatus};
@@ -263,26 +264,11 @@ pub async fn create_offer(
         .create_session(&session, Some(&grant), &event)
         .await?;
 
-    let (credential_offer, credential_offer_uri) = match request.value_mode {
-        ValueMode::ByValue => (
-            format!(
-                "openid-credential-offer://?credential_offer={}",
-                encode(&offer_json(ctx, &session, grant.kind, grant.tx_code.as_ref()).to_string())
-            ),
-            None,
-        ),
-        ValueMode::ByReference => {
-            let handle = pre_authorized::offer_handle(&ctx.secrets, id);
-            let uri = ctx.endpoint(&format!("/credential-offer/{handle}"));
-            (
-                format!(
-                    "openid-credential-offer://?credential_offer_uri={}",
-                    encode(&uri)
-                ),
-                Some(uri),
-            )
-        }
-    };
+    let OfferLinks {
+        credential_offer,
+        credential_offer_uri,
+        ..
+    } = links(ctx, &session, grant.kind, grant.tx_code.as_ref());
     Ok(OfferCreated {
         offer_id: id,
         profile_id: profile.id,
@@ -294,6 +280,91 @@ pub async fn create_offer(
         credential_offer_uri,
         tx_code_value: tx_code.map(|tx_code| tx_code.value),
         expires_at,
+    })
+}
+
+/// How a holder's wallet reaches an offer: the `openid-credential-offer://` URI (for a QR code
+/// or deep link) and, by reference, the URL it points to.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferLinks {
+    pub offer_id: SessionId,
+    pub credential_offer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_offer_uri: Option<String>,
+    /// Unix milliseconds.
+    pub expires_at: Millis,
+}
+
+fn links(
+    ctx: &Context,
+    session: &SessionRecord,
+    kind: GrantKind,
+    tx_code: Option<&Value>,
+) -> OfferLinks {
+    let (credential_offer, credential_offer_uri) = if session.by_value {
+        (
+            format!(
+                "openid-credential-offer://?credential_offer={}",
+                encode(&offer_json(ctx, session, kind, tx_code).to_string())
+            ),
+            None,
+        )
+    } else {
+        let handle = pre_authorized::offer_handle(&ctx.secrets, session.id);
+        let uri = ctx.endpoint(&format!("/credential-offer/{handle}"));
+        (
+            format!(
+                "openid-credential-offer://?credential_offer_uri={}",
+                encode(&uri)
+            ),
+            Some(uri),
+        )
+    };
+    OfferLinks {
+        offer_id: session.id,
+        credential_offer,
+        credential_offer_uri,
+        expires_at: session.expires_at,
+    }
+}
+
+/// The links of an offer that can still be redeemed (its session ACTIVE, unexpired, its grant
+/// unused), to show it again, e.g. on a second screen; never its tx code, which only its
+/// creation shows.
+pub async fn redeemable_offer(ctx: &Context, id: SessionId) -> Result<OfferLinks, ApiError> {
+    let session = ctx
+        .store
+        .session(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no session {id}")))?;
+    let grant = session
+        .offer_grant
+        .as_ref()
+        .filter(|grant| grant.state == GrantState::Unused);
+    match grant {
+        Some(grant)
+            if session.status == SessionStatus::Active && session.expires_at > ctx.clock.now() =>
+        {
+            Ok(links(ctx, &session, grant.kind, grant.tx_code.as_ref()))
+        }
+        _ => Err(ApiError::Conflict {
+            code: "offer_not_redeemable",
+            detail: "the offer can no longer be redeemed (used, expired or finished)".into(),
+        }),
+    }
+}
+
+/// The QR code of an offer that can still be redeemed, as SVG.
+pub async fn offer_qr(ctx: &Context, id: SessionId) -> Result<String, ApiError> {
+    let links = redeemable_offer(ctx, id).await?;
+    qr::svg(&links.credential_offer, "Credential offer").map_err(|qr::TooLong(length)| {
+        ApiError::Conflict {
+            code: "offer_too_long",
+            detail: format!(
+                "the offer URI ({length} bytes) does not fit a QR code; offer it by reference"
+            ),
+        }
     })
 }
 

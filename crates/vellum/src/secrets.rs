@@ -39,6 +39,7 @@ pub enum Purpose {
     IssuerState,
     UpstreamLogin,
     StreamToken,
+    ConsoleSession,
     MasterKeyCheck,
     RequestEncryption,
 }
@@ -57,6 +58,7 @@ impl Purpose {
             Purpose::IssuerState => b"vellum/v1/issuer-state",
             Purpose::UpstreamLogin => b"vellum/v1/upstream-login",
             Purpose::StreamToken => b"vellum/v1/stream-token",
+            Purpose::ConsoleSession => b"vellum/v1/console-session",
             Purpose::MasterKeyCheck => b"vellum/v1/master-key-check",
             Purpose::RequestEncryption => b"vellum/v1/request-encryption",
         }

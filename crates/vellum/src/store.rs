@@ -935,6 +935,55 @@ pub trait Outbox: Send + Sync {
     ) -> StoreResult<u64>;
 }
 
+/// A console sign-in: the hash of its cookie, the fingerprint of the API key it was made with
+/// (a new key ends it), and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRecord {
+    pub id_hash: String,
+    pub key_fingerprint: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// How many sessions of one credential configuration, made since a moment, are in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionCount {
+    pub credential_configuration_id: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// How many deliveries made since a moment are in one state: `DELIVERED`, `PENDING` (not yet
+/// tried), `RETRYING` (pending after a failed attempt), `FAILED` or `GONE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryCount {
+    pub state: String,
+    pub count: i64,
+}
+
+/// The operator's view: console sign-ins and the counts of a recent window.
+#[async_trait]
+pub trait OperatorStore: Send + Sync {
+    /// Records a sign-in, and forgets those that expired before `now`.
+    async fn open_console_session(
+        &self,
+        session: &ConsoleSessionRecord,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// The sign-in with this cookie hash, unless it expired by `now` or was closed.
+    async fn console_session(
+        &self,
+        id_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<ConsoleSessionRecord>>;
+    /// Ends a sign-in; false when there was none.
+    async fn close_console_session(&self, id_hash: &str) -> StoreResult<bool>;
+    /// Sessions created at or after `since`, by credential configuration and status.
+    async fn session_counts(&self, since: Millis) -> StoreResult<Vec<SessionCount>>;
+    /// Deliveries created at or after `since`, by state.
+    async fn delivery_counts(&self, since: Millis) -> StoreResult<Vec<DeliveryCount>>;
+}
+
 /// The whole store, one trait per concern; both stores implement every one.
 pub trait Store:
     SettingsStore
@@ -946,6 +995,7 @@ pub trait Store:
     + ReplayStore
     + EventLog
     + Outbox
+    + OperatorStore
     + 'static
 {
 }
@@ -960,6 +1010,7 @@ impl<T> Store for T where
         + ReplayStore
         + EventLog
         + Outbox
+        + OperatorStore
         + 'static
 {
 }

@@ -2,9 +2,9 @@
 
 use axum::extract::rejection::{FormRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -15,7 +15,7 @@ use crate::errors::{ApiError, CredentialError, OAuthError};
 use crate::limits;
 use crate::secrets::hash_secret;
 use crate::streams::{self, Access};
-use crate::{encryption, issuance, oauth};
+use crate::{encryption, issuance, oauth, operator};
 
 fn body_detail(status: StatusCode, text: String, limit: usize) -> String {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -98,7 +98,9 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
     }
 }
 
-/// Requires `Authorization: Bearer <management API key>`.
+/// The operator: `Authorization: Bearer <management API key>`, or, without that header, the
+/// console's session cookie; a cookie-authenticated request that is not GET or HEAD must also
+/// carry its session's `X-CSRF-Token` (the cookie is SameSite=Strict besides).
 pub struct ApiKey;
 
 impl FromRequestParts<AppState> for ApiKey {
@@ -108,6 +110,24 @@ impl FromRequestParts<AppState> for ApiKey {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(AUTHORIZATION)
+            && let Some(cookie) = console_cookie(&parts.headers)
+        {
+            if operator::session(state, cookie).await?.is_none() {
+                return Err(ApiError::Unauthorized);
+            }
+            let safe = parts.method == Method::GET || parts.method == Method::HEAD;
+            let csrf = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|value| value.to_str().ok());
+            if !safe && !csrf.is_some_and(|csrf| operator::csrf_matches(state, cookie, csrf)) {
+                return Err(ApiError::Forbidden(format!(
+                    "a console request that changes something needs its session's {CSRF_HEADER}"
+                )));
+            }
+            return Ok(ApiKey);
+        }
         let presented = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let matches = hash_secret(presented)
             .as_bytes()
@@ -120,7 +140,25 @@ impl FromRequestParts<AppState> for ApiKey {
     }
 }
 
-/// `GET /metrics`: the management API key, or `metrics.token` when one is configured.
+/// The console's session cookie.
+pub const CONSOLE_COOKIE: &str = "vellum_console";
+/// The header that carries a console session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of the console's session cookie, when the request carries one.
+pub fn console_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == CONSOLE_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+}
+
+/// `GET /metrics`: `metrics.token` when one is configured, or what [`ApiKey`] takes.
 pub struct MetricsKey;
 
 impl FromRequestParts<AppState> for MetricsKey {
@@ -131,13 +169,14 @@ impl FromRequestParts<AppState> for MetricsKey {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = &state.config.metrics.token;
-        let presented = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let scraper = !token.is_empty()
-            && bool::from(
-                hash_secret(presented)
-                    .as_bytes()
-                    .ct_eq(hash_secret(token).as_bytes()),
-            );
+            && bearer(&parts.headers).is_some_and(|presented| {
+                bool::from(
+                    hash_secret(presented)
+                        .as_bytes()
+                        .ct_eq(hash_secret(token).as_bytes()),
+                )
+            });
         if scraper {
             return Ok(MetricsKey);
         }
@@ -169,6 +208,10 @@ impl FromRequestParts<AppState> for StreamAuth {
                 .find(|(name, _)| name == "token")
                 .map(|(_, value)| value.into_owned())
         });
+        if token.is_none() && console_cookie(&parts.headers).is_some() {
+            ApiKey::from_request_parts(parts, state).await?;
+            return Ok(StreamAuth(Access::ApiKey));
+        }
         token
             .and_then(|token| streams::verify_token(state, &token))
             .map(|scope| StreamAuth(Access::Token(scope)))

@@ -1,5 +1,5 @@
 //! `/api/v1`: one router per resource (keys, profiles, offers, sessions, issued credentials,
-//! events), merged here.
+//! events, the overview), merged here.
 //! Every route requires the API key except the OpenAPI description; event streams also take a
 //! stream token (`?token=`).
 
@@ -20,6 +20,7 @@ mod credentials;
 mod events;
 mod keys;
 mod offers;
+mod overview;
 mod profiles;
 mod sessions;
 
@@ -32,6 +33,7 @@ pub fn routes(ctx: &Context) -> Routes {
         .merge(sessions::routes())
         .merge(credentials::routes())
         .merge(events::routes())
+        .merge(overview::routes())
         .map(|router| router.layer(DefaultBodyLimit::max(ctx.config.http.management_body_limit)))
         .nest("/api/v1");
     let description = Bytes::from(description(&ctx.issuer_url));

@@ -14,26 +14,15 @@ use super::extract::MetricsKey;
 use super::responses::{ErrorCode, no_store};
 use super::routes::Routes;
 use crate::errors::ApiError;
-use crate::metrics::{Answered, Queue};
+use crate::metrics::Answered;
+use crate::operator;
 
 pub fn routes() -> Routes {
     Routes::new().get("/metrics", metrics)
 }
 
 async fn metrics(State(ctx): State<AppState>, _: MetricsKey) -> Result<Response, ApiError> {
-    let now = ctx.clock.now();
-    let backlog: Vec<Queue> = ctx
-        .store
-        .delivery_backlog()
-        .await?
-        .into_iter()
-        .map(|queue| Queue {
-            url: shown(&queue.url),
-            pending: queue.pending,
-            #[allow(clippy::cast_precision_loss)]
-            oldest_age_seconds: (now - queue.oldest_created_at).max(0) as f64 / 1000.0,
-        })
-        .collect();
+    let backlog = operator::backlog(&ctx).await?;
     Ok(no_store(
         (
             [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
@@ -41,25 +30,6 @@ async fn metrics(State(ctx): State<AppState>, _: MetricsKey) -> Result<Response,
         )
             .into_response(),
     ))
-}
-
-/// A webhook URL as a label: scheme, host, port and path; never its query or user info, which
-/// may carry a secret of the receiver's.
-fn shown(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(parsed) => {
-            format!(
-                "{}://{}{}",
-                parsed.scheme(),
-                parsed.host_str().unwrap_or_default(),
-                parsed
-                    .port()
-                    .map(|port| format!(":{port}"))
-                    .unwrap_or_default()
-            ) + parsed.path()
-        }
-        Err(_) => "unparsable".to_owned(),
-    }
 }
 
 /// The template of the route that served a request, carried out on its response.

@@ -74,6 +74,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_wallet_notifications_and_deferred.sql",
         include_str!("../../migrations/postgres/0009_wallet_notifications_and_deferred.sql"),
     ),
+    (
+        "0010_console.sql",
+        include_str!("../../migrations/postgres/0010_console.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -2089,6 +2093,73 @@ impl Outbox for PostgresStore {
             .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok(changed)
+    }
+}
+
+#[async_trait]
+impl OperatorStore for PostgresStore {
+    async fn open_console_session(&self, s: &ConsoleSessionRecord, now: Millis) -> StoreResult<()> {
+        let mut conn = self.pool.get().await?;
+        let (tx, statements) = conn.begin().await?;
+        let db = Db::new(&tx, &statements);
+        db.execute(sql::FORGET_EXPIRED_CONSOLE_SESSIONS, &[&now])
+            .await
+            .map_err(db_error)?;
+        db.execute(
+            sql::INSERT_CONSOLE_SESSION,
+            &[&s.id_hash, &s.key_fingerprint, &s.created_at, &s.expires_at],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<ConsoleSessionRecord>> {
+        let conn = self.pool.get().await?;
+        let found = collect(
+            conn.db(),
+            sql::CONSOLE_SESSION,
+            &[&id_hash, &now],
+            rows::console_session,
+        )
+        .await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn close_console_session(&self, id_hash: &str) -> StoreResult<bool> {
+        let conn = self.pool.get().await?;
+        let closed = conn
+            .db()
+            .execute(sql::CLOSE_CONSOLE_SESSION, &[&id_hash])
+            .await
+            .map_err(db_error)?;
+        Ok(closed > 0)
+    }
+
+    async fn session_counts(&self, since: Millis) -> StoreResult<Vec<SessionCount>> {
+        let conn = self.pool.get().await?;
+        collect(
+            conn.db(),
+            sql::SESSION_COUNTS,
+            &[&since],
+            rows::session_count,
+        )
+        .await
+    }
+
+    async fn delivery_counts(&self, since: Millis) -> StoreResult<Vec<DeliveryCount>> {
+        let conn = self.pool.get().await?;
+        collect(
+            conn.db(),
+            sql::DELIVERY_COUNTS,
+            &[&since],
+            rows::delivery_count,
+        )
+        .await
     }
 }
 

@@ -356,3 +356,27 @@ pub(super) fn consequence(outcome: AttemptOutcome) -> (DeliveryStatus, Option<Mi
         AttemptOutcome::Gone => (DeliveryStatus::Gone, None, 0),
     }
 }
+
+pub(super) fn console_session(row: &dyn Columns) -> StoreResult<ConsoleSessionRecord> {
+    Ok(ConsoleSessionRecord {
+        id_hash: row.text("id_hash")?,
+        key_fingerprint: row.text("key_fingerprint")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(super) fn session_count(row: &dyn Columns) -> StoreResult<SessionCount> {
+    Ok(SessionCount {
+        credential_configuration_id: row.text("credential_configuration_id")?,
+        status: row.text("status")?,
+        count: row.int("count")?,
+    })
+}
+
+pub(super) fn delivery_count(row: &dyn Columns) -> StoreResult<DeliveryCount> {
+    Ok(DeliveryCount {
+        state: row.text("state")?,
+        count: row.int("count")?,
+    })
+}

@@ -296,3 +296,23 @@ pub(super) const REVOKE_REQUEST_TOKENS: &str = "DELETE FROM access_tokens WHERE 
 /// Authorization request: its refresh tokens not yet used, dead.
 pub(super) const LOCK_REQUEST_GRANTS: &str =
     "UPDATE grants SET state = 'LOCKED' WHERE request_id = $1 AND state = 'UNUSED'";
+
+pub(super) const INSERT_CONSOLE_SESSION: &str = "INSERT INTO console_sessions \
+    (id_hash, key_fingerprint, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+
+pub(super) const FORGET_EXPIRED_CONSOLE_SESSIONS: &str =
+    "DELETE FROM console_sessions WHERE expires_at <= $1";
+
+pub(super) const CONSOLE_SESSION: &str = "SELECT id_hash, key_fingerprint, created_at, \
+    expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2";
+
+pub(super) const CLOSE_CONSOLE_SESSION: &str = "DELETE FROM console_sessions WHERE id_hash = $1";
+
+pub(super) const SESSION_COUNTS: &str = "SELECT credential_configuration_id, status, \
+    COUNT(*) AS count FROM sessions WHERE created_at >= $1 \
+    GROUP BY credential_configuration_id, status ORDER BY credential_configuration_id, status";
+
+/// A pending delivery that has been tried is retrying.
+pub(super) const DELIVERY_COUNTS: &str = "SELECT state, COUNT(*) AS count FROM (SELECT \
+    CASE WHEN status = 'PENDING' AND attempts > 0 THEN 'RETRYING' ELSE status END AS state \
+    FROM deliveries WHERE created_at >= $1) AS recent GROUP BY state ORDER BY state";

@@ -65,6 +65,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_wallet_notifications_and_deferred.sql",
         include_str!("../../migrations/sqlite/0009_wallet_notifications_and_deferred.sql"),
     ),
+    (
+        "0010_console.sql",
+        include_str!("../../migrations/sqlite/0010_console.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -1798,6 +1802,73 @@ impl Outbox for SqliteStore {
             Ok(changed as u64)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl OperatorStore for SqliteStore {
+    async fn open_console_session(
+        &self,
+        session: &ConsoleSessionRecord,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let s = session.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(sql::FORGET_EXPIRED_CONSOLE_SESSIONS)
+                .and_then(|mut statement| statement.execute([now]))
+                .map_err(db_error)?;
+            conn.prepare_cached(sql::INSERT_CONSOLE_SESSION)
+                .and_then(|mut statement| {
+                    statement.execute(params![
+                        s.id_hash,
+                        s.key_fingerprint,
+                        s.created_at,
+                        s.expires_at
+                    ])
+                })
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn console_session(
+        &self,
+        id_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<ConsoleSessionRecord>> {
+        let id_hash = id_hash.to_owned();
+        self.read(move |conn| {
+            let found = collect(
+                conn,
+                sql::CONSOLE_SESSION,
+                params![id_hash, now],
+                rows::console_session,
+            )?;
+            Ok(found.into_iter().next())
+        })
+        .await
+    }
+
+    async fn close_console_session(&self, id_hash: &str) -> StoreResult<bool> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(sql::CLOSE_CONSOLE_SESSION)
+                .and_then(|mut statement| statement.execute([id_hash]))
+                .map(|closed| closed > 0)
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn session_counts(&self, since: Millis) -> StoreResult<Vec<SessionCount>> {
+        self.read(move |conn| collect(conn, sql::SESSION_COUNTS, [since], rows::session_count))
+            .await
+    }
+
+    async fn delivery_counts(&self, since: Millis) -> StoreResult<Vec<DeliveryCount>> {
+        self.read(move |conn| collect(conn, sql::DELIVERY_COUNTS, [since], rows::delivery_count))
+            .await
     }
 }
 

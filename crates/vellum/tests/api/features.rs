@@ -3,6 +3,7 @@
 mod batch;
 mod cli;
 mod connections;
+mod console;
 mod cors;
 mod credential;
 mod deferred;

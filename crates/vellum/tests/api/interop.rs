@@ -4,6 +4,7 @@ mod attestation;
 mod authorization;
 mod batch;
 mod code_flow;
+mod console;
 mod deferred;
 mod encryption;
 mod fuzz;

@@ -16,7 +16,7 @@ use crate::support::wallet::{PRE_AUTHORIZED_GRANT, Wallet};
 use crate::support::{
     API_KEY, TestApp, assert_api_error, spawn_app, spawn_app_with, status_and_json,
 };
-use crate::support::{create_profile, free_port, profile_body};
+use crate::support::{create_profile, free_port, offer_id, profile_body};
 
 const DESCRIPTION: &str = "/api/v1/openapi.json";
 const HTTP_METHODS: &[&str] = &[
@@ -182,11 +182,11 @@ async fn the_description_requires_the_api_key_exactly_where_the_code_does() {
     for ((method, path), operation) in operations(&document) {
         let security = operation.get("security").cloned().unwrap_or(json!([]));
         let expected = if STREAMS.contains(&path.as_str()) && method == "GET" {
-            json!([{"apiKey": []}, {"streamToken": []}])
+            json!([{"apiKey": []}, {"streamToken": []}, {"consoleSession": []}])
         } else if is_management(&path) && path != DESCRIPTION {
-            json!([{"apiKey": []}])
+            json!([{"apiKey": []}, {"consoleSession": []}])
         } else if path == "/metrics" {
-            json!([{"apiKey": []}, {"metricsToken": []}])
+            json!([{"apiKey": []}, {"metricsToken": []}, {"consoleSession": []}])
         } else if ["/credential", "/deferred-credential", "/notification"].contains(&path.as_str())
         {
             json!([{"accessToken": []}, {"dpopAccessToken": []}])
@@ -948,6 +948,23 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
     let (status, offer) = api.check("POST", "/api/v1/offers", response).await;
     assert_eq!(status, StatusCode::CREATED, "{offer}");
     let offer_uri = offer["credentialOfferUri"].as_str().expect("offer URI");
+    let offer_path = format!("/api/v1/offers/{}", offer_id(&offer));
+    for (template, path) in [
+        ("/api/v1/offers/{offerId}", offer_path.clone()),
+        ("/api/v1/offers/{offerId}/qr", format!("{offer_path}/qr")),
+        ("/api/v1/overview", "/api/v1/overview".to_owned()),
+    ] {
+        let response = app.api(Method::GET, &path).send().await.expect("GET");
+        let (status, _) = api.check("GET", template, response).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    let response = app
+        .api(Method::GET, "/api/v1/overview?windowSeconds=0")
+        .send()
+        .await
+        .expect("GET");
+    let (status, _) = api.check("GET", "/api/v1/overview", response).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let handle = "/credential-offer/{handle}";
     let response = app.client.get(offer_uri).send().await.expect("GET offer");
     let (status, resolved) = api.check("GET", handle, response).await;
@@ -986,6 +1003,9 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
     let response = app.client.get(offer_uri).send().await.expect("GET offer");
     let (status, _) = api.check("GET", handle, response).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = app.api(Method::GET, &offer_path).send().await.expect("GET");
+    let (status, _) = api.check("GET", "/api/v1/offers/{offerId}", response).await;
+    assert_eq!(status, StatusCode::CONFLICT);
 
     let response = app.client.post(app.endpoint("/nonce")).send().await;
     let (status, nonce) = api.check("POST", "/nonce", response.expect("nonce")).await;

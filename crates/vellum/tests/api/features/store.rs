@@ -14,12 +14,12 @@ use vellum::store::postgres::PostgresStore;
 use vellum::store::sqlite::SqliteStore;
 use vellum::store::{
     Applied, AttemptOutcome, AttemptRecord, AuthorizationCompletion, AuthorizationRequestRecord,
-    Deferral, DeferredLookup, DeferredOutcome, DeferredState, DeliveryStatus, EventLog,
-    FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit, IssuedCredentialRecord,
-    KeyRecord, NewAccessToken, NewEvent, NewGrant, NotificationReceipt, ProfileRecord,
-    RequestLookup, RequestStatus, SessionFilter, SessionLookup, SessionRecord, SessionStatus,
-    Spent, StatusEntry, StatusListKind, Store, StoreError, TxCodeFailure, WalletNotification,
-    WebhookTarget,
+    ConsoleSessionRecord, Deferral, DeferredLookup, DeferredOutcome, DeferredState, DeliveryCount,
+    DeliveryStatus, EventLog, FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit,
+    IssuedCredentialRecord, KeyRecord, NewAccessToken, NewEvent, NewGrant, NotificationReceipt,
+    ProfileRecord, RequestLookup, RequestStatus, SessionCount, SessionFilter, SessionLookup,
+    SessionRecord, SessionStatus, Spent, StatusEntry, StatusListKind, Store, StoreError,
+    TxCodeFailure, WalletNotification, WebhookTarget,
 };
 
 /// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
@@ -85,6 +85,8 @@ conformance!(
     gone_stops_every_pending_delivery_to_the_url,
     redeliver_reschedules_failed_and_gone_deliveries,
     watch_events_advances_after_a_commit_with_events,
+    console_sign_ins_end_at_their_expiry_or_when_closed,
+    the_overview_counts_sessions_and_deliveries_since_a_moment,
 );
 
 // ----- records ------------------------------------------------------------------------------
@@ -2040,4 +2042,101 @@ async fn a_wallet_notification_is_recorded_once_for_its_session(store: &dyn Stor
     );
     let others = store.events(Some(other.id), 0, 100).await.expect("events");
     assert_eq!(others.len(), 1, "only its offer's event");
+}
+
+// ----- the operator -------------------------------------------------------------------------
+
+fn console_sign_in(id_hash: &str, created_at: Millis, expires_at: Millis) -> ConsoleSessionRecord {
+    ConsoleSessionRecord {
+        id_hash: id_hash.into(),
+        key_fingerprint: "fingerprint".into(),
+        created_at,
+        expires_at,
+    }
+}
+
+async fn console_sign_ins_end_at_their_expiry_or_when_closed(store: &dyn Store) {
+    let first = console_sign_in("first", 100, 200);
+    store.open_console_session(&first, 100).await.expect("open");
+    let found = |hash: &'static str, now: Millis| async move {
+        store.console_session(hash, now).await.expect("read")
+    };
+    assert_eq!(found("first", 199).await, Some(first.clone()));
+    assert_eq!(found("first", 200).await, None, "expired at its expiry");
+    assert_eq!(found("unknown", 150).await, None);
+    // A later sign-in forgets those expired by then.
+    let second = console_sign_in("second", 300, 400);
+    store
+        .open_console_session(&second, 300)
+        .await
+        .expect("open");
+    assert_eq!(found("first", 150).await, None, "forgotten");
+    assert_eq!(found("second", 350).await, Some(second));
+    assert!(store.close_console_session("second").await.expect("close"));
+    assert!(!store.close_console_session("second").await.expect("close"));
+    assert_eq!(found("second", 350).await, None);
+}
+
+async fn the_overview_counts_sessions_and_deliveries_since_a_moment(store: &dyn Store) {
+    let hooked = session(10, Some(webhook(HOOK, None)));
+    let quiet = session(20, None);
+    let expiring = session(30, Some(webhook(OTHER_HOOK, None)));
+    for s in [&hooked, &quiet, &expiring] {
+        create(store, s).await;
+    }
+    assert!(
+        store
+            .expire_session(expiring.id, 2_000, &[])
+            .await
+            .expect("expire")
+    );
+    let count = |status: &str, count: i64| SessionCount {
+        credential_configuration_id: "config".into(),
+        status: status.into(),
+        count,
+    };
+    assert_eq!(
+        store.session_counts(0).await.expect("counts"),
+        [count("ACTIVE", 2), count("EXPIRED", 1)]
+    );
+    assert_eq!(
+        store.session_counts(20).await.expect("counts"),
+        [count("ACTIVE", 1), count("EXPIRED", 1)]
+    );
+    assert_eq!(store.session_counts(31).await.expect("counts"), []);
+
+    // One delivery per hooked session (its offer event): one fails and will be retried.
+    let delivered = |state: &str, count: i64| DeliveryCount {
+        state: state.into(),
+        count,
+    };
+    assert_eq!(
+        store.delivery_counts(0).await.expect("counts"),
+        [delivered("PENDING", 2)]
+    );
+    let due = store
+        .claim_deliveries(40, 1_000, 10, 10)
+        .await
+        .expect("claim");
+    assert_eq!(due.len(), 2);
+    store
+        .record_and_claim(
+            vec![FinishedAttempt {
+                delivery: due[0].id,
+                record: ok_attempt(41, 500),
+                outcome: AttemptOutcome::RetryAt(500),
+                at: 42,
+            }],
+            43,
+            1_000,
+            0,
+            10,
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        store.delivery_counts(0).await.expect("counts"),
+        [delivered("PENDING", 1), delivered("RETRYING", 1)]
+    );
+    assert_eq!(store.delivery_counts(31).await.expect("counts"), []);
 }
