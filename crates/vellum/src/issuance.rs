@@ -16,6 +16,7 @@ use crate::events;
 use crate::keys;
 use crate::limits;
 use crate::mapping::{self, Inputs};
+use crate::metrics::Step;
 use crate::oauth::{dpop, nonces};
 use crate::profiles::IssuanceTemplate;
 use crate::protocol::PROOF_TYP;
@@ -218,6 +219,23 @@ async fn answer(
     if let Err(error) = &answered {
         record_failure(ctx, &authorized.session, error, authorized.now).await?;
     }
+    let format = ctx
+        .credential_configurations
+        .get(&authorized.session.credential_configuration_id)
+        .map_or("", |configured| configured.configuration.format.as_str());
+    let (outcome, credentials) = match &answered {
+        Ok(Answer {
+            response: CredentialResponse::Issued { credentials, .. },
+            ..
+        }) => ("issued", credentials.len() as u64),
+        Ok(_) => ("deferred", 0),
+        Err(error) => (error.code(), 0),
+    };
+    ctx.metrics.step(Step::Credential {
+        format,
+        outcome,
+        credentials,
+    });
     answered
 }
 

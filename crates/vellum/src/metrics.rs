@@ -1,8 +1,9 @@
 //! This instance's counters, in the Prometheus text exposition format (version 0.0.4): requests
 //! by route template, method and status, their latency as histograms by route template, error
-//! responses by their `code`/`error`, webhook attempts by outcome, and the event streams open
-//! now. Kept in memory per instance, as Prometheus expects (it sums instances itself); counted by
-//! the HTTP layer and the webhook dispatcher. The delivery backlog, shared by every instance, is
+//! responses by their `code`/`error`, the steps of issuance (offers, token requests, credential
+//! requests and credentials by format and outcome), webhook attempts by outcome, and the event
+//! streams open now. Kept in memory per instance, as Prometheus expects (it sums instances
+//! itself); counted by the HTTP layer, the features and the webhook dispatcher. The delivery backlog, shared by every instance, is
 //! read from the store at each scrape and given to [`Metrics::render`].
 
 use std::collections::BTreeMap;
@@ -39,6 +40,26 @@ struct Counts {
     latency: BTreeMap<String, Histogram>,
     errors: BTreeMap<(&'static str, u16), u64>,
     attempts: BTreeMap<&'static str, u64>,
+    offers: BTreeMap<String, u64>,
+    tokens: BTreeMap<(String, String), u64>,
+    credential_requests: BTreeMap<(String, String), u64>,
+    credentials: BTreeMap<String, u64>,
+}
+
+/// One step of issuance, as it is counted.
+pub enum Step<'a> {
+    /// An offer was made, by authorization method.
+    Offer { auth_method: &'a str },
+    /// A token request reached its grant: by grant type and outcome (`issued`, or the error
+    /// the wallet got).
+    Token { grant: &'a str, outcome: &'a str },
+    /// A credential request with an access token was answered: by format and outcome
+    /// (`issued` with how many credentials, `deferred`, or the error the wallet got).
+    Credential {
+        format: &'a str,
+        outcome: &'a str,
+        credentials: u64,
+    },
 }
 
 /// The pending deliveries to one webhook URL (shown without its query or user info).
@@ -96,6 +117,34 @@ impl Metrics {
         *counts.attempts.entry(outcome).or_default() += 1;
     }
 
+    pub fn step(&self, step: Step<'_>) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        match step {
+            Step::Offer { auth_method } => {
+                *counts.offers.entry(auth_method.to_owned()).or_default() += 1;
+            }
+            Step::Token { grant, outcome } => {
+                *counts
+                    .tokens
+                    .entry((grant.to_owned(), outcome.to_owned()))
+                    .or_default() += 1;
+            }
+            Step::Credential {
+                format,
+                outcome,
+                credentials,
+            } => {
+                *counts
+                    .credential_requests
+                    .entry((format.to_owned(), outcome.to_owned()))
+                    .or_default() += 1;
+                if credentials > 0 {
+                    *counts.credentials.entry(format.to_owned()).or_default() += credentials;
+                }
+            }
+        }
+    }
+
     /// Counts an event stream as open until the guard is dropped.
     pub fn stream_opened(self: &Arc<Self>) -> OpenStream {
         self.open_streams.fetch_add(1, Ordering::Relaxed);
@@ -148,6 +197,44 @@ impl Metrics {
                 out,
                 "vellum_error_responses_total{{code=\"{}\",status=\"{status}\"}} {count}",
                 escape(code)
+            );
+        }
+        out.push_str("# HELP vellum_offers_created_total Offers made, by authorization method.\n");
+        out.push_str("# TYPE vellum_offers_created_total counter\n");
+        for (method, count) in &counts.offers {
+            let _ = writeln!(
+                out,
+                "vellum_offers_created_total{{auth_method=\"{}\"}} {count}",
+                escape(method)
+            );
+        }
+        out.push_str("# HELP vellum_token_requests_total Token requests that reached their grant, by grant type and outcome (issued, or the OAuth error).\n");
+        out.push_str("# TYPE vellum_token_requests_total counter\n");
+        for ((grant, outcome), count) in &counts.tokens {
+            let _ = writeln!(
+                out,
+                "vellum_token_requests_total{{grant=\"{}\",outcome=\"{}\"}} {count}",
+                escape(grant),
+                escape(outcome)
+            );
+        }
+        out.push_str("# HELP vellum_credential_requests_total Credential and deferred credential requests with a valid access token, by format and outcome (issued, deferred, or the OID4VCI error).\n");
+        out.push_str("# TYPE vellum_credential_requests_total counter\n");
+        for ((format, outcome), count) in &counts.credential_requests {
+            let _ = writeln!(
+                out,
+                "vellum_credential_requests_total{{format=\"{}\",outcome=\"{}\"}} {count}",
+                escape(format),
+                escape(outcome)
+            );
+        }
+        out.push_str("# HELP vellum_credentials_issued_total Credentials issued, by format (a batch counts each).\n");
+        out.push_str("# TYPE vellum_credentials_issued_total counter\n");
+        for (format, count) in &counts.credentials {
+            let _ = writeln!(
+                out,
+                "vellum_credentials_issued_total{{format=\"{}\"}} {count}",
+                escape(format)
             );
         }
         out.push_str("# HELP vellum_webhook_attempts_total Webhook attempts recorded by this instance, by outcome (delivered, retrying, failed: retries exhausted, gone: 410).\n");

@@ -9,6 +9,7 @@ use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::OAuthError;
 use crate::events;
+use crate::metrics::Step;
 use crate::protocol::{AUTHORIZATION_CODE_GRANT, PRE_AUTHORIZED_GRANT, REFRESH_TOKEN_GRANT};
 use crate::secrets::{Purpose, hash_secret};
 use crate::store::{GrantKind, SessionLookup, SessionRecord};
@@ -85,6 +86,17 @@ pub enum GrantRequest {
     RefreshToken {
         refresh_token: String,
     },
+}
+
+impl GrantRequest {
+    /// The grant type, as `grant_type` names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GrantRequest::PreAuthorizedCode { .. } => PRE_AUTHORIZED_GRANT,
+            GrantRequest::AuthorizationCode { .. } => AUTHORIZATION_CODE_GRANT,
+            GrantRequest::RefreshToken { .. } => REFRESH_TOKEN_GRANT,
+        }
+    }
 }
 
 /// The token request's headers that grants and client authentication read: a DPoP proof
@@ -220,6 +232,22 @@ pub fn nonce(ctx: &Context) -> nonces::NonceResponse {
 
 /// `POST /token`.
 pub async fn token(
+    ctx: &Context,
+    request: TokenRequest,
+    headers: TokenHeaders,
+) -> Result<TokenResponse, OAuthError> {
+    let grant = request.grant.name();
+    let answered = exchange(ctx, request, headers).await;
+    let outcome = match &answered {
+        Ok(_) => "issued",
+        Err(error) => error.code(),
+    };
+    ctx.metrics.step(Step::Token { grant, outcome });
+    answered
+}
+
+/// The token endpoint's work for one grant.
+async fn exchange(
     ctx: &Context,
     request: TokenRequest,
     headers: TokenHeaders,

@@ -13,6 +13,7 @@ use crate::ids::{KeyId, ProfileId, SessionId};
 use crate::keys;
 use crate::limits;
 use crate::mapping;
+use crate::metrics::Step;
 use crate::notifications::Notifications;
 use crate::oauth::authorization;
 use crate::oauth::pre_authorized::{self, TxCodeSpec};
@@ -269,6 +270,12 @@ pub async fn create_offer(
         credential_offer_uri,
         ..
     } = links(ctx, &session, grant.kind, grant.tx_code.as_ref());
+    ctx.metrics.step(Step::Offer {
+        auth_method: match request.auth_method {
+            AuthMethod::PreAuthorized => "PRE_AUTHORIZED",
+            AuthMethod::Authorized => "AUTHORIZED",
+        },
+    });
     Ok(OfferCreated {
         offer_id: id,
         profile_id: profile.id,

@@ -227,6 +227,43 @@ async fn prometheus_reads_exact_counts_of_a_known_workload() {
     );
     assert!(value(&samples, &format!("{latency}_sum"), &[("route", "/token")]) > 0.0);
     assert_eq!(value(&samples, "vellum_open_event_streams", &[]), 0.0);
+    // The steps of issuance: two offers, a token issued and one refused, one credential.
+    assert_eq!(
+        value(
+            &samples,
+            "vellum_offers_created_total",
+            &[("auth_method", "PRE_AUTHORIZED")]
+        ),
+        2.0
+    );
+    let grant = "urn:ietf:params:oauth:grant-type:pre-authorized_code";
+    for (outcome, expected) in [("issued", 1.0), ("invalid_grant", 1.0)] {
+        assert_eq!(
+            value(
+                &samples,
+                "vellum_token_requests_total",
+                &[("grant", grant), ("outcome", outcome)]
+            ),
+            expected,
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        value(
+            &samples,
+            "vellum_credential_requests_total",
+            &[("format", "dc+sd-jwt"), ("outcome", "issued")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "vellum_credentials_issued_total",
+            &[("format", "dc+sd-jwt")]
+        ),
+        1.0
+    );
 
     // An open event stream is counted while it is open; the first scrape is counted now.
     let stream = app
