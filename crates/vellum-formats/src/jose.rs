@@ -1,9 +1,13 @@
 //! JWS compact serialisation, JWKs and the three signature algorithms Vellum uses.
 //!
-//! Written by hand on RustCrypto primitives: the surface is small (ES256, ES384, EdDSA), and
-//! owning it lets the issuer check every header field the way OID4VCI requires.
+//! Written by hand: the surface is small (ES256, ES384, EdDSA), and owning it lets the issuer
+//! check every header field the way OID4VCI requires. Keys are RustCrypto's (p256, p384,
+//! ed25519-dalek: parsing, JWKs, points); ECDSA signatures are made and checked by ring, several
+//! times faster than the pure-Rust curve arithmetic (docs/BENCHMARKS.md, issue 16).
 
 use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -177,9 +181,50 @@ fn decode_fixed<const N: usize>(text: &str, what: &'static str) -> Result<[u8; N
 /// A private signing key.
 #[derive(Clone)]
 pub enum SigningKey {
-    P256(p256::ecdsa::SigningKey),
-    P384(p384::ecdsa::SigningKey),
+    P256(EcKey<p256::ecdsa::SigningKey>),
+    P384(EcKey<p384::ecdsa::SigningKey>),
     Ed25519(ed25519_dalek::SigningKey),
+}
+
+/// An ECDSA key: the curve crate's key (its scalar and point), and ring's key pair for signing,
+/// made from it at the first signature and shared by every clone.
+#[derive(Clone)]
+pub struct EcKey<K> {
+    key: K,
+    signer: Arc<OnceLock<Option<ring::signature::EcdsaKeyPair>>>,
+}
+
+impl<K> EcKey<K> {
+    fn new(key: K) -> Self {
+        EcKey {
+            key,
+            signer: Arc::default(),
+        }
+    }
+}
+
+impl<K> Deref for EcKey<K> {
+    type Target = K;
+
+    fn deref(&self) -> &K {
+        &self.key
+    }
+}
+
+/// ring's key pair for a private scalar and its uncompressed public point; `None` only if
+/// ring refuses a key the curve crate accepted, which it does not for a valid key.
+fn ring_signer(
+    algorithm: &'static ring::signature::EcdsaSigningAlgorithm,
+    scalar: &[u8],
+    point: &[u8],
+) -> Option<ring::signature::EcdsaKeyPair> {
+    ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        algorithm,
+        scalar,
+        point,
+        &ring::rand::SystemRandom::new(),
+    )
+    .ok()
 }
 
 impl fmt::Debug for SigningKey {
@@ -191,8 +236,12 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     pub fn generate(algorithm: Algorithm) -> Self {
         match algorithm {
-            Algorithm::ES256 => SigningKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
-            Algorithm::ES384 => SigningKey::P384(p384::ecdsa::SigningKey::random(&mut OsRng)),
+            Algorithm::ES256 => {
+                SigningKey::P256(EcKey::new(p256::ecdsa::SigningKey::random(&mut OsRng)))
+            }
+            Algorithm::ES384 => {
+                SigningKey::P384(EcKey::new(p384::ecdsa::SigningKey::random(&mut OsRng)))
+            }
             Algorithm::EdDSA => {
                 SigningKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng))
             }
@@ -216,17 +265,17 @@ impl SigningKey {
         let key = match jwk.algorithm()? {
             Algorithm::ES256 => {
                 let d = Zeroizing::new(decode_fixed::<32>(d, "P-256 d must be 32 bytes")?);
-                SigningKey::P256(
+                SigningKey::P256(EcKey::new(
                     p256::ecdsa::SigningKey::from_slice(d.as_slice())
                         .map_err(|_| JoseError::InvalidKey("invalid P-256 private scalar"))?,
-                )
+                ))
             }
             Algorithm::ES384 => {
                 let d = Zeroizing::new(decode_fixed::<48>(d, "P-384 d must be 48 bytes")?);
-                SigningKey::P384(
+                SigningKey::P384(EcKey::new(
                     p384::ecdsa::SigningKey::from_slice(d.as_slice())
                         .map_err(|_| JoseError::InvalidKey("invalid P-384 private scalar"))?,
-                )
+                ))
             }
             Algorithm::EdDSA => {
                 let d = Zeroizing::new(decode_fixed::<32>(d, "Ed25519 d must be 32 bytes")?);
@@ -277,13 +326,39 @@ impl SigningKey {
     /// Signs `message`; ECDSA signatures are the fixed-size `r || s` form JWS requires.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         use ed25519_dalek::Signer as _;
+        let signer = match self {
+            SigningKey::P256(key) => key.signer.get_or_init(|| {
+                let point = key.verifying_key().to_encoded_point(false);
+                ring_signer(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &key.to_bytes(),
+                    point.as_bytes(),
+                )
+            }),
+            SigningKey::P384(key) => key.signer.get_or_init(|| {
+                let point = key.verifying_key().to_encoded_point(false);
+                ring_signer(
+                    &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                    &key.to_bytes(),
+                    point.as_bytes(),
+                )
+            }),
+            SigningKey::Ed25519(key) => return key.sign(message).to_bytes().to_vec(),
+        };
+        if let Some(signature) = signer
+            .as_ref()
+            .and_then(|signer| signer.sign(&ring::rand::SystemRandom::new(), message).ok())
+        {
+            return signature.as_ref().to_vec();
+        }
+        // Only if ring refused the key or its randomness failed: the curve crate signs.
         match self {
             SigningKey::P256(key) => {
-                let signature: p256::ecdsa::Signature = key.sign(message);
+                let signature: p256::ecdsa::Signature = key.key.sign(message);
                 signature.to_bytes().to_vec()
             }
             SigningKey::P384(key) => {
-                let signature: p384::ecdsa::Signature = key.sign(message);
+                let signature: p384::ecdsa::Signature = key.key.sign(message);
                 signature.to_bytes().to_vec()
             }
             SigningKey::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
@@ -308,25 +383,30 @@ pub fn verify(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), JoseError> {
-    use p256::ecdsa::signature::Verifier as _;
     if jwk.algorithm()? != algorithm {
         return Err(JoseError::InvalidKey("key does not match the algorithm"));
     }
     let bad = |_| JoseError::BadSignature;
+    let ring_verify = |algorithm: &'static ring::signature::EcdsaVerificationAlgorithm,
+                       point: &[u8]| {
+        ring::signature::UnparsedPublicKey::new(algorithm, point)
+            .verify(message, signature)
+            .map_err(|_| JoseError::BadSignature)
+    };
     match algorithm {
+        // The curve crate checks the point (a clear error for a key off the curve); ring checks
+        // the signature.
         Algorithm::ES256 => {
             let point = sec1_point::<32>(jwk)?;
-            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+            p256::PublicKey::from_sec1_bytes(&point)
                 .map_err(|_| JoseError::InvalidKey("not a P-256 point"))?;
-            let signature = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
-            key.verify(message, &signature).map_err(bad)
+            ring_verify(&ring::signature::ECDSA_P256_SHA256_FIXED, &point)
         }
         Algorithm::ES384 => {
             let point = sec1_point::<48>(jwk)?;
-            let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+            p384::PublicKey::from_sec1_bytes(&point)
                 .map_err(|_| JoseError::InvalidKey("not a P-384 point"))?;
-            let signature = p384::ecdsa::Signature::from_slice(signature).map_err(bad)?;
-            key.verify(message, &signature).map_err(bad)
+            ring_verify(&ring::signature::ECDSA_P384_SHA384_FIXED, &point)
         }
         Algorithm::EdDSA => {
             let x = decode_fixed::<32>(&jwk.x, "Ed25519 x must be 32 bytes")?;
@@ -428,6 +508,70 @@ fn json_object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, J
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// ring signs and verifies; the curve crates, an implementation of their own, agree both
+    /// ways, and a signature over other bytes or by another key fails.
+    #[test]
+    fn ecdsa_signatures_agree_with_the_curve_crates_both_ways() {
+        use p256::ecdsa::signature::{Signer as _, Verifier as _};
+        let message = b"header.payload";
+        for _ in 0..16 {
+            let key = SigningKey::generate(Algorithm::ES256);
+            let SigningKey::P256(inner) = &key else {
+                unreachable!("P-256")
+            };
+            let ours = key.sign(message);
+            let signature = p256::ecdsa::Signature::from_slice(&ours).expect("r || s");
+            inner
+                .verifying_key()
+                .verify(message, &signature)
+                .expect("p256 verifies ring's");
+            let theirs: p256::ecdsa::Signature = inner.key.sign(message);
+            verify(
+                &key.public_jwk(),
+                Algorithm::ES256,
+                message,
+                &theirs.to_bytes(),
+            )
+            .expect("ring verifies p256's");
+            assert_eq!(
+                verify(&key.public_jwk(), Algorithm::ES256, b"other", &ours),
+                Err(JoseError::BadSignature)
+            );
+            let other = SigningKey::generate(Algorithm::ES256).public_jwk();
+            assert_eq!(
+                verify(&other, Algorithm::ES256, message, &ours),
+                Err(JoseError::BadSignature)
+            );
+        }
+        let key = SigningKey::generate(Algorithm::ES384);
+        let SigningKey::P384(inner) = &key else {
+            unreachable!("P-384")
+        };
+        let ours = key.sign(message);
+        let signature = p384::ecdsa::Signature::from_slice(&ours).expect("r || s");
+        inner
+            .verifying_key()
+            .verify(message, &signature)
+            .expect("p384 verifies ring's");
+        let theirs: p384::ecdsa::Signature = inner.key.sign(message);
+        verify(
+            &key.public_jwk(),
+            Algorithm::ES384,
+            message,
+            &theirs.to_bytes(),
+        )
+        .expect("ring verifies p384's");
+        // A clone shares the signer made at the first signature.
+        let clone = key.clone();
+        verify(
+            &key.public_jwk(),
+            Algorithm::ES384,
+            message,
+            &clone.sign(message),
+        )
+        .expect("a clone signs");
+    }
 
     #[test]
     fn every_algorithm_signs_and_verifies_a_compact_jws() {
