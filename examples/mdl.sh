@@ -57,7 +57,7 @@ profile=$(api POST /api/v1/profiles "$(jq -n --arg key "$issuer_key" --argjson c
       {vehicle_category_code: "B", issue_date: "2010-04-01", expiry_date: "2030-04-01"}
     ]
   }}
-}')" | jq -r .id)
+}')" | jq -r .profileId)
 
 # 4. A pre-authorized offer with a transaction code.
 offer=$(api POST /api/v1/offers "$(jq -n --arg profile "$profile" '{profileId: $profile, txCode: {}}')")

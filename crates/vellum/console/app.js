@@ -314,9 +314,9 @@ function renderOverview(overview) {
 
 // ---- profiles -------------------------------------------------------------------------------
 
-const profileId = (profile) => profile.profileId ?? profile.id;
+const profileId = (profile) => profile.profileId;
 /// Members of a profile response that are not its definition.
-const VIEW_MEMBERS = ['profileId', 'id', 'version', 'active', 'createdAt', 'updatedAt'];
+const VIEW_MEMBERS = ['profileId', 'version', 'active', 'createdAt', 'updatedAt'];
 
 async function profilesPage() {
   const profiles = await call('GET', '/profiles');
@@ -529,7 +529,7 @@ async function holderPage(id) {
 
 // ---- sessions -------------------------------------------------------------------------------
 
-const sessionId = (session) => session.sessionId ?? session.id;
+const sessionId = (session) => session.sessionId;
 
 function sessionRow(session) {
   const id = sessionId(session);

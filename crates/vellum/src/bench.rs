@@ -61,7 +61,7 @@ pub async fn derived_profile(
         .await?;
     let mut profile = flows::expect_ok(response, "read the base profile").await?;
     let definition = profile.as_object_mut().context("a profile is an object")?;
-    for view_only in ["id", "version", "active", "createdAt", "updatedAt"] {
+    for view_only in ["profileId", "version", "active", "createdAt", "updatedAt"] {
         definition.remove(view_only);
     }
     if let serde_json::Value::Object(changes) = changes {

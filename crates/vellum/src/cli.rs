@@ -198,7 +198,7 @@ async fn execute(remote: &Remote, command: Management) -> Result<(), Error> {
             print(&listed, &|value| {
                 table(
                     value,
-                    &["id", "version", "credentialConfigurationId", "name"],
+                    &["profileId", "version", "credentialConfigurationId", "name"],
                 )
             });
         }
@@ -214,7 +214,7 @@ async fn execute(remote: &Remote, command: Management) -> Result<(), Error> {
                 format!(
                     "{} profile {} version {}\n",
                     if created { "created" } else { "updated" },
-                    text(&value["id"]),
+                    text(&value["profileId"]),
                     text(&value["version"])
                 )
             });
@@ -277,7 +277,12 @@ async fn execute(remote: &Remote, command: Management) -> Result<(), Error> {
             print(&listed, &|value| {
                 table(
                     value,
-                    &["id", "status", "profileId", "credentialConfigurationId"],
+                    &[
+                        "sessionId",
+                        "status",
+                        "profileId",
+                        "credentialConfigurationId",
+                    ],
                 )
             });
         }

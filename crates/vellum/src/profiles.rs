@@ -133,6 +133,8 @@ impl ProfileDefinition {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileView {
+    /// Named as Issuer2 names it (`profileId`); a request body still gives it as `id`.
+    #[serde(rename = "profileId")]
     pub id: ProfileId,
     pub version: i64,
     pub active: bool,

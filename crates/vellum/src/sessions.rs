@@ -20,6 +20,8 @@ use crate::store::{
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
+    /// Named as Issuer2 names it (`sessionId`).
+    #[serde(rename = "sessionId")]
     pub id: SessionId,
     pub profile_id: ProfileId,
     pub profile_version: i64,

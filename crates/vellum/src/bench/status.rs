@@ -134,7 +134,12 @@ async fn successful_sessions(
             .await?;
         let page = expect_ok(response, "list sessions").await?;
         for session in page["items"].as_array().context("items")? {
-            sessions.push(session["id"].as_str().context("id")?.to_owned());
+            sessions.push(
+                session["sessionId"]
+                    .as_str()
+                    .context("sessionId")?
+                    .to_owned(),
+            );
         }
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),

@@ -193,7 +193,8 @@ async fn each_credential_of_a_batch_gets_its_own_status_list_entry() {
         profile_body(json!({"issuerKeyId": DEMO_KEY, "credentialStatus": "STATUS_LIST"})),
     )
     .await;
-    let (session, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+    let (session, token) =
+        session_with_token(&app, json!({"profileId": profile["profileId"]})).await;
     let wallets: Vec<Wallet> = (0..10).map(|_| Wallet::new()).collect();
     let proofs = proofs_on_one_nonce(&app, &wallets).await;
     let reply = credential_reply(&app, &token, &batch(&proofs)).await;

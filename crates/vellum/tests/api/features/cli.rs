@@ -102,6 +102,7 @@ async fn profiles_are_listed_read_and_applied_from_a_file() {
     let read = vellum(&app, &["profiles", "get", "cli-badge", "--json"])
         .await
         .json();
+    assert_eq!(read["profileId"], "cli-badge", "{read}");
     assert_eq!(read["name"], "Renamed");
 
     // An invalid profile is the API's refusal, with its code; from stdin too.
@@ -177,6 +178,7 @@ async fn an_offer_is_created_with_its_qr_code_and_its_session_followed() {
     let view = vellum(&app, &["sessions", "get", &session, "--json"])
         .await
         .json();
+    assert_eq!(view["sessionId"], session.as_str(), "{view}");
     assert_eq!(view["status"], "SUCCESSFUL", "{view}");
     let listed = vellum(&app, &["sessions", "list", "--status", "SUCCESSFUL"]).await;
     assert!(listed.stdout.contains(&session), "{}", listed.stdout);

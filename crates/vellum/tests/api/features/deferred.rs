@@ -59,7 +59,7 @@ async fn the_backend_completes_a_deferred_transaction_and_the_wallet_fetches_it_
         profile_body(json!({"issuerKeyId": DEMO_KEY, "deferred": true})),
     )
     .await;
-    let (session, token) = deferred_session(&app, json!({"profileId": profile["id"]})).await;
+    let (session, token) = deferred_session(&app, json!({"profileId": profile["profileId"]})).await;
     let wallets = [Wallet::new(), Wallet::new()];
     let reply = request(&app, &token, &wallets).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);

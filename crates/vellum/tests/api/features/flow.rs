@@ -108,7 +108,9 @@ async fn a_legacy_vc_sd_jwt_configuration_issues_with_the_old_typ() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{profile}");
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     let checked = check_sd_jwt(&app, &credential).await;
     assert_eq!(checked.header["typ"], "vc+sd-jwt");
@@ -134,7 +136,9 @@ async fn an_sd_jwt_vc_issued_by_a_did_jwk_names_the_did_url_as_kid() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{profile}");
     let did = profile["issuerDid"].as_str().expect("did").to_owned();
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     // check_sd_jwt resolves a did:jwk kid from the DID itself and verifies with that key.
     let checked = check_sd_jwt(&app, &credential).await;

@@ -64,7 +64,9 @@ async fn an_mdl_is_issued_as_issuer_signed_cbor_under_the_document_signer_chain(
     let app = mdoc_app().await;
     let chain = x5_chain_for(&app, "demo-es256", "MDOC_DOCUMENT_SIGNER").await;
     let profile = create_profile(&app, mdl_profile(&chain)).await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let wallet = Wallet::new();
     let credential = wallet.complete(&app, &created).await;
 
@@ -233,7 +235,9 @@ async fn an_mdl_with_a_managed_status_references_its_token_status_list_entry() {
     let mut profile = mdl_profile(&chain);
     profile["credentialStatus"] = json!("STATUS_LIST");
     let profile = create_profile(&app, profile).await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     let issuer_signed = decode(&b64_decode(&credential).expect("base64url"));
     let issuer_auth = map_get(&issuer_signed, "issuerAuth")

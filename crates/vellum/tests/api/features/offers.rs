@@ -481,7 +481,7 @@ async fn an_issuer_did_override_replaces_the_profiles_x5_chain_for_that_offer() 
     let profile = create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
     let created = app
         .create_offer(json!({
-            "profileId": profile["id"],
+            "profileId": profile["profileId"],
             "runtimeOverrides": {"issuerDid": "did:web:issuer.example"}
         }))
         .await;
@@ -498,14 +498,15 @@ async fn an_offer_from_a_profile_whose_certificate_has_expired_is_refused() {
     let app = spawn_app().await;
     let chain = crate::support::x5_chain_for(&app, "demo-es256", "SD_JWT_SIGNER").await;
     let profile = create_profile(&app, profile_body(json!({"x5Chain": chain}))).await;
-    app.create_offer(json!({"profileId": profile["id"]})).await;
+    app.create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     // The signer certificate is valid for 365 days.
     app.clock.advance_seconds(366 * 86_400);
     let (status, refused) = app
         .api_json(
             Method::POST,
             "/api/v1/offers",
-            json!({"profileId": profile["id"]}),
+            json!({"profileId": profile["profileId"]}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");

@@ -1235,7 +1235,7 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
     )
     .await;
     let created = app
-        .create_offer(json!({"profileId": profile["id"], "authMethod": "AUTHORIZED"}))
+        .create_offer(json!({"profileId": profile["profileId"], "authMethod": "AUTHORIZED"}))
         .await;
     let offer = Wallet::new()
         .resolve(&app, created["credentialOffer"].as_str().expect("offer"))
@@ -1303,7 +1303,9 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
         profile_body(json!({"credentialStatus": "STATUS_LIST", "x5Chain": "development"})),
     )
     .await;
-    let created = app.create_offer(json!({"profileId": sd_jwt["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": sd_jwt["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     let payload = vellum_formats::jose::UnverifiedJws::parse(
         credential.split('~').next().expect("issuer-signed JWT"),
@@ -1451,7 +1453,9 @@ async fn real_responses_match_the_documented_schemas_and_examples() {
                "credentialData": {"credentialSubject": {"degree": "BSc"}}}),
     )
     .await;
-    let created = app.create_offer(json!({"profileId": degree["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": degree["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     let payload = vellum_formats::jose::UnverifiedJws::parse(&credential)
         .expect("JWS")

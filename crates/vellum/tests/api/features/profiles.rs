@@ -36,7 +36,9 @@ async fn a_profile_created_with_an_id_is_201_and_readable_under_that_id() {
     let reply = post_profile(&app, profile_body(json!({"id": "employee-badge"}))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
     let profile = &reply.body;
-    assert_eq!(profile["id"], "employee-badge");
+    // Named as Issuer2 names it; the request's `id` is not echoed under that name.
+    assert_eq!(profile["profileId"], "employee-badge");
+    assert!(profile.get("id").is_none(), "{profile}");
     assert_eq!(profile["version"], 1);
     assert_eq!(profile["active"], true);
     assert_eq!(profile["name"], "Test profile");
@@ -55,12 +57,12 @@ async fn a_profile_created_without_an_id_gets_a_generated_one() {
     let app = spawn_app().await;
     let first = create_profile(&app, profile_body(json!({}))).await;
     let second = create_profile(&app, profile_body(json!({}))).await;
-    let id = first["id"].as_str().unwrap();
+    let id = first["profileId"].as_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
-    assert_ne!(first["id"], second["id"]);
+    assert_ne!(first["profileId"], second["profileId"]);
     let read = send(&app, Method::GET, &format!("/api/v1/profiles/{id}"), None).await;
     assert_eq!(read.status, StatusCode::OK);
-    assert_eq!(read.body["id"], id);
+    assert_eq!(read.body["profileId"], id);
 }
 
 #[tokio::test]
@@ -88,7 +90,7 @@ async fn profiles_are_listed_and_unknown_ones_are_404() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|profile| profile["id"].as_str().unwrap())
+        .map(|profile| profile["profileId"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [DEMO_PROFILE, "listed"]);
     for path in [
@@ -220,7 +222,7 @@ async fn a_deleted_profile_stays_readable_as_inactive_and_makes_no_new_offers() 
         .as_array()
         .unwrap()
         .iter()
-        .find(|profile| profile["id"] == "short-lived")
+        .find(|profile| profile["profileId"] == "short-lived")
         .cloned()
         .unwrap();
     assert_eq!(listed["active"], false);
@@ -408,7 +410,9 @@ async fn sd_jwt_digest_members_are_refused_at_any_depth_wherever_data_enters() {
         profile_body(json!({"credentialData": {"employer": {"iss": "ACME", "status": "ok"}}})),
     )
     .await;
-    let offer = app.create_offer(json!({"profileId": created["id"]})).await;
+    let offer = app
+        .create_offer(json!({"profileId": created["profileId"]}))
+        .await;
     let claims = issue(&app, &offer).await;
     assert_eq!(claims["employer"], json!({"iss": "ACME", "status": "ok"}));
 }
@@ -457,7 +461,9 @@ async fn json_nested_deeper_than_32_levels_is_refused_and_what_was_accepted_stay
         profile_body(json!({"credentialData": {"given_name": "Ada", "deep": nested(30)}})),
     )
     .await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let id = offer_id(&created);
     let (status, page) = app.api_get("/api/v1/sessions").await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -937,12 +943,12 @@ async fn webhook_secrets_are_redacted_in_responses_and_kept_when_sent_back() {
         created["notifications"]["webhook"]["bearerToken"],
         "[redacted]"
     );
-    let id = created["id"].as_str().expect("id").to_owned();
+    let id = created["profileId"].as_str().expect("profileId").to_owned();
 
     // GET, change the name, PUT it back: the secrets stay what they were.
     let (_, mut fetched) = app.api_get(&format!("/api/v1/profiles/{id}")).await;
     fetched["name"] = json!("Renamed");
-    for member in ["id", "version", "active", "createdAt", "updatedAt"] {
+    for member in ["profileId", "version", "active", "createdAt", "updatedAt"] {
         fetched.as_object_mut().expect("object").remove(member);
     }
     let (status, updated) = app

@@ -28,7 +28,7 @@ fn ids(page: &Value) -> Vec<String> {
         .as_array()
         .expect("items")
         .iter()
-        .map(|item| item["id"].as_str().expect("id").to_owned())
+        .map(|item| item["sessionId"].as_str().expect("sessionId").to_owned())
         .collect()
 }
 
@@ -389,6 +389,10 @@ async fn a_session_records_each_step_of_a_successful_flow() {
     let id = offer_id(&created);
     let start = now_millis(&app);
     let session = app.session(&id).await;
+    // Named as Issuer2 names them: the session's own id, and its profile's.
+    assert_eq!(session["sessionId"], id.as_str(), "{session}");
+    assert!(session.get("id").is_none(), "{session}");
+    assert_eq!(session["profileId"], DEMO_PROFILE, "{session}");
     assert_eq!(session["createdAt"], start);
     assert!(session["resolvedAt"].is_null() && session["tokenIssuedAt"].is_null());
     assert_eq!(session["valueMode"], "BY_REFERENCE");

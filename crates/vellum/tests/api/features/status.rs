@@ -58,7 +58,9 @@ async fn sd_jwt_vcs_reference_an_entry_of_their_own_in_a_signed_token_status_lis
     let mut uris = Vec::new();
     let mut signer = None;
     for _ in 0..20 {
-        let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+        let created = app
+            .create_offer(json!({"profileId": profile["profileId"]}))
+            .await;
         let credential = Wallet::new().complete(&app, &created).await;
         let (jws, payload) = sd_jwt_payload(&credential);
         signer.get_or_insert_with(|| x5c_key(&jws));
@@ -177,7 +179,9 @@ async fn a_full_list_is_followed_by_a_new_one() {
     .await;
     let mut lists = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..17 {
-        let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+        let created = app
+            .create_offer(json!({"profileId": profile["profileId"]}))
+            .await;
         let credential = Wallet::new().complete(&app, &created).await;
         let (_, payload) = sd_jwt_payload(&credential);
         let uri = payload["status"]["status_list"]["uri"]
@@ -209,7 +213,9 @@ async fn w3c_vcs_reference_a_bitstring_list_per_purpose() {
                "credentialData": {"credentialSubject": {"degree": "BSc"}}}),
     )
     .await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     let jws = UnverifiedJws::parse(&credential).expect("JWS");
     let entries = jws.payload["vc"]["credentialStatus"]
@@ -272,7 +278,9 @@ async fn listed_status(app: &TestApp, uri: &str, index: usize) -> u8 {
 
 /// A session that issued one credential of `profile`: its id.
 async fn issued_session(app: &TestApp, profile: &Value) -> String {
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     Wallet::new().complete(app, &created).await;
     offer_id(&created)
 }
@@ -372,7 +380,7 @@ async fn the_operator_revokes_suspends_and_reinstates_and_each_change_is_an_even
     );
 
     // Without a status list entry there is nothing to change.
-    let plain = issued_session(&app, &json!({"id": DEMO_PROFILE})).await;
+    let plain = issued_session(&app, &json!({"profileId": DEMO_PROFILE})).await;
     let (status, refused) = app
         .api_json(
             Method::POST,
@@ -467,7 +475,8 @@ async fn ten_thousand_credentials_get_ten_thousand_entries_in_no_issue_order() {
     // Batches of ten credentials, one flow each, several flows at once.
     let batches: Vec<Vec<(String, usize)>> = futures_util::stream::iter(0..MANY / BATCH)
         .map(|_| async {
-            let (_, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+            let (_, token) =
+                session_with_token(&app, json!({"profileId": profile["profileId"]})).await;
             let wallets: Vec<Wallet> = (0..BATCH).map(|_| Wallet::new()).collect();
             let nonce = wallets[0].nonce(&app).await;
             let proofs: Vec<String> = wallets

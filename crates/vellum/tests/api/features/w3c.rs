@@ -52,7 +52,9 @@ async fn a_jwt_vc_json_credential_is_signed_by_the_issuer_did_and_bound_to_the_h
     let app = w3c_app().await;
     let did = demo_key_did(&app).await;
     let profile = create_profile(&app, degree_profile(&did)).await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let wallet = Wallet::new();
     let jwt = wallet.complete(&app, &created).await;
 
@@ -125,7 +127,9 @@ async fn the_did_key_shorthand_becomes_the_keys_did_and_names_the_signing_key() 
     let profile = create_profile(&app, degree_profile("did:key")).await;
     let did = profile["issuerDid"].as_str().expect("issuerDid").to_owned();
     assert!(did.starts_with("did:key:zDn"), "{did}");
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let jwt = Wallet::new().complete(&app, &created).await;
     let jws = UnverifiedJws::parse(&jwt).expect("jws");
     let kid = jws.header["kid"].as_str().expect("kid");
@@ -159,7 +163,9 @@ async fn a_did_web_issuer_is_resolvable_through_the_served_did_document() {
     let did = profile["issuerDid"].as_str().expect("issuerDid").to_owned();
     let port = app.url.rsplit(':').next().expect("port");
     assert_eq!(did, format!("did:web:127.0.0.1%3A{port}"));
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let jwt = Wallet::new().complete(&app, &created).await;
     let jws = UnverifiedJws::parse(&jwt).expect("jws");
     let kid = jws.header["kid"].as_str().expect("kid");
@@ -213,7 +219,8 @@ async fn a_wallet_that_names_its_key_by_a_did_url_gets_a_credential_bound_to_tha
         vellum_formats::did::did_jwk(&wallet.key.public_jwk())
     );
 
-    let (session, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+    let (session, token) =
+        session_with_token(&app, json!({"profileId": profile["profileId"]})).await;
     let nonce = wallet.nonce(&app).await;
     // A DID URL that names no verification method, or another DID method, is refused.
     for kid in [
@@ -259,7 +266,7 @@ async fn a_did_key_binding_is_accepted_where_the_configuration_advertises_it() {
     let profile = create_profile(&app, degree_profile(&did)).await;
     let wallet = Wallet::new();
     let holder = vellum_formats::did::did_key(&wallet.key.public_jwk()).expect("did:key");
-    let (_, token) = session_with_token(&app, json!({"profileId": profile["id"]})).await;
+    let (_, token) = session_with_token(&app, json!({"profileId": profile["profileId"]})).await;
     let nonce = wallet.nonce(&app).await;
     // did:jwk is not advertised here.
     let jwk_url = format!(

@@ -124,7 +124,7 @@ async fn an_offer_override_sends_to_its_own_url_only_and_other_offers_keep_the_p
             "url": profile_receiver.url, "bearerToken": "profile-secret-token"}}})),
     )
     .await;
-    let profile_id = profile["id"].as_str().expect("profile id");
+    let profile_id = profile["profileId"].as_str().expect("profile id");
     let overridden = app
         .create_offer(json!({
             "profileId": profile_id,

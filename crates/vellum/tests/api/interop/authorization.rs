@@ -54,7 +54,10 @@ pub(super) async fn setup_with(config: Value, authorization: Value, tamper: Opti
     Setup {
         app,
         provider,
-        profile: profile["id"].as_str().expect("profile id").to_owned(),
+        profile: profile["profileId"]
+            .as_str()
+            .expect("profile id")
+            .to_owned(),
     }
 }
 

@@ -229,7 +229,7 @@ pub(super) async fn degree_offer(app: &TestApp, did_method: &str) -> (Value, Str
     let did = profile["issuerDid"].as_str().expect("issuerDid").to_owned();
     assert!(did.starts_with(&format!("{did_method}:")), "{profile}");
     let created = app
-        .create_offer(json!({"profileId": profile["id"], "txCode": {}}))
+        .create_offer(json!({"profileId": profile["profileId"], "txCode": {}}))
         .await;
     (created, did)
 }
@@ -318,7 +318,7 @@ async fn oid4vc_ts_wallet_gets_a_batch_of_mdls_each_bound_to_its_own_device_key(
     let iaca = iaca_file(&app, &chain);
     let profile = create_profile(&app, mdl_profile(&chain)).await;
     let created = app
-        .create_offer(json!({"profileId": profile["id"], "txCode": {}}))
+        .create_offer(json!({"profileId": profile["profileId"], "txCode": {}}))
         .await;
     let wallet = wallet_with(&created, BATCH, &[("VELLUM_IACA_PEM", iaca.as_os_str())]).await;
     let entries = batch_entries(&wallet, BATCH);

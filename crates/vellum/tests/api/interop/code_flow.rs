@@ -133,7 +133,7 @@ async fn wallet_logs_in(
     env: &[(&'static str, &OsStr)],
 ) -> (String, Output) {
     let created = app
-        .create_offer(json!({"profileId": profile["id"], "authMethod": "AUTHORIZED"}))
+        .create_offer(json!({"profileId": profile["profileId"], "authMethod": "AUTHORIZED"}))
         .await;
     assert_eq!(created["authMethod"], "AUTHORIZED", "{created}");
     let env = wallet_env(wallet_provider, username, env);
@@ -261,7 +261,7 @@ async fn assert_one_wallet_initiated_session(app: &TestApp, profile: &Value, iss
 
 /// The ids of the sessions of `profile`.
 async fn sessions_of(app: &TestApp, profile: &Value) -> Vec<String> {
-    let id = profile["id"].as_str().expect("id");
+    let id = profile["profileId"].as_str().expect("profileId");
     let (status, listing) = app
         .api_get(&format!("/api/v1/sessions?profileId={id}"))
         .await;
@@ -270,7 +270,7 @@ async fn sessions_of(app: &TestApp, profile: &Value) -> Vec<String> {
         .as_array()
         .expect("sessions")
         .iter()
-        .map(|session| session["id"].as_str().expect("id").to_owned())
+        .map(|session| session["sessionId"].as_str().expect("sessionId").to_owned())
         .collect()
 }
 

@@ -329,7 +329,7 @@ async fn no_secret_reaches_an_event_a_webhook_a_listing_or_the_log() {
     let mut seen = vec![("events".to_owned(), events.to_string())];
     let sessions = issuer.api(Method::GET, "/api/v1/sessions", None).await;
     for session in sessions["items"].as_array().expect("items") {
-        let id = session["id"].as_str().expect("id");
+        let id = session["sessionId"].as_str().expect("sessionId");
         let listed = issuer
             .api(Method::GET, &format!("/api/v1/sessions/{id}/events"), None)
             .await;

@@ -141,7 +141,7 @@ async fn oid4vc_ts_wallet_redeems_an_mdl_by_reference_offer_with_tx_code_and_pym
     let profile = create_profile(&app, mdl_profile(&chain)).await;
     let created = app
         .create_offer(
-            json!({"profileId": profile["id"], "valueMode": "BY_REFERENCE", "txCode": {}}),
+            json!({"profileId": profile["profileId"], "valueMode": "BY_REFERENCE", "txCode": {}}),
         )
         .await;
     let offer_uri = created["credentialOffer"]
@@ -200,7 +200,9 @@ async fn oid4vc_ts_wallet_redeems_an_mdl_by_reference_offer_with_tx_code_and_pym
 /// The oid4vc-ts wallet redeems an offer of `profile` (without tx_code) and verifies the mdoc
 /// against `iaca`; what it printed.
 async fn wallet_redeems_mdl(app: &TestApp, profile: &Value, iaca: &Path) -> Value {
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     stdout_json(
         &oid4vc_ts_mdoc_wallet(
             created["credentialOffer"].as_str().expect("uri"),
@@ -282,7 +284,9 @@ async fn both_verifiers_refuse_an_mdl_under_another_iaca() {
     );
 
     // @auth0/mdl in the wallet refuses it too.
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let output = oid4vc_ts_mdoc_wallet(
         created["credentialOffer"].as_str().expect("uri"),
         None,
@@ -357,7 +361,7 @@ async fn the_pid_example_issues_a_pid_that_both_verifiers_accept() {
     )
     .await;
     let created = app
-        .create_offer(json!({"profileId": profile["id"], "txCode": {}}))
+        .create_offer(json!({"profileId": profile["profileId"], "txCode": {}}))
         .await;
     let wallet = stdout_json(
         &oid4vc_ts_mdoc_wallet(

@@ -156,7 +156,9 @@ async fn python_sd_jwt_verifier_refuses_an_x5c_chain_from_another_root() {
         crate::support::profile_body(json!({"x5Chain": chain})),
     )
     .await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let wallet = wallet_redeems(&created, "credential_offer_uri").await;
     let credential = wallet["credential"].as_str().expect("credential");
 

@@ -88,7 +88,9 @@ async fn jwt_status_list_reads_valid_revoked_suspended_and_reinstated() {
     .await;
     let mut credentials = Vec::new();
     for _ in 0..2 {
-        let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+        let created = app
+            .create_offer(json!({"profileId": profile["profileId"]}))
+            .await;
         let credential = Wallet::new().complete(&app, &created).await;
         let session = offer_id(&created);
         let (_, listed) = app
@@ -154,7 +156,9 @@ async fn a_bitstring_reader_from_the_specification_sees_suspension_and_revocatio
                "credentialData": {"credentialSubject": {"degree": "BSc Physics"}}}),
     )
     .await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let credential = Wallet::new().complete(&app, &created).await;
     let (_, listed) = app
         .api_get(&format!(

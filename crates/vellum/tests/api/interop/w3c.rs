@@ -94,7 +94,7 @@ async fn redeem_with_oid4vc_ts(did_method: &str, offer: Value, offer_parameter: 
     let profile = degree_profile(&app, did_method).await;
     let did = profile["issuerDid"].as_str().expect("issuerDid");
     let mut offer = offer;
-    offer["profileId"] = profile["id"].clone();
+    offer["profileId"] = profile["profileId"].clone();
     let created = app.create_offer(offer).await;
     let wallet = wallet_redeems(&created, offer_parameter).await;
     let holder_jwk = &wallet["holderJwk"];
@@ -145,7 +145,9 @@ async fn oid4vc_ts_wallet_redeems_a_did_jwk_jwt_vc_by_value_offer_without_tx_cod
 async fn python_jwt_vc_verifier_refuses_a_credential_with_an_altered_signature() {
     let app = w3c_app().await;
     let profile = degree_profile(&app, "did:key").await;
-    let created = app.create_offer(json!({"profileId": profile["id"]})).await;
+    let created = app
+        .create_offer(json!({"profileId": profile["profileId"]}))
+        .await;
     let wallet = stdout_json(
         &oid4vc_ts_wallet(created["credentialOffer"].as_str().expect("uri"), None).await,
         "the oid4vc-ts wallet",

@@ -27,7 +27,7 @@ async fn wallet_initiated_profile(setup: &Setup) -> String {
     )
     .await;
     assert_eq!(profile["walletInitiated"], true, "{profile}");
-    profile["id"].as_str().expect("id").to_owned()
+    profile["profileId"].as_str().expect("profileId").to_owned()
 }
 
 /// The scope metadata gives the test configuration.
@@ -126,7 +126,7 @@ async fn a_wallet_starting_from_metadata_gets_a_session_from_the_wallet_initiate
     for session in &sessions {
         assert_eq!(session["authMethod"], "AUTHORIZED", "{session}");
         assert_eq!(session["status"], "SUCCESSFUL", "{session}");
-        let id = session["id"].as_str().expect("id");
+        let id = session["sessionId"].as_str().expect("sessionId");
         let types = app.event_types(id).await;
         assert_eq!(types[0], "wallet_initiated_session_created", "{types:?}");
         for expected in [
@@ -250,7 +250,7 @@ async fn an_offer_without_issuer_state_leads_to_a_session_of_the_wallets_own() {
     let sessions = sessions_of(&setup, &profile).await;
     let own: Vec<_> = sessions
         .iter()
-        .filter(|session| session["id"] != offer_id)
+        .filter(|session| session["sessionId"] != offer_id)
         .collect();
     assert_eq!(own.len(), 1, "{sessions:?}");
     assert_eq!(own[0]["status"], "SUCCESSFUL");

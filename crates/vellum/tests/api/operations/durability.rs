@@ -350,7 +350,7 @@ async fn all_sessions(client: &Client, url: &str) -> Vec<String> {
         };
         let page = get_json(client, page_url).await;
         for item in page["items"].as_array().expect("items") {
-            ids.push(item["id"].as_str().expect("session id").to_owned());
+            ids.push(item["sessionId"].as_str().expect("session id").to_owned());
         }
         match page["nextCursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),

@@ -211,7 +211,7 @@ async fn each_step_of_the_code_flow_can_land_on_another_instance_and_what_is_use
     let created = cluster
         .create_offer(
             &a,
-            json!({"profileId": profile["id"], "authMethod": "AUTHORIZED"}),
+            json!({"profileId": profile["profileId"], "authMethod": "AUTHORIZED"}),
         )
         .await;
     let session = created["offerId"].as_str().expect("offerId");

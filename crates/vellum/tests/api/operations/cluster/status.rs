@@ -156,7 +156,7 @@ async fn two_instances_hand_out_each_entry_once_and_serve_each_others_changes() 
         .expect("create profile");
     let (status, profile) = json_of(response).await;
     assert_eq!(status, StatusCode::CREATED, "{profile}");
-    let profile = profile["id"].as_str().expect("id");
+    let profile = profile["profileId"].as_str().expect("profileId");
 
     // Flows in turn on A and on B, 16 at a time; collected as they finish, about the order in
     // which their entries were handed out.
