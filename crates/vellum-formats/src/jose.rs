@@ -351,7 +351,15 @@ impl SigningKey {
         {
             return signature.as_ref().to_vec();
         }
-        // Only if ring refused the key or its randomness failed: the curve crate signs.
+        // Only if ring refused the key or its randomness failed.
+        self.sign_deterministic(message)
+    }
+
+    /// Signs `message` with the curve crates' deterministic ECDSA (RFC 6979): the same bytes
+    /// always give the same signature, for what must come out the same each time it is made
+    /// (development certificates); slower than [`SigningKey::sign`].
+    pub fn sign_deterministic(&self, message: &[u8]) -> Vec<u8> {
+        use ed25519_dalek::Signer as _;
         match self {
             SigningKey::P256(key) => {
                 let signature: p256::ecdsa::Signature = key.key.sign(message);
@@ -562,6 +570,19 @@ mod tests {
             &theirs.to_bytes(),
         )
         .expect("ring verifies p384's");
+        // RFC 6979 signatures repeat; ring's are randomized, and both verify.
+        assert_eq!(
+            key.sign_deterministic(message),
+            key.sign_deterministic(message)
+        );
+        assert_ne!(key.sign(message), key.sign(message));
+        verify(
+            &key.public_jwk(),
+            Algorithm::ES384,
+            message,
+            &key.sign_deterministic(message),
+        )
+        .expect("a deterministic signature verifies");
         // A clone shares the signer made at the first signature.
         let clone = key.clone();
         verify(

@@ -419,7 +419,7 @@ fn build_and_sign(
         subject_unique_id: None,
         extensions: Some(extensions),
     };
-    let signature = key.sign(&tbs.to_der()?);
+    let signature = key.sign_deterministic(&tbs.to_der()?);
     let signature = match key {
         SigningKey::P256(_) | SigningKey::P384(_) => ecdsa_fixed_to_der(&signature)?,
         SigningKey::Ed25519(_) => signature,
