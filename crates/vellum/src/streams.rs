@@ -23,7 +23,7 @@ use vellum_formats::jose;
 use crate::clock::Millis;
 use crate::context::Context;
 use crate::errors::ApiError;
-use crate::events::tail::{self, StreamEvent};
+use crate::events::tail::StreamEvent;
 use crate::ids::SessionId;
 use crate::limits;
 use crate::secrets::Purpose;
@@ -31,7 +31,9 @@ use crate::sessions::EventQuery;
 use crate::store::StoreError;
 
 /// Events read from the log per store call.
-const PAGE: u32 = tail::PAGE;
+/// A reader behind the shared tail reads the log on its own, this many events at a time: each
+/// such page is its own (a thousand readers far behind hold a thousand pages), so it is small.
+const CATCH_UP_PAGE: u32 = 32;
 
 /// What a stream carries: one session's events, or every event of the issuer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +145,12 @@ impl Follower {
             self.read_through = self.read_through.max(through);
             return Ok(());
         }
-        let page = self.ctx.store.events(self.session, position, PAGE).await?;
-        if page.len() < PAGE as usize {
+        let page = self
+            .ctx
+            .store
+            .events(self.session, position, CATCH_UP_PAGE)
+            .await?;
+        if page.len() < CATCH_UP_PAGE as usize {
             // `newest` was announced after its commit, so this read saw everything up to it.
             self.read_through = newest;
         }
