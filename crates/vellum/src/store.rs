@@ -636,6 +636,156 @@ pub struct SessionFilter {
     pub limit: u32,
 }
 
+/// A statement behind a listing or filter of the management API, exactly as the stores run it,
+/// with sample values: what the query plan test (`tests/api/features/store.rs`) explains on
+/// both databases, to show that each page is read through an index however large the tables
+/// grow.
+#[derive(Debug, Clone)]
+pub struct ListingStatement {
+    /// The request it serves, e.g. `GET /api/v1/sessions?status&cursor`.
+    pub name: String,
+    /// The SQL both stores run, with `$1`, `$2`, ... parameters.
+    pub sql: String,
+    /// A sample value for each parameter, `$1` first: a JSON string for text, a number for an
+    /// integer.
+    pub params: Vec<Value>,
+    /// The tables it reads that grow with the traffic (a row or more per session): none of them
+    /// may be read whole.
+    pub large_tables: &'static [&'static str],
+    /// The one index it may read from its start instead of seeking in, because that read is
+    /// bounded anyway: it stops after a page in the index's order (the newest sessions), or the
+    /// index holds only what is listed (the partial index of pending deliveries).
+    pub whole_index: Option<&'static str>,
+}
+
+/// Every statement behind a listing or filter of the management API and the console's
+/// sign-in check: each combination of the sessions listing's filters, a session and what is
+/// listed under it, the event log, keys, profiles, and the overview's counts and backlog.
+pub fn listing_statements() -> Vec<ListingStatement> {
+    const SESSION_TABLES: &[&str] = &["sessions", "webhooks", "grants"];
+    let session = Value::from(SessionId::generate().to_string());
+    let since = Value::from(1_700_000_000_000_i64);
+    let statement = |name: &str,
+                     sql: &str,
+                     params: Vec<Value>,
+                     large_tables: &'static [&'static str]| ListingStatement {
+        name: name.to_owned(),
+        sql: sql.to_owned(),
+        params,
+        large_tables,
+        whole_index: None,
+    };
+    let mut statements = Vec::new();
+    for filters in 0..8 {
+        let filter = SessionFilter {
+            status: (filters & 1 != 0).then_some(SessionStatus::Active),
+            profile_id: (filters & 2 != 0).then(|| ProfileId::parse("pid").expect("a profile id")),
+            before: (filters & 4 != 0).then(|| (1_700_000_000_000, SessionId::generate())),
+            // A page of 50 and one more, as the listing asks by default.
+            limit: 51,
+        };
+        let given: Vec<&str> = [
+            filter.status.map(|_| "status"),
+            filter.profile_id.as_ref().map(|_| "profileId"),
+            filter.before.map(|_| "cursor"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let (sql, values) = sql::sessions_page(&filter);
+        let params = values
+            .into_iter()
+            .map(|value| match value {
+                sql::Bound::Text(text) => Value::from(text),
+                sql::Bound::Int(int) => Value::from(int),
+            })
+            .collect();
+        let mut page = statement(
+            &format!("GET /api/v1/sessions?{}", given.join("&")),
+            &sql,
+            params,
+            SESSION_TABLES,
+        );
+        if given.is_empty() {
+            page.name = "GET /api/v1/sessions".into();
+            page.whole_index = Some("sessions_by_created");
+        }
+        statements.push(page);
+    }
+    let by_session = |name: &str, sql: &str, large_tables: &'static [&'static str]| {
+        statement(name, sql, vec![session.clone()], large_tables)
+    };
+    statements.extend([
+        by_session(
+            "GET /api/v1/sessions/{sessionId} (and every route under it)",
+            &sql::SESSION,
+            SESSION_TABLES,
+        ),
+        statement(
+            "GET /api/v1/sessions/{sessionId}/events",
+            &sql::SESSION_EVENTS,
+            vec![session.clone(), Value::from(0), Value::from(100)],
+            &["events"],
+        ),
+        by_session(
+            "GET /api/v1/sessions/{sessionId}/events: deliveries",
+            sql::SESSION_DELIVERIES,
+            &["deliveries"],
+        ),
+        by_session(
+            "GET /api/v1/sessions/{sessionId}/events: delivery attempts",
+            sql::SESSION_DELIVERY_ATTEMPTS,
+            &["deliveries", "delivery_attempts"],
+        ),
+        by_session(
+            "GET /api/v1/sessions/{sessionId}/credentials",
+            &sql::ISSUED_CREDENTIALS,
+            &["issued_credentials"],
+        ),
+        by_session(
+            "GET /api/v1/sessions/{sessionId}/deferred",
+            &sql::DEFERRED_BY_SESSION,
+            &["deferred_transactions"],
+        ),
+        statement(
+            "GET /api/v1/events",
+            &sql::EVENTS,
+            vec![Value::from(0), Value::from(100)],
+            &["events"],
+        ),
+        statement("GET /api/v1/keys", sql::KEYS, Vec::new(), &[]),
+        statement("GET /api/v1/profiles", &sql::PROFILES, Vec::new(), &[]),
+        statement(
+            "GET /api/v1/overview: sessions",
+            sql::SESSION_COUNTS,
+            vec![since.clone()],
+            &["sessions"],
+        ),
+        statement(
+            "GET /api/v1/overview: deliveries",
+            sql::DELIVERY_COUNTS,
+            vec![since.clone()],
+            &["deliveries"],
+        ),
+        ListingStatement {
+            whole_index: Some("deliveries_pending"),
+            ..statement(
+                "GET /api/v1/overview: backlog",
+                sql::DELIVERY_BACKLOG,
+                Vec::new(),
+                &["deliveries"],
+            )
+        },
+        statement(
+            "the console's sign-in, on every console request",
+            sql::CONSOLE_SESSION,
+            vec![Value::from("hash"), since],
+            &[],
+        ),
+    ]);
+    statements
+}
+
 /// The outcome of the pre-authorized code's conditional updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {

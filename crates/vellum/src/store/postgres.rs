@@ -32,7 +32,7 @@ use tokio_postgres::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::rows::{self, Columns, PROFILE_SELECT, SESSION_FIELDS, SESSION_JOINS, corrupt};
+use super::rows::{self, Columns, PROFILE_SELECT, corrupt};
 use super::sql;
 use super::*;
 
@@ -77,6 +77,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0010_console.sql",
         include_str!("../../migrations/postgres/0010_console.sql"),
+    ),
+    (
+        "0011_listing_indexes.sql",
+        include_str!("../../migrations/postgres/0011_listing_indexes.sql"),
     ),
 ];
 
@@ -1077,13 +1081,7 @@ impl ProfileStore for PostgresStore {
 
     async fn profiles(&self) -> StoreResult<Listing<ProfileRecord>> {
         let conn = self.pool.get().await?;
-        listing(
-            conn.db(),
-            &format!("{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"),
-            &[],
-            rows::profile,
-        )
-        .await
+        listing(conn.db(), &sql::PROFILES, &[], rows::profile).await
     }
 }
 
@@ -1152,7 +1150,7 @@ impl SessionStore for PostgresStore {
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let conn = self.pool.get().await?;
-        session_where(conn.db(), "s.id = $1", &id.to_string()).await
+        first(conn.db(), &sql::SESSION, &[&id.to_string()], rows::session).await
     }
 
     async fn session_by(&self, lookup: SessionLookup<'_>) -> StoreResult<Option<SessionRecord>> {
@@ -1179,31 +1177,16 @@ impl SessionStore for PostgresStore {
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>> {
-        let (before_at, before_id) = filter
-            .before
-            .map(|(at, id)| (Some(at), Some(id.to_string())))
-            .unwrap_or((None, None));
+        let (statement, values) = sql::sessions_page(filter);
+        let values: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|value| match value {
+                sql::Bound::Text(text) => text as &(dyn ToSql + Sync),
+                sql::Bound::Int(int) => int as &(dyn ToSql + Sync),
+            })
+            .collect();
         let conn = self.pool.get().await?;
-        listing(
-            conn.db(),
-            &format!(
-                "SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} \
-                 WHERE ($1::text IS NULL OR s.status = $1) \
-                   AND ($2::text IS NULL OR s.profile_id = $2) \
-                   AND ($3::bigint IS NULL OR s.created_at < $3 \
-                        OR (s.created_at = $3 AND s.id < $4::text)) \
-                 ORDER BY s.created_at DESC, s.id DESC LIMIT $5"
-            ),
-            &[
-                &filter.status.map(SessionStatus::as_str),
-                &filter.profile_id.as_ref().map(ProfileId::as_str),
-                &before_at,
-                &before_id,
-                &count(filter.limit),
-            ],
-            rows::session,
-        )
-        .await
+        listing(conn.db(), &statement, &values, rows::session).await
     }
 
     async fn record_offer_resolved(
@@ -2031,22 +2014,14 @@ impl Outbox for PostgresStore {
             rows::delivery,
         )
         .await?;
-        let ids: Vec<i64> = records.iter().map(|record| record.id).collect();
-        let attempts = conn
-            .db()
-            .query(
-                "SELECT delivery_id, started_at, duration_ms, status_code, error, response \
-                 FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, number",
-                &[&ids],
-            )
-            .await
-            .map_err(db_error)?;
-        for row in &attempts {
-            let delivery = row.int("delivery_id")?;
-            if let Some(record) = records.iter_mut().find(|record| record.id == delivery) {
-                record.attempts.push(rows::attempt(row)?);
-            }
-        }
+        let attempts = collect(
+            conn.db(),
+            sql::SESSION_DELIVERY_ATTEMPTS,
+            &[&id.to_string()],
+            rows::delivery_attempt,
+        )
+        .await?;
+        rows::attach_attempts(&mut records, attempts);
         Ok(records)
     }
 

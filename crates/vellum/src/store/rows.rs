@@ -346,6 +346,21 @@ pub(super) fn attempt(row: &dyn Columns) -> StoreResult<AttemptRecord> {
     })
 }
 
+/// A row of `sql::SESSION_DELIVERY_ATTEMPTS`: the delivery and one of its attempts.
+pub(super) fn delivery_attempt(row: &dyn Columns) -> StoreResult<(i64, AttemptRecord)> {
+    Ok((row.int("delivery_id")?, attempt(row)?))
+}
+
+/// Gives each delivery its attempts (read in order); an attempt of a delivery not among them
+/// (made after the deliveries were read) is left out.
+pub(super) fn attach_attempts(records: &mut [DeliveryRecord], attempts: Vec<(i64, AttemptRecord)>) {
+    for (delivery, attempt) in attempts {
+        if let Some(record) = records.iter_mut().find(|record| record.id == delivery) {
+            record.attempts.push(attempt);
+        }
+    }
+}
+
 /// How an attempt's consequence is stored: the delivery's new status, the next attempt (a
 /// retry), and how far along the retry schedule that is.
 pub(super) fn consequence(outcome: AttemptOutcome) -> (DeliveryStatus, Option<Millis>, i64) {

@@ -6,10 +6,11 @@
 
 use std::sync::LazyLock;
 
+use super::SessionFilter;
 use super::rows::{
-    CODE_GRANT_FIELDS, DEFERRED_COLUMNS, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, REQUEST_COLUMNS,
-    REQUEST_FIELDS, SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS, STATUS_LIST_COLUMNS,
-    TOKEN_FIELDS,
+    CODE_GRANT_FIELDS, DEFERRED_COLUMNS, EVENT_COLUMNS, ISSUED_CREDENTIAL_COLUMNS, PROFILE_SELECT,
+    REQUEST_COLUMNS, REQUEST_FIELDS, SESSION_COLUMNS, SESSION_FIELDS, SESSION_JOINS,
+    STATUS_LIST_COLUMNS, TOKEN_FIELDS,
 };
 
 pub(super) const NEWEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM events";
@@ -22,6 +23,11 @@ pub(super) const INSERT_KEY: &str = "INSERT INTO keys (id, algorithm, public_jwk
     sealed_private, created_at) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const KEY: &str = "SELECT * FROM keys WHERE id = $1";
 pub(super) const KEYS: &str = "SELECT * FROM keys ORDER BY created_at, id";
+
+/// The current version of every profile.
+pub(super) static PROFILES: LazyLock<String> = LazyLock::new(|| {
+    format!("{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id")
+});
 
 /// A version of a profile: id, version, definition, issuer key, created at.
 pub(super) const INSERT_PROFILE_VERSION: &str = "INSERT INTO profile_versions \
@@ -57,6 +63,60 @@ pub(super) static TOKEN_SESSION: LazyLock<String> = LazyLock::new(|| {
 /// The session where `condition` (on `s` and its pre-authorized grant `g`) holds.
 pub(super) fn session_where(condition: &str) -> String {
     format!("SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} WHERE {condition}")
+}
+
+/// Session.
+pub(super) static SESSION: LazyLock<String> = LazyLock::new(|| session_where("s.id = $1"));
+
+/// A value of a statement composed at run time, for its next parameter.
+#[derive(Debug)]
+pub(super) enum Bound {
+    Text(String),
+    Int(i64),
+}
+
+/// The page of sessions `filter` asks for, newest first: the statement and its values, `$1`
+/// first. Only the filters given are in the SQL, so that each combination is planned on its own
+/// and seeks in an index that also gives the order (status: `sessions_by_status_created`;
+/// profile: `sessions_by_profile`; neither: `sessions_by_created`). A filter written as "this
+/// value or any" would get one plan for every combination, and that plan reads sessions in
+/// creation order until a page matches. The cursor is a row comparison, which both databases
+/// seek to in an index on (created_at, id).
+pub(super) fn sessions_page(filter: &SessionFilter) -> (String, Vec<Bound>) {
+    let mut values = Vec::new();
+    let mut next = |value: Bound| {
+        values.push(value);
+        format!("${}", values.len())
+    };
+    let mut conditions = Vec::new();
+    if let Some(status) = filter.status {
+        conditions.push(format!(
+            "s.status = {}",
+            next(Bound::Text(status.as_str().to_owned()))
+        ));
+    }
+    if let Some(profile) = &filter.profile_id {
+        conditions.push(format!(
+            "s.profile_id = {}",
+            next(Bound::Text(profile.as_str().to_owned()))
+        ));
+    }
+    if let Some((at, id)) = filter.before {
+        let at = next(Bound::Int(at));
+        let id = next(Bound::Text(id.to_string()));
+        conditions.push(format!("(s.created_at, s.id) < ({at}, {id})"));
+    }
+    let limit = next(Bound::Int(i64::from(filter.limit)));
+    let condition = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {} ", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} {condition}\
+         ORDER BY s.created_at DESC, s.id DESC LIMIT {limit}"
+    );
+    (sql, values)
 }
 
 /// Now, session.
@@ -224,14 +284,20 @@ pub(super) static EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
 });
 
-/// Session.
 /// Reads the partial index of pending deliveries only.
 pub(super) const DELIVERY_BACKLOG: &str = "SELECT url, COUNT(*) AS pending, \
      MIN(created_at) AS oldest_created_at FROM deliveries WHERE status = 'PENDING' \
      GROUP BY url ORDER BY url";
 
+/// Session.
 pub(super) const SESSION_DELIVERIES: &str = "SELECT id, event_seq, url, status, \
     next_attempt_at FROM deliveries WHERE session_id = $1 ORDER BY event_seq, id";
+
+/// Session: the attempts of its deliveries, by delivery and in order.
+pub(super) const SESSION_DELIVERY_ATTEMPTS: &str = "SELECT delivery_id, started_at, \
+    duration_ms, status_code, error, response FROM delivery_attempts \
+    WHERE delivery_id IN (SELECT id FROM deliveries WHERE session_id = $1) \
+    ORDER BY delivery_id, number";
 
 /// Now, delivery: a retry whose URL answered 410 to another delivery meanwhile is gone too.
 pub(super) const GONE_MEANWHILE: &str = "UPDATE deliveries SET status = 'GONE', \

@@ -22,7 +22,7 @@ use rusqlite::{
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use super::rows::{self, Columns, PROFILE_SELECT, SESSION_FIELDS, SESSION_JOINS, corrupt};
+use super::rows::{self, Columns, PROFILE_SELECT, corrupt};
 use super::sql;
 use super::*;
 use crate::config::Synchronous;
@@ -68,6 +68,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0010_console.sql",
         include_str!("../../migrations/sqlite/0010_console.sql"),
+    ),
+    (
+        "0011_listing_indexes.sql",
+        include_str!("../../migrations/sqlite/0011_listing_indexes.sql"),
     ),
 ];
 
@@ -861,17 +865,8 @@ impl ProfileStore for SqliteStore {
     }
 
     async fn profiles(&self) -> StoreResult<Listing<ProfileRecord>> {
-        self.read(|conn| {
-            listing(
-                conn,
-                &format!(
-                    "{PROFILE_SELECT} WHERE v.version = h.version ORDER BY h.created_at, v.id"
-                ),
-                [],
-                rows::profile,
-            )
-        })
-        .await
+        self.read(|conn| listing(conn, &sql::PROFILES, [], rows::profile))
+            .await
     }
 }
 
@@ -936,7 +931,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>> {
-        self.read(move |conn| session_where(conn, "s.id = $1", &id.to_string()))
+        self.read(move |conn| first(conn, &sql::SESSION, [id.to_string()], rows::session))
             .await
     }
 
@@ -960,27 +955,16 @@ impl SessionStore for SqliteStore {
     }
 
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Listing<SessionRecord>> {
-        let filter = filter.clone();
+        let (statement, values) = sql::sessions_page(filter);
         self.read(move |conn| {
-            let (before_at, before_id) = filter
-                .before
-                .map(|(at, id)| (Some(at), Some(id.to_string())))
-                .unwrap_or((None, None));
+            let values = values.into_iter().map(|value| match value {
+                sql::Bound::Text(text) => rusqlite::types::Value::Text(text),
+                sql::Bound::Int(int) => rusqlite::types::Value::Integer(int),
+            });
             listing(
                 conn,
-                &format!(
-                    "SELECT {SESSION_FIELDS} FROM sessions s {SESSION_JOINS} \
-                     WHERE (?1 IS NULL OR s.status = ?1) AND (?2 IS NULL OR s.profile_id = ?2) \
-                     AND (?3 IS NULL OR s.created_at < ?3 OR (s.created_at = ?3 AND s.id < ?4)) \
-                     ORDER BY s.created_at DESC, s.id DESC LIMIT ?5"
-                ),
-                params![
-                    filter.status.map(SessionStatus::as_str),
-                    filter.profile_id.as_ref().map(ProfileId::as_str),
-                    before_at,
-                    before_id,
-                    filter.limit
-                ],
+                &statement,
+                rusqlite::params_from_iter(values),
                 rows::session,
             )
         })
@@ -1748,21 +1732,15 @@ impl Outbox for SqliteStore {
 
     async fn session_deliveries(&self, id: SessionId) -> StoreResult<Vec<DeliveryRecord>> {
         self.read(move |conn| {
-            let mut records = collect(
+            let id = id.to_string();
+            let mut records = collect(conn, sql::SESSION_DELIVERIES, [&id], rows::delivery)?;
+            let attempts = collect(
                 conn,
-                sql::SESSION_DELIVERIES,
-                [id.to_string()],
-                rows::delivery,
+                sql::SESSION_DELIVERY_ATTEMPTS,
+                [&id],
+                rows::delivery_attempt,
             )?;
-            for record in &mut records {
-                record.attempts = collect(
-                    conn,
-                    "SELECT started_at, duration_ms, status_code, error, response \
-                     FROM delivery_attempts WHERE delivery_id = ? ORDER BY number",
-                    [record.id],
-                    rows::attempt,
-                )?;
-            }
+            rows::attach_attempts(&mut records, attempts);
             Ok(records)
         })
         .await

@@ -2140,3 +2140,422 @@ async fn the_overview_counts_sessions_and_deliveries_since_a_moment(store: &dyn 
     );
     assert_eq!(store.delivery_counts(31).await.expect("counts"), []);
 }
+
+// ----- query plans --------------------------------------------------------------------------
+
+/// Every listing and filter of the management API reads through indexes, on both databases:
+/// each statement `listing_statements` gives (the very SQL the stores run) is explained, and the
+/// plan may not read a large table whole, nor sort what it read when it returns a page. This
+/// checks plans, not times, so that it holds on any machine.
+///
+/// The test opens a connection of its own to the database the store has just migrated, rather
+/// than asking the store for plans: explaining is this test's concern, not a use of the service,
+/// so the `Store` traits keep no method for it.
+///
+/// Large tables are those that grow with the traffic, a row or more per session; each statement
+/// names those it reads (sessions, webhooks, grants, events, deliveries and their attempts,
+/// issued credentials, deferred transactions). Keys, profiles (profile_heads, profile_versions),
+/// settings and console sign-ins stay small and may be scanned.
+mod plans {
+    use std::collections::{BTreeMap, HashMap};
+    use std::fmt::Write as _;
+
+    use rusqlite::config::DbConfig;
+    use serde_json::Value;
+    use tokio_postgres::types::{FromSql, ToSql, Type};
+    use vellum::config::Synchronous;
+    use vellum::store::postgres::PostgresStore;
+    use vellum::store::sqlite::SqliteStore;
+    use vellum::store::{ListingStatement, listing_statements};
+
+    /// SQLite: `EXPLAIN QUERY PLAN`, on the empty file (the store never runs ANALYZE, so its
+    /// plans follow from the indexes, not from the data). A `SCAN` of a large table fails, unless it reads the
+    /// statement's `whole_index` (`SCAN s USING INDEX sessions_by_created`: the newest page), and
+    /// so does an automatic index (built by reading the table whole); `SEARCH ... USING INDEX`,
+    /// `USING PRIMARY KEY` or `USING INTEGER PRIMARY KEY` passes. A statement with `LIMIT` (a
+    /// page) may not sort: `USE TEMP B-TREE FOR ORDER BY` fails.
+    #[tokio::test]
+    async fn sqlite_listings_read_through_indexes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("vellum.db");
+        let _store = SqliteStore::open(&path, Synchronous::Normal)
+            .await
+            .expect("open SQLite");
+        let conn = rusqlite::Connection::open(&path).expect("open the SQLite file");
+        // As the store's connections: one plan per statement, whatever the bound values.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .expect("QPSG");
+        let mut failures = String::new();
+        for statement in statements() {
+            if let Some(index) = statement.whole_index {
+                let exists: bool = conn
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?)",
+                        [index],
+                        |row| row.get(0),
+                    )
+                    .expect("look the index up");
+                assert!(exists, "{}: no index {index}", statement.name);
+            }
+            let values = statement.params.iter().map(|value| match value {
+                Value::String(text) => rusqlite::types::Value::Text(text.clone()),
+                Value::Number(number) => {
+                    rusqlite::types::Value::Integer(number.as_i64().expect("an integer"))
+                }
+                other => panic!("{}: a sample value {other}", statement.name),
+            });
+            let mut explain = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))
+                .unwrap_or_else(|error| panic!("{}: {error}", statement.name));
+            let lines: Vec<(i64, i64, String)> = explain
+                .query_map(rusqlite::params_from_iter(values), |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(3)?))
+                })
+                .and_then(Iterator::collect)
+                .unwrap_or_else(|error| panic!("{}: {error}", statement.name));
+            let names = plan_names(&statement);
+            let mut problems = Vec::new();
+            for (_, _, detail) in &lines {
+                let words: Vec<&str> = detail.split_whitespace().collect();
+                let table = words.get(1).and_then(|name| names.get(*name));
+                if let (Some("SCAN"), Some(table)) = (words.first().copied(), table) {
+                    let whole_index = statement.whole_index.is_some_and(|index| {
+                        matches!(
+                            words[2..],
+                            ["USING", "INDEX", name] | ["USING", "COVERING", "INDEX", name]
+                                if name == index
+                        )
+                    });
+                    if !whole_index {
+                        problems.push(format!("reads the whole table {table}: {detail}"));
+                    }
+                }
+                if table.is_some() && detail.contains("AUTOMATIC") {
+                    problems.push(format!("builds an index for itself: {detail}"));
+                }
+                if paged(&statement)
+                    && detail.starts_with("USE TEMP B-TREE FOR")
+                    && detail.contains("ORDER BY")
+                {
+                    problems.push(format!("sorts before it returns a page: {detail}"));
+                }
+            }
+            report(&statement, &sqlite_tree(&lines), &problems, &mut failures);
+        }
+        assert!(failures.is_empty(), "plans that read too much:\n{failures}");
+    }
+
+    /// PostgreSQL: `EXPLAIN (FORMAT JSON)` with the sample values, on tables holding a few
+    /// thousand analysed rows ([`FIXTURE`]), with sequential scans disabled in this connection so
+    /// that a table this small does not make one the cheapest plan: a `Seq Scan` of a large
+    /// table then means no index serves the statement, and fails. So does an index read whose
+    /// `Index Cond` does not bind the index's first column, or that has none, unless it is the
+    /// statement's `whole_index`: disabled sequential scans make PostgreSQL read a whole index
+    /// rather than the table when the column sits further back in it. For a statement with
+    /// `LIMIT` (a page) sorts are disabled too, for the same reason: a sort left in its plan
+    /// means no index gives its order, and fails.
+    #[tokio::test]
+    async fn postgres_listings_read_through_indexes() {
+        if !crate::support::database::postgres_or_skip().await {
+            return;
+        }
+        let database = crate::support::database::TestDatabase::create().await;
+        let _store = PostgresStore::open(&database.url, Default::default())
+            .await
+            .expect("open PostgreSQL");
+        let (client, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(FIXTURE)
+            .await
+            .expect("fill the large tables");
+        client
+            .batch_execute("SET enable_seqscan = off")
+            .await
+            .expect("disable sequential scans");
+        let first_columns: HashMap<String, String> = client
+            .query(
+                "SELECT c.relname, a.attname FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]",
+                &[],
+            )
+            .await
+            .expect("read the indexes")
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let mut failures = String::new();
+        for statement in statements() {
+            if let Some(index) = statement.whole_index {
+                assert!(
+                    first_columns.contains_key(index),
+                    "{}: no index {index}",
+                    statement.name
+                );
+            }
+            let values: Vec<Box<dyn ToSql + Sync>> = statement
+                .params
+                .iter()
+                .map(|value| -> Box<dyn ToSql + Sync> {
+                    match value {
+                        Value::String(text) => Box::new(text.clone()),
+                        Value::Number(number) => Box::new(number.as_i64().expect("an integer")),
+                        other => panic!("{}: a sample value {other}", statement.name),
+                    }
+                })
+                .collect();
+            let values: Vec<&(dyn ToSql + Sync)> = values.iter().map(AsRef::as_ref).collect();
+            client
+                .batch_execute(&format!("SET enable_sort = {}", !paged(&statement)))
+                .await
+                .expect("enable or disable sorts");
+            let row = client
+                .query_one(&format!("EXPLAIN (FORMAT JSON) {}", statement.sql), &values)
+                .await
+                .unwrap_or_else(|error| panic!("{}: {error}", statement.name));
+            let PlanJson(text) = row.get(0);
+            let plan: Value = serde_json::from_str(&text).expect("the plan is JSON");
+            let root = &plan[0]["Plan"];
+            let mut problems = Vec::new();
+            postgres_problems(&statement, &first_columns, root, None, &mut problems);
+            let mut tree = String::new();
+            postgres_tree(root, 0, &mut tree);
+            report(&statement, &tree, &problems, &mut failures);
+        }
+        assert!(failures.is_empty(), "plans that read too much:\n{failures}");
+        drop(client);
+        let _ = driver.await;
+    }
+
+    /// A few thousand sessions with what hangs off them, analysed: a server's planner knows how
+    /// large its tables are, and on empty ones PostgreSQL picks plans that only win there (it
+    /// would read every offer grant once rather than look up each listed session's). Most
+    /// sessions have finished, as on a server: the sample filters (ACTIVE, a profile) match few,
+    /// the case where reading sessions newest first until a page matches would read them all.
+    const FIXTURE: &str = "
+        INSERT INTO sessions (id, profile_id, profile_version, credential_configuration_id,
+            status, offer_handle_hash, by_value, template, issuer_key_id, created_at, updated_at,
+            expires_at)
+        SELECT 's' || n, 'p' || n % 20, 1, 'c' || n % 3,
+            CASE WHEN n % 100 = 0 THEN 'ACTIVE' WHEN n % 10 = 1 THEN 'EXPIRED'
+                WHEN n % 10 = 2 THEN 'UNSUCCESSFUL' ELSE 'SUCCESSFUL' END,
+            'h' || n, FALSE, '{}', 'k', n * 1000, n * 1000, n * 1000 + 600000
+        FROM generate_series(1, 5000) AS n;
+        INSERT INTO webhooks (session_id, url)
+        SELECT 's' || n, 'https://hooks.example/' || n % 10 FROM generate_series(1, 5000) AS n;
+        INSERT INTO grants (session_id, kind, secret_hash, state, created_at)
+        SELECT 's' || n, 'PRE_AUTHORIZED_CODE', 'g' || n, 'REDEEMED', n * 1000
+        FROM generate_series(1, 5000) AS n;
+        INSERT INTO events (id, session_id, type, timestamp, data)
+        SELECT 'e' || n, 's' || n / 5, 'credential_issued', n * 200, '{}'
+        FROM generate_series(5, 25004) AS n;
+        INSERT INTO deliveries (event_seq, session_id, url, status, next_attempt_at, created_at)
+        SELECT e.seq, e.session_id, w.url,
+            CASE WHEN e.seq % 50 = 0 THEN 'PENDING' ELSE 'DELIVERED' END,
+            e.timestamp, e.timestamp
+        FROM events e JOIN webhooks w ON w.session_id = e.session_id;
+        INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, status_code)
+        SELECT id, 1, created_at, 10, 200 FROM deliveries;
+        INSERT INTO issued_credentials (id, session_id, credential_configuration_id, format,
+            holder, issued_at, expires_at)
+        SELECT 'c' || n, 's' || n, 'c', 'dc+sd-jwt', 'holder', n * 1000, n * 1000 + 86400000
+        FROM generate_series(1, 5000) AS n;
+        INSERT INTO deferred_transactions (session_id, transaction_hash, holders, state,
+            created_at, changed_at)
+        SELECT 's' || n, 'x' || n, '[]', 'PENDING', n * 1000, n * 1000
+        FROM generate_series(10, 5000, 10) AS n;
+        ANALYZE;
+    ";
+
+    fn statements() -> Vec<ListingStatement> {
+        let statements = listing_statements();
+        for statement in &statements {
+            for table in statement.large_tables {
+                assert!(
+                    statement.sql.contains(table),
+                    "{} does not read {table}",
+                    statement.name
+                );
+            }
+        }
+        statements
+    }
+
+    /// A statement that returns a page: its rows must come in an index's order, so that it
+    /// stops after the page.
+    fn paged(statement: &ListingStatement) -> bool {
+        statement.sql.contains(" LIMIT ")
+    }
+
+    /// The names SQLite's plan gives the statement's large tables: the table's own, or the
+    /// alias it has after `FROM` or `JOIN` (`FROM sessions s`).
+    fn plan_names(statement: &ListingStatement) -> BTreeMap<String, &'static str> {
+        const NOT_AN_ALIAS: &[&str] = &[
+            "WHERE", "JOIN", "LEFT", "INNER", "ON", "ORDER", "GROUP", "LIMIT", "AS",
+        ];
+        let words: Vec<&str> = statement
+            .sql
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
+            .filter(|word| !word.is_empty())
+            .collect();
+        let mut names = BTreeMap::new();
+        for (at, pair) in words.windows(2).enumerate() {
+            let keyword = pair[0].to_ascii_uppercase();
+            let Some(table) = statement
+                .large_tables
+                .iter()
+                .find(|table| **table == pair[1])
+            else {
+                continue;
+            };
+            if keyword != "FROM" && keyword != "JOIN" {
+                continue;
+            }
+            names.insert((*table).to_owned(), *table);
+            let mut next = words.get(at + 2).copied();
+            if next.is_some_and(|word| word.eq_ignore_ascii_case("AS")) {
+                next = words.get(at + 3).copied();
+            }
+            if let Some(alias) = next
+                && !NOT_AN_ALIAS.contains(&alias.to_ascii_uppercase().as_str())
+            {
+                names.insert(alias.to_owned(), *table);
+            }
+        }
+        names
+    }
+
+    /// SQLite's plan lines as a tree, each under its parent.
+    fn sqlite_tree(lines: &[(i64, i64, String)]) -> String {
+        let mut depth: BTreeMap<i64, usize> = BTreeMap::new();
+        let mut tree = String::new();
+        for (id, parent, detail) in lines {
+            let level = depth.get(parent).map_or(0, |level| level + 1);
+            depth.insert(*id, level);
+            let _ = writeln!(tree, "{}{detail}", "  ".repeat(level));
+        }
+        tree
+    }
+
+    fn postgres_problems(
+        statement: &ListingStatement,
+        first_columns: &HashMap<String, String>,
+        node: &Value,
+        relation: Option<&str>,
+        problems: &mut Vec<String>,
+    ) {
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        // A bitmap index scan names no table; it reads for the bitmap heap scan above it.
+        let relation = node["Relation Name"].as_str().or(relation);
+        let large = relation.filter(|table| statement.large_tables.contains(table));
+        if let Some(table) = large {
+            if kind == "Seq Scan" {
+                problems.push(format!("reads the whole table {table} (Seq Scan)"));
+            }
+            let index_scan = matches!(kind, "Index Scan" | "Index Only Scan" | "Bitmap Index Scan");
+            let index = node["Index Name"].as_str().unwrap_or_default();
+            let first = first_columns.get(index).map_or("?", String::as_str);
+            match node["Index Cond"].as_str() {
+                _ if !index_scan || statement.whole_index == Some(index) => {}
+                None => problems.push(format!(
+                    "reads the whole index {index} of {table} ({kind} without Index Cond)"
+                )),
+                Some(condition) if !binds(condition, first) => problems.push(format!(
+                    "reads the whole index {index} of {table}: {condition} does not bind its \
+                     first column, {first}"
+                )),
+                Some(_) => {}
+            }
+        }
+        if paged(statement) && kind.ends_with("Sort") {
+            problems.push(format!("sorts before it returns a page ({kind})"));
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            postgres_problems(statement, first_columns, child, relation, problems);
+        }
+    }
+
+    /// Whether an index condition names `column` (and so seeks or ranges on it).
+    fn binds(condition: &str, column: &str) -> bool {
+        condition
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == column)
+    }
+
+    /// A JSON plan as indented lines: node, table, index, conditions.
+    fn postgres_tree(node: &Value, depth: usize, tree: &mut String) {
+        let _ = write!(
+            tree,
+            "{}{}",
+            "  ".repeat(depth),
+            node["Node Type"].as_str().unwrap_or("?")
+        );
+        for (key, label) in [
+            ("Relation Name", " on "),
+            ("Alias", " as "),
+            ("Index Name", " using "),
+            ("Index Cond", " index cond: "),
+            ("Recheck Cond", " recheck: "),
+            ("Filter", " filter: "),
+            ("Sort Key", " sort key: "),
+        ] {
+            if let Some(value) = node.get(key) {
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                let _ = write!(tree, "{label}{value}");
+            }
+        }
+        if node["Scan Direction"] == "Backward" {
+            tree.push_str(" (backward)");
+        }
+        tree.push('\n');
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            postgres_tree(child, depth + 1, tree);
+        }
+    }
+
+    /// Prints every plan (seen with `--nocapture`, or when the test fails) and gathers the
+    /// statements whose plan fails, each with its SQL and plan.
+    fn report(
+        statement: &ListingStatement,
+        plan: &str,
+        problems: &[String],
+        failures: &mut String,
+    ) {
+        let verdict = if problems.is_empty() { "ok" } else { "FAILS" };
+        eprintln!("{verdict}: {}\n{plan}", statement.name);
+        if !problems.is_empty() {
+            let _ = writeln!(
+                failures,
+                "{}\n  {}\n  SQL: {}\n  plan:\n{}",
+                statement.name,
+                problems.join("\n  "),
+                statement.sql,
+                plan.lines()
+                    .map(|line| format!("    {line}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+
+    /// The text of a `json` value (`EXPLAIN (FORMAT JSON)` answers one).
+    struct PlanJson(String);
+
+    impl<'a> FromSql<'a> for PlanJson {
+        fn from_sql(
+            _: &Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(PlanJson(String::from_utf8(raw.to_vec())?))
+        }
+
+        fn accepts(ty: &Type) -> bool {
+            *ty == Type::JSON
+        }
+    }
+}
