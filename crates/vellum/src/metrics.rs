@@ -155,118 +155,149 @@ impl Metrics {
     pub fn render(&self, backlog: &[Queue]) -> String {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        out.push_str("# HELP vellum_http_requests_total Requests answered, by route template, method and status.\n");
-        out.push_str("# TYPE vellum_http_requests_total counter\n");
-        for ((route, method, status), count) in &counts.requests {
-            let _ = writeln!(
-                out,
-                "vellum_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{status}\"}} {count}",
-                escape(route),
-                escape(method)
-            );
-        }
-        out.push_str("# HELP vellum_http_request_duration_seconds Time to answer a request (until its headers), by route template.\n");
-        out.push_str("# TYPE vellum_http_request_duration_seconds histogram\n");
+        family(
+            &mut out,
+            "vellum_http_requests_total",
+            "counter",
+            "Requests answered, by route template, method and status.",
+            counts
+                .requests
+                .iter()
+                .map(|((route, method, status), count)| {
+                    (
+                        labels(&[
+                            ("route", route),
+                            ("method", method),
+                            ("status", &status.to_string()),
+                        ]),
+                        count.to_string(),
+                    )
+                }),
+        );
+        let mut latency = Vec::new();
         for (route, histogram) in &counts.latency {
-            let route = escape(route);
             let mut cumulative = 0;
             for (index, count) in histogram.counts.iter().enumerate() {
                 cumulative += count;
                 let bound = BUCKETS
                     .get(index)
                     .map_or_else(|| "+Inf".to_owned(), f64::to_string);
-                let _ = writeln!(
-                    out,
-                    "vellum_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
+                latency.push((
+                    "_bucket",
+                    labels(&[("route", route), ("le", &bound)]),
+                    cumulative.to_string(),
+                ));
             }
-            let _ = writeln!(
-                out,
-                "vellum_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                histogram.sum
-            );
-            let _ = writeln!(
-                out,
-                "vellum_http_request_duration_seconds_count{{route=\"{route}\"}} {cumulative}"
-            );
+            let route = labels(&[("route", route)]);
+            latency.push(("_sum", route.clone(), histogram.sum.to_string()));
+            latency.push(("_count", route, cumulative.to_string()));
         }
-        out.push_str("# HELP vellum_error_responses_total Error responses, by the code they carry (management API code, OAuth or OID4VCI error) and status.\n");
-        out.push_str("# TYPE vellum_error_responses_total counter\n");
-        for ((code, status), count) in &counts.errors {
-            let _ = writeln!(
-                out,
-                "vellum_error_responses_total{{code=\"{}\",status=\"{status}\"}} {count}",
-                escape(code)
-            );
+        let name = "vellum_http_request_duration_seconds";
+        header(
+            &mut out,
+            name,
+            "histogram",
+            "Time to answer a request (until its headers), by route template.",
+        );
+        for (suffix, labels, value) in latency {
+            let _ = writeln!(out, "{name}{suffix}{{{labels}}} {value}");
         }
-        out.push_str("# HELP vellum_offers_created_total Offers made, by authorization method.\n");
-        out.push_str("# TYPE vellum_offers_created_total counter\n");
-        for (method, count) in &counts.offers {
-            let _ = writeln!(
-                out,
-                "vellum_offers_created_total{{auth_method=\"{}\"}} {count}",
-                escape(method)
-            );
-        }
-        out.push_str("# HELP vellum_token_requests_total Token requests that reached their grant, by grant type and outcome (issued, or the OAuth error).\n");
-        out.push_str("# TYPE vellum_token_requests_total counter\n");
-        for ((grant, outcome), count) in &counts.tokens {
-            let _ = writeln!(
-                out,
-                "vellum_token_requests_total{{grant=\"{}\",outcome=\"{}\"}} {count}",
-                escape(grant),
-                escape(outcome)
-            );
-        }
-        out.push_str("# HELP vellum_credential_requests_total Credential and deferred credential requests with a valid access token, by format and outcome (issued, deferred, or the OID4VCI error).\n");
-        out.push_str("# TYPE vellum_credential_requests_total counter\n");
-        for ((format, outcome), count) in &counts.credential_requests {
-            let _ = writeln!(
-                out,
-                "vellum_credential_requests_total{{format=\"{}\",outcome=\"{}\"}} {count}",
-                escape(format),
-                escape(outcome)
-            );
-        }
-        out.push_str("# HELP vellum_credentials_issued_total Credentials issued, by format (a batch counts each).\n");
-        out.push_str("# TYPE vellum_credentials_issued_total counter\n");
-        for (format, count) in &counts.credentials {
-            let _ = writeln!(
-                out,
-                "vellum_credentials_issued_total{{format=\"{}\"}} {count}",
-                escape(format)
-            );
-        }
-        out.push_str("# HELP vellum_webhook_attempts_total Webhook attempts recorded by this instance, by outcome (delivered, retrying, failed: retries exhausted, gone: 410).\n");
-        out.push_str("# TYPE vellum_webhook_attempts_total counter\n");
-        for (outcome, count) in &counts.attempts {
-            let _ = writeln!(
-                out,
-                "vellum_webhook_attempts_total{{outcome=\"{outcome}\"}} {count}"
-            );
-        }
-        out.push_str("# HELP vellum_webhook_deliveries_pending Deliveries not yet made or given up, by webhook URL (every instance's).\n");
-        out.push_str("# TYPE vellum_webhook_deliveries_pending gauge\n");
-        for queue in backlog {
-            let _ = writeln!(
-                out,
-                "vellum_webhook_deliveries_pending{{url=\"{}\"}} {}",
-                escape(&queue.url),
-                queue.pending
-            );
-        }
-        out.push_str("# HELP vellum_webhook_oldest_pending_age_seconds Age of the oldest pending delivery, by webhook URL.\n");
-        out.push_str("# TYPE vellum_webhook_oldest_pending_age_seconds gauge\n");
-        for queue in backlog {
-            let _ = writeln!(
-                out,
-                "vellum_webhook_oldest_pending_age_seconds{{url=\"{}\"}} {}",
-                escape(&queue.url),
-                queue.oldest_age_seconds
-            );
-        }
-        out.push_str("# HELP vellum_open_event_streams Server-Sent Event streams open now.\n");
-        out.push_str("# TYPE vellum_open_event_streams gauge\n");
+        family(
+            &mut out,
+            "vellum_error_responses_total",
+            "counter",
+            "Error responses, by the code they carry (management API code, OAuth or OID4VCI error) and status.",
+            counts.errors.iter().map(|((code, status), count)| {
+                (
+                    labels(&[("code", code), ("status", &status.to_string())]),
+                    count.to_string(),
+                )
+            }),
+        );
+        family(
+            &mut out,
+            "vellum_offers_created_total",
+            "counter",
+            "Offers made, by authorization method.",
+            counts
+                .offers
+                .iter()
+                .map(|(method, count)| (labels(&[("auth_method", method)]), count.to_string())),
+        );
+        family(
+            &mut out,
+            "vellum_token_requests_total",
+            "counter",
+            "Token requests that reached their grant, by grant type and outcome (issued, or the OAuth error).",
+            counts.tokens.iter().map(|((grant, outcome), count)| {
+                (
+                    labels(&[("grant", grant), ("outcome", outcome)]),
+                    count.to_string(),
+                )
+            }),
+        );
+        family(
+            &mut out,
+            "vellum_credential_requests_total",
+            "counter",
+            "Credential and deferred credential requests with a valid access token, by format and outcome (issued, deferred, or the OID4VCI error).",
+            counts
+                .credential_requests
+                .iter()
+                .map(|((format, outcome), count)| {
+                    (
+                        labels(&[("format", format), ("outcome", outcome)]),
+                        count.to_string(),
+                    )
+                }),
+        );
+        family(
+            &mut out,
+            "vellum_credentials_issued_total",
+            "counter",
+            "Credentials issued, by format (a batch counts each).",
+            counts
+                .credentials
+                .iter()
+                .map(|(format, count)| (labels(&[("format", format)]), count.to_string())),
+        );
+        family(
+            &mut out,
+            "vellum_webhook_attempts_total",
+            "counter",
+            "Webhook attempts recorded by this instance, by outcome (delivered, retrying, failed: retries exhausted, gone: 410).",
+            counts
+                .attempts
+                .iter()
+                .map(|(outcome, count)| (labels(&[("outcome", outcome)]), count.to_string())),
+        );
+        family(
+            &mut out,
+            "vellum_webhook_deliveries_pending",
+            "gauge",
+            "Deliveries not yet made or given up, by webhook URL (every instance's).",
+            backlog
+                .iter()
+                .map(|queue| (labels(&[("url", &queue.url)]), queue.pending.to_string())),
+        );
+        family(
+            &mut out,
+            "vellum_webhook_oldest_pending_age_seconds",
+            "gauge",
+            "Age of the oldest pending delivery, by webhook URL.",
+            backlog.iter().map(|queue| {
+                (
+                    labels(&[("url", &queue.url)]),
+                    queue.oldest_age_seconds.to_string(),
+                )
+            }),
+        );
+        header(
+            &mut out,
+            "vellum_open_event_streams",
+            "gauge",
+            "Server-Sent Event streams open now.",
+        );
         let _ = writeln!(
             out,
             "vellum_open_event_streams {}",
@@ -274,6 +305,35 @@ impl Metrics {
         );
         out
     }
+}
+
+/// A metric family's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family and its samples, each given as its label text and value.
+fn family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl Iterator<Item = (String, String)>,
+) {
+    header(out, name, kind, help);
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// `name="value",...`, each value escaped.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A label value as the format wants it: backslash, double quote and newline escaped.
