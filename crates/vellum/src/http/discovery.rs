@@ -2,6 +2,7 @@
 //! SD-JWT VC issuer metadata, the JWKS and the did:web document.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE, VARY};
@@ -20,20 +21,26 @@ pub fn routes() -> Routes {
         .get("/did.json", did_document)
 }
 
-/// RFC 8615 well-known URIs: the issuer's path goes after the well-known segment.
+/// RFC 8615 well-known URIs: the issuer's path goes after the well-known segment. The issuer and
+/// authorization server metadata follow from the configuration alone, so they are serialized
+/// once here, not at every request.
 pub fn well_known(ctx: &Context) -> Routes {
     let path = &ctx.base_path;
+    let issuer = json_bytes(&metadata::credential_issuer(ctx));
+    let authorization_server = json_bytes(&metadata::authorization_server(ctx));
     let routes = Routes::new()
         .get_with_suffix(
             "/.well-known/openid-credential-issuer",
             path,
-            credential_issuer_metadata,
+            move |State(ctx): State<AppState>, headers: HeaderMap| {
+                let issuer = issuer.clone();
+                async move { credential_issuer_metadata(&ctx, &headers, issuer).await }
+            },
         )
-        .get_with_suffix(
-            "/.well-known/oauth-authorization-server",
-            path,
-            authorization_server_metadata,
-        )
+        .get_with_suffix("/.well-known/oauth-authorization-server", path, move || {
+            let document = authorization_server.clone();
+            async move { ([(CONTENT_TYPE, "application/json")], document).into_response() }
+        })
         .get_with_suffix("/.well-known/jwt-vc-issuer", path, jwt_vc_issuer_metadata);
     // did:web resolves a DID without a path here, and one with a path to <path>/did.json.
     if path.is_empty() {
@@ -46,8 +53,9 @@ pub fn well_known(ctx: &Context) -> Routes {
 /// JSON, or (OID4VCI 1.0 §12.2.2) a signed JWT when the wallet accepts `application/jwt` and a
 /// signing key is configured.
 async fn credential_issuer_metadata(
-    State(ctx): State<AppState>,
-    headers: HeaderMap,
+    ctx: &Context,
+    headers: &HeaderMap,
+    json: Bytes,
 ) -> Result<Response, OAuthError> {
     let wants_jwt = headers.get_all(ACCEPT).iter().any(|value| {
         value.to_str().is_ok_and(|text| {
@@ -56,13 +64,13 @@ async fn credential_issuer_metadata(
         })
     });
     let signed = if wants_jwt {
-        metadata::signed_credential_issuer(&ctx).await?
+        metadata::signed_credential_issuer(ctx).await?
     } else {
         None
     };
     let mut response = match signed {
         Some(jwt) => ([(CONTENT_TYPE, "application/jwt")], jwt).into_response(),
-        None => Json(metadata::credential_issuer(&ctx)).into_response(),
+        None => ([(CONTENT_TYPE, "application/json")], json).into_response(),
     };
     response
         .headers_mut()
@@ -70,12 +78,12 @@ async fn credential_issuer_metadata(
     Ok(response)
 }
 
-async fn authorization_server_metadata(State(ctx): State<AppState>) -> Response {
-    Json(metadata::authorization_server(&ctx)).into_response()
-}
-
 async fn jwt_vc_issuer_metadata(State(ctx): State<AppState>) -> Result<Response, OAuthError> {
     Ok(Json(metadata::jwt_vc_issuer(&ctx).await?).into_response())
+}
+
+fn json_bytes(document: &serde_json::Value) -> Bytes {
+    Bytes::from(document.to_string())
 }
 
 /// The document of Vellum's did:web.
