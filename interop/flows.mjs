@@ -15,7 +15,6 @@
 // one JSON line: {issuer, flows, warmup, concurrency, seconds, flowsPerSecond, p50Ms, p99Ms},
 // latencies being those of whole flows (offer included). Any failed flow ends the run non-zero.
 
-import { createHash, randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 
 import { clientAuthenticationNone, preAuthorizedCodeGrantIdentifier } from '@openid4vc/oauth2'
@@ -24,6 +23,7 @@ import { setGlobalConfig } from '@openid4vc/utils'
 import { ES256, digest } from '@sd-jwt/crypto-nodejs'
 import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc'
 import { SignJWT, compactVerify, decodeProtectedHeader, exportJWK, generateKeyPair, importJWK } from 'jose'
+import { hashCallbacks } from './callbacks.mjs'
 
 const FETCH_TIMEOUT_MS = 20_000
 const CLIENT_ID = 'vellum-bench-driver'
@@ -86,12 +86,7 @@ setGlobalConfig({ allowInsecureUrls: true })
 
 const baseCallbacks = {
   fetch: timedFetch,
-  hash: (data, alg) => {
-    const name = { 'sha-256': 'sha256', 'sha-384': 'sha384', 'sha-512': 'sha512' }[alg]
-    if (!name) throw new Error(`unsupported hash algorithm ${alg}`)
-    return new Uint8Array(createHash(name).update(data).digest())
-  },
-  generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
+  ...hashCallbacks,
   verifyJwt: async (signer, { compact }) => {
     if (!signer.publicJwk) return { verified: false }
     try {

@@ -27,7 +27,7 @@
 //   POST /nonce                                  a fresh c_nonce
 //   POST /credential                             one SD-JWT VC for one jwt proof
 
-import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 
 import {
   Oauth2AuthorizationServer,
@@ -44,6 +44,7 @@ import { ES256, digest, generateSalt } from '@sd-jwt/crypto-nodejs'
 import { SDJwtVcInstance } from '@sd-jwt/sd-jwt-vc'
 import express from 'express'
 import { SignJWT, calculateJwkThumbprint, compactVerify, exportJWK, generateKeyPair, importJWK } from 'jose'
+import { hashCallbacks } from './callbacks.mjs'
 
 // The benchmark runs it on plain http on the loopback interface; the libraries refuse http URLs
 // in metadata unless told.
@@ -86,12 +87,7 @@ const tokenJwks = { keys: [tokenKey.publicJwk] }
 const jwksUri = `${issuerUrl}/jwks`
 
 const callbacks = {
-  hash: (data, alg) => {
-    const name = { 'sha-256': 'sha256', 'sha-384': 'sha384', 'sha-512': 'sha512' }[alg]
-    if (!name) throw new Error(`unsupported hash algorithm ${alg}`)
-    return new Uint8Array(createHash(name).update(data).digest())
-  },
-  generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
+  ...hashCallbacks,
   // The issuer signs only access tokens (a custom signer: the token key, named by kid).
   signJwt: async (signer, { header, payload }) => {
     if (signer.method !== 'custom' || signer.kid !== tokenKey.publicJwk.kid) {

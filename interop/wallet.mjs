@@ -93,7 +93,7 @@
 // Exits non-zero with a message on stderr on any failure (with an OAuth error response, its error
 // and error_description as the library reports them).
 
-import { ECDH, createHash, randomBytes } from 'node:crypto'
+import { ECDH, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 
@@ -133,6 +133,7 @@ import {
 } from 'jose'
 
 import { login } from './login.mjs'
+import { hashCallbacks } from './callbacks.mjs'
 
 const FETCH_TIMEOUT_MS = 20_000
 const CLIENT_ID = 'vellum-interop-wallet'
@@ -261,12 +262,7 @@ const signingKeys = [
 
 const callbacks = {
   fetch: timedFetch,
-  hash: (data, alg) => {
-    const name = { 'sha-256': 'sha256', 'sha-384': 'sha384', 'sha-512': 'sha512' }[alg]
-    if (!name) throw new Error(`unsupported hash algorithm ${alg}`)
-    return new Uint8Array(createHash(name).update(data).digest())
-  },
-  generateRandom: (byteLength) => new Uint8Array(randomBytes(byteLength)),
+  ...hashCallbacks,
   signJwt: async (signer, { header, payload }) => {
     // A did signer names its key by a DID URL (the kid the library puts in the header).
     const key = (signer.method === 'did' ? resolveDid(signer.didUrl) : signer.publicJwk) ?? {}

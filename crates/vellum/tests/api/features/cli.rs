@@ -1,12 +1,12 @@
 //! The `vellum` management commands, run as the real binary against a running issuer: what they
 //! print for people and with `--json`, and exit codes that tell failures apart.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::process::Command;
 
+use crate::support::interop::run_within;
 use crate::support::wallet::Wallet;
 use crate::support::{API_KEY, DEMO_PROFILE, TestApp, free_port, profile_body, spawn_app};
 
@@ -31,28 +31,11 @@ async fn vellum_at(url: &str, key: Option<&str>, args: &[&str], stdin: Option<&s
     command
         .args(args)
         .env("VELLUM_URL", url)
-        .env_remove("VELLUM_API_KEY")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env_remove("VELLUM_API_KEY");
     if let Some(key) = key {
         command.env("VELLUM_API_KEY", key);
     }
-    let mut child = command.spawn().expect("run vellum");
-    if let Some(input) = stdin {
-        use tokio::io::AsyncWriteExt;
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(input.as_bytes()).await.expect("write stdin");
-    }
-    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("vellum {args:?} did not finish"))
-        .expect("wait");
+    let output = run_within(command, stdin, "vellum", Duration::from_secs(30)).await;
     Run {
         code: output.status.code().expect("an exit code"),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
