@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, DatabaseUrl};
+use crate::config::{Config, ConfigError};
 use crate::context::{Context, KeyCache, ProviderCache, SignedCache};
 use crate::credentials::Configurations;
 use crate::events::tail::LogTail;
@@ -16,8 +16,6 @@ use crate::notifications::dispatcher;
 use crate::profiles;
 use crate::secrets::{Secrets, SecretsError, hash_secret, random_token};
 use crate::sessions;
-use crate::store::postgres::{PoolOptions, PostgresStore};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
 /// Why the service did not start: one line that names the setting to look at. (No variant
@@ -110,7 +108,7 @@ impl App {
         let _ = rustls::crypto::ring::default_provider().install_default();
         // The database before the master key file: a database that cannot be reached leaves no
         // new master key behind.
-        let store = open_store(&config).await?;
+        let store = crate::store::open(&config).await?;
         let secrets = Secrets::load(&config.master_key, &config.master_key_file)?;
         check_master_key(&secrets, store.as_ref()).await?;
         let log_tail = LogTail::new(*store.watch_events().borrow());
@@ -214,23 +212,6 @@ impl App {
         }
         Ok(())
     }
-}
-
-/// The store `database.url` selects (validated with the configuration).
-async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    Ok(match config.database_url() {
-        Some(DatabaseUrl::Sqlite(path)) => {
-            Arc::new(SqliteStore::open(&path, config.database.synchronous).await?)
-        }
-        Some(DatabaseUrl::Postgres(url)) => {
-            let options = PoolOptions {
-                size: config.database.pool_size,
-                connect_timeout: config.database.connect_timeout,
-            };
-            Arc::new(PostgresStore::open(&url, options).await?)
-        }
-        None => return Err(StartError::Store("unsupported".into())),
-    })
 }
 
 /// Private keys in the database are sealed under the master key: an instance with another one

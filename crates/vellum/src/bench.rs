@@ -1,5 +1,5 @@
 //! `vellum bench <what>`: load programs that print numbers (never timed tests). Each runs
-//! against a running server, on the same machine or another.
+//! against a running server, on the same machine or another; `seed` fills a store for them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,6 +9,7 @@ use clap::Subcommand;
 pub mod code_flow;
 pub mod flows;
 pub mod formats;
+pub mod seed;
 pub mod sse;
 pub mod status;
 pub mod webhooks;
@@ -30,6 +31,9 @@ pub enum Bench {
     /// Credential status at scale: credentials issued with a status list entry, all revoked,
     /// the list read many times; and the size of lists of 1,000,000 entries.
     Status(status::StatusOptions),
+    /// Fills a store for the growth benchmarks: copies of one finished session with its
+    /// grants, tokens, credentials and events, straight through the store.
+    Seed(seed::SeedOptions),
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Webhooks(options) => webhooks::run(options).await,
         Bench::Sse(options) => sse::run(options).await,
         Bench::Status(options) => status::run(options).await,
+        Bench::Seed(options) => seed::run(options).await,
     }
 }
 

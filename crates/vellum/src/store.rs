@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::clock::Millis;
+use crate::config::{Config, DatabaseUrl};
 use crate::ids::{KeyId, ProfileId, SessionId};
 
 pub mod postgres;
@@ -29,6 +30,23 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens (and migrates) the store `database.url` selects.
+pub async fn open(config: &Config) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(match config.database_url() {
+        Some(DatabaseUrl::Sqlite(path)) => std::sync::Arc::new(
+            sqlite::SqliteStore::open(&path, config.database.synchronous).await?,
+        ),
+        Some(DatabaseUrl::Postgres(url)) => {
+            let options = postgres::PoolOptions {
+                size: config.database.pool_size,
+                connect_timeout: config.database.connect_timeout,
+            };
+            std::sync::Arc::new(postgres::PostgresStore::open(&url, options).await?)
+        }
+        None => return Err(StoreError::Unavailable("unsupported database.url".into())),
+    })
+}
 
 /// What a listing read, in order: each row, or why it could not be read. One damaged row
 /// never hides the others.
@@ -656,11 +674,16 @@ pub struct ListingStatement {
     /// bounded anyway: it stops after a page in the index's order (the newest sessions), or the
     /// index holds only what is listed (the partial index of pending deliveries).
     pub whole_index: Option<&'static str>,
+    /// The index its plan must read, where the indexes that serve it differ in how much they
+    /// read (the partial index of entries that are not valid, against every entry of a list).
+    pub reads_index: Option<&'static str>,
 }
 
 /// Every statement behind a listing or filter of the management API and the console's
 /// sign-in check: each combination of the sessions listing's filters, a session and what is
-/// listed under it, the event log, keys, profiles, and the overview's counts and backlog.
+/// listed under it, the event log, keys, profiles, and the overview's counts and backlog; and
+/// those whose cost must not grow with the store either: a status list's publication and the
+/// retention sweep's batches.
 pub fn listing_statements() -> Vec<ListingStatement> {
     const SESSION_TABLES: &[&str] = &["sessions", "webhooks", "grants"];
     let session = Value::from(SessionId::generate().to_string());
@@ -674,6 +697,7 @@ pub fn listing_statements() -> Vec<ListingStatement> {
         params,
         large_tables,
         whole_index: None,
+        reads_index: None,
     };
     let mut statements = Vec::new();
     for filters in 0..8 {
@@ -776,6 +800,40 @@ pub fn listing_statements() -> Vec<ListingStatement> {
                 &["deliveries"],
             )
         },
+        ListingStatement {
+            reads_index: Some("issued_credentials_not_valid"),
+            ..statement(
+                "GET /status-lists/{listId}, after a change: the entries that are not valid",
+                sql::STATUS_ENTRIES,
+                vec![Value::from("list")],
+                &["issued_credentials"],
+            )
+        },
+        statement(
+            "the retention sweep: a batch of finished sessions",
+            sql::PURGE_BATCH,
+            vec![since.clone(), Value::from(200)],
+            &["sessions"],
+        ),
+        // The cut-off of a batch: a few hundred sessions finished before it.
+        statement(
+            "the retention sweep: the events of a batch",
+            &sql::PURGE[0],
+            vec![Value::from(200_000)],
+            &["events", "sessions"],
+        ),
+        statement(
+            "the retention sweep: records of expired credentials",
+            sql::PURGE_CREDENTIALS,
+            vec![since.clone(), Value::from(200)],
+            &["issued_credentials"],
+        ),
+        statement(
+            "the retention sweep: spent nonces",
+            sql::PURGE_NONCES,
+            vec![since.clone(), Value::from(200)],
+            &["used_nonces"],
+        ),
         statement(
             "the console's sign-in, on every console request",
             sql::CONSOLE_SESSION,
@@ -911,10 +969,43 @@ pub trait SessionStore: Send + Sync {
         now: Millis,
         events: &[NewEvent],
     ) -> StoreResult<bool>;
-    /// Deletes sessions finished before `finished_before` with everything they own (events,
-    /// deliveries, webhook, grants, access tokens), records of credentials that expired before
-    /// it, and nonces that can no longer be replayed. Returns the number of sessions removed.
-    async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64>;
+    /// One bounded batch of retention, in one transaction: deletes the sessions that finished
+    /// first before `finished_before`, at least `batch` of them when there are that many (more
+    /// only when several finished in the same millisecond as the last), with everything they own
+    /// (events, deliveries and their attempts, webhook, grants, access tokens, deferred
+    /// transactions, wallet notifications); and up to `batch` each of the records of credentials
+    /// that expired before it, of nonces and of authorization requests that can no longer be
+    /// used at `now`. The sweep calls it again while [`Purged::more`] says a batch was full, so
+    /// that no transaction grows with the backlog.
+    async fn purge(&self, finished_before: Millis, now: Millis, batch: u32) -> StoreResult<Purged>;
+    /// Fills the store for growth benchmarks (`vellum bench seed`): writes copies of the
+    /// finished session `template` with everything it owns that grows with the traffic (its
+    /// grants, access tokens, issued credentials with status entries, and events), in one
+    /// transaction. Returns the events written.
+    async fn seed(&self, template: SessionId, batch: &SeedBatch) -> StoreResult<u64>;
+}
+
+/// One transaction of seeding: copies `first..first + count` of a template session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedBatch {
+    /// Tags the identifiers of one seeding run, so that runs never collide.
+    pub run: u16,
+    /// The number of the first copy in this batch (copies are numbered across batches).
+    pub first: u64,
+    pub count: u64,
+    /// Copy `i` happened `(i + 1) * step_ms` before the template.
+    pub step_ms: i64,
+    /// Events each copy gets: the template's, in order, repeated or cut to this many.
+    pub events_per_session: u32,
+}
+
+/// What one batch of retention removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Sessions removed, with everything they owned.
+    pub sessions: u64,
+    /// Whether a part of the batch was full: there may be more to remove.
+    pub more: bool,
 }
 
 /// Issued credentials.

@@ -82,6 +82,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_listing_indexes.sql",
         include_str!("../../migrations/postgres/0011_listing_indexes.sql"),
     ),
+    (
+        "0012_bounded_sweeps.sql",
+        include_str!("../../migrations/postgres/0012_bounded_sweeps.sql"),
+    ),
 ];
 
 /// How many connections, and how long opening one may take.
@@ -1336,27 +1340,68 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
+    async fn purge(&self, finished_before: Millis, now: Millis, batch: u32) -> StoreResult<Purged> {
+        let limit = i64::from(batch);
         let mut conn = self.pool.get().await?;
         let (tx, statements) = conn.begin().await?;
         let db = Db::new(&tx, &statements);
-        for statement in sql::PURGE.iter() {
-            db.execute(statement, &[&finished_before])
+        let row = db
+            .query_one(sql::PURGE_BATCH, &[&finished_before, &limit])
+            .await
+            .map_err(db_error)?;
+        let count: i64 = row.get(0);
+        let last: Option<i64> = row.get(1);
+        let full = count >= limit;
+        let mut sessions = 0;
+        if let Some(last) = last {
+            let cut = if full { last + 1 } else { finished_before };
+            for statement in sql::PURGE.iter() {
+                db.execute(statement, &[&cut]).await.map_err(db_error)?;
+            }
+            sessions = db
+                .execute(sql::PURGE_SESSIONS, &[&cut])
                 .await
                 .map_err(db_error)?;
         }
-        let sessions = db
-            .execute(sql::PURGE_SESSIONS, &[&finished_before])
-            .await
-            .map_err(db_error)?;
-        db.execute(sql::PURGE_NONCES, &[&now])
-            .await
-            .map_err(db_error)?;
-        db.execute(sql::PURGE_AUTHORIZATION_REQUESTS, &[&now])
-            .await
-            .map_err(db_error)?;
+        let mut more = full;
+        for (statement, at) in [
+            (sql::PURGE_CREDENTIALS, finished_before),
+            (sql::PURGE_NONCES, now),
+            (sql::PURGE_AUTHORIZATION_REQUESTS, now),
+        ] {
+            let removed = db
+                .execute(statement, &[&at, &limit])
+                .await
+                .map_err(db_error)?;
+            more |= removed >= batch.into();
+        }
         tx.commit().await.map_err(db_error)?;
-        Ok(sessions)
+        Ok(Purged { sessions, more })
+    }
+    async fn seed(&self, template: SessionId, batch: &SeedBatch) -> StoreResult<u64> {
+        let statements = sql::seed_copies(&sql::POSTGRES, &template.to_string(), batch);
+        let mut conn = self.pool.get().await?;
+        let (tx, prepared) = conn.begin().await?;
+        let db = Db::new(&tx, &prepared);
+        // The event log's order is its commit order: seeding takes its lock as appends do.
+        db.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOG_LOCK])
+            .await
+            .map_err(db_error)?;
+        let mut events = 0;
+        for statement in &statements {
+            events = tx
+                .execute(statement.as_str(), &[])
+                .await
+                .map_err(db_error)?;
+        }
+        let newest: i64 = db
+            .query_one(sql::NEWEST_EVENT, &[])
+            .await
+            .map_err(db_error)?
+            .get(0);
+        tx.commit().await.map_err(db_error)?;
+        self.committed(Some(newest));
+        Ok(events)
     }
 }
 

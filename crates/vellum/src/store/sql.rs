@@ -199,8 +199,15 @@ pub(super) static ISSUED_CREDENTIALS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Purging, each with the cut-off (`finished_before`): everything a finished session owns, the
-/// records of credentials that expired before it, then the sessions.
+/// Cut-off, batch: how many sessions finished first before the cut-off (up to the batch), and
+/// when the last of them finished. The batch's own cut-off is just after that, or the cut-off
+/// when fewer than a batch are left.
+pub(super) const PURGE_BATCH: &str = "SELECT COUNT(*), MAX(finished_at) FROM \
+    (SELECT finished_at FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1 \
+     ORDER BY finished_at LIMIT $2) AS batch";
+
+/// Purging a batch, each statement with the batch's cut-off: everything a finished session
+/// owns, then ([`PURGE_SESSIONS`]) the sessions.
 pub(super) static PURGE: LazyLock<Vec<String>> = LazyLock::new(|| {
     const FINISHED: &str =
         "SELECT id FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1";
@@ -216,13 +223,24 @@ pub(super) static PURGE: LazyLock<Vec<String>> = LazyLock::new(|| {
         format!("DELETE FROM grants WHERE session_id IN ({FINISHED})"),
         format!("DELETE FROM deferred_transactions WHERE session_id IN ({FINISHED})"),
         format!("DELETE FROM wallet_notifications WHERE session_id IN ({FINISHED})"),
-        // Records of credentials outlive their session, until they have expired.
-        "DELETE FROM issued_credentials WHERE expires_at < $1".to_owned(),
     ]
 });
-/// The cut-off; returns the sessions removed.
+/// The batch's cut-off; returns the sessions removed.
 pub(super) const PURGE_SESSIONS: &str =
     "DELETE FROM sessions WHERE finished_at IS NOT NULL AND finished_at < $1";
+/// Cut-off, batch: records of credentials that expired before the cut-off, oldest first. They
+/// outlive their session until then (their status must stay answerable while they are valid).
+pub(super) const PURGE_CREDENTIALS: &str = "DELETE FROM issued_credentials WHERE id IN \
+    (SELECT id FROM issued_credentials WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
+/// Now, batch: nonces that can no longer be replayed.
+pub(super) const PURGE_NONCES: &str = "DELETE FROM used_nonces WHERE nonce_hash IN \
+    (SELECT nonce_hash FROM used_nonces WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
+/// Now, batch: authorization requests that can no longer be used (their code, if any, has
+/// expired).
+pub(super) const PURGE_AUTHORIZATION_REQUESTS: &str = "DELETE FROM authorization_requests \
+    WHERE id IN (SELECT id FROM authorization_requests WHERE expires_at < $1 \
+    ORDER BY expires_at LIMIT $2)";
+
 /// The values of [`DEFERRED_COLUMNS`], in order; nothing when the session has one already.
 pub(super) static INSERT_DEFERRED: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -264,13 +282,6 @@ pub(super) const NOTIFIED_CREDENTIAL: &str = "SELECT 1 FROM issued_credentials \
 pub(super) const INSERT_WALLET_NOTIFICATION: &str = "INSERT INTO wallet_notifications \
     (notification_id, event, session_id, received_at) VALUES ($1, $2, $3, $4) \
     ON CONFLICT DO NOTHING";
-
-/// Now: nonces that can no longer be replayed.
-pub(super) const PURGE_NONCES: &str = "DELETE FROM used_nonces WHERE expires_at < $1";
-
-/// Now: authorization requests that can no longer be used (their code, if any, has expired).
-pub(super) const PURGE_AUTHORIZATION_REQUESTS: &str =
-    "DELETE FROM authorization_requests WHERE expires_at < $1";
 
 /// Session, after, limit.
 pub(super) static SESSION_EVENTS: LazyLock<String> = LazyLock::new(|| {
@@ -382,3 +393,146 @@ pub(super) const SESSION_COUNTS: &str = "SELECT credential_configuration_id, sta
 pub(super) const DELIVERY_COUNTS: &str = "SELECT state, COUNT(*) AS count FROM (SELECT \
     CASE WHEN status = 'PENDING' AND attempts > 0 THEN 'RETRYING' ELSE status END AS state \
     FROM deliveries WHERE created_at >= $1) AS recent GROUP BY state ORDER BY state";
+
+/// How a database writes what seeding needs and the two dialects spell differently.
+pub(super) struct Dialect {
+    /// `WITH [RECURSIVE] n(i) AS (...)`: the integers `from..=to` as column `i` of `n`.
+    pub numbers: fn(from: u64, to: u64) -> String,
+    /// `expr` (a non-negative integer) as `width` lower-case hexadecimal digits.
+    pub hex: fn(expr: &str, width: usize) -> String,
+}
+
+pub(super) const SQLITE: Dialect = Dialect {
+    numbers: |from, to| {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i < {to})"
+        )
+    },
+    hex: |expr, width| format!("printf('%0{width}x', {expr})"),
+};
+
+pub(super) const POSTGRES: Dialect = Dialect {
+    numbers: |from, to| {
+        format!("WITH n(i) AS (SELECT generate_series({from}::bigint, {to}::bigint))")
+    },
+    hex: |expr, width| format!("lpad(to_hex({expr}), {width}, '0')"),
+};
+
+/// The statements that write copies `first..first + count` of the finished session `template`
+/// (see [`super::SeedBatch`]), in order: sessions, grants, access tokens, status lists, issued
+/// credentials, events. Every value is a number or an identifier this module formats itself
+/// (the template is a parsed session id), so the text carries no parameters.
+///
+/// Copy `i` of a row gets an identifier shaped like a random UUID and unique to the copy: a
+/// scrambled `i` (multiplied by an odd constant modulo 2^32, a bijection), the run's tag, a kind
+/// digit, and `i` itself; its unique hashes (offer handle, code, token) get the copy's session
+/// id appended; its times move `(i + 1) * step_ms` into the past. Credentials with a status list
+/// entry get entries on lists of their own, made full so that nothing else takes an entry of
+/// them: entry number `e` (the copy's credentials numbered on from the template's) is index
+/// `e % size` of seeded list `e / size`.
+pub(super) fn seed_copies(
+    dialect: &Dialect,
+    template: &str,
+    batch: &super::SeedBatch,
+) -> Vec<String> {
+    let super::SeedBatch {
+        run,
+        first,
+        count,
+        step_ms,
+        events_per_session,
+    } = *batch;
+    let last = first + count.max(1) - 1;
+    let hex = dialect.hex;
+    let uuid = |number: &str, kind: char| {
+        format!(
+            "{} || '-{run:04x}-4000-{kind}000-' || {}",
+            hex(&format!("(({number}) * 2654435761) % 4294967296"), 8),
+            hex(number, 12)
+        )
+    };
+    let session = uuid("n.i", '8');
+    let shift = format!("((n.i + 1) * {step_ms})");
+    let numbers = (dialect.numbers)(first, last);
+    let credentials = format!(
+        "{numbers}, c AS (SELECT *, ROW_NUMBER() OVER (ORDER BY issued_at, id) - 1 AS r, \
+         COUNT(*) OVER () AS m FROM issued_credentials WHERE session_id = '{template}')"
+    );
+    let entry = "(n.i * c.m + c.r)";
+    let list = uuid(&format!("{entry} / l.size"), 'b');
+    let index = format!("({entry} % l.size)");
+    let events_numbers = (dialect.numbers)(
+        first * u64::from(events_per_session),
+        (last + 1) * u64::from(events_per_session) - 1,
+    );
+    let per = events_per_session;
+    let event_session = uuid(&format!("e.i / {per}"), '8');
+    vec![
+        format!(
+            "{numbers} INSERT INTO sessions (id, profile_id, profile_version, \
+             credential_configuration_id, status, status_reason, offer_handle_hash, by_value, \
+             template, issuer_key_id, created_at, updated_at, expires_at, resolved_at, \
+             token_issued_at, finished_at) \
+             SELECT {session}, s.profile_id, s.profile_version, s.credential_configuration_id, \
+             s.status, s.status_reason, s.offer_handle_hash || '-' || {session}, s.by_value, \
+             s.template, s.issuer_key_id, s.created_at - {shift}, s.updated_at - {shift}, \
+             s.expires_at - {shift}, s.resolved_at - {shift}, s.token_issued_at - {shift}, \
+             s.finished_at - {shift} \
+             FROM n CROSS JOIN sessions s WHERE s.id = '{template}' ORDER BY n.i"
+        ),
+        format!(
+            "{numbers} INSERT INTO grants (session_id, kind, secret_hash, state, tx_code, \
+             tx_code_mac, tx_code_failures, created_at, redeemed_at, request_id, expires_at, \
+             dpop_jkt) \
+             SELECT {session}, g.kind, g.secret_hash || '-' || {session}, g.state, g.tx_code, \
+             g.tx_code_mac, g.tx_code_failures, g.created_at - {shift}, \
+             g.redeemed_at - {shift}, g.request_id, g.expires_at - {shift}, g.dpop_jkt \
+             FROM n CROSS JOIN grants g WHERE g.session_id = '{template}' ORDER BY n.i, g.id"
+        ),
+        format!(
+            "{numbers} INSERT INTO access_tokens (token_hash, session_id, grant_id, issued_at, \
+             expires_at, dpop_jkt) \
+             SELECT t.token_hash || '-' || {session}, {session}, \
+             (SELECT copy.id FROM grants copy JOIN grants g ON g.id = t.grant_id \
+              WHERE copy.secret_hash = g.secret_hash || '-' || {session}), \
+             t.issued_at - {shift}, t.expires_at - {shift}, t.dpop_jkt \
+             FROM n CROSS JOIN access_tokens t WHERE t.session_id = '{template}'"
+        ),
+        format!(
+            "{credentials} INSERT INTO status_lists (id, kind, signer, bits, size, allocated, \
+             created_at, changed_at) \
+             SELECT DISTINCT {list}, l.kind, l.signer, l.bits, l.size, l.size, l.created_at, \
+             l.changed_at \
+             FROM n CROSS JOIN c JOIN status_lists l ON l.id = c.status_list_id WHERE TRUE \
+             ON CONFLICT DO NOTHING"
+        ),
+        format!(
+            "{credentials} INSERT INTO issued_credentials (id, session_id, \
+             credential_configuration_id, format, holder, issued_at, expires_at, status, \
+             status_list_id, status_index, status_value, notification_id) \
+             SELECT {credential}, {session}, c.credential_configuration_id, c.format, c.holder, \
+             c.issued_at - {shift}, c.expires_at - {shift}, \
+             CASE WHEN l.id IS NULL THEN c.status ELSE \
+             replace(replace(replace(c.status, l.id, {list}), \
+             '\"idx\":' || c.status_index, '\"idx\":' || {index}), \
+             '\"statusListIndex\":\"' || c.status_index || '\"', \
+             '\"statusListIndex\":\"' || {index} || '\"') END, \
+             CASE WHEN l.id IS NULL THEN NULL ELSE {list} END, \
+             CASE WHEN l.id IS NULL THEN NULL ELSE {index} END, \
+             CASE WHEN l.id IS NULL THEN c.status_value ELSE 0 END, c.notification_id \
+             FROM n CROSS JOIN c LEFT JOIN status_lists l ON l.id = c.status_list_id \
+             ORDER BY n.i, c.r",
+            credential = uuid(entry, 'a'),
+        ),
+        format!(
+            "{events_numbers}, t AS (SELECT type, timestamp, data, ROW_NUMBER() OVER (ORDER BY seq) - 1 AS k, \
+             COUNT(*) OVER () AS m FROM events WHERE session_id = '{template}') \
+             INSERT INTO events (id, session_id, type, timestamp, data) \
+             SELECT {event}, {event_session}, t.type, \
+             t.timestamp - ((e.i / {per} + 1) * {step_ms}), \
+             replace(t.data, '{template}', {event_session}) \
+             FROM n e JOIN t ON t.k = (e.i % {per}) % t.m ORDER BY e.i",
+            event = uuid("e.i", '9'),
+        ),
+    ]
+}

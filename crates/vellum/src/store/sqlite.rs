@@ -73,6 +73,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_listing_indexes.sql",
         include_str!("../../migrations/sqlite/0011_listing_indexes.sql"),
     ),
+    (
+        "0012_bounded_sweeps.sql",
+        include_str!("../../migrations/sqlite/0012_bounded_sweeps.sql"),
+    ),
 ];
 
 /// Largest number of calls committed together.
@@ -1120,19 +1124,49 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn purge(&self, finished_before: Millis, now: Millis) -> StoreResult<u64> {
+    async fn purge(&self, finished_before: Millis, now: Millis, batch: u32) -> StoreResult<Purged> {
         self.write(move |conn| {
-            for statement in sql::PURGE.iter() {
-                conn.execute(statement, [finished_before])
-                    .map_err(db_error)?;
+            let (count, last): (i64, Option<i64>) = conn
+                .query_row(sql::PURGE_BATCH, params![finished_before, batch], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .map_err(db_error)?;
+            let full = count >= i64::from(batch);
+            let mut sessions = 0;
+            if let Some(last) = last {
+                let cut = if full { last + 1 } else { finished_before };
+                for statement in sql::PURGE.iter() {
+                    conn.execute(statement, [cut]).map_err(db_error)?;
+                }
+                sessions = conn.execute(sql::PURGE_SESSIONS, [cut]).map_err(db_error)?;
             }
-            let sessions = conn
-                .execute(sql::PURGE_SESSIONS, [finished_before])
-                .map_err(db_error)?;
-            conn.execute(sql::PURGE_NONCES, [now]).map_err(db_error)?;
-            conn.execute(sql::PURGE_AUTHORIZATION_REQUESTS, [now])
-                .map_err(db_error)?;
-            Ok(sessions as u64)
+            let mut more = full;
+            for (statement, at) in [
+                (sql::PURGE_CREDENTIALS, finished_before),
+                (sql::PURGE_NONCES, now),
+                (sql::PURGE_AUTHORIZATION_REQUESTS, now),
+            ] {
+                let removed = conn
+                    .execute(statement, params![at, batch])
+                    .map_err(db_error)?;
+                more |= removed >= batch as usize;
+            }
+            Ok(Purged {
+                sessions: sessions as u64,
+                more,
+            })
+        })
+        .await
+    }
+    async fn seed(&self, template: SessionId, batch: &SeedBatch) -> StoreResult<u64> {
+        let statements = sql::seed_copies(&sql::SQLITE, &template.to_string(), batch);
+        self.write(move |conn| {
+            let mut events = 0;
+            for statement in &statements {
+                events = conn.execute(statement, []).map_err(db_error)?;
+            }
+            WROTE_EVENTS.with(|flag| flag.set(true));
+            Ok(events as u64)
         })
         .await
     }

@@ -17,9 +17,9 @@ use vellum::store::{
     ConsoleSessionRecord, Deferral, DeferredLookup, DeferredOutcome, DeferredState, DeliveryCount,
     DeliveryStatus, EventLog, FinishedAttempt, GrantKind, GrantState, Issuance, IssuanceCommit,
     IssuedCredentialRecord, KeyRecord, NewAccessToken, NewEvent, NewGrant, NotificationReceipt,
-    ProfileRecord, RequestLookup, RequestStatus, SessionCount, SessionFilter, SessionLookup,
-    SessionRecord, SessionStatus, Spent, StatusEntry, StatusListKind, Store, StoreError,
-    TxCodeFailure, WalletNotification, WebhookTarget,
+    ProfileRecord, Purged, RequestLookup, RequestStatus, SeedBatch, SessionCount, SessionFilter,
+    SessionLookup, SessionRecord, SessionStatus, Spent, StatusEntry, StatusListKind, Store,
+    StoreError, TxCodeFailure, WalletNotification, WebhookTarget,
 };
 
 /// Generates, for every behaviour, one test per backend: `store::sqlite::<behaviour>` and
@@ -77,6 +77,8 @@ conformance!(
     status_entries_are_handed_out_once_and_full_lists_roll_over,
     sessions_expire_once_when_due,
     purge_removes_finished_sessions_with_everything_they_own,
+    retention_removes_in_bounded_batches,
+    seeding_copies_a_finished_session_with_what_it_owns,
     events_are_listed_in_order_after_a_sequence,
     deliveries_are_written_per_event_the_webhook_wants,
     a_claim_respects_the_per_url_limit_and_leases,
@@ -718,7 +720,7 @@ async fn a_token_is_bound_to_its_key_and_a_proof_is_used_once(store: &dyn Store)
         .count();
     assert_eq!(applied, 1, "concurrent uses: {outcomes:?}");
     // Once a use can no longer be replayed (its proof is refused as too old), it is forgotten.
-    store.purge(0, 150).await.expect("purge");
+    store.purge(0, 150, 1_000).await.expect("purge");
     assert_eq!(
         store.record_use("jti-a", 300).await.expect("use"),
         Applied::Yes
@@ -987,7 +989,7 @@ async fn an_authorization_request_goes_from_pushed_to_a_code_once(store: &dyn St
         store.fail_authorization("req-2", &[]).await.expect("fail"),
         Applied::Stale
     );
-    store.purge(0, 101).await.expect("purge");
+    store.purge(0, 101, 1_000).await.expect("purge");
     for lookup in [
         RequestLookup::RequestUri("uri-req-1"),
         RequestLookup::RequestUri("uri-req-2"),
@@ -1102,13 +1104,16 @@ async fn issued_credentials_are_recorded_and_outlive_their_session_until_they_ex
         ("dc+sd-jwt", "holder-thumbprint", 5_000)
     );
     // The session is purged; the records stay while the credentials are valid.
-    assert_eq!(store.purge(100, 100).await.expect("purge"), 1);
+    assert_eq!(
+        store.purge(100, 100, 1_000).await.expect("purge").sessions,
+        1
+    );
     assert!(store.session(s.id).await.expect("read").is_none());
     assert_eq!(
         store.issued_credentials(s.id).await.expect("records").len(),
         2
     );
-    store.purge(5_001, 5_001).await.expect("purge");
+    store.purge(5_001, 5_001, 1_000).await.expect("purge");
     assert!(
         store
             .issued_credentials(s.id)
@@ -1274,8 +1279,8 @@ async fn purge_removes_finished_sessions_with_everything_they_own(store: &dyn St
         .await
         .expect("record");
 
-    let removed = store.purge(50, 150).await.expect("purge");
-    assert_eq!(removed, 1);
+    let removed = store.purge(50, 150, 1_000).await.expect("purge");
+    assert_eq!(removed.sessions, 1);
     assert!(store.session(old.id).await.expect("read").is_none());
     assert!(
         store
@@ -1306,6 +1311,191 @@ async fn purge_removes_finished_sessions_with_everything_they_own(store: &dyn St
         complete(active.id, "nonce", 90).await,
         IssuanceCommit::Issued
     );
+}
+
+/// A batch ends after the millisecond in which its last session finished, so that sessions that
+/// finished together go together; each part of the batch says when it was full.
+async fn retention_removes_in_bounded_batches(store: &dyn Store) {
+    let mut ids = Vec::new();
+    for (n, finished) in [30, 31, 31, 32, 33].into_iter().enumerate() {
+        let s = session(10, None);
+        create(store, &s).await;
+        assert_eq!(redeem(store, &s, 20).await, Applied::Yes);
+        let nonce = format!("nonce-{n}");
+        let nonce_expires_at = 100 + i64::try_from(n).expect("small");
+        assert_eq!(
+            complete(store, s.id, &nonce, nonce_expires_at, finished).await,
+            IssuanceCommit::Issued
+        );
+        ids.push(s.id);
+    }
+    let purge = |finished_before, now| async move {
+        store.purge(finished_before, now, 2).await.expect("purge")
+    };
+    let purged = |sessions, more| Purged { sessions, more };
+    assert_eq!(purge(40, 50).await, purged(3, true));
+    for (n, id) in ids.iter().enumerate() {
+        let kept = store.session(*id).await.expect("read").is_some();
+        assert_eq!(kept, n >= 3, "session {n}");
+    }
+    assert_eq!(purge(40, 50).await, purged(2, true));
+    assert_eq!(purge(40, 50).await, purged(0, false));
+    // Nonces that expired before now (100 and 101), two at most per batch.
+    assert_eq!(purge(40, 102).await, purged(0, true));
+    assert_eq!(purge(40, 102).await, purged(0, false));
+    // Records of credentials kept after their sessions, until they expire (at 10,030 to 10,033).
+    assert_eq!(purge(20_000, 102).await, purged(0, true));
+    assert_eq!(purge(20_000, 102).await, purged(0, true));
+    assert_eq!(purge(20_000, 102).await, purged(0, false));
+    for id in ids {
+        assert!(
+            store
+                .issued_credentials(id)
+                .await
+                .expect("credentials")
+                .is_empty()
+        );
+    }
+}
+
+/// Seeding (`vellum bench seed`) writes copies that read back as the template does: each its own
+/// session, grant, credential with a status entry of its own on full lists, and events naming
+/// it; spread over the past, numbered across batches, and removed by retention like any other.
+async fn seeding_copies_a_finished_session_with_what_it_owns(store: &dyn Store) {
+    let signer = json!({"keyId": "k1", "iss": "https://issuer.example"});
+    let allocation = store
+        .allocate_status_entry(StatusListKind::Token, &signer, 2, 4, 10)
+        .await
+        .expect("allocate");
+    let template = session(10, None);
+    create(store, &template).await;
+    assert_eq!(redeem(store, &template, 20).await, Applied::Yes);
+    let list = allocation.list.id.clone();
+    let mut issued = credential(template.id, 30, 10_030);
+    issued.status =
+        Some(json!({"status_list": {"idx": 3, "uri": format!("https://i/status-lists/{list}")}}));
+    issued.status_entry = Some(StatusEntry {
+        list_id: list.clone(),
+        index: 3,
+    });
+    let commit = store
+        .complete_issuance(&Issuance {
+            session: template.id,
+            token_hash: token_hash(template.id),
+            spends: Spent::Nonce {
+                hash: "nonce".into(),
+                expires_at: 100,
+            },
+            credentials: vec![issued],
+            finish: true,
+            now: 30,
+            events: vec![NewEvent {
+                data: json!({"sessionId": template.id}),
+                ..event(Some(template.id), "credential_issued", 30)
+            }],
+        })
+        .await
+        .expect("complete");
+    assert_eq!(commit, IssuanceCommit::Issued);
+
+    let batch = |first, count| SeedBatch {
+        run: 0xabc,
+        first,
+        count,
+        step_ms: 100,
+        events_per_session: 4,
+    };
+    assert_eq!(
+        store.seed(template.id, &batch(0, 4)).await.expect("seed"),
+        16
+    );
+    assert_eq!(
+        store.seed(template.id, &batch(4, 2)).await.expect("seed"),
+        8
+    );
+
+    let filter = SessionFilter {
+        status: Some(SessionStatus::Successful),
+        profile_id: None,
+        before: None,
+        limit: 100,
+    };
+    let listed: Vec<SessionRecord> = store
+        .sessions(&filter)
+        .await
+        .expect("list")
+        .rows
+        .into_iter()
+        .map(|row| row.expect("readable"))
+        .collect();
+    assert_eq!(listed.len(), 7);
+    assert_eq!(listed[0].id, template.id, "the copies are older");
+    let mut finished = Vec::new();
+    let mut entries = std::collections::BTreeSet::new();
+    for copy in &listed[1..] {
+        let copied_finish = copy.finished_at.expect("finished");
+        finished.push(copied_finish);
+        assert_eq!(copy.created_at - 10, copied_finish - 30, "moved as a whole");
+        assert_eq!(copy.profile_id, template.profile_id);
+        assert_eq!(
+            stored_grant(store, copy.id).await.state,
+            GrantState::Redeemed
+        );
+        let types: Vec<String> = store
+            .events(Some(copy.id), 0, 10)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|event| {
+                if event.event_type == "credential_issued" {
+                    assert_eq!(event.data["sessionId"], json!(copy.id), "names the copy");
+                }
+                event.event_type
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "credential_offer_created",
+                "token_issued",
+                "credential_issued",
+                "credential_offer_created"
+            ]
+        );
+        let credentials = store
+            .issued_credentials(copy.id)
+            .await
+            .expect("credentials");
+        assert_eq!(credentials.len(), 1);
+        let entry = credentials[0].status_entry.clone().expect("an entry");
+        assert_ne!(entry.list_id, list);
+        let reference = &credentials[0].status.as_ref().expect("a reference")["status_list"];
+        assert_eq!(reference["idx"], json!(entry.index));
+        assert!(
+            reference["uri"]
+                .as_str()
+                .expect("uri")
+                .ends_with(&entry.list_id)
+        );
+        let seeded_list = store
+            .status_list(&entry.list_id)
+            .await
+            .expect("read")
+            .expect("the list");
+        assert_eq!(
+            seeded_list.allocated, seeded_list.size,
+            "full: nothing else takes an entry"
+        );
+        assert!(
+            entries.insert((entry.list_id, entry.index)),
+            "each entry once"
+        );
+    }
+    finished.sort_unstable();
+    assert_eq!(finished, [-570, -470, -370, -270, -170, -70]);
+    // Copies 3, 4 and 5 finished more than 350 ms before the template.
+    let purged = store.purge(-320, 0, 1_000).await.expect("purge");
+    assert_eq!(purged.sessions, 3);
 }
 
 async fn events_are_listed_in_order_after_a_sequence(store: &dyn Store) {
@@ -2154,7 +2344,7 @@ async fn the_overview_counts_sessions_and_deliveries_since_a_moment(store: &dyn 
 ///
 /// Large tables are those that grow with the traffic, a row or more per session; each statement
 /// names those it reads (sessions, webhooks, grants, events, deliveries and their attempts,
-/// issued credentials, deferred transactions). Keys, profiles (profile_heads, profile_versions),
+/// issued credentials, deferred transactions, used nonces). Keys, profiles (profile_heads, profile_versions),
 /// settings and console sign-ins stay small and may be scanned.
 mod plans {
     use std::collections::{BTreeMap, HashMap};
@@ -2240,6 +2430,13 @@ mod plans {
                     problems.push(format!("sorts before it returns a page: {detail}"));
                 }
             }
+            if let Some(index) = statement.reads_index
+                && !lines
+                    .iter()
+                    .any(|(_, _, detail)| detail.split_whitespace().any(|word| word == index))
+            {
+                problems.push(format!("does not read the index {index}"));
+            }
             report(&statement, &sqlite_tree(&lines), &problems, &mut failures);
         }
         assert!(failures.is_empty(), "plans that read too much:\n{failures}");
@@ -2321,6 +2518,11 @@ mod plans {
             let root = &plan[0]["Plan"];
             let mut problems = Vec::new();
             postgres_problems(&statement, &first_columns, root, None, &mut problems);
+            if let Some(index) = statement.reads_index
+                && !text.contains(&format!("\"Index Name\": \"{index}\""))
+            {
+                problems.push(format!("does not read the index {index}"));
+            }
             let mut tree = String::new();
             postgres_tree(root, 0, &mut tree);
             report(&statement, &tree, &problems, &mut failures);
@@ -2338,11 +2540,12 @@ mod plans {
     const FIXTURE: &str = "
         INSERT INTO sessions (id, profile_id, profile_version, credential_configuration_id,
             status, offer_handle_hash, by_value, template, issuer_key_id, created_at, updated_at,
-            expires_at)
+            expires_at, finished_at)
         SELECT 's' || n, 'p' || n % 20, 1, 'c' || n % 3,
             CASE WHEN n % 100 = 0 THEN 'ACTIVE' WHEN n % 10 = 1 THEN 'EXPIRED'
                 WHEN n % 10 = 2 THEN 'UNSUCCESSFUL' ELSE 'SUCCESSFUL' END,
-            'h' || n, FALSE, '{}', 'k', n * 1000, n * 1000, n * 1000 + 600000
+            'h' || n, FALSE, '{}', 'k', n * 1000, n * 1000, n * 1000 + 600000,
+            CASE WHEN n % 100 = 0 THEN NULL ELSE n * 1000 + 500 END
         FROM generate_series(1, 5000) AS n;
         INSERT INTO webhooks (session_id, url)
         SELECT 's' || n, 'https://hooks.example/' || n % 10 FROM generate_series(1, 5000) AS n;
@@ -2360,9 +2563,12 @@ mod plans {
         INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, status_code)
         SELECT id, 1, created_at, 10, 200 FROM deliveries;
         INSERT INTO issued_credentials (id, session_id, credential_configuration_id, format,
-            holder, issued_at, expires_at)
-        SELECT 'c' || n, 's' || n, 'c', 'dc+sd-jwt', 'holder', n * 1000, n * 1000 + 86400000
+            holder, issued_at, expires_at, status_list_id, status_index, status_value)
+        SELECT 'c' || n, 's' || n, 'c', 'dc+sd-jwt', 'holder', n * 1000, n * 1000 + 86400000,
+            'l' || n / 1000, n % 1000, CASE WHEN n % 100 = 0 THEN 1 ELSE 0 END
         FROM generate_series(1, 5000) AS n;
+        INSERT INTO used_nonces (nonce_hash, expires_at)
+        SELECT 'n' || n, n * 1000 FROM generate_series(1, 5000) AS n;
         INSERT INTO deferred_transactions (session_id, transaction_hash, holders, state,
             created_at, changed_at)
         SELECT 's' || n, 'x' || n, '[]', 'PENDING', n * 1000, n * 1000
