@@ -484,3 +484,44 @@ async fn one_unreadable_session_is_reported_and_the_others_are_listed() {
     // The others stay readable one by one.
     assert_eq!(app.session(&created[2]).await["status"], "ACTIVE");
 }
+
+/// A backlog larger than one transaction of the sweep (200 sessions) goes in one sweep, batch
+/// after batch; what is not due stays.
+#[tokio::test]
+async fn one_sweep_removes_a_backlog_of_many_batches() {
+    let app = spawn_app().await;
+    let created = app.create_offer(json!({"profileId": DEMO_PROFILE})).await;
+    Wallet::new().complete(&app, &created).await;
+    let template = vellum::ids::SessionId::parse(&offer_id(&created)).expect("a session id");
+    // 450 copies that finished 1 to 450 minutes before it.
+    let copies = vellum::store::SeedBatch {
+        run: 1,
+        first: 0,
+        count: 450,
+        step_ms: 60_000,
+        events_per_session: 3,
+    };
+    assert_eq!(
+        app.ctx.store.seed(template, &copies).await.expect("seed"),
+        1_350
+    );
+    assert_eq!(count_sessions(&app).await, 451);
+    // Past the retention of the copies that finished over an hour before the template only:
+    // 390 go, the template and the 60 newest copies stay.
+    app.clock.advance_seconds(604_800 - 3_600);
+    sweep(&app).await;
+    assert_eq!(count_sessions(&app).await, 61);
+}
+
+async fn count_sessions(app: &TestApp) -> usize {
+    let mut count = 0;
+    let mut query = "?limit=200".to_owned();
+    loop {
+        let page = list(app, &query).await;
+        count += ids(&page).len();
+        match page["nextCursor"].as_str() {
+            Some(cursor) => query = format!("?limit=200&cursor={cursor}"),
+            None => return count,
+        }
+    }
+}
