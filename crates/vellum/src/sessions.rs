@@ -333,10 +333,14 @@ pub async fn expire(
     Ok(expired)
 }
 
-/// Sessions (and expired credentials, nonces, authorization requests) removed per transaction
-/// of a retention sweep: small enough that the requests waiting behind one batch wait a few
-/// milliseconds, however large the backlog (docs/BENCHMARKS.md, "Growth").
-const PURGE_BATCH: u32 = 200;
+/// How long one transaction of a retention sweep should hold the database: with SQLite it is
+/// the one writer, and requests queue behind it. Each batch is sized from the last one's time
+/// (halved when it took over twice this, doubled under half), between [`PURGE_BATCH`]'s
+/// bounds; and after each batch the sweep pauses as long as the batch took, so that under load
+/// it never takes more than half the writer (docs/BENCHMARKS.md, "Growth").
+const PURGE_TARGET: Duration = Duration::from_millis(10);
+/// The fewest, first and most sessions per transaction of a retention sweep.
+const PURGE_BATCH: (u32, u32, u32) = (5, 50, 500);
 
 /// Applies expiry and retention every `sessions.sweep_interval_seconds` until cancelled.
 pub async fn sweep_until_cancelled(ctx: &Context, shutdown: CancellationToken) {
@@ -376,15 +380,23 @@ pub async fn sweep(ctx: &Context) -> Result<(), StoreError> {
     }
     let retention = i64::try_from(ctx.config.sessions.retention_seconds).unwrap_or(i64::MAX);
     let finished_before = now.saturating_sub(retention.saturating_mul(1000));
+    let (fewest, mut size, most) = PURGE_BATCH;
     let mut purged = 0;
     loop {
-        let batch = ctx.store.purge(finished_before, now, PURGE_BATCH).await?;
+        let started = std::time::Instant::now();
+        let batch = ctx.store.purge(finished_before, now, size).await?;
+        // The time includes the wait for the writer: a busy store gets smaller batches.
+        let took = started.elapsed();
         purged += batch.sessions;
         if !batch.more {
             break;
         }
-        // Between batches, the requests waiting to write go first.
-        tokio::task::yield_now().await;
+        if took > PURGE_TARGET * 2 {
+            size = (size / 2).max(fewest);
+        } else if took < PURGE_TARGET / 2 {
+            size = (size * 2).min(most);
+        }
+        tokio::time::sleep(took).await;
     }
     if purged > 0 {
         tracing::info!(purged, "removed sessions past retention");

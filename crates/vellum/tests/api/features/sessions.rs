@@ -485,29 +485,29 @@ async fn one_unreadable_session_is_reported_and_the_others_are_listed() {
     assert_eq!(app.session(&created[2]).await["status"], "ACTIVE");
 }
 
-/// A backlog larger than one transaction of the sweep (200 sessions) goes in one sweep, batch
-/// after batch; what is not due stays.
+/// A backlog larger than one transaction of the sweep (50 sessions at first, at most 500) goes
+/// in one sweep, batch after batch; what is not due stays.
 #[tokio::test]
 async fn one_sweep_removes_a_backlog_of_many_batches() {
     let app = spawn_app().await;
     let created = app.create_offer(json!({"profileId": DEMO_PROFILE})).await;
     Wallet::new().complete(&app, &created).await;
     let template = vellum::ids::SessionId::parse(&offer_id(&created)).expect("a session id");
-    // 450 copies that finished 1 to 450 minutes before it.
+    // 1,200 copies that finished 1 to 1,200 minutes before it.
     let copies = vellum::store::SeedBatch {
         run: 1,
         first: 0,
-        count: 450,
+        count: 1_200,
         step_ms: 60_000,
         events_per_session: 3,
     };
     assert_eq!(
         app.ctx.store.seed(template, &copies).await.expect("seed"),
-        1_350
+        3_600
     );
-    assert_eq!(count_sessions(&app).await, 451);
+    assert_eq!(count_sessions(&app).await, 1_201);
     // Past the retention of the copies that finished over an hour before the template only:
-    // 390 go, the template and the 60 newest copies stay.
+    // 1,140 go, the template and the 60 newest copies stay.
     app.clock.advance_seconds(604_800 - 3_600);
     sweep(&app).await;
     assert_eq!(count_sessions(&app).await, 61);
