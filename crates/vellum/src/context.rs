@@ -36,7 +36,8 @@ pub struct Context {
     /// Status lists as last signed, so that reading an unchanged list costs no signature.
     pub status_lists: SignedCache,
     /// Cancelled when the server starts to shut down: live event streams end on it, since
-    /// graceful shutdown waits for every response to finish.
+    /// graceful shutdown waits for every response to finish; a retention sweep stops between
+    /// its batches.
     pub stopping: CancellationToken,
     /// The newest events, shared by live event streams.
     pub log_tail: LogTail,

@@ -388,7 +388,7 @@ pub async fn sweep(ctx: &Context) -> Result<(), StoreError> {
         // The time includes the wait for the writer: a busy store gets smaller batches.
         let took = started.elapsed();
         purged += batch.sessions;
-        if !batch.more {
+        if !batch.more || ctx.stopping.is_cancelled() {
             break;
         }
         if took > PURGE_TARGET * 2 {
@@ -396,7 +396,11 @@ pub async fn sweep(ctx: &Context) -> Result<(), StoreError> {
         } else if took < PURGE_TARGET / 2 {
             size = (size * 2).min(most);
         }
-        tokio::time::sleep(took).await;
+        // A shutdown does not wait for the rest of a backlog: the next sweep goes on with it.
+        tokio::select! {
+            () = ctx.stopping.cancelled() => break,
+            () = tokio::time::sleep(took) => {}
+        }
     }
     if purged > 0 {
         tracing::info!(purged, "removed sessions past retention");

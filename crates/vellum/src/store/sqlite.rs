@@ -82,6 +82,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// Largest number of calls committed together.
 const MAX_GROUP: usize = 128;
 const READERS: usize = 3;
+/// The writer connection's page cache, in KiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
 trait WriteJob: Send {
     /// Runs the call inside its savepoint; returns whether to keep its changes.
@@ -200,6 +202,13 @@ impl SqliteStore {
             })?;
         }
         let mut writer_conn = open(path, synchronous)?;
+        // Every write reads the index pages it changes: with a store of millions of sessions
+        // each random key (ids, code and token hashes) lands on a leaf of its own, which the
+        // default cache (2 MiB) has mostly lost by the next. Pages are cached as they are read,
+        // so a small store never fills it.
+        writer_conn
+            .pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(db_error)?;
         migrate(&mut writer_conn)?;
         // One process owns an SQLite file: leases left by a crashed predecessor are void.
         writer_conn
