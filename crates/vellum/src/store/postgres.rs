@@ -1379,6 +1379,9 @@ impl SessionStore for PostgresStore {
         Ok(Purged { sessions, more })
     }
     async fn seed(&self, template: SessionId, batch: &SeedBatch) -> StoreResult<u64> {
+        if batch.count == 0 {
+            return Ok(0);
+        }
         let statements = sql::seed_copies(&sql::POSTGRES, &template.to_string(), batch);
         let mut conn = self.pool.get().await?;
         let (tx, prepared) = conn.begin().await?;

@@ -442,6 +442,7 @@ pub(super) fn seed_copies(
         step_ms,
         events_per_session,
     } = *batch;
+    // Callers write no statement for an empty batch.
     let last = first + count.max(1) - 1;
     let hex = dialect.hex;
     let uuid = |number: &str, kind: char| {

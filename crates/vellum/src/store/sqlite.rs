@@ -1168,6 +1168,9 @@ impl SessionStore for SqliteStore {
         .await
     }
     async fn seed(&self, template: SessionId, batch: &SeedBatch) -> StoreResult<u64> {
+        if batch.count == 0 {
+            return Ok(0);
+        }
         let statements = sql::seed_copies(&sql::SQLITE, &template.to_string(), batch);
         self.write(move |conn| {
             let mut events = 0;

@@ -1413,6 +1413,11 @@ async fn seeding_copies_a_finished_session_with_what_it_owns(store: &dyn Store) 
         store.seed(template.id, &batch(4, 2)).await.expect("seed"),
         8
     );
+    assert_eq!(
+        store.seed(template.id, &batch(6, 0)).await.expect("seed"),
+        0,
+        "an empty batch writes nothing"
+    );
 
     let filter = SessionFilter {
         status: Some(SessionStatus::Successful),
