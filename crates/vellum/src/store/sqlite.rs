@@ -332,9 +332,8 @@ fn write_loop(
         if let Err(error) = &committed {
             tracing::error!(%error, calls = group.len(), "SQLite commit failed");
         }
-        for job in group {
-            job.finish(&committed);
-        }
+        // Announced before any caller hears of its commit, so that what a caller reads next
+        // (the overview's latest sequence, a stream) already knows its events.
         if committed.is_ok() && WROTE_EVENTS.with(std::cell::Cell::get) {
             match conn.query_row(sql::NEWEST_EVENT, [], |row| row.get(0)) {
                 Ok(newest) => {
@@ -342,6 +341,9 @@ fn write_loop(
                 }
                 Err(error) => tracing::warn!(%error, "cannot read the newest event"),
             }
+        }
+        for job in group {
+            job.finish(&committed);
         }
     }
 }
