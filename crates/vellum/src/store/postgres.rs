@@ -12,24 +12,30 @@
 //! connection LISTENs, and also polls the newest sequence every second in case a notification
 //! was lost with a connection.
 //!
+//! BEGIN travels with a transaction's first statement and COMMIT right behind its events'
+//! statement ([`Tx`]): a transaction is one round trip per statement, and the event-log lock is
+//! held for one statement and the commit's flush.
+//!
 //! Deliveries are claimed per URL under a try-lock (another claimer working on the URL is
 //! skipped, so the per-URL limit holds across instances) and row by row with
 //! `FOR UPDATE SKIP LOCKED`. Leases are never voided at open: other instances may hold them.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::{Semaphore, SemaphorePermit, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{
-    AsyncMessage, Client, Config, GenericClient, NoTls, Row, Statement, Transaction,
-};
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Row, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::rows::{self, Columns, PROFILE_SELECT, corrupt};
@@ -169,24 +175,47 @@ struct Pool {
 #[derive(Default)]
 struct Statements(Mutex<HashMap<String, Statement>>);
 
+/// What a [`Db`] runs its statements on: a connection, or a [`Tx`] on one.
+trait Session: Sync {
+    fn client(&self) -> &Client;
+    /// Whether BEGIN has yet to go out: it does with the transaction's first statement.
+    fn begins(&self) -> bool;
+}
+
+impl Session for Client {
+    fn client(&self) -> &Client {
+        self
+    }
+    fn begins(&self) -> bool {
+        false
+    }
+}
+
 /// A connection or a transaction on it, with the connection's prepared statements: the store
 /// runs every statement through this.
-struct Db<'a, C> {
-    client: &'a C,
+struct Db<'a, S> {
+    session: &'a S,
     statements: &'a Statements,
 }
 
-impl<C> Clone for Db<'_, C> {
+impl<S> Clone for Db<'_, S> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<C> Copy for Db<'_, C> {}
+impl<S> Copy for Db<'_, S> {}
 
-impl<'a, C: GenericClient + Sync> Db<'a, C> {
-    fn new(client: &'a C, statements: &'a Statements) -> Self {
-        Db { client, statements }
+impl<'a, S: Session> Db<'a, S> {
+    fn new(session: &'a S, statements: &'a Statements) -> Self {
+        Db {
+            session,
+            statements,
+        }
+    }
+
+    fn client(&self) -> &'a Client {
+        self.session.client()
     }
 
     async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
@@ -199,11 +228,27 @@ impl<'a, C: GenericClient + Sync> Db<'a, C> {
         if let Some(statement) = cached {
             return Ok(statement);
         }
-        let statement = self.client.prepare(sql).await?;
+        let statement = self.client().prepare(sql).await?;
         if let Ok(mut statements) = self.statements.0.lock() {
             statements.insert(sql.to_owned(), statement.clone());
         }
         Ok(statement)
+    }
+
+    /// Sends `request`, behind a BEGIN if it is its transaction's first statement: one round
+    /// trip for both. (A request goes out when first polled, so `biased` keeps the order.)
+    async fn run<T>(
+        &self,
+        request: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, tokio_postgres::Error> {
+        if self.session.begins() {
+            let (begun, result) =
+                tokio::join!(biased; self.client().batch_execute("BEGIN"), request);
+            begun?;
+            result
+        } else {
+            request.await
+        }
     }
 
     async fn query(
@@ -212,7 +257,7 @@ impl<'a, C: GenericClient + Sync> Db<'a, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        self.client.query(&statement, params).await
+        self.run(self.client().query(&statement, params)).await
     }
 
     async fn query_one(
@@ -221,7 +266,7 @@ impl<'a, C: GenericClient + Sync> Db<'a, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        self.client.query_one(&statement, params).await
+        self.run(self.client().query_one(&statement, params)).await
     }
 
     async fn query_opt(
@@ -230,7 +275,7 @@ impl<'a, C: GenericClient + Sync> Db<'a, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        self.client.query_opt(&statement, params).await
+        self.run(self.client().query_opt(&statement, params)).await
     }
 
     async fn execute(
@@ -239,7 +284,32 @@ impl<'a, C: GenericClient + Sync> Db<'a, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
         let statement = self.statement(sql).await?;
-        self.client.execute(&statement, params).await
+        self.run(self.client().execute(&statement, params)).await
+    }
+
+    /// Runs `statements` in one round trip, in order (see [`pipeline`]); returns the rows each
+    /// changed (or, a SELECT, found). The first error is the answer.
+    async fn execute_all(
+        &self,
+        statements: &[(&str, &[&(dyn ToSql + Sync)])],
+    ) -> Result<Vec<u64>, tokio_postgres::Error> {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (sql, _) in statements {
+            prepared.push(self.statement(sql).await?);
+        }
+        let client = self.client();
+        let requests = prepared
+            .iter()
+            .zip(statements)
+            .map(|(statement, (_, params))| Box::pin(client.execute(statement, params)))
+            .collect();
+        self.run(async { pipeline(requests).await.into_iter().collect() })
+            .await
+    }
+
+    /// A statement run once (not prepared and kept): generated ones such as seeding's.
+    async fn execute_once(&self, sql: &str) -> Result<u64, tokio_postgres::Error> {
+        self.run(self.client().execute(sql, &[])).await
     }
 }
 
@@ -251,17 +321,225 @@ struct Conn<'a> {
     _permit: SemaphorePermit<'a>,
 }
 
-impl Conn<'_> {
+impl<'p> Conn<'p> {
     /// Statements outside a transaction.
     fn db(&self) -> Db<'_, Client> {
-        Db::new(self, &self.statements)
+        Db::new(&**self, &self.statements)
     }
 
-    /// Begins a transaction; returns it with the statements to run in it (`Db::new`).
-    async fn begin(&mut self) -> StoreResult<(Transaction<'_>, Arc<Statements>)> {
-        let statements = self.statements.clone();
-        let tx = self.transaction().await.map_err(db_error)?;
-        Ok((tx, statements))
+    /// A transaction. Nothing is sent yet: BEGIN goes with its first statement, and COMMIT with
+    /// its events (see [`Tx::commit_events`]).
+    fn begin(&mut self) -> Tx<'_, 'p> {
+        Tx {
+            conn: self,
+            begun: AtomicBool::new(false),
+            done: false,
+        }
+    }
+}
+
+/// A transaction on a pooled connection. One dropped without [`Tx::commit`] (an early return,
+/// an error, a cancelled request) sends ROLLBACK as it goes, ahead of whatever the connection
+/// runs next.
+struct Tx<'t, 'p> {
+    conn: &'t mut Conn<'p>,
+    begun: AtomicBool,
+    done: bool,
+}
+
+impl Session for Tx<'_, '_> {
+    fn client(&self) -> &Client {
+        self.conn
+    }
+    fn begins(&self) -> bool {
+        !self.begun.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl Tx<'_, '_> {
+    fn db(&self) -> Db<'_, Self> {
+        Db::new(self, &self.conn.statements)
+    }
+
+    async fn commit(self) -> StoreResult<()> {
+        self.commit_with(&[], &[]).await.map(|_| ())
+    }
+
+    /// [`Tx::commit_with`] with no writes of its own.
+    async fn commit_events(self, events: &[NewEvent]) -> StoreResult<Option<i64>> {
+        self.commit_with(&[], events).await
+    }
+
+    /// Runs `writes`, appends `events` and commits, all in one round trip: each statement goes
+    /// out behind the one before, and COMMIT last (after a statement that fails, it rolls the
+    /// transaction back, and that statement's error is the answer). Returns the newest sequence
+    /// written, to announce. A transaction of one statement is that statement, committed on
+    /// its own.
+    ///
+    /// The events statement appends the events and, for the session's webhook when it wants
+    /// that event type, one delivery per event (the transactional outbox), and sends the NOTIFY.
+    /// It takes the event-log lock, which is held until COMMIT so that sequences become visible
+    /// in order (see the module comment); every instance's event-writing transactions queue on
+    /// it, so it is held for that statement and the commit's flush, never across a round trip
+    /// to this instance and back.
+    async fn commit_with(
+        mut self,
+        writes: &[(&str, &[&(dyn ToSql + Sync)])],
+        events: &[NewEvent],
+    ) -> StoreResult<Option<i64>> {
+        let begun = *self.begun.get_mut();
+        let db = self.db();
+        // Prepared first: nothing may go out between these statements and their COMMIT.
+        let mut prepared = Vec::with_capacity(writes.len());
+        for (sql, _) in writes {
+            prepared.push(db.statement(sql).await.map_err(db_error)?);
+        }
+        let append = match events {
+            [] => None,
+            _ => Some(db.statement(INSERT_EVENTS).await.map_err(db_error)?),
+        };
+        let columns = EventColumns::of(events);
+        let events_params = columns.params();
+        let client = db.client();
+        let wrapped = begun || writes.len() + usize::from(append.is_some()) > 1;
+        let mut requests: Vec<Request<'_>> = Vec::with_capacity(writes.len() + 3);
+        if wrapped && !begun {
+            requests.push(Box::pin(async {
+                client.batch_execute("BEGIN").await.map(|()| Answer::Done)
+            }));
+        }
+        for (statement, (_, params)) in prepared.iter().zip(writes) {
+            requests.push(Box::pin(async move {
+                client
+                    .execute(statement, params)
+                    .await
+                    .map(|_| Answer::Done)
+            }));
+        }
+        if let Some(statement) = &append {
+            requests.push(Box::pin(async {
+                client
+                    .query_one(statement, &events_params)
+                    .await
+                    .map(Answer::Row)
+            }));
+        }
+        if wrapped {
+            requests.push(Box::pin(async {
+                client.batch_execute("COMMIT").await.map(|()| Answer::Done)
+            }));
+        }
+        let answers = pipeline(requests).await;
+        self.done = true;
+        let mut newest = None;
+        for answer in answers {
+            if let Answer::Row(row) = answer.map_err(db_error)? {
+                let seq: Option<i64> = row.try_get(0).map_err(db_error)?;
+                newest = Some(seq.ok_or_else(|| corrupt("no event was written"))?);
+            }
+        }
+        Ok(newest)
+    }
+}
+
+/// What one request of a [`pipeline`] answered.
+enum Answer {
+    Row(Row),
+    Done,
+}
+
+type Request<'a> = Pin<Box<dyn Future<Output = Result<Answer, tokio_postgres::Error>> + Send + 'a>>;
+
+/// Sends `requests` in one round trip and waits for every answer. A request goes out when it is
+/// first polled, so polling each in order sends them in order, and PostgreSQL answers them in
+/// that order.
+async fn pipeline<F: Future + Unpin>(mut requests: Vec<F>) -> Vec<F::Output> {
+    let mut answers: Vec<Option<F::Output>> = requests.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (request, answer) in requests.iter_mut().zip(answers.iter_mut()) {
+            if answer.is_none() {
+                match Pin::new(request).poll(cx) {
+                    Poll::Ready(output) => *answer = Some(output),
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    answers.into_iter().flatten().collect()
+}
+
+impl Drop for Tx<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done && *self.begun.get_mut() {
+            // A request goes out when first polled; its answer is not waited for.
+            let _ = self.conn.batch_execute("ROLLBACK").now_or_never();
+        }
+    }
+}
+
+/// The events statement of [`Tx::commit_with`].
+const INSERT_EVENTS: &str = "WITH locked AS (SELECT pg_advisory_xact_lock($1)), \
+     inserted AS ( \
+       INSERT INTO events (id, session_id, type, timestamp, data) \
+       SELECT e.id, e.session_id, e.type, e.timestamp, e.data \
+       FROM locked, unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
+            WITH ORDINALITY AS e(id, session_id, type, timestamp, data, position) \
+       ORDER BY e.position \
+       RETURNING seq, session_id, type, timestamp), \
+     outbox AS ( \
+       INSERT INTO deliveries \
+         (event_seq, session_id, url, status, next_attempt_at, created_at) \
+       SELECT i.seq, w.session_id, w.url, \
+              CASE WHEN g.url IS NULL THEN 'PENDING' ELSE 'GONE' END, \
+              i.timestamp, i.timestamp \
+       FROM inserted i JOIN webhooks w ON w.session_id = i.session_id \
+       LEFT JOIN gone_webhook_urls g ON g.url = w.url \
+       WHERE w.events IS NULL OR w.events @> jsonb_build_array(i.type)) \
+     SELECT MAX(seq), pg_notify($7, MAX(seq)::text)::text FROM inserted";
+
+/// Events as the column arrays [`INSERT_EVENTS`] unnests.
+struct EventColumns<'a> {
+    ids: Vec<&'a str>,
+    sessions: Vec<Option<String>>,
+    types: Vec<&'a str>,
+    timestamps: Vec<Millis>,
+    data: Vec<String>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [NewEvent]) -> Self {
+        EventColumns {
+            ids: events.iter().map(|event| event.id.as_str()).collect(),
+            sessions: events
+                .iter()
+                .map(|event| event.session_id.map(|id| id.to_string()))
+                .collect(),
+            types: events
+                .iter()
+                .map(|event| event.event_type.as_str())
+                .collect(),
+            timestamps: events.iter().map(|event| event.timestamp).collect(),
+            data: events.iter().map(|event| event.data.to_string()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &EVENT_LOG_LOCK,
+            &self.ids,
+            &self.sessions,
+            &self.types,
+            &self.timestamps,
+            &self.data,
+            &EVENTS_CHANNEL,
+        ]
     }
 }
 
@@ -396,14 +674,13 @@ impl PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<bool> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let changed = db.execute(sql, params).await.map_err(db_error)?;
         if changed == 0 {
             return Ok(false);
         }
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(events).await?;
         self.committed(newest);
         Ok(true)
     }
@@ -512,77 +789,13 @@ async fn follow(
     result
 }
 
-/// Appends events and, in the same transaction, one delivery per event for the session's
-/// webhook when it wants that event type (the transactional outbox). Returns the newest
-/// sequence written, to announce after COMMIT.
-///
-/// One statement: it takes the event-log lock (held until COMMIT, so that sequences become
-/// visible in order, see the module comment), inserts the events in order, their deliveries and
-/// the NOTIFY. Every instance's event-writing transactions queue on that lock, so it is taken
-/// as late as possible and held for this one round trip and the COMMIT's.
-async fn insert_events(
-    db: Db<'_, Transaction<'_>>,
-    events: &[NewEvent],
-) -> StoreResult<Option<i64>> {
-    if events.is_empty() {
-        return Ok(None);
-    }
-    let ids: Vec<&str> = events.iter().map(|event| event.id.as_str()).collect();
-    let sessions: Vec<Option<String>> = events
-        .iter()
-        .map(|event| event.session_id.map(|id| id.to_string()))
-        .collect();
-    let types: Vec<&str> = events
-        .iter()
-        .map(|event| event.event_type.as_str())
-        .collect();
-    let timestamps: Vec<Millis> = events.iter().map(|event| event.timestamp).collect();
-    let data: Vec<String> = events.iter().map(|event| event.data.to_string()).collect();
-    let row = db
-        .query_one(
-            "WITH locked AS (SELECT pg_advisory_xact_lock($1)), \
-             inserted AS ( \
-               INSERT INTO events (id, session_id, type, timestamp, data) \
-               SELECT e.id, e.session_id, e.type, e.timestamp, e.data \
-               FROM locked, unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
-                    WITH ORDINALITY AS e(id, session_id, type, timestamp, data, position) \
-               ORDER BY e.position \
-               RETURNING seq, session_id, type, timestamp), \
-             outbox AS ( \
-               INSERT INTO deliveries \
-                 (event_seq, session_id, url, status, next_attempt_at, created_at) \
-               SELECT i.seq, w.session_id, w.url, \
-                      CASE WHEN g.url IS NULL THEN 'PENDING' ELSE 'GONE' END, \
-                      i.timestamp, i.timestamp \
-               FROM inserted i JOIN webhooks w ON w.session_id = i.session_id \
-               LEFT JOIN gone_webhook_urls g ON g.url = w.url \
-               WHERE w.events IS NULL OR w.events @> jsonb_build_array(i.type)) \
-             SELECT MAX(seq), pg_notify($7, MAX(seq)::text)::text FROM inserted",
-            &[
-                &EVENT_LOG_LOCK,
-                &ids,
-                &sessions,
-                &types,
-                &timestamps,
-                &data,
-                &EVENTS_CHANNEL,
-            ],
-        )
+/// Marks a key as used (by a profile or an offer).
+const PUBLISH_KEY: &str = "UPDATE keys SET published = TRUE WHERE id = $1 AND NOT published";
+
+async fn publish_key(db: Db<'_, Tx<'_, '_>>, key: &KeyId) -> StoreResult<()> {
+    db.execute(PUBLISH_KEY, &[&key.as_str()])
         .await
         .map_err(db_error)?;
-    let newest: Option<i64> = row.try_get(0).map_err(db_error)?;
-    newest
-        .ok_or_else(|| corrupt("no event was written"))
-        .map(Some)
-}
-
-async fn publish_key(db: Db<'_, Transaction<'_>>, key: &KeyId) -> StoreResult<()> {
-    db.execute(
-        "UPDATE keys SET published = TRUE WHERE id = $1 AND NOT published",
-        &[&key.as_str()],
-    )
-    .await
-    .map_err(db_error)?;
     Ok(())
 }
 
@@ -620,7 +833,7 @@ fn column(name: &str, error: tokio_postgres::Error) -> StoreError {
 }
 
 async fn collect<T>(
-    db: Db<'_, impl GenericClient + Sync>,
+    db: Db<'_, impl Session>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     convert: fn(&dyn Columns) -> StoreResult<T>,
@@ -631,7 +844,7 @@ async fn collect<T>(
 
 /// [`collect`] for listings: a row that does not convert is reported by its `id`, not fatal.
 async fn listing<T>(
-    db: Db<'_, impl GenericClient + Sync>,
+    db: Db<'_, impl Session>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     convert: fn(&dyn Columns) -> StoreResult<T>,
@@ -650,33 +863,43 @@ async fn listing<T>(
     Ok(Listing { rows })
 }
 
-async fn insert_grant(
-    db: Db<'_, Transaction<'_>>,
-    session: SessionId,
-    grant: &NewGrant,
+/// A grant as the parameters of `sql::INSERT_GRANT`.
+struct GrantColumns<'a> {
+    session: String,
+    kind: &'static str,
+    grant: &'a NewGrant,
+    tx_code: Option<String>,
     now: Millis,
-) -> StoreResult<()> {
-    db.execute(
-        sql::INSERT_GRANT,
-        &[
-            &session.to_string(),
-            &grant.kind.as_str(),
-            &grant.secret_hash,
-            &grant.tx_code.as_ref().map(Value::to_string),
-            &grant.tx_code_mac,
-            &now,
-            &grant.expires_at,
-            &grant.request_id,
-            &grant.dpop_jkt,
-        ],
-    )
-    .await
-    .map_err(db_error)?;
-    Ok(())
+}
+
+impl<'a> GrantColumns<'a> {
+    fn of(session: SessionId, grant: &'a NewGrant, now: Millis) -> Self {
+        GrantColumns {
+            session: session.to_string(),
+            kind: grant.kind.as_str(),
+            grant,
+            tx_code: grant.tx_code.as_ref().map(Value::to_string),
+            now,
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.session,
+            &self.kind,
+            &self.grant.secret_hash,
+            &self.tx_code,
+            &self.grant.tx_code_mac,
+            &self.now,
+            &self.grant.expires_at,
+            &self.grant.request_id,
+            &self.grant.dpop_jkt,
+        ]
+    }
 }
 
 async fn first<T>(
-    db: Db<'_, impl GenericClient + Sync>,
+    db: Db<'_, impl Session>,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     convert: fn(&dyn Columns) -> StoreResult<T>,
@@ -686,7 +909,7 @@ async fn first<T>(
 }
 
 async fn session_where(
-    db: Db<'_, impl GenericClient + Sync>,
+    db: Db<'_, impl Session>,
     condition: &str,
     value: &str,
 ) -> StoreResult<Option<SessionRecord>> {
@@ -694,7 +917,7 @@ async fn session_where(
 }
 
 async fn profile_version(
-    db: Db<'_, impl GenericClient + Sync>,
+    db: Db<'_, impl Session>,
     id: &str,
     version: i64,
 ) -> StoreResult<Option<ProfileRecord>> {
@@ -723,7 +946,7 @@ async fn anything_due(db: Db<'_, Client>, now: Millis) -> StoreResult<bool> {
 
 /// Leases up to `limit` due deliveries (see `Store::claim_deliveries`).
 async fn claim(
-    db: Db<'_, Transaction<'_>>,
+    db: Db<'_, Tx<'_, '_>>,
     now: Millis,
     lease_until: Millis,
     limit: u32,
@@ -820,7 +1043,7 @@ async fn claim(
 
 /// Records an attempt and its consequence, and ends the lease.
 async fn record(
-    db: Db<'_, Transaction<'_>>,
+    db: Db<'_, Tx<'_, '_>>,
     delivery: i64,
     attempt: &AttemptRecord,
     outcome: AttemptOutcome,
@@ -910,8 +1133,8 @@ impl SettingsStore for PostgresStore {
 
     async fn init_setting(&self, name: &str, value: &str) -> StoreResult<String> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         db.execute(sql::INIT_SETTING, &[&name, &value])
             .await
             .map_err(db_error)?;
@@ -919,7 +1142,7 @@ impl SettingsStore for PostgresStore {
             .query_one(sql::SETTING, &[&name])
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(row.get(0))
     }
 }
@@ -976,8 +1199,8 @@ impl KeyStore for PostgresStore {
 impl ProfileStore for PostgresStore {
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let inserted = db
             .execute(
                 "INSERT INTO profile_heads (id, version, active, created_at, updated_at) \
@@ -1006,7 +1229,7 @@ impl ProfileStore for PostgresStore {
         .await
         .map_err(db_error)?;
         publish_key(db, &profile.issuer_key_id).await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await
     }
 
     async fn update_profile(
@@ -1017,8 +1240,8 @@ impl ProfileStore for PostgresStore {
         now: Millis,
     ) -> StoreResult<Option<ProfileRecord>> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let Some(row) = db
             .query_opt(
                 "UPDATE profile_heads SET version = version + 1, updated_at = $1 \
@@ -1045,7 +1268,7 @@ impl ProfileStore for PostgresStore {
         .map_err(db_error)?;
         publish_key(db, issuer_key_id).await?;
         let profile = profile_version(db, id.as_str(), version).await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(profile)
     }
 
@@ -1098,56 +1321,65 @@ impl SessionStore for PostgresStore {
         event: &NewEvent,
     ) -> StoreResult<()> {
         let s = session;
-        let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
-        db.execute(
-            &sql::INSERT_SESSION,
-            &[
-                &s.id.to_string(),
-                &s.profile_id.as_str(),
-                &s.profile_version,
-                &s.credential_configuration_id,
-                &s.status.as_str(),
-                &s.status_reason,
-                &s.offer_handle_hash,
-                &s.by_value,
-                &s.template,
-                &s.issuer_key_id.as_str(),
-                &s.created_at,
-                &s.updated_at,
-                &s.expires_at,
-                &s.resolved_at,
-                &s.token_issued_at,
-                &s.finished_at,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
-        if let Some(grant) = grant {
-            insert_grant(db, s.id, grant, s.created_at).await?;
+        let id = s.id.to_string();
+        let session_params: [&(dyn ToSql + Sync); 16] = [
+            &id,
+            &s.profile_id.as_str(),
+            &s.profile_version,
+            &s.credential_configuration_id,
+            &s.status.as_str(),
+            &s.status_reason,
+            &s.offer_handle_hash,
+            &s.by_value,
+            &s.template,
+            &s.issuer_key_id.as_str(),
+            &s.created_at,
+            &s.updated_at,
+            &s.expires_at,
+            &s.resolved_at,
+            &s.token_issued_at,
+            &s.finished_at,
+        ];
+        let key: [&(dyn ToSql + Sync); 1] = [&s.issuer_key_id.as_str()];
+        let grant = grant.map(|grant| GrantColumns::of(s.id, grant, s.created_at));
+        let grant_params = grant.as_ref().map(GrantColumns::params);
+        let webhook = s.webhook.as_ref().map(|webhook| {
+            let events = webhook
+                .events
+                .as_ref()
+                .map(|events| Value::from(events.clone()).to_string());
+            (webhook, events)
+        });
+        let webhook_params =
+            webhook
+                .as_ref()
+                .map(|(webhook, events)| -> [&(dyn ToSql + Sync); 5] {
+                    [
+                        &id,
+                        &webhook.url,
+                        &webhook.bearer_token,
+                        &webhook.secret,
+                        events,
+                    ]
+                });
+        let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> =
+            vec![(&sql::INSERT_SESSION, &session_params)];
+        if let Some(params) = &grant_params {
+            writes.push((sql::INSERT_GRANT, params));
         }
-        publish_key(db, &s.issuer_key_id).await?;
-        if let Some(webhook) = &s.webhook {
-            db.execute(
+        writes.push((PUBLISH_KEY, &key));
+        if let Some(params) = &webhook_params {
+            writes.push((
                 "INSERT INTO webhooks (session_id, url, bearer_token, secret, events) \
                  VALUES ($1, $2, $3, $4, $5::text::jsonb)",
-                &[
-                    &s.id.to_string(),
-                    &webhook.url,
-                    &webhook.bearer_token,
-                    &webhook.secret,
-                    &webhook
-                        .events
-                        .as_ref()
-                        .map(|events| Value::from(events.clone()).to_string()),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+                params,
+            ));
         }
-        let newest = insert_events(db, std::slice::from_ref(event)).await?;
-        tx.commit().await.map_err(db_error)?;
+        let mut conn = self.pool.get().await?;
+        let newest = conn
+            .begin()
+            .commit_with(&writes, std::slice::from_ref(event))
+            .await?;
         self.committed(newest);
         Ok(())
     }
@@ -1200,13 +1432,10 @@ impl SessionStore for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
-        db.execute(sql::RESOLVED, &[&now, &id.to_string()])
-            .await
-            .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = conn
+            .begin()
+            .commit_with(&[(sql::RESOLVED, &[&now, &id.to_string()])], events)
+            .await?;
         self.committed(newest);
         Ok(())
     }
@@ -1220,8 +1449,8 @@ impl SessionStore for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         // The session is locked first, as every transition on it does, so a concurrent expiry
         // or redemption waits and then sees this one's outcome.
         let seen = i32::try_from(failure.seen_failures).unwrap_or(i32::MAX);
@@ -1237,19 +1466,16 @@ impl SessionStore for PostgresStore {
         if active.is_none() {
             return Ok(Applied::Stale);
         }
-        db.execute(sql::COUNT_TX_CODE_FAILURE, &[&failure.locks, &grant])
-            .await
-            .map_err(db_error)?;
         let finish = if failure.locks {
             sql::LOCKED_OUT
         } else {
             sql::TOUCHED
         };
-        db.execute(finish, &[&now, &session.to_string()])
-            .await
-            .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let writes: [(&str, &[&(dyn ToSql + Sync)]); 2] = [
+            (sql::COUNT_TX_CODE_FAILURE, &[&failure.locks, &grant]),
+            (finish, &[&now, &session.to_string()]),
+        ];
+        let newest = tx.commit_with(&writes, events).await?;
         self.committed(newest);
         Ok(Applied::Yes)
     }
@@ -1263,8 +1489,8 @@ impl SessionStore for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let active = db
             .query_opt(
                 "SELECT 1 FROM sessions s JOIN grants g ON g.session_id = s.id \
@@ -1279,37 +1505,38 @@ impl SessionStore for PostgresStore {
         if active.is_none() {
             return Ok(Applied::Stale);
         }
-        db.execute(
-            "UPDATE grants SET state = 'REDEEMED', redeemed_at = $1 WHERE id = $2",
-            &[&now, &grant],
-        )
-        .await
-        .map_err(db_error)?;
-        db.execute(
-            sql::INSERT_ACCESS_TOKEN,
-            &[
-                &token.hash,
-                &session.to_string(),
-                &grant,
-                &now,
-                &token.expires_at,
-                &token.dpop_jkt,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
-        if let Some(refresh) = &token.refresh {
-            insert_grant(db, session, refresh, now).await?;
+        let id = session.to_string();
+        let refresh = token
+            .refresh
+            .as_ref()
+            .map(|refresh| GrantColumns::of(session, refresh, now));
+        let refresh_params = refresh.as_ref().map(GrantColumns::params);
+        let redeemed: [&(dyn ToSql + Sync); 2] = [&now, &grant];
+        let access_token: [&(dyn ToSql + Sync); 6] = [
+            &token.hash,
+            &id,
+            &grant,
+            &now,
+            &token.expires_at,
+            &token.dpop_jkt,
+        ];
+        let issued: [&(dyn ToSql + Sync); 3] = [&now, &token.expires_at, &id];
+        let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> = vec![
+            (
+                "UPDATE grants SET state = 'REDEEMED', redeemed_at = $1 WHERE id = $2",
+                &redeemed,
+            ),
+            (sql::INSERT_ACCESS_TOKEN, &access_token),
+        ];
+        if let Some(params) = &refresh_params {
+            writes.push((sql::INSERT_GRANT, params));
         }
-        db.execute(
+        writes.push((
             "UPDATE sessions SET token_issued_at = COALESCE(token_issued_at, $1), \
              updated_at = $1, expires_at = GREATEST(expires_at, $2) WHERE id = $3",
-            &[&now, &token.expires_at, &session.to_string()],
-        )
-        .await
-        .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+            &issued,
+        ));
+        let newest = tx.commit_with(&writes, events).await?;
         self.committed(newest);
         Ok(Applied::Yes)
     }
@@ -1343,8 +1570,8 @@ impl SessionStore for PostgresStore {
     async fn purge(&self, finished_before: Millis, now: Millis, batch: u32) -> StoreResult<Purged> {
         let limit = i64::from(batch);
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let row = db
             .query_one(sql::PURGE_BATCH, &[&finished_before, &limit])
             .await
@@ -1375,7 +1602,7 @@ impl SessionStore for PostgresStore {
                 .map_err(db_error)?;
             more |= removed >= batch.into();
         }
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(Purged { sessions, more })
     }
     async fn seed(&self, template: SessionId, batch: &SeedBatch) -> StoreResult<u64> {
@@ -1384,25 +1611,22 @@ impl SessionStore for PostgresStore {
         }
         let statements = sql::seed_copies(&sql::POSTGRES, &template.to_string(), batch);
         let mut conn = self.pool.get().await?;
-        let (tx, prepared) = conn.begin().await?;
-        let db = Db::new(&tx, &prepared);
+        let tx = conn.begin();
+        let db = tx.db();
         // The event log's order is its commit order: seeding takes its lock as appends do.
         db.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_LOG_LOCK])
             .await
             .map_err(db_error)?;
         let mut events = 0;
         for statement in &statements {
-            events = tx
-                .execute(statement.as_str(), &[])
-                .await
-                .map_err(db_error)?;
+            events = db.execute_once(statement).await.map_err(db_error)?;
         }
         let newest: i64 = db
             .query_one(sql::NEWEST_EVENT, &[])
             .await
             .map_err(db_error)?
             .get(0);
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         self.committed(Some(newest));
         Ok(events)
     }
@@ -1413,68 +1637,82 @@ impl CredentialStore for PostgresStore {
     async fn complete_issuance(&self, issuance: &Issuance) -> StoreResult<IssuanceCommit> {
         let session = issuance.session.to_string();
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
-        // Lock the session while checking it: a concurrent completion waits, then sees it
-        // finished.
-        let active = db
-            .query_opt(
-                "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
-                 WHERE s.id = $1 AND t.token_hash = $2 AND (s.status = 'ACTIVE' \
-                 OR (s.status = 'SUCCESSFUL' AND EXISTS (SELECT 1 FROM grants rg \
-                 WHERE rg.id = t.grant_id AND rg.kind = 'REFRESH_TOKEN'))) \
-                 AND t.expires_at > $3 FOR UPDATE OF s",
-                &[&session, &issuance.token_hash, &issuance.now],
-            )
+        let tx = conn.begin();
+        let db = tx.db();
+        // The session is locked while checked (a concurrent completion waits, then sees it
+        // finished), and what the issuance spends is spent with it, in one round trip: if either
+        // fails, the transaction is rolled back.
+        let check = "SELECT 1 FROM sessions s JOIN access_tokens t ON t.session_id = s.id \
+             WHERE s.id = $1 AND t.token_hash = $2 AND (s.status = 'ACTIVE' \
+             OR (s.status = 'SUCCESSFUL' AND EXISTS (SELECT 1 FROM grants rg \
+             WHERE rg.id = t.grant_id AND rg.kind = 'REFRESH_TOKEN'))) \
+             AND t.expires_at > $3 FOR UPDATE OF s";
+        let check_params: [&(dyn ToSql + Sync); 3] =
+            [&session, &issuance.token_hash, &issuance.now];
+        let spend = match &issuance.spends {
+            Spent::Nonce { hash, expires_at } => {
+                (sql::USE_NONCE, [hash as &(dyn ToSql + Sync), expires_at])
+            }
+            Spent::Deferred { transaction_hash } => (
+                sql::SPEND_DEFERRED,
+                [&issuance.now as _, transaction_hash as _],
+            ),
+        };
+        let found = db
+            .execute_all(&[(check, &check_params), (spend.0, &spend.1)])
             .await
             .map_err(db_error)?;
-        if active.is_none() {
-            return Ok(IssuanceCommit::SessionNotActive);
+        match found[..] {
+            [0, _] => return Ok(IssuanceCommit::SessionNotActive),
+            [_, 0] => return Ok(IssuanceCommit::AlreadySpent),
+            _ => {}
         }
-        let fresh = match &issuance.spends {
-            Spent::Nonce { hash, expires_at } => {
-                db.execute(sql::USE_NONCE, &[hash, expires_at]).await
-            }
-            Spent::Deferred { transaction_hash } => {
-                db.execute(sql::SPEND_DEFERRED, &[&issuance.now, transaction_hash])
-                    .await
-            }
-        }
-        .map_err(db_error)?;
-        if fresh == 0 {
-            return Ok(IssuanceCommit::AlreadySpent);
-        }
-        for credential in &issuance.credentials {
-            db.execute(
-                &sql::INSERT_ISSUED_CREDENTIAL,
-                &[
-                    &credential.id,
-                    &credential.session_id.to_string(),
+        let credentials: Vec<_> = issuance
+            .credentials
+            .iter()
+            .map(|credential| {
+                (
+                    credential.session_id.to_string(),
+                    credential.status.as_ref().map(Value::to_string),
+                    credential.status_entry.as_ref().map(|entry| &entry.list_id),
+                    credential.status_entry.as_ref().map(|entry| entry.index),
+                    i32::from(credential.status_value),
+                )
+            })
+            .collect();
+        let credential_params: Vec<[&(dyn ToSql + Sync); 12]> = issuance
+            .credentials
+            .iter()
+            .zip(&credentials)
+            .map(|(credential, (session, status, list, index, value))| {
+                [
+                    &credential.id as &(dyn ToSql + Sync),
+                    session,
                     &credential.credential_configuration_id,
                     &credential.format,
                     &credential.holder,
                     &credential.issued_at,
                     &credential.expires_at,
-                    &credential.status.as_ref().map(Value::to_string),
-                    &credential.status_entry.as_ref().map(|entry| &entry.list_id),
-                    &credential.status_entry.as_ref().map(|entry| entry.index),
-                    &i32::from(credential.status_value),
+                    status,
+                    list,
+                    index,
+                    value,
                     &credential.notification_id,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        }
+                ]
+            })
+            .collect();
+        let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> = credential_params
+            .iter()
+            .map(|params| (sql::INSERT_ISSUED_CREDENTIAL.as_str(), &params[..]))
+            .collect();
         let update = if issuance.finish {
             sql::SUCCEEDED
         } else {
             sql::TOUCHED
         };
-        db.execute(update, &[&issuance.now, &session])
-            .await
-            .map_err(db_error)?;
-        let newest = insert_events(db, &issuance.events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let updated: [&(dyn ToSql + Sync); 2] = [&issuance.now, &session];
+        writes.push((update, &updated));
+        let newest = tx.commit_with(&writes, &issuance.events).await?;
         self.committed(newest);
         Ok(IssuanceCommit::Issued)
     }
@@ -1503,8 +1741,8 @@ impl CredentialStore for PostgresStore {
     ) -> StoreResult<StatusAllocation> {
         let signer = signer.to_string();
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let bits_column = i32::from(bits);
         // One allocator per kind and shape at a time, across instances: the entry taken from a
         // list and a new list when it is full are then never raced (no list made twice).
@@ -1540,7 +1778,7 @@ impl CredentialStore for PostgresStore {
             .map_err(db_error)?
             .ok_or_else(|| corrupt("a status list with room had none"))?;
         let position: i64 = row.try_get(0).map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         list.allocated = position + 1;
         Ok(StatusAllocation { list, position })
     }
@@ -1565,8 +1803,8 @@ impl CredentialStore for PostgresStore {
         events: &[NewEvent],
     ) -> StoreResult<Applied> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let changed = db
             .execute(
                 sql::CHANGE_CREDENTIAL_STATUS,
@@ -1580,8 +1818,7 @@ impl CredentialStore for PostgresStore {
         db.execute(sql::TOUCH_STATUS_LIST, &[&now, &id])
             .await
             .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(events).await?;
         self.committed(newest);
         Ok(Applied::Yes)
     }
@@ -1611,8 +1848,8 @@ impl CredentialStore for PostgresStore {
     async fn defer_issuance(&self, d: &Deferral) -> StoreResult<IssuanceCommit> {
         let session = d.session.to_string();
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         // Lock the session while checking it: a concurrent request waits, then sees the
         // transaction this one made.
         let active = db
@@ -1655,8 +1892,7 @@ impl CredentialStore for PostgresStore {
         db.execute(sql::EXTEND_TOKEN, &[&d.expires_at, &d.token_hash])
             .await
             .map_err(db_error)?;
-        let newest = insert_events(db, &d.events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(&d.events).await?;
         self.committed(newest);
         Ok(IssuanceCommit::Issued)
     }
@@ -1692,8 +1928,8 @@ impl CredentialStore for PostgresStore {
     ) -> StoreResult<Applied> {
         let session = session.to_string();
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let active = db
             .query_opt(
                 "SELECT 1 FROM sessions WHERE id = $1 AND status = 'ACTIVE' FOR UPDATE",
@@ -1728,8 +1964,7 @@ impl CredentialStore for PostgresStore {
             }
         }
         .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(events).await?;
         self.committed(newest);
         Ok(Applied::Yes)
     }
@@ -1740,8 +1975,8 @@ impl CredentialStore for PostgresStore {
     ) -> StoreResult<NotificationReceipt> {
         let session = n.session.to_string();
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let known = db
             .query_opt(sql::NOTIFIED_CREDENTIAL, &[&n.notification_id, &session])
             .await
@@ -1759,8 +1994,7 @@ impl CredentialStore for PostgresStore {
         if recorded == 0 {
             return Ok(NotificationReceipt::Repeated);
         }
-        let newest = insert_events(db, &n.events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(&n.events).await?;
         self.committed(newest);
         Ok(NotificationReceipt::Recorded)
     }
@@ -1775,8 +2009,8 @@ impl AuthorizationStore for PostgresStore {
     ) -> StoreResult<()> {
         let r = request;
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         db.execute(
             &sql::INSERT_AUTHORIZATION_REQUEST,
             &[
@@ -1794,8 +2028,7 @@ impl AuthorizationStore for PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(events).await?;
         self.committed(newest);
         Ok(())
     }
@@ -1835,8 +2068,8 @@ impl AuthorizationStore for PostgresStore {
         let c = completion;
         let session = c.session.to_string();
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let completed = db
             .execute(
                 sql::COMPLETE_AUTHORIZATION,
@@ -1847,23 +2080,21 @@ impl AuthorizationStore for PostgresStore {
         if completed == 0 {
             return Ok(Applied::Stale);
         }
-        db.execute(sql::SET_TEMPLATE, &[&c.template, &c.now, &session])
-            .await
-            .map_err(db_error)?;
-        db.execute(sql::USE_ISSUER_STATE, &[&c.now, &session])
-            .await
-            .map_err(db_error)?;
-        insert_grant(db, c.session, &c.grant, c.now).await?;
-        let newest = insert_events(db, &c.events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let grant = GrantColumns::of(c.session, &c.grant, c.now);
+        let writes: [(&str, &[&(dyn ToSql + Sync)]); 3] = [
+            (sql::SET_TEMPLATE, &[&c.template, &c.now, &session]),
+            (sql::USE_ISSUER_STATE, &[&c.now, &session]),
+            (sql::INSERT_GRANT, &grant.params()),
+        ];
+        let newest = tx.commit_with(&writes, &c.events).await?;
         self.committed(newest);
         Ok(Applied::Yes)
     }
 
     async fn fail_authorization(&self, id: &str, events: &[NewEvent]) -> StoreResult<Applied> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let failed = db
             .execute(sql::FAIL_AUTHORIZATION, &[&id])
             .await
@@ -1871,8 +2102,7 @@ impl AuthorizationStore for PostgresStore {
         if failed == 0 {
             return Ok(Applied::Stale);
         }
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(events).await?;
         self.committed(newest);
         Ok(Applied::Yes)
     }
@@ -1894,8 +2124,8 @@ impl AuthorizationStore for PostgresStore {
 
     async fn revoke_request(&self, request_id: &str, events: &[NewEvent]) -> StoreResult<u64> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let revoked = db
             .execute(sql::REVOKE_REQUEST_TOKENS, &[&request_id])
             .await
@@ -1903,8 +2133,7 @@ impl AuthorizationStore for PostgresStore {
         db.execute(sql::LOCK_REQUEST_GRANTS, &[&request_id])
             .await
             .map_err(db_error)?;
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = tx.commit_events(events).await?;
         self.committed(newest);
         Ok(revoked)
     }
@@ -1939,10 +2168,7 @@ impl ReplayStore for PostgresStore {
 impl EventLog for PostgresStore {
     async fn append_events(&self, events: &[NewEvent]) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
-        let newest = insert_events(db, events).await?;
-        tx.commit().await.map_err(db_error)?;
+        let newest = conn.begin().commit_events(events).await?;
         self.committed(newest);
         Ok(())
     }
@@ -1994,10 +2220,10 @@ impl Outbox for PostgresStore {
         if limit == 0 || !anything_due(conn.db(), now).await? {
             return Ok(Vec::new());
         }
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         let due = claim(db, now, lease_until, limit, per_url).await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(due)
     }
 
@@ -2009,10 +2235,10 @@ impl Outbox for PostgresStore {
         now: Millis,
     ) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         record(db, delivery, attempt, outcome, now).await?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await
     }
 
     async fn record_and_claim(
@@ -2031,8 +2257,8 @@ impl Outbox for PostgresStore {
         // Row locks in one order, so two instances recording at once cannot deadlock on them.
         finished.sort_by_key(|attempt| attempt.delivery);
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         for attempt in &finished {
             record(
                 db,
@@ -2044,7 +2270,7 @@ impl Outbox for PostgresStore {
             .await?;
         }
         let due = claim(db, now, lease_until, limit, per_url).await?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(due)
     }
 
@@ -2080,8 +2306,8 @@ impl Outbox for PostgresStore {
         now: Millis,
     ) -> StoreResult<u64> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         // One event's deliveries (whatever their state), or the session's FAILED/GONE ones;
         // never one that is in flight. Locked, so that no claim leases them meanwhile.
         let rows = db
@@ -2114,7 +2340,7 @@ impl Outbox for PostgresStore {
             )
             .await
             .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await?;
         Ok(changed)
     }
 }
@@ -2123,8 +2349,8 @@ impl Outbox for PostgresStore {
 impl OperatorStore for PostgresStore {
     async fn open_console_session(&self, s: &ConsoleSessionRecord, now: Millis) -> StoreResult<()> {
         let mut conn = self.pool.get().await?;
-        let (tx, statements) = conn.begin().await?;
-        let db = Db::new(&tx, &statements);
+        let tx = conn.begin();
+        let db = tx.db();
         db.execute(sql::FORGET_EXPIRED_CONSOLE_SESSIONS, &[&now])
             .await
             .map_err(db_error)?;
@@ -2134,7 +2360,7 @@ impl OperatorStore for PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        tx.commit().await
     }
 
     async fn console_session(
