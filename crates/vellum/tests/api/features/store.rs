@@ -61,6 +61,7 @@ macro_rules! conformance {
 
 conformance!(
     settings_are_initialised_once,
+    a_call_whose_write_fails_applies_nothing,
     keys_are_inserted_once_and_published_when_used,
     profiles_are_created_once_versioned_and_deactivated,
     sessions_are_stored_with_their_webhook_and_found_by_hash,
@@ -289,6 +290,34 @@ fn ok_attempt(at: Millis, status: u16) -> AttemptRecord {
 }
 
 // ----- behaviours ---------------------------------------------------------------------------
+
+/// A statement that fails in the middle of a call (here the grant's, after the session's)
+/// undoes the call's earlier writes and writes none of its events, and every pooled connection
+/// is usable after it.
+async fn a_call_whose_write_fails_applies_nothing(store: &dyn Store) {
+    let first = session(10, None);
+    create(store, &first).await;
+    let second = session(20, None);
+    let refused = store
+        .create_session(
+            &second,
+            Some(&grant(&first)),
+            &event(Some(second.id), "credential_offer_created", 20),
+        )
+        .await;
+    assert!(refused.is_err(), "a code already taken: {refused:?}");
+    let stored = store.session(second.id).await.expect("read the session");
+    assert!(stored.is_none(), "the session insert is undone: {stored:?}");
+    let events = store.events(Some(second.id), 0, 10).await.expect("events");
+    assert!(events.is_empty(), "no event: {events:?}");
+    for index in 0..20 {
+        let next = session(30 + index, None);
+        create(store, &next).await;
+        assert_eq!(reload(store, next.id).await.id, next.id);
+    }
+    let events = store.events(None, 0, 100).await.expect("events");
+    assert_eq!(events.len(), 21, "the first session's event and 20 more");
+}
 
 async fn settings_are_initialised_once(store: &dyn Store) {
     assert_eq!(store.setting("api_key").await.expect("setting"), None);
