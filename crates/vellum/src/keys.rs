@@ -167,14 +167,19 @@ pub async fn ensure_declared_keys(ctx: &Context) -> Result<(), Internal> {
 /// The signing key `id`, unsealed, from the context's cache after first use (keys never
 /// change once stored).
 pub async fn signing_key(ctx: &Context, id: &KeyId) -> Result<SigningKey, Internal> {
-    if let Some(key) = ctx.keys.get(id) {
-        return Ok(key);
-    }
-    let record = ctx
-        .store
-        .key(id)
+    find_signing_key(ctx, id)
         .await?
-        .ok_or_else(|| Internal::msg(format!("key {id} disappeared")))?;
+        .ok_or_else(|| Internal::msg(format!("key {id} disappeared")))
+}
+
+/// [`signing_key`], or `None` when there is no key `id`.
+pub async fn find_signing_key(ctx: &Context, id: &KeyId) -> Result<Option<SigningKey>, Internal> {
+    if let Some(key) = ctx.keys.get(id) {
+        return Ok(Some(key));
+    }
+    let Some(record) = ctx.store.key(id).await? else {
+        return Ok(None);
+    };
     let private = ctx
         .secrets
         .open(&record.sealed_private, id.as_str().as_bytes())
@@ -183,7 +188,7 @@ pub async fn signing_key(ctx: &Context, id: &KeyId) -> Result<SigningKey, Intern
         .map_err(|_| Internal::msg(format!("key {id}: unreadable after unsealing")))?;
     let key = SigningKey::from_jwk(&jwk).map_err(|error| Internal::msg(error.to_string()))?;
     ctx.keys.insert(id.clone(), key.clone());
-    Ok(key)
+    Ok(Some(key))
 }
 
 /// What a certificate is for (ISO 18013-5 Annex B profiles for mdoc).

@@ -218,21 +218,24 @@ pub async fn validate(
         configuration,
         format,
     } = check_rules(&ctx.config, &ctx.credential_configurations, definition)?;
-    let Some(key) = ctx.store.key(&definition.issuer_key_id).await? else {
+    // The cached key: validating every offer's profile reads nothing from the store.
+    let Some(key) = keys::find_signing_key(ctx, &definition.issuer_key_id).await? else {
         return Err(ApiError::invalid(
             "unknown_key",
             format!("no key {}", definition.issuer_key_id),
         ));
     };
+    let algorithm = key.algorithm().as_str();
     // Wallets rely on credential_signing_alg_values_supported: never sign with anything else.
     if !configuration
         .credential_signing_alg_values_supported
-        .contains(&key.algorithm)
+        .iter()
+        .any(|supported| supported == algorithm)
     {
         return Err(invalid(format!(
             "key {} signs with {}, but credential configuration {} allows only {:?}",
             definition.issuer_key_id,
-            key.algorithm,
+            algorithm,
             definition.credential_configuration_id,
             configuration.credential_signing_alg_values_supported
         )));
@@ -244,8 +247,7 @@ pub async fn validate(
     {
         let carried = did::jwk_from_did(did)
             .map_err(|error| invalid(format!("issuerDid {did:?}: {error}")))?;
-        let issuer = keys::public_jwk(&key)?;
-        if carried.thumbprint() != issuer.thumbprint() {
+        if carried.thumbprint() != key.public_jwk().thumbprint() {
             return Err(invalid(format!(
                 "issuerDid {did:?} is not a DID of key {}",
                 definition.issuer_key_id
@@ -260,7 +262,7 @@ pub async fn validate(
         if unchanged {
             still_valid(chain, ctx.clock.now()).map_err(invalid)?;
         } else {
-            check_chain(chain, &keys::public_jwk(&key)?, ctx.clock.now()).map_err(invalid)?;
+            check_chain(chain, &key.public_jwk(), ctx.clock.now()).map_err(invalid)?;
         }
         // Also for an unchanged chain: the issuer URL may have changed since (public_url).
         format
