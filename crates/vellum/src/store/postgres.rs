@@ -328,7 +328,7 @@ impl<'p> Conn<'p> {
     }
 
     /// A transaction. Nothing is sent yet: BEGIN goes with its first statement, and COMMIT with
-    /// its events (see [`Tx::commit_events`]).
+    /// its events (see [`Tx::commit_with`]).
     fn begin(&mut self) -> Tx<'_, 'p> {
         Tx {
             conn: self,
