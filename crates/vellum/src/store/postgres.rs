@@ -12,9 +12,9 @@
 //! connection LISTENs, and also polls the newest sequence every second in case a notification
 //! was lost with a connection.
 //!
-//! BEGIN travels with a transaction's first statement and COMMIT right behind its events'
-//! statement ([`Tx`]): a transaction is one round trip per statement, and the event-log lock is
-//! held for one statement and the commit's flush.
+//! Requests go out pipelined ([`pipeline`]): BEGIN with a transaction's first statement, and
+//! its last writes, its events' statement and COMMIT together ([`Tx::commit_with`]), so the
+//! event-log lock is held for one statement and the commit's flush, never across a round trip.
 //!
 //! Deliveries are claimed per URL under a try-lock (another claimer working on the URL is
 //! skipped, so the per-URL limit holds across instances) and row by row with
@@ -863,6 +863,47 @@ async fn listing<T>(
     Ok(Listing { rows })
 }
 
+/// An issued credential as the parameters of `sql::INSERT_ISSUED_CREDENTIAL`.
+struct CredentialColumns<'a> {
+    credential: &'a IssuedCredentialRecord,
+    session: String,
+    status: Option<String>,
+    list: Option<&'a String>,
+    index: Option<i64>,
+    value: i32,
+}
+
+impl<'a> CredentialColumns<'a> {
+    fn of(credential: &'a IssuedCredentialRecord) -> Self {
+        CredentialColumns {
+            credential,
+            session: credential.session_id.to_string(),
+            status: credential.status.as_ref().map(Value::to_string),
+            list: credential.status_entry.as_ref().map(|entry| &entry.list_id),
+            index: credential.status_entry.as_ref().map(|entry| entry.index),
+            value: i32::from(credential.status_value),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        let credential = self.credential;
+        [
+            &credential.id,
+            &self.session,
+            &credential.credential_configuration_id,
+            &credential.format,
+            &credential.holder,
+            &credential.issued_at,
+            &credential.expires_at,
+            &self.status,
+            &self.list,
+            &self.index,
+            &self.value,
+            &credential.notification_id,
+        ]
+    }
+}
+
 /// A grant as the parameters of `sql::INSERT_GRANT`.
 struct GrantColumns<'a> {
     session: String,
@@ -1667,40 +1708,12 @@ impl CredentialStore for PostgresStore {
             [_, 0] => return Ok(IssuanceCommit::AlreadySpent),
             _ => {}
         }
-        let credentials: Vec<_> = issuance
+        let credentials: Vec<CredentialColumns> = issuance
             .credentials
             .iter()
-            .map(|credential| {
-                (
-                    credential.session_id.to_string(),
-                    credential.status.as_ref().map(Value::to_string),
-                    credential.status_entry.as_ref().map(|entry| &entry.list_id),
-                    credential.status_entry.as_ref().map(|entry| entry.index),
-                    i32::from(credential.status_value),
-                )
-            })
+            .map(CredentialColumns::of)
             .collect();
-        let credential_params: Vec<[&(dyn ToSql + Sync); 12]> = issuance
-            .credentials
-            .iter()
-            .zip(&credentials)
-            .map(|(credential, (session, status, list, index, value))| {
-                [
-                    &credential.id as &(dyn ToSql + Sync),
-                    session,
-                    &credential.credential_configuration_id,
-                    &credential.format,
-                    &credential.holder,
-                    &credential.issued_at,
-                    &credential.expires_at,
-                    status,
-                    list,
-                    index,
-                    value,
-                    &credential.notification_id,
-                ]
-            })
-            .collect();
+        let credential_params: Vec<_> = credentials.iter().map(CredentialColumns::params).collect();
         let mut writes: Vec<(&str, &[&(dyn ToSql + Sync)])> = credential_params
             .iter()
             .map(|params| (sql::INSERT_ISSUED_CREDENTIAL.as_str(), &params[..]))
